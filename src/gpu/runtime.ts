@@ -1,0 +1,573 @@
+// The GPU runtime: tensors over pooled buffers, a cached Program abstraction, command recording
+// (many dispatches → one encoder → one submit), readback, and errors that are never silent.
+//
+// Ordering model (why pooled buffers can be reused as soon as they are released):
+// every write to a pooled buffer is either a GPU command recorded into the current encoder or a
+// queue.writeBuffer issued by `write()`, which first submits whatever is recorded. The queue executes
+// submits and writeBuffers in issue order, so a buffer released after dispatch A and reused by a
+// later dispatch B is only written after A has read it. Readback staging buffers (MAP_READ) are the
+// exception: they are reused only after their map has resolved.
+
+import { acquireDevice, type AcquireOptions, type AcquiredDevice } from './device.ts';
+
+export type DType = 'f32' | 'u32' | 'i32';
+
+export class GpuError extends Error {
+  override name = 'GpuError';
+}
+
+export type TypedArrayFor<D extends DType> = D extends 'f32' ? Float32Array : D extends 'u32' ? Uint32Array : Int32Array;
+
+function shapeSize(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new GpuError(`bad tensor shape [${shape.join(', ')}]`);
+    n *= d;
+  }
+  return n;
+}
+
+/** A dense row-major tensor living in (a byte range of) a GPU buffer. 4-byte elements. */
+export class Tensor {
+  private disposed = false;
+  constructor(
+    readonly gpu: Gpu,
+    readonly buffer: GPUBuffer,
+    readonly shape: readonly number[],
+    readonly dtype: DType,
+    /** Byte offset into `buffer` (a multiple of minStorageBufferOffsetAlignment). */
+    readonly offset = 0,
+    /** Whether dispose() returns the buffer to the pool (false for views). */
+    private readonly owner = true,
+  ) {}
+  get size(): number {
+    return shapeSize(this.shape);
+  }
+  get byteLength(): number {
+    return this.size * 4;
+  }
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+  /** A view over `shape` starting `elementOffset` elements in; the parent keeps ownership. */
+  view(shape: readonly number[], elementOffset = 0): Tensor {
+    const byteOffset = this.offset + elementOffset * 4;
+    if (byteOffset % this.gpu.limits.minStorageBufferOffsetAlignment !== 0) {
+      throw new GpuError(
+        `tensor view offset ${byteOffset} B is not a multiple of minStorageBufferOffsetAlignment ${this.gpu.limits.minStorageBufferOffsetAlignment}`,
+      );
+    }
+    if (elementOffset + shapeSize(shape) > this.size) {
+      throw new GpuError(`tensor view [${shape.join(', ')}] at ${elementOffset} exceeds tensor of ${this.size} elements`);
+    }
+    return new Tensor(this.gpu, this.buffer, shape, this.dtype, byteOffset, false);
+  }
+  /** Same storage, another shape with the same element count. */
+  reshape(shape: readonly number[]): Tensor {
+    if (shapeSize(shape) !== this.size) {
+      throw new GpuError(`cannot reshape [${this.shape.join(', ')}] to [${shape.join(', ')}]`);
+    }
+    return new Tensor(this.gpu, this.buffer, shape, this.dtype, this.offset, false);
+  }
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.owner) this.gpu.releaseBuffer(this.buffer);
+  }
+}
+
+/**
+ * A [rows, cols] matrix split along rows into chunks that each fit under the storage binding limit
+ * (Qwen2.5's 151,936 × 896 embedding is 545 MB; lavapipe binds at most 128 MiB). Chunk i holds rows
+ * [i·rowsPerChunk, min(rows, (i+1)·rowsPerChunk)).
+ */
+export class ChunkedMatrix {
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+    readonly rowsPerChunk: number,
+    readonly chunks: Tensor[],
+  ) {}
+  chunkRows(i: number): number {
+    return Math.min(this.rowsPerChunk, this.rows - i * this.rowsPerChunk);
+  }
+  dispose(): void {
+    for (const c of this.chunks) c.dispose();
+  }
+}
+
+/** Packs a uniform struct of 4-byte scalars in declaration order (WGSL alignment 4, size rounded to 16). */
+export class Uniforms {
+  private readonly values: { type: 'u32' | 'i32' | 'f32'; v: number }[] = [];
+  u32(...vs: number[]): this {
+    for (const v of vs) {
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new GpuError(`uniform u32 out of range: ${v}`);
+      this.values.push({ type: 'u32', v });
+    }
+    return this;
+  }
+  i32(...vs: number[]): this {
+    for (const v of vs) {
+      if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new GpuError(`uniform i32 out of range: ${v}`);
+      this.values.push({ type: 'i32', v });
+    }
+    return this;
+  }
+  f32(...vs: number[]): this {
+    for (const v of vs) this.values.push({ type: 'f32', v });
+    return this;
+  }
+  get byteLength(): number {
+    return Math.max(16, Math.ceil((this.values.length * 4) / 16) * 16);
+  }
+  writeTo(view: DataView, byteOffset: number): void {
+    this.values.forEach(({ type, v }, i) => {
+      const o = byteOffset + i * 4;
+      if (type === 'u32') view.setUint32(o, v, true);
+      else if (type === 'i32') view.setInt32(o, v, true);
+      else view.setFloat32(o, v, true);
+    });
+  }
+}
+
+/**
+ * A compute kernel: WGSL with one entry point `main`. Bindings (group 0): the storage buffers in the
+ * order passed to `Gpu.run`, then — when the dispatch passes Uniforms — a uniform struct at the next
+ * binding index. Every declared binding must be used by the shader (pipelines use layout 'auto').
+ */
+export interface Program {
+  /** Kernel name: appears in every error message and GPU object label. */
+  name: string;
+  code: string;
+  /** Pipeline cache key; defaults to name + code. */
+  key?: string;
+}
+
+export type Workgroups = number | [number, number?, number?];
+
+interface PoolStats {
+  allocatedBytes: number;
+  peakAllocatedBytes: number;
+  liveBytes: number;
+  peakLiveBytes: number;
+  buffersCreated: number;
+}
+
+const UNIFORM_CHUNK_BYTES = 64 * 1024;
+const BIND_GROUP_CACHE_MAX = 8192;
+
+/** Size classes with ≤ 12.5% waste: 2^k · {1, 1.125, …, 1.875}, at least 256 B. */
+function sizeClass(bytes: number): number {
+  const b = Math.max(256, bytes);
+  const p = 2 ** Math.floor(Math.log2(b));
+  const step = p / 8;
+  return Math.ceil(b / step) * step;
+}
+
+export interface GpuOptions extends AcquireOptions {}
+
+export class Gpu {
+  readonly device: GPUDevice;
+  readonly limits: GPUSupportedLimits;
+  readonly info: AcquiredDevice;
+
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly freeBuffers = new Map<number, GPUBuffer[]>();
+  private readonly bufferBytes = new WeakMap<GPUBuffer, number>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly stagingFree: GPUBuffer[] = [];
+
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private recordedKernels: string[] = [];
+  private readonly uniformChunks: { buffer: GPUBuffer; data: ArrayBuffer }[] = [];
+  private uniformChunk = 0;
+  private uniformOffset = 0;
+
+  private readonly errors: GpuError[] = [];
+  private readonly pendingScopes = new Set<Promise<void>>();
+  private lost: string | null = null;
+  readonly stats: PoolStats = { allocatedBytes: 0, peakAllocatedBytes: 0, liveBytes: 0, peakLiveBytes: 0, buffersCreated: 0 };
+  /** Counters for benchmarks: dispatches recorded and submits issued since creation. */
+  dispatchCount = 0;
+  submitCount = 0;
+
+  private constructor(info: AcquiredDevice) {
+    this.info = info;
+    this.device = info.device;
+    this.limits = info.device.limits;
+    this.device.lost.then((l) => {
+      this.lost = `${l.reason}: ${l.message}`;
+      if (l.reason !== 'destroyed') console.error(`webgpu: device lost (${this.lost})`);
+    });
+    this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      const kind = ev.error.constructor?.name ?? 'GPUError';
+      this.errors.push(new GpuError(`${kind}: ${ev.error.message.trim()}`));
+    };
+  }
+
+  static async create(opts: GpuOptions = {}): Promise<Gpu> {
+    return new Gpu(await acquireDevice(opts));
+  }
+
+  get isSoftware(): boolean {
+    return this.info.isSoftware;
+  }
+
+  // ---------------------------------------------------------------- errors
+
+  private checkAlive(): void {
+    if (this.lost) throw new GpuError(`GPU device lost (${this.lost})`);
+  }
+
+  /** Waits for pipeline-creation error scopes still in flight, so their errors are reported together. */
+  private async settleScopes(): Promise<void> {
+    if (this.pendingScopes.size) await Promise.all([...this.pendingScopes]);
+  }
+
+  /** Throws the first GPU error reported since the last check (validation, out-of-memory, internal). */
+  throwIfErrors(): void {
+    this.checkAlive();
+    if (this.errors.length) {
+      const first = this.errors[0];
+      const more = this.errors.length > 1 ? ` (+${this.errors.length - 1} more)` : '';
+      this.errors.length = 0;
+      throw new GpuError(first.message + more);
+    }
+  }
+
+  // ---------------------------------------------------------------- buffers
+
+  private bufferId(b: GPUBuffer): number {
+    let id = this.bufferIds.get(b);
+    if (id === undefined) {
+      id = this.nextBufferId++;
+      this.bufferIds.set(b, id);
+    }
+    return id;
+  }
+
+  /** A pooled storage buffer of at least `bytes` bytes. */
+  acquireBuffer(bytes: number, label = 'tensor'): GPUBuffer {
+    this.checkAlive();
+    if (bytes > this.limits.maxBufferSize) {
+      throw new GpuError(
+        `${label}: ${bytes} B exceeds the device's maxBufferSize ${this.limits.maxBufferSize} B; split the tensor (ChunkedMatrix)`,
+      );
+    }
+    const cls = Math.min(sizeClass(bytes), Math.max(bytes, Math.floor(this.limits.maxBufferSize / 4) * 4));
+    const list = this.freeBuffers.get(cls);
+    let buf = list?.pop();
+    if (!buf) {
+      buf = this.device.createBuffer({
+        size: cls,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+        label,
+      });
+      this.bufferBytes.set(buf, cls);
+      this.stats.allocatedBytes += cls;
+      this.stats.buffersCreated++;
+      this.stats.peakAllocatedBytes = Math.max(this.stats.peakAllocatedBytes, this.stats.allocatedBytes);
+    }
+    this.stats.liveBytes += cls;
+    this.stats.peakLiveBytes = Math.max(this.stats.peakLiveBytes, this.stats.liveBytes);
+    return buf;
+  }
+
+  releaseBuffer(buf: GPUBuffer): void {
+    const cls = this.bufferBytes.get(buf);
+    if (cls === undefined) return;
+    this.stats.liveBytes -= cls;
+    let list = this.freeBuffers.get(cls);
+    if (!list) this.freeBuffers.set(cls, (list = []));
+    list.push(buf);
+  }
+
+  /** Destroys every pooled buffer that is not in use (after submitting pending work). */
+  trimPool(): void {
+    this.flush();
+    for (const [cls, list] of this.freeBuffers) {
+      for (const b of list) {
+        b.destroy();
+        this.stats.allocatedBytes -= cls;
+      }
+    }
+    this.freeBuffers.clear();
+    this.bindGroups.clear();
+  }
+
+  /** An uninitialised tensor (contents are whatever the pooled buffer held). */
+  empty<D extends DType = 'f32'>(shape: readonly number[], dtype: D = 'f32' as D, label = 'tensor'): Tensor {
+    const n = shapeSize(shape);
+    return new Tensor(this, this.acquireBuffer(Math.max(4, n * 4), label), shape, dtype);
+  }
+
+  /** A tensor filled with zeros (a GPU clear recorded in order with the dispatches). */
+  zeros(shape: readonly number[], dtype: DType = 'f32', label = 'zeros'): Tensor {
+    const t = this.empty(shape, dtype, label);
+    this.fill(t, 0);
+    return t;
+  }
+
+  /** Records a clear to zero of the tensor's bytes. */
+  fill(t: Tensor, value: 0): void {
+    void value;
+    const enc = this.ensureEncoder();
+    this.endPass();
+    const bytes = Math.ceil(t.byteLength / 4) * 4;
+    if (bytes > 0) enc.clearBuffer(t.buffer, t.offset, bytes);
+  }
+
+  /** Uploads data into a new tensor. */
+  upload(data: Float32Array | Uint32Array | Int32Array | number[], shape?: readonly number[], dtype?: DType, label = 'upload'): Tensor {
+    const arr = Array.isArray(data) ? new Float32Array(data) : data;
+    const dt: DType = dtype ?? (arr instanceof Uint32Array ? 'u32' : arr instanceof Int32Array ? 'i32' : 'f32');
+    const sh = shape ?? [arr.length];
+    if (shapeSize(sh) !== arr.length) {
+      throw new GpuError(`${label}: data has ${arr.length} elements but shape [${sh.join(', ')}] needs ${shapeSize(sh)}`);
+    }
+    const t = this.empty(sh, dt, label);
+    this.write(t, arr);
+    return t;
+  }
+
+  /** Uploads a [rows, cols] float32 matrix, chunked by rows so each chunk fits the binding limit. */
+  uploadChunked(data: Float32Array | ((rowStart: number, rowEnd: number) => Float32Array), rows: number, cols: number, label = 'matrix', maxChunkBytes?: number): ChunkedMatrix {
+    const limit = Math.min(maxChunkBytes ?? Infinity, this.limits.maxStorageBufferBindingSize, this.limits.maxBufferSize);
+    const rowsPerChunk = Math.max(1, Math.floor(limit / (cols * 4)));
+    const chunks: Tensor[] = [];
+    for (let r = 0; r < rows; r += rowsPerChunk) {
+      const end = Math.min(rows, r + rowsPerChunk);
+      const part = typeof data === 'function' ? data(r, end) : data.subarray(r * cols, end * cols);
+      chunks.push(this.upload(part, [end - r, cols], 'f32', `${label}[${r}:${end}]`));
+    }
+    return new ChunkedMatrix(rows, cols, rowsPerChunk, chunks);
+  }
+
+  /** queue.writeBuffer after submitting recorded work (see the ordering model above). */
+  write(t: Tensor, data: Float32Array | Uint32Array | Int32Array, elementOffset = 0): void {
+    this.checkAlive();
+    if (elementOffset + data.length > t.size) {
+      throw new GpuError(`write of ${data.length} elements at ${elementOffset} overflows tensor of ${t.size}`);
+    }
+    if (this.encoder) this.flush();
+    this.device.queue.writeBuffer(t.buffer, t.offset + elementOffset * 4, data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  // ---------------------------------------------------------------- programs
+
+  private pipeline(p: Program): GPUComputePipeline {
+    const key = p.key ?? `${p.name}\n${p.code}`;
+    let pl = this.pipelines.get(key);
+    if (!pl) {
+      this.device.pushErrorScope('validation');
+      const module = this.device.createShaderModule({ code: p.code, label: p.name });
+      pl = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: p.name });
+      const scope = this.device.popErrorScope().then(async (err) => {
+        if (!err) return;
+        let detail = err.message.trim();
+        try {
+          const info = await module.getCompilationInfo();
+          const msgs = info.messages.filter((m) => m.type === 'error').map((m) => `line ${m.lineNum}: ${m.message}`);
+          if (msgs.length) detail = msgs.join('; ');
+        } catch {
+          /* keep the scope's message */
+        }
+        // Put first: the dispatches that used this pipeline fail too, less informatively.
+        this.errors.unshift(new GpuError(`kernel ${p.name}: invalid pipeline: ${detail}`));
+      });
+      this.pendingScopes.add(scope);
+      void scope.finally(() => this.pendingScopes.delete(scope));
+      this.pipelines.set(key, pl);
+    }
+    return pl;
+  }
+
+  private ensureEncoder(): GPUCommandEncoder {
+    this.checkAlive();
+    if (!this.encoder) {
+      this.encoder = this.device.createCommandEncoder({ label: 'step' });
+      this.recordedKernels = [];
+    }
+    return this.encoder;
+  }
+
+  private endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+  }
+
+  private allocUniform(u: Uniforms): { buffer: GPUBuffer; offset: number; size: number } {
+    const align = this.limits.minUniformBufferOffsetAlignment;
+    const size = u.byteLength;
+    if (this.uniformOffset + size > UNIFORM_CHUNK_BYTES) {
+      this.uniformChunk++;
+      this.uniformOffset = 0;
+    }
+    if (this.uniformChunk >= this.uniformChunks.length) {
+      this.uniformChunks.push({
+        buffer: this.device.createBuffer({ size: UNIFORM_CHUNK_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: 'uniforms' }),
+        data: new ArrayBuffer(UNIFORM_CHUNK_BYTES),
+      });
+    }
+    const chunk = this.uniformChunks[this.uniformChunk];
+    const offset = this.uniformOffset;
+    u.writeTo(new DataView(chunk.data), offset);
+    this.uniformOffset = Math.ceil((offset + size) / align) * align;
+    return { buffer: chunk.buffer, offset, size };
+  }
+
+  /**
+   * Records one dispatch of `program` over `buffers` (bindings 0..n-1, in order) plus the optional
+   * uniform struct (binding n). Validates sizes against the device limits first, naming the kernel.
+   */
+  run(program: Program, buffers: readonly Tensor[], workgroups: Workgroups, uniforms?: Uniforms): void {
+    const [x, y = 1, z = 1] = typeof workgroups === 'number' ? [workgroups] : workgroups;
+    const maxWg = this.limits.maxComputeWorkgroupsPerDimension;
+    for (const d of [x, y, z]) {
+      if (!Number.isInteger(d) || d < 0) throw new GpuError(`kernel ${program.name}: bad workgroup count ${d}`);
+      if (d > maxWg) {
+        throw new GpuError(`kernel ${program.name}: ${d} workgroups in one dimension exceeds maxComputeWorkgroupsPerDimension ${maxWg}`);
+      }
+    }
+    const maxBind = this.limits.maxStorageBufferBindingSize;
+    for (const [i, t] of buffers.entries()) {
+      if (t.isDisposed) throw new GpuError(`kernel ${program.name}: binding ${i} uses a disposed tensor`);
+      if (t.byteLength > maxBind) {
+        throw new GpuError(
+          `kernel ${program.name}: binding ${i} [${t.shape.join(', ')}] is ${t.byteLength} B, over maxStorageBufferBindingSize ${maxBind} B (use a ChunkedMatrix)`,
+        );
+      }
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    const pipeline = this.pipeline(program);
+    const enc = this.ensureEncoder();
+    const uni = uniforms ? this.allocUniform(uniforms) : null;
+    // Bind groups are cached by (pipeline, buffers, ranges): decode and training steps repeat them.
+    let key = `${program.key ?? program.name}|${program.code.length}`;
+    for (const t of buffers) key += `|${this.bufferId(t.buffer)}:${t.offset}:${t.byteLength}`;
+    if (uni) key += `|u${this.bufferId(uni.buffer)}:${uni.offset}`;
+    let bg = this.bindGroups.get(key);
+    if (!bg) {
+      const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({
+        binding: i,
+        resource: { buffer: t.buffer, offset: t.offset, size: Math.max(4, t.byteLength) },
+      }));
+      if (uni) entries.push({ binding: buffers.length, resource: { buffer: uni.buffer, offset: uni.offset, size: uni.size } });
+      bg = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: program.name });
+      if (this.bindGroups.size >= BIND_GROUP_CACHE_MAX) this.bindGroups.clear();
+      this.bindGroups.set(key, bg);
+    }
+    if (!this.pass) this.pass = enc.beginComputePass({ label: 'compute' });
+    this.pass.setPipeline(pipeline);
+    this.pass.setBindGroup(0, bg);
+    this.pass.dispatchWorkgroups(x, y, z);
+    this.recordedKernels.push(program.name);
+    this.dispatchCount++;
+  }
+
+  /** Records a buffer-to-buffer copy (element counts; 4-byte elements). */
+  copy(src: Tensor, dst: Tensor, elements = Math.min(src.size, dst.size), srcElementOffset = 0, dstElementOffset = 0): void {
+    if (srcElementOffset + elements > src.size || dstElementOffset + elements > dst.size) {
+      throw new GpuError(`copy of ${elements} elements out of range (src ${src.size}, dst ${dst.size})`);
+    }
+    const enc = this.ensureEncoder();
+    this.endPass();
+    enc.copyBufferToBuffer(src.buffer, src.offset + srcElementOffset * 4, dst.buffer, dst.offset + dstElementOffset * 4, elements * 4);
+  }
+
+  /** Submits everything recorded so far (one submit), without waiting. */
+  flush(): void {
+    if (!this.encoder) return;
+    this.endPass();
+    // Uniform data for this batch lands (in queue order) before the command buffer that reads it.
+    for (let i = 0; i <= this.uniformChunk && i < this.uniformChunks.length; i++) {
+      const c = this.uniformChunks[i];
+      const used = i < this.uniformChunk ? UNIFORM_CHUNK_BYTES : this.uniformOffset;
+      if (used > 0) this.device.queue.writeBuffer(c.buffer, 0, c.data, 0, Math.ceil(used / 4) * 4);
+    }
+    const cmd = this.encoder.finish();
+    this.device.queue.submit([cmd]);
+    this.submitCount++;
+    this.encoder = null;
+    this.uniformChunk = 0;
+    this.uniformOffset = 0;
+  }
+
+  /** Submits and waits until the GPU has finished; throws any GPU error reported meanwhile. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.settleScopes();
+    this.throwIfErrors();
+  }
+
+  private acquireStaging(bytes: number): GPUBuffer {
+    const i = this.stagingFree.findIndex((b) => b.size >= bytes && b.size <= 4 * bytes + 4096);
+    if (i >= 0) return this.stagingFree.splice(i, 1)[0];
+    return this.device.createBuffer({ size: sizeClass(bytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'readback' });
+  }
+
+  /** Reads tensors back (one submit, one wait for all of them). */
+  async readMany(tensors: readonly Tensor[]): Promise<(Float32Array | Uint32Array | Int32Array)[]> {
+    const enc = this.ensureEncoder();
+    this.endPass();
+    const staging = tensors.map((t) => {
+      const s = this.acquireStaging(Math.max(4, t.byteLength));
+      if (t.byteLength > 0) enc.copyBufferToBuffer(t.buffer, t.offset, s, 0, t.byteLength);
+      return s;
+    });
+    this.flush();
+    try {
+      await Promise.all(staging.map((s) => s.mapAsync(GPUMapMode.READ)));
+    } catch (err) {
+      await this.settleScopes();
+      this.throwIfErrors();
+      throw new GpuError(`readback failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    await this.settleScopes();
+    this.throwIfErrors();
+    const out = tensors.map((t, i) => {
+      const bytes = staging[i].getMappedRange(0, Math.max(4, t.byteLength)).slice(0, t.byteLength);
+      staging[i].unmap();
+      this.stagingFree.push(staging[i]);
+      return t.dtype === 'u32' ? new Uint32Array(bytes) : t.dtype === 'i32' ? new Int32Array(bytes) : new Float32Array(bytes);
+    });
+    if (this.stagingFree.length > 16) this.stagingFree.splice(0, this.stagingFree.length - 16).forEach((b) => b.destroy());
+    return out;
+  }
+
+  async read(t: Tensor): Promise<Float32Array>;
+  async read<D extends DType>(t: Tensor & { dtype: D }): Promise<TypedArrayFor<D>>;
+  async read(t: Tensor): Promise<Float32Array | Uint32Array | Int32Array> {
+    return (await this.readMany([t]))[0];
+  }
+
+  /** Reads a float tensor; type-narrowed convenience for the common case. */
+  async readF32(t: Tensor): Promise<Float32Array> {
+    const r = (await this.readMany([t]))[0];
+    if (!(r instanceof Float32Array)) throw new GpuError(`readF32 on a ${t.dtype} tensor`);
+    return r;
+  }
+
+  destroy(): void {
+    this.device.destroy();
+  }
+}
+
+let shared: Promise<Gpu> | null = null;
+
+/** One device per process (tests, CLIs). */
+export function getGpu(opts: GpuOptions = {}): Promise<Gpu> {
+  if (!shared) shared = Gpu.create(opts);
+  return shared;
+}
+
+/** ceil(a / b) for workgroup counts. */
+export function cdiv(a: number, b: number): number {
+  return Math.floor((a + b - 1) / b);
+}
