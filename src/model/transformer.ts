@@ -1,0 +1,328 @@
+// The transformer forward on the GPU (Qwen2/2.5, Qwen3, Llama/SmolLM2), following HF transformers:
+// pre-norm decoder layers (RMSNorm → attention with RoPE and GQA → residual → RMSNorm → SwiGLU MLP →
+// residual), final RMSNorm, LM head (tied or not). Two modes share the layer code:
+//  - full-sequence forward over a right-padded batch [B, T] (training, scoring, prefill), optionally
+//    saving what the backward pass needs;
+//  - one-token decode steps against a KV cache (sampling).
+// LoRA adapters, when given, add s·(x·Aᵀ)·Bᵀ to the targeted projections.
+import { ChunkedMatrix, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { attention, attentionDecode, KvCache } from '../kernels/attention.ts';
+import { addInPlace, swiglu } from '../kernels/elementwise.ts';
+import { embed } from '../kernels/embedding.ts';
+import { matmul, matmulChunk } from '../kernels/matmul.ts';
+import { rmsnorm } from '../kernels/norm.ts';
+import { createRopeTable, rope, ropeInvFreq, type RopeTable } from '../kernels/rope.ts';
+import type { ModelConfig } from './config.ts';
+import { disposeWeights, LINEAR_MODULES, loadModelFolder, type LayerWeights, type LinearModule, type ModelWeights } from './weights.ts';
+
+/** One LoRA pair for one projection of one layer: A [r, in], B [out, r]. */
+export interface LoraPair {
+  A: Tensor;
+  B: Tensor;
+}
+
+/** A LoRA adapter on the GPU: per layer, per targeted module. */
+export interface LoraWeights {
+  rank: number;
+  /** The scaling s applied to x·Aᵀ·Bᵀ: alpha/r, or alpha/√r with rsLoRA. */
+  scale: number;
+  targets: LinearModule[];
+  layers: Partial<Record<LinearModule, LoraPair>>[];
+}
+
+/** What the backward pass of one layer needs from its forward. */
+export interface LayerActivations {
+  /** Layer input (residual stream) [N, H]. */
+  x: Tensor;
+  xn1: Tensor;
+  rstd1: Tensor;
+  /** q before RoPE (and before q-norm for qwen3) is not kept: RoPE is invertible, and the backward rotates grads. */
+  qPreNorm?: Tensor;
+  kPreNorm?: Tensor;
+  qRstd?: Tensor;
+  kRstd?: Tensor;
+  /** q, k after RoPE; v. */
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  attn: Tensor;
+  lse: Tensor;
+  /** Residual after attention [N, H]. */
+  h: Tensor;
+  xn2: Tensor;
+  rstd2: Tensor;
+  gate: Tensor;
+  up: Tensor;
+  act: Tensor;
+  /** x·Aᵀ per LoRA-targeted module [N, r]. */
+  loraU: Partial<Record<LinearModule, Tensor>>;
+}
+
+export interface ForwardOptions {
+  lora?: LoraWeights | null;
+  /** Keep per-layer activations for the backward pass. */
+  save?: boolean;
+  /** Called after each layer (gradient checkpointing keeps only layer inputs). */
+  keepOnlyLayerInputs?: boolean;
+}
+
+export interface ForwardResult {
+  /** Final-normed hidden states [B·T, hidden]. */
+  hidden: Tensor;
+  /** Pre-final-norm hidden [B·T, hidden] and its rstd (saved for backward). */
+  preNorm?: Tensor;
+  finalRstd?: Tensor;
+  acts?: LayerActivations[];
+}
+
+export class Transformer {
+  readonly rope: RopeTable;
+  private constructor(
+    readonly gpu: Gpu,
+    readonly cfg: ModelConfig,
+    readonly weights: ModelWeights,
+    readonly maxPositions: number,
+    readonly warnings: string[] = [],
+  ) {
+    const inv = ropeInvFreq(cfg.headDim, cfg.ropeTheta, cfg.ropeScaling ?? undefined);
+    this.rope = createRopeTable(gpu, inv, maxPositions);
+  }
+
+  /** Loads a Hugging Face model folder (config.json + safetensors), validating every tensor. */
+  static async load(gpu: Gpu, dir: string, opts: { maxPositions?: number; onProgress?: (done: number, total: number) => void } = {}): Promise<Transformer> {
+    const { cfg, weights, warnings } = await loadModelFolder(gpu, dir, opts.onProgress);
+    return new Transformer(gpu, cfg, weights, Math.min(opts.maxPositions ?? 4096, cfg.maxPositionEmbeddings || 4096), warnings);
+  }
+
+  static fromWeights(gpu: Gpu, cfg: ModelConfig, weights: ModelWeights, maxPositions = 2048): Transformer {
+    return new Transformer(gpu, cfg, weights, maxPositions);
+  }
+
+  dispose(): void {
+    disposeWeights(this.weights);
+    this.rope.dispose();
+  }
+
+  /** y = x·Wᵀ (+ b) (+ s·(x·Aᵀ)·Bᵀ); u = x·Aᵀ is returned when LoRA applies (saved for backward). */
+  linear(x: Tensor, layer: number, module: LinearModule, lora: LoraWeights | null | undefined, out?: Tensor): { y: Tensor; u?: Tensor } {
+    const lw = this.weights.layers[layer];
+    const spec = LINEAR_MODULES[module];
+    const w = lw[spec.key as keyof LayerWeights] as Tensor;
+    const bias = lw[spec.bias as keyof LayerWeights] as Tensor | undefined;
+    const y = matmul(this.gpu, x, w, { transB: true, bias, out });
+    const pair = lora?.layers[layer]?.[module];
+    if (!pair || !lora) return { y };
+    const u = matmul(this.gpu, x, pair.A, { transB: true });
+    matmul(this.gpu, u, pair.B, { transB: true, accumulate: true, out: y, alpha: lora.scale });
+    return { y, u };
+  }
+
+  /** q/k/v projections, qwen3 q/k norm, RoPE. */
+  private qkv(x: Tensor, layer: number, positions: Tensor, lora: LoraWeights | null | undefined, save: boolean) {
+    const cfg = this.cfg;
+    const lw = this.weights.layers[layer];
+    const loraU: Partial<Record<LinearModule, Tensor>> = {};
+    const qp = this.linear(x, layer, 'q_proj', lora);
+    const kp = this.linear(x, layer, 'k_proj', lora);
+    const vp = this.linear(x, layer, 'v_proj', lora);
+    if (qp.u) loraU.q_proj = qp.u;
+    if (kp.u) loraU.k_proj = kp.u;
+    if (vp.u) loraU.v_proj = vp.u;
+    let q = qp.y;
+    let k = kp.y;
+    let qPreNorm: Tensor | undefined, kPreNorm: Tensor | undefined, qRstd: Tensor | undefined, kRstd: Tensor | undefined;
+    if (cfg.qkNorm) {
+      const N = x.shape[0];
+      const qn = rmsnorm(this.gpu, q.reshape([N * cfg.heads, cfg.headDim]), lw.qNorm!, cfg.rmsNormEps, { saveRstd: save });
+      const kn = rmsnorm(this.gpu, k.reshape([N * cfg.kvHeads, cfg.headDim]), lw.kNorm!, cfg.rmsNormEps, { saveRstd: save });
+      if (save) {
+        qPreNorm = q;
+        kPreNorm = k;
+        qRstd = qn.rstd;
+        kRstd = kn.rstd;
+      } else {
+        q.dispose();
+        k.dispose();
+      }
+      q = qn.y.reshape([N, cfg.heads * cfg.headDim]);
+      k = kn.y.reshape([N, cfg.kvHeads * cfg.headDim]);
+    }
+    rope(this.gpu, q, positions, this.rope, { inPlace: true });
+    rope(this.gpu, k, positions, this.rope, { inPlace: true });
+    return { q, k, v: vp.y, loraU, qPreNorm, kPreNorm, qRstd, kRstd };
+  }
+
+  /** MLP: down(silu(gate(x))·up(x)). */
+  private mlp(xn: Tensor, layer: number, lora: LoraWeights | null | undefined) {
+    const g = this.linear(xn, layer, 'gate_proj', lora);
+    const u = this.linear(xn, layer, 'up_proj', lora);
+    const act = swiglu(this.gpu, g.y, u.y);
+    const d = this.linear(act, layer, 'down_proj', lora);
+    const loraU: Partial<Record<LinearModule, Tensor>> = {};
+    if (g.u) loraU.gate_proj = g.u;
+    if (u.u) loraU.up_proj = u.u;
+    if (d.u) loraU.down_proj = d.u;
+    return { gate: g.y, up: u.y, act, out: d.y, loraU };
+  }
+
+  /**
+   * Full-sequence forward over a right-padded batch: ids and positions u32 [B·T]. Returns the final
+   * normed hidden states; with `save`, every layer's activations for the backward pass.
+   */
+  forward(ids: Tensor, positions: Tensor, batch: number, seqLen: number, opts: ForwardOptions = {}): ForwardResult {
+    const { gpu, cfg } = this;
+    const N = batch * seqLen;
+    if (ids.size !== N || positions.size !== N) throw new GpuError(`forward: ids/positions must have B·T = ${N} elements`);
+    const save = !!opts.save;
+    const lora = opts.lora;
+    let x = embed(gpu, this.weights.embed, ids);
+    const acts: LayerActivations[] = [];
+    const dims = { batch, seqLen, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim };
+    for (let l = 0; l < cfg.layers; l++) {
+      const lw = this.weights.layers[l];
+      const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps, { saveRstd: save });
+      const qkv = this.qkv(n1.y, l, positions, lora, save);
+      const att = attention(gpu, qkv.q, qkv.k, qkv.v, dims);
+      const o = this.linear(att.out, l, 'o_proj', lora);
+      const h = gpu.empty([N, cfg.hidden], 'f32', 'residual');
+      gpu.copy(x, h, N * cfg.hidden);
+      addInPlace(gpu, h, o.y);
+      o.y.dispose();
+      const n2 = rmsnorm(gpu, h, lw.postNorm, cfg.rmsNormEps, { saveRstd: save });
+      const m = this.mlp(n2.y, l, lora);
+      const next = gpu.empty([N, cfg.hidden], 'f32', 'residual');
+      gpu.copy(h, next, N * cfg.hidden);
+      addInPlace(gpu, next, m.out);
+      m.out.dispose();
+      if (save) {
+        const loraU = { ...qkv.loraU, ...m.loraU };
+        if (o.u) loraU.o_proj = o.u;
+        acts.push({
+          x,
+          xn1: n1.y,
+          rstd1: n1.rstd!,
+          qPreNorm: qkv.qPreNorm,
+          kPreNorm: qkv.kPreNorm,
+          qRstd: qkv.qRstd,
+          kRstd: qkv.kRstd,
+          q: qkv.q,
+          k: qkv.k,
+          v: qkv.v,
+          attn: att.out,
+          lse: att.lse,
+          h,
+          xn2: n2.y,
+          rstd2: n2.rstd!,
+          gate: m.gate,
+          up: m.up,
+          act: m.act,
+          loraU,
+        });
+      } else {
+        for (const t of [x, n1.y, qkv.q, qkv.k, qkv.v, att.out, att.lse, h, n2.y, m.gate, m.up, m.act]) t.dispose();
+        for (const t of Object.values({ ...qkv.loraU, ...m.loraU })) t?.dispose();
+        o.u?.dispose();
+      }
+      x = next;
+    }
+    const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps, { saveRstd: save });
+    if (save) return { hidden: fin.y, preNorm: x, finalRstd: fin.rstd, acts };
+    x.dispose();
+    return { hidden: fin.y };
+  }
+
+  /** Logits of hidden rows for vocab chunk c: [rows, chunkRows]. */
+  logitsChunk(hidden: Tensor, chunk: number): Tensor {
+    return matmulChunk(this.gpu, hidden, this.weights.lmHead, chunk);
+  }
+
+  get lmHead(): ChunkedMatrix {
+    return this.weights.lmHead;
+  }
+
+  /** Full logits [rows, vocab] read back to the CPU, chunk by chunk (rows blocked under the binding limit). */
+  async logitsToHost(hidden: Tensor): Promise<Float32Array> {
+    const rows = hidden.shape[0];
+    const V = this.cfg.vocabSize;
+    const out = new Float32Array(rows * V);
+    const head = this.weights.lmHead;
+    for (let c = 0; c < head.chunks.length; c++) {
+      const lc = this.logitsChunk(hidden, c);
+      const data = await this.gpu.readF32(lc);
+      lc.dispose();
+      const cr = head.chunkRows(c);
+      const c0 = c * head.rowsPerChunk;
+      for (let r = 0; r < rows; r++) out.set(data.subarray(r * cr, (r + 1) * cr), r * V + c0);
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------ KV-cache decoding
+
+  createCache(batch: number, maxLen: number): KvCache {
+    const cfg = this.cfg;
+    if (maxLen > this.maxPositions) throw new GpuError(`createCache: ${maxLen} positions exceed the RoPE table (${this.maxPositions})`);
+    return new KvCache(this.gpu, { layers: cfg.layers, batch, maxLen, kvHeads: cfg.kvHeads, headDim: cfg.headDim });
+  }
+
+  /**
+   * Prefill: full forward over right-padded prompts [B, T] writing each layer's k/v rows for
+   * t < promptLens[b] into the cache; returns final hidden states of every position [B·T, hidden].
+   */
+  prefill(cache: KvCache, ids: Tensor, positions: Tensor, promptLens: Tensor, batch: number, seqLen: number, lora?: LoraWeights | null): Tensor {
+    const { gpu, cfg } = this;
+    const N = batch * seqLen;
+    let x = embed(gpu, this.weights.embed, ids);
+    const dims = { batch, seqLen, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim };
+    for (let l = 0; l < cfg.layers; l++) {
+      const lw = this.weights.layers[l];
+      const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps);
+      const qkv = this.qkv(n1.y, l, positions, lora, false);
+      cache.prefill(gpu, l, qkv.k, qkv.v, promptLens, seqLen);
+      const att = attention(gpu, qkv.q, qkv.k, qkv.v, dims);
+      const o = this.linear(att.out, l, 'o_proj', lora);
+      addInPlace(gpu, x, o.y);
+      const n2 = rmsnorm(gpu, x, lw.postNorm, cfg.rmsNormEps);
+      const m = this.mlp(n2.y, l, lora);
+      addInPlace(gpu, x, m.out);
+      for (const t of [n1.y, qkv.q, qkv.k, qkv.v, att.out, att.lse, o.y, n2.y, m.gate, m.up, m.act, m.out]) t.dispose();
+      for (const t of Object.values({ ...qkv.loraU, ...m.loraU })) t?.dispose();
+      o.u?.dispose();
+    }
+    cache.setLens(gpu, promptLens);
+    const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps);
+    x.dispose();
+    void N;
+    return fin.y;
+  }
+
+  /**
+   * One decode step: ids u32 [B] (the newest token of each sequence) at positions = cache.lens.
+   * Appends k/v, advances the cache lengths, returns final hidden states [B, hidden].
+   */
+  decodeStep(cache: KvCache, ids: Tensor, lora?: LoraWeights | null, maxAttendLen?: number): Tensor {
+    const { gpu, cfg } = this;
+    const B = cache.batch;
+    let x = embed(gpu, this.weights.embed, ids);
+    for (let l = 0; l < cfg.layers; l++) {
+      const lw = this.weights.layers[l];
+      const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps);
+      const qkv = this.qkv(n1.y, l, cache.lens, lora, false);
+      cache.append(gpu, l, qkv.k, qkv.v);
+      const att = attentionDecode(gpu, qkv.q, cache, l, cache.lens, { maxAttendLen });
+      const o = this.linear(att, l, 'o_proj', lora);
+      addInPlace(gpu, x, o.y);
+      const n2 = rmsnorm(gpu, x, lw.postNorm, cfg.rmsNormEps);
+      const m = this.mlp(n2.y, l, lora);
+      addInPlace(gpu, x, m.out);
+      for (const t of [n1.y, qkv.q, qkv.k, qkv.v, att, o.y, n2.y, m.gate, m.up, m.act, m.out]) t.dispose();
+      for (const t of Object.values({ ...qkv.loraU, ...m.loraU })) t?.dispose();
+      o.u?.dispose();
+    }
+    cache.advance(gpu, 1);
+    const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps);
+    x.dispose();
+    void B;
+    return fin.y;
+  }
+}
