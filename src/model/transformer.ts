@@ -6,7 +6,7 @@
 //  - one-token decode steps against a KV cache (sampling).
 // LoRA adapters, when given, add s·(x·Aᵀ)·Bᵀ to the targeted projections.
 import { ChunkedMatrix, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { attention, attentionDecode, KvCache } from '../kernels/attention.ts';
+import { attention, attentionDecode, KvCache, type AttentionDims } from '../kernels/attention.ts';
 import { addInPlace, swiglu } from '../kernels/elementwise.ts';
 import { embed } from '../kernels/embedding.ts';
 import { matmul, matmulChunk } from '../kernels/matmul.ts';
@@ -62,8 +62,8 @@ export interface ForwardOptions {
   lora?: LoraWeights | null;
   /** Keep per-layer activations for the backward pass. */
   save?: boolean;
-  /** Called after each layer (gradient checkpointing keeps only layer inputs). */
-  keepOnlyLayerInputs?: boolean;
+  /** Gradient checkpointing (with save): keep only each layer's input; the backward recomputes the rest. */
+  checkpoint?: boolean;
 }
 
 export interface ForwardResult {
@@ -73,6 +73,8 @@ export interface ForwardResult {
   preNorm?: Tensor;
   finalRstd?: Tensor;
   acts?: LayerActivations[];
+  /** With checkpointing: each layer's input [B·T, hidden]. */
+  layerInputs?: Tensor[];
 }
 
 export class Transformer {
@@ -133,8 +135,17 @@ export class Transformer {
     let qPreNorm: Tensor | undefined, kPreNorm: Tensor | undefined, qRstd: Tensor | undefined, kRstd: Tensor | undefined;
     if (cfg.qkNorm) {
       const N = x.shape[0];
-      const qn = rmsnorm(this.gpu, q.reshape([N * cfg.heads, cfg.headDim]), lw.qNorm!, cfg.rmsNormEps, { saveRstd: save });
-      const kn = rmsnorm(this.gpu, k.reshape([N * cfg.kvHeads, cfg.headDim]), lw.kNorm!, cfg.rmsNormEps, { saveRstd: save });
+      // Outputs allocated with the [N, heads·D] shape so the returned tensors own their buffers.
+      const qOut = this.gpu.empty([N, cfg.heads * cfg.headDim], 'f32', 'q_normed');
+      const kOut = this.gpu.empty([N, cfg.kvHeads * cfg.headDim], 'f32', 'k_normed');
+      const qn = rmsnorm(this.gpu, q.reshape([N * cfg.heads, cfg.headDim]), lw.qNorm!, cfg.rmsNormEps, {
+        saveRstd: save,
+        out: qOut.reshape([N * cfg.heads, cfg.headDim]),
+      });
+      const kn = rmsnorm(this.gpu, k.reshape([N * cfg.kvHeads, cfg.headDim]), lw.kNorm!, cfg.rmsNormEps, {
+        saveRstd: save,
+        out: kOut.reshape([N * cfg.kvHeads, cfg.headDim]),
+      });
       if (save) {
         qPreNorm = q;
         kPreNorm = k;
@@ -144,8 +155,8 @@ export class Transformer {
         q.dispose();
         k.dispose();
       }
-      q = qn.y.reshape([N, cfg.heads * cfg.headDim]);
-      k = kn.y.reshape([N, cfg.kvHeads * cfg.headDim]);
+      q = qOut;
+      k = kOut;
     }
     rope(this.gpu, q, positions, this.rope, { inPlace: true });
     rope(this.gpu, k, positions, this.rope, { inPlace: true });
@@ -166,67 +177,90 @@ export class Transformer {
   }
 
   /**
+   * One decoder layer over [N, hidden] rows. Returns the layer output (a new tensor) and, with
+   * `save`, what the backward pass needs (the input x is then kept inside the activations).
+   */
+  layerForward(x: Tensor, l: number, positions: Tensor, dims: AttentionDims, lora: LoraWeights | null | undefined, save: boolean): { next: Tensor; acts?: LayerActivations } {
+    const { gpu, cfg } = this;
+    const N = x.shape[0];
+    const lw = this.weights.layers[l];
+    const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps, { saveRstd: save });
+    const qkv = this.qkv(n1.y, l, positions, lora, save);
+    const att = attention(gpu, qkv.q, qkv.k, qkv.v, dims);
+    const o = this.linear(att.out, l, 'o_proj', lora);
+    const h = gpu.empty([N, cfg.hidden], 'f32', 'residual');
+    gpu.copy(x, h, N * cfg.hidden);
+    addInPlace(gpu, h, o.y);
+    o.y.dispose();
+    const n2 = rmsnorm(gpu, h, lw.postNorm, cfg.rmsNormEps, { saveRstd: save });
+    const m = this.mlp(n2.y, l, lora);
+    const next = gpu.empty([N, cfg.hidden], 'f32', 'residual');
+    gpu.copy(h, next, N * cfg.hidden);
+    addInPlace(gpu, next, m.out);
+    m.out.dispose();
+    if (!save) {
+      for (const t of [n1.y, qkv.q, qkv.k, qkv.v, att.out, att.lse, h, n2.y, m.gate, m.up, m.act]) t.dispose();
+      for (const t of Object.values({ ...qkv.loraU, ...m.loraU })) t?.dispose();
+      o.u?.dispose();
+      return { next };
+    }
+    const loraU = { ...qkv.loraU, ...m.loraU };
+    if (o.u) loraU.o_proj = o.u;
+    return {
+      next,
+      acts: {
+        x,
+        xn1: n1.y,
+        rstd1: n1.rstd!,
+        qPreNorm: qkv.qPreNorm,
+        kPreNorm: qkv.kPreNorm,
+        qRstd: qkv.qRstd,
+        kRstd: qkv.kRstd,
+        q: qkv.q,
+        k: qkv.k,
+        v: qkv.v,
+        attn: att.out,
+        lse: att.lse,
+        h,
+        xn2: n2.y,
+        rstd2: n2.rstd!,
+        gate: m.gate,
+        up: m.up,
+        act: m.act,
+        loraU,
+      },
+    };
+  }
+
+  attentionDims(batch: number, seqLen: number): AttentionDims {
+    const cfg = this.cfg;
+    return { batch, seqLen, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim };
+  }
+
+  /**
    * Full-sequence forward over a right-padded batch: ids and positions u32 [B·T]. Returns the final
-   * normed hidden states; with `save`, every layer's activations for the backward pass.
+   * normed hidden states; with `save`, every layer's activations for the backward pass; with
+   * `checkpoint` (gradient checkpointing), only each layer's input, recomputed in the backward.
    */
   forward(ids: Tensor, positions: Tensor, batch: number, seqLen: number, opts: ForwardOptions = {}): ForwardResult {
     const { gpu, cfg } = this;
     const N = batch * seqLen;
     if (ids.size !== N || positions.size !== N) throw new GpuError(`forward: ids/positions must have B·T = ${N} elements`);
     const save = !!opts.save;
-    const lora = opts.lora;
+    const checkpoint = save && !!opts.checkpoint;
     let x = embed(gpu, this.weights.embed, ids);
     const acts: LayerActivations[] = [];
-    const dims = { batch, seqLen, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim };
+    const layerInputs: Tensor[] = [];
+    const dims = this.attentionDims(batch, seqLen);
     for (let l = 0; l < cfg.layers; l++) {
-      const lw = this.weights.layers[l];
-      const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps, { saveRstd: save });
-      const qkv = this.qkv(n1.y, l, positions, lora, save);
-      const att = attention(gpu, qkv.q, qkv.k, qkv.v, dims);
-      const o = this.linear(att.out, l, 'o_proj', lora);
-      const h = gpu.empty([N, cfg.hidden], 'f32', 'residual');
-      gpu.copy(x, h, N * cfg.hidden);
-      addInPlace(gpu, h, o.y);
-      o.y.dispose();
-      const n2 = rmsnorm(gpu, h, lw.postNorm, cfg.rmsNormEps, { saveRstd: save });
-      const m = this.mlp(n2.y, l, lora);
-      const next = gpu.empty([N, cfg.hidden], 'f32', 'residual');
-      gpu.copy(h, next, N * cfg.hidden);
-      addInPlace(gpu, next, m.out);
-      m.out.dispose();
-      if (save) {
-        const loraU = { ...qkv.loraU, ...m.loraU };
-        if (o.u) loraU.o_proj = o.u;
-        acts.push({
-          x,
-          xn1: n1.y,
-          rstd1: n1.rstd!,
-          qPreNorm: qkv.qPreNorm,
-          kPreNorm: qkv.kPreNorm,
-          qRstd: qkv.qRstd,
-          kRstd: qkv.kRstd,
-          q: qkv.q,
-          k: qkv.k,
-          v: qkv.v,
-          attn: att.out,
-          lse: att.lse,
-          h,
-          xn2: n2.y,
-          rstd2: n2.rstd!,
-          gate: m.gate,
-          up: m.up,
-          act: m.act,
-          loraU,
-        });
-      } else {
-        for (const t of [x, n1.y, qkv.q, qkv.k, qkv.v, att.out, att.lse, h, n2.y, m.gate, m.up, m.act]) t.dispose();
-        for (const t of Object.values({ ...qkv.loraU, ...m.loraU })) t?.dispose();
-        o.u?.dispose();
-      }
-      x = next;
+      const r = this.layerForward(x, l, positions, dims, opts.lora, save && !checkpoint);
+      if (r.acts) acts.push(r.acts);
+      else if (checkpoint) layerInputs.push(x);
+      else x.dispose();
+      x = r.next;
     }
     const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps, { saveRstd: save });
-    if (save) return { hidden: fin.y, preNorm: x, finalRstd: fin.rstd, acts };
+    if (save) return { hidden: fin.y, preNorm: x, finalRstd: fin.rstd, acts: checkpoint ? undefined : acts, layerInputs: checkpoint ? layerInputs : undefined };
     x.dispose();
     return { hidden: fin.y };
   }

@@ -1,0 +1,178 @@
+// Explicit per-layer backward of the transformer (llm.c style), for LoRA and full finetuning.
+// Base weights in LoRA mode are frozen: only input gradients flow through them, never weight grads.
+import { GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { attentionBackward } from '../kernels/attention.ts';
+import { swigluBackward } from '../kernels/elementwise.ts';
+import { embedBackward, type EmbedGradIndex } from '../kernels/embedding.ts';
+import { matmul } from '../kernels/matmul.ts';
+import { rmsnormBackward } from '../kernels/norm.ts';
+import { ropeBackward } from '../kernels/rope.ts';
+import type { ForwardResult, LayerActivations, LoraWeights, Transformer } from '../model/transformer.ts';
+import { LINEAR_MODULES, type LayerWeights, type LinearModule, type ModelWeights } from '../model/weights.ts';
+
+/** Gradient buffers of a LoRA adapter, same structure as LoraWeights.layers. */
+export type LoraGrads = Partial<Record<LinearModule, { dA: Tensor; dB: Tensor }>>[];
+
+/** Gradient buffers for full finetuning: one per parameter, same structure as ModelWeights. */
+export type FullGrads = ModelWeights;
+
+export interface BackwardOptions {
+  lora?: LoraWeights | null;
+  loraGrads?: LoraGrads;
+  fullGrads?: FullGrads;
+  /** Token ids on the CPU (embedding gradient in full mode). */
+  embedIndex?: EmbedGradIndex | ArrayLike<number>;
+  positions: Tensor;
+  batch: number;
+  seqLen: number;
+}
+
+class Ones {
+  private t: Tensor | null = null;
+  constructor(private readonly gpu: Gpu) {}
+  /** A [1, n] row of ones (bias gradients are column sums: ones · dy). */
+  get(n: number): Tensor {
+    if (!this.t || this.t.size < n) {
+      this.t?.dispose();
+      this.t = this.gpu.upload(new Float32Array(n).fill(1), [1, n], 'f32', 'ones');
+    }
+    return this.t.size === n ? this.t : this.t.view([1, n]);
+  }
+  dispose(): void {
+    this.t?.dispose();
+  }
+}
+
+/**
+ * Backward of y = x·Wᵀ + b (+ s·(x·Aᵀ)·Bᵀ) given dy: returns dx (new, or accumulated into dxOut);
+ * accumulates dW/db (full) or dA/dB (LoRA) into the gradient buffers.
+ */
+function linearBackward(
+  model: Transformer,
+  ones: Ones,
+  l: number,
+  module: LinearModule,
+  xIn: Tensor,
+  dy: Tensor,
+  acts: LayerActivations,
+  opts: BackwardOptions,
+  dxOut?: Tensor,
+): Tensor {
+  const gpu = model.gpu;
+  const spec = LINEAR_MODULES[module];
+  const lw = model.weights.layers[l];
+  const w = lw[spec.key as keyof LayerWeights] as Tensor;
+  const dx = matmul(gpu, dy, w, dxOut ? { out: dxOut, accumulate: true } : {});
+  const full = opts.fullGrads?.layers[l];
+  if (full) {
+    const dW = full[spec.key as keyof LayerWeights] as Tensor;
+    matmul(gpu, dy, xIn, { transA: true, accumulate: true, out: dW });
+    const db = full[spec.bias as keyof LayerWeights] as Tensor | undefined;
+    if (db) matmul(gpu, ones.get(dy.shape[0]), dy, { accumulate: true, out: db.reshape([1, db.size]) });
+  }
+  const pair = opts.lora?.layers[l]?.[module];
+  const grads = opts.loraGrads?.[l]?.[module];
+  if (pair && grads && opts.lora) {
+    const s = opts.lora.scale;
+    const u = acts.loraU[module];
+    if (!u) throw new GpuError(`backward: LoRA activation for layer ${l} ${module} was not saved`);
+    const g = matmul(gpu, dy, pair.B); // [N, r]
+    matmul(gpu, dy, u, { transA: true, alpha: s, accumulate: true, out: grads.dB }); // [out, r]
+    matmul(gpu, g, xIn, { transA: true, alpha: s, accumulate: true, out: grads.dA }); // [r, in]
+    matmul(gpu, g, pair.A, { alpha: s, accumulate: true, out: dx }); // [N, in]
+    g.dispose();
+  }
+  return dx;
+}
+
+function disposeActs(a: LayerActivations, keepInput: boolean): void {
+  const ts = [a.xn1, a.rstd1, a.qPreNorm, a.kPreNorm, a.qRstd, a.kRstd, a.q, a.k, a.v, a.attn, a.lse, a.h, a.xn2, a.rstd2, a.gate, a.up, a.act];
+  if (!keepInput) ts.push(a.x);
+  for (const t of ts) t?.dispose();
+  for (const t of Object.values(a.loraU)) t?.dispose();
+}
+
+/**
+ * Backward from dHidden (gradient w.r.t. the final normed hidden states [B·T, hidden]) through every
+ * layer, accumulating LoRA or full gradients. Consumes (disposes) the forward's activations.
+ */
+export function modelBackward(model: Transformer, fwd: ForwardResult, dHidden: Tensor, opts: BackwardOptions): void {
+  const { gpu, cfg } = model;
+  if (!fwd.preNorm || !fwd.finalRstd) throw new GpuError('backward: the forward was not run with save');
+  const ones = new Ones(gpu);
+  const full = opts.fullGrads;
+  const N = opts.batch * opts.seqLen;
+  const dims = model.attentionDims(opts.batch, opts.seqLen);
+  const frozenNorms = !full;
+  // d(pre-final-norm hidden)
+  let dX = rmsnormBackward(gpu, fwd.preNorm, model.weights.finalNorm, fwd.finalRstd, dHidden, {
+    skipDWeight: frozenNorms,
+    dWeight: full?.finalNorm,
+  }).dx;
+  fwd.preNorm.dispose();
+  fwd.finalRstd.dispose();
+  for (let l = cfg.layers - 1; l >= 0; l--) {
+    let acts: LayerActivations;
+    if (fwd.acts) acts = fwd.acts[l];
+    else if (fwd.layerInputs) {
+      // Gradient checkpointing: recompute this layer's activations from its saved input.
+      const r = model.layerForward(fwd.layerInputs[l], l, opts.positions, dims, opts.lora, true);
+      r.next.dispose();
+      acts = r.acts!;
+    } else throw new GpuError('backward: no saved activations');
+    const lw = model.weights.layers[l];
+    const fl = full?.layers[l];
+    // MLP: out = h + down(silu(gate)·up)
+    const dAct = linearBackward(model, ones, l, 'down_proj', acts.act, dX, acts, opts);
+    const { dGate, dUp } = swigluBackward(gpu, acts.gate, acts.up, dAct);
+    dAct.dispose();
+    const dXn2 = linearBackward(model, ones, l, 'gate_proj', acts.xn2, dGate, acts, opts);
+    linearBackward(model, ones, l, 'up_proj', acts.xn2, dUp, acts, opts, dXn2);
+    dGate.dispose();
+    dUp.dispose();
+    // dH = dX + rmsnorm'(dXn2), accumulated into dX in place.
+    rmsnormBackward(gpu, acts.h, lw.postNorm, acts.rstd2, dXn2, { dx: dX, skipDWeight: frozenNorms, dWeight: fl?.postNorm });
+    dXn2.dispose();
+    // Attention: h = x + o(attn(q, k, v))
+    const dAttn = linearBackward(model, ones, l, 'o_proj', acts.attn, dX, acts, opts);
+    const { dq, dk, dv } = attentionBackward(gpu, acts.q, acts.k, acts.v, acts.attn, acts.lse, dAttn, dims);
+    dAttn.dispose();
+    ropeBackward(gpu, dq, opts.positions, model.rope, { inPlace: true });
+    ropeBackward(gpu, dk, opts.positions, model.rope, { inPlace: true });
+    let dqIn = dq;
+    let dkIn = dk;
+    if (cfg.qkNorm) {
+      // Gradients accumulated into zeroed [N, heads·D] tensors so they own their buffers.
+      const D = cfg.headDim;
+      dqIn = gpu.zeros([N, cfg.heads * D], 'f32', 'dq_prenorm');
+      dkIn = gpu.zeros([N, cfg.kvHeads * D], 'f32', 'dk_prenorm');
+      rmsnormBackward(gpu, acts.qPreNorm!.reshape([N * cfg.heads, D]), lw.qNorm!, acts.qRstd!, dq.reshape([N * cfg.heads, D]), {
+        dx: dqIn.reshape([N * cfg.heads, D]),
+        skipDWeight: frozenNorms,
+        dWeight: fl?.qNorm,
+      });
+      rmsnormBackward(gpu, acts.kPreNorm!.reshape([N * cfg.kvHeads, D]), lw.kNorm!, acts.kRstd!, dk.reshape([N * cfg.kvHeads, D]), {
+        dx: dkIn.reshape([N * cfg.kvHeads, D]),
+        skipDWeight: frozenNorms,
+        dWeight: fl?.kNorm,
+      });
+      dq.dispose();
+      dk.dispose();
+    }
+    const dXn1 = linearBackward(model, ones, l, 'q_proj', acts.xn1, dqIn, acts, opts);
+    linearBackward(model, ones, l, 'k_proj', acts.xn1, dkIn, acts, opts, dXn1);
+    linearBackward(model, ones, l, 'v_proj', acts.xn1, dv, acts, opts, dXn1);
+    dqIn.dispose();
+    dkIn.dispose();
+    dv.dispose();
+    rmsnormBackward(gpu, acts.x, lw.inputNorm, acts.rstd1, dXn1, { dx: dX, skipDWeight: frozenNorms, dWeight: fl?.inputNorm });
+    dXn1.dispose();
+    disposeActs(acts, false);
+  }
+  if (full) {
+    if (!opts.embedIndex) throw new GpuError('backward: full finetuning needs the token ids on the CPU (embedIndex)');
+    embedBackward(gpu, opts.embedIndex, dX, full.embed);
+  }
+  dX.dispose();
+  ones.dispose();
+}
