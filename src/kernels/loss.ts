@@ -498,7 +498,7 @@ function forEachBlock(gpu: Gpu, kernel: string, src: LogitSource, maxBytes: numb
   const { x, w } = src;
   const M = x.shape[0];
   const H = w.cols;
-  const rpb = rowsPerBlock(gpu, kernel, M, w.rowsPerChunk, maxBytes);
+  const rpb = rowsPerBlock(gpu, kernel, M, Math.min(w.rowsPerChunk, w.rows), maxBytes);
   for (let c = 0; c < w.chunks.length; c++) {
     for (let r0 = 0; r0 < M; r0 += rpb) {
       const rows = Math.min(rpb, M - r0);

@@ -1,7 +1,12 @@
 // Full finetuning: gradient buffers mirroring every parameter, and the flat parameter lists the
 // optimizer works on (the tied LM head is the embedding: it appears once).
+import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { ChunkedMatrix, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import type { ModelConfig } from '../model/config.ts';
+import { writeSafetensors, type WriteTensor } from '../model/safetensors.ts';
 import type { LayerWeights, ModelWeights } from '../model/weights.ts';
+import { writeJsonAtomic } from '../util/fsatomic.ts';
 
 function zerosLike(gpu: Gpu, t: Tensor, label: string): Tensor {
   return gpu.zeros(t.shape, 'f32', label);
@@ -56,4 +61,62 @@ export function fullParamList(w: ModelWeights): { params: Tensor[]; names: strin
 /** Records zeroing of every gradient buffer (between optimizer steps). */
 export function zeroGrads(gpu: Gpu, grads: readonly Tensor[]): void {
   for (const g of grads) gpu.fill(g, 0);
+}
+
+/**
+ * Writes the model's current weights as a complete HF folder: config.json (copied), model.safetensors
+ * (float32, HF names; the tied head written once as the embedding), and the tokenizer files copied.
+ */
+export async function saveFullModel(gpu: Gpu, w: ModelWeights, cfg: ModelConfig, sourceDir: string, outDir: string): Promise<void> {
+  mkdirSync(outDir, { recursive: true });
+  const names = layerTensorNames();
+  const readMatrix = async (m: ChunkedMatrix): Promise<Float32Array> => {
+    const parts = (await gpu.readMany(m.chunks)) as Float32Array[];
+    const out = new Float32Array(m.rows * m.cols);
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  };
+  const tensors: WriteTensor[] = [{ name: 'model.embed_tokens.weight', dtype: 'F32', shape: [cfg.vocabSize, cfg.hidden], data: () => readMatrix(w.embed) }];
+  if (w.lmHead !== w.embed) tensors.push({ name: 'lm_head.weight', dtype: 'F32', shape: [cfg.vocabSize, cfg.hidden], data: () => readMatrix(w.lmHead) });
+  w.layers.forEach((l, i) => {
+    for (const [k, t] of Object.entries(l) as [keyof LayerWeights, Tensor | undefined][]) {
+      if (!t) continue;
+      tensors.push({ name: `model.layers.${i}.${names[k]}`, dtype: 'F32', shape: [...t.shape], data: () => gpu.readF32(t) });
+    }
+  });
+  tensors.push({ name: 'model.norm.weight', dtype: 'F32', shape: [cfg.hidden], data: () => gpu.readF32(w.finalNorm) });
+  await writeSafetensors(path.join(outDir, 'model.safetensors'), tensors, { format: 'pt' });
+  const cfgJson = JSON.parse(readFileSync(path.join(sourceDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  cfgJson.torch_dtype = 'float32';
+  await writeJsonAtomic(path.join(outDir, 'config.json'), cfgJson);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'chat_template.jinja']) {
+    if (existsSync(path.join(sourceDir, f)) && path.resolve(sourceDir) !== path.resolve(outDir)) copyFileSync(path.join(sourceDir, f), path.join(outDir, f));
+  }
+}
+
+function layerTensorNames(): Record<keyof LayerWeights, string> {
+  return {
+    inputNorm: 'input_layernorm.weight',
+    q: 'self_attn.q_proj.weight',
+    k: 'self_attn.k_proj.weight',
+    v: 'self_attn.v_proj.weight',
+    o: 'self_attn.o_proj.weight',
+    qBias: 'self_attn.q_proj.bias',
+    kBias: 'self_attn.k_proj.bias',
+    vBias: 'self_attn.v_proj.bias',
+    oBias: 'self_attn.o_proj.bias',
+    qNorm: 'self_attn.q_norm.weight',
+    kNorm: 'self_attn.k_norm.weight',
+    postNorm: 'post_attention_layernorm.weight',
+    gate: 'mlp.gate_proj.weight',
+    up: 'mlp.up_proj.weight',
+    down: 'mlp.down_proj.weight',
+    gateBias: 'mlp.gate_proj.bias',
+    upBias: 'mlp.up_proj.bias',
+    downBias: 'mlp.down_proj.bias',
+  };
 }

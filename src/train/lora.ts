@@ -1,6 +1,7 @@
 // LoRA adapters: PEFT's initialisation (A Kaiming-uniform with a = √5, i.e. U(−1/√in, 1/√in); B = 0)
 // from our own seeded RNG, gradient buffers, and flattening to parameter lists for the optimizer.
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
+import type { HostLora } from '../model/adapter.ts';
 import { Rng } from '../model/checkpoint.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { LoraWeights } from '../model/transformer.ts';
@@ -17,24 +18,17 @@ export interface LoraConfig {
   dropout: number;
 }
 
-export function loraScale(c: Pick<LoraConfig, 'rank' | 'alpha' | 'rslora'>): number {
-  return c.rslora ? c.alpha / Math.sqrt(c.rank) : c.alpha / c.rank;
-}
-
 /** [out, in] of a targeted projection. */
 export function moduleShape(cfg: ModelConfig, module: LinearModule): [number, number] {
   const s = layerShapes(cfg)[LINEAR_MODULES[module].key as keyof LayerWeights];
   return [s[0], s[1]];
 }
 
-/** Host arrays of an adapter: per layer, per module, A [r, in] and B [out, r]. */
-export type LoraHost = Partial<Record<LinearModule, { A: Float32Array; B: Float32Array }>>[];
-
 /** PEFT's initialisation, deterministic from the seed (independent of the order modules are visited). */
-export function initLoraHost(cfg: ModelConfig, lc: LoraConfig, seed: number): LoraHost {
-  const out: LoraHost = [];
+export function initLoraHost(cfg: ModelConfig, lc: LoraConfig, seed: number): HostLora {
+  const layers: HostLora['layers'] = [];
   for (let l = 0; l < cfg.layers; l++) {
-    const layer: LoraHost[number] = {};
+    const layer: HostLora['layers'][number] = {};
     for (const m of lc.targets) {
       const [o, i] = moduleShape(cfg, m);
       const rng = new Rng(seed, `lora.${l}.${m}`);
@@ -43,41 +37,9 @@ export function initLoraHost(cfg: ModelConfig, lc: LoraConfig, seed: number): Lo
       for (let k = 0; k < A.length; k++) A[k] = (2 * rng.uniform() - 1) * bound;
       layer[m] = { A, B: new Float32Array(o * lc.rank) };
     }
-    out.push(layer);
+    layers.push(layer);
   }
-  return out;
-}
-
-export function uploadLora(gpu: Gpu, cfg: ModelConfig, lc: LoraConfig, host: LoraHost): LoraWeights {
-  return {
-    rank: lc.rank,
-    scale: loraScale(lc),
-    targets: lc.targets,
-    layers: host.map((layer, l) => {
-      const g: LoraWeights['layers'][number] = {};
-      for (const m of lc.targets) {
-        const p = layer[m];
-        if (!p) continue;
-        const [o, i] = moduleShape(cfg, m);
-        g[m] = {
-          A: gpu.upload(p.A, [lc.rank, i], 'f32', `lora.${l}.${m}.A`),
-          B: gpu.upload(p.B, [o, lc.rank], 'f32', `lora.${l}.${m}.B`),
-        };
-      }
-      return g;
-    }),
-  };
-}
-
-export async function downloadLora(gpu: Gpu, lora: LoraWeights): Promise<LoraHost> {
-  const { params } = loraParams(lora);
-  const data = (await gpu.readMany(params)) as Float32Array[];
-  let k = 0;
-  return lora.layers.map((layer) => {
-    const h: LoraHost[number] = {};
-    for (const m of lora.targets) if (layer[m]) h[m] = { A: data[k++], B: data[k++] };
-    return h;
-  });
+  return { rank: lc.rank, alpha: lc.alpha, useRslora: lc.rslora, targets: [...lc.targets], layers };
 }
 
 /** Parameters in a fixed order (layer, target, A then B), matching loraGradList. */
@@ -116,11 +78,4 @@ export function loraGradList(lora: LoraWeights, grads: LoraGrads): Tensor[] {
     }
   });
   return out;
-}
-
-export function disposeLora(lora: LoraWeights): void {
-  for (const layer of lora.layers) for (const p of Object.values(layer)) {
-    p?.A.dispose();
-    p?.B.dispose();
-  }
 }

@@ -1,0 +1,124 @@
+// Training data: JSONL rows that are either chat rows {"messages": [...]} (rendered with the model's
+// chat template; only assistant content + end-of-turn trained) or pre-tokenized
+// {"input_ids": [...], "labels": [...]} (HF convention: labels aligned with input_ids, -100 =
+// ignored; the model predicts labels[t+1] from position t). Rows may carry "teacher_topk" for offline
+// distillation: {"indices": [[...k] per position], "logprobs": [[...k] per position]}, aligned with
+// input_ids (entry t = the teacher's distribution for the token at t+1, i.e. at logits row t).
+import { readFileSync } from 'node:fs';
+import type { ChatMessage, ChatTokenizer } from '../model/tokenizer.ts';
+import { UserError } from '../util/errors.ts';
+
+export interface TeacherTopK {
+  indices: number[][];
+  logprobs: number[][];
+}
+
+export interface TrainExample {
+  ids: number[];
+  /** HF-style labels aligned with ids (-100 = ignored). */
+  labels: number[];
+  teacherTopK?: TeacherTopK;
+  /** The chat messages (kept for online distillation with a teacher system prompt). */
+  messages?: ChatMessage[];
+}
+
+export interface LoadedData {
+  examples: TrainExample[];
+  truncated: number;
+  skippedNoTarget: number;
+}
+
+const ROLES = new Set(['system', 'user', 'assistant']);
+
+function parseMessages(v: unknown, where: string): ChatMessage[] {
+  if (!Array.isArray(v) || v.length === 0) throw new UserError(`${where}: "messages" must be a non-empty array`);
+  return v.map((m, i) => {
+    const mm = m as { role?: unknown; content?: unknown };
+    if (typeof mm !== 'object' || mm === null || typeof mm.role !== 'string' || !ROLES.has(mm.role) || typeof mm.content !== 'string') {
+      throw new UserError(`${where}: messages[${i}] must be {"role": "system"|"user"|"assistant", "content": string}`);
+    }
+    return { role: mm.role as ChatMessage['role'], content: mm.content };
+  });
+}
+
+function intArray(v: unknown, what: string, where: string, vocab: number | null): number[] {
+  if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x))) throw new UserError(`${where}: "${what}" must be an array of integers`);
+  if (vocab !== null) {
+    const bad = (v as number[]).find((x) => x !== -100 && (x < 0 || x >= vocab));
+    if (bad !== undefined) throw new UserError(`${where}: "${what}" holds ${bad}, outside the vocabulary [0, ${vocab})`);
+  }
+  return v as number[];
+}
+
+/**
+ * Reads and tokenizes a JSONL training file. Sequences longer than maxLen are truncated (counted);
+ * rows with nothing to train on after truncation are skipped (counted).
+ */
+export function loadTrainingData(file: string, tokenizer: ChatTokenizer | null, vocab: number, maxLen: number): LoadedData {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const examples: TrainExample[] = [];
+  let truncated = 0;
+  let skippedNoTarget = 0;
+  const lines = text.split('\n');
+  for (let n = 0; n < lines.length; n++) {
+    const line = lines[n].trim();
+    if (!line) continue;
+    const where = `${file}:${n + 1}`;
+    let row: Record<string, unknown>;
+    try {
+      row = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      throw new UserError(`${where}: not valid JSON`);
+    }
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new UserError(`${where}: each line must be a JSON object`);
+    let ex: TrainExample;
+    if ('messages' in row) {
+      if (!tokenizer) throw new UserError(`${where}: chat rows need a tokenizer (tokenizer.json) in the model folder; use pre-tokenized {"input_ids", "labels"} rows instead`);
+      const messages = parseMessages(row.messages, where);
+      if (!messages.some((m) => m.role === 'assistant')) throw new UserError(`${where}: the conversation has no assistant turn to train on`);
+      const { ids, labels } = tokenizer.chatTrainingIds(messages);
+      ex = { ids, labels, messages };
+    } else if ('input_ids' in row) {
+      const ids = intArray(row.input_ids, 'input_ids', where, vocab);
+      const labels = 'labels' in row ? intArray(row.labels, 'labels', where, vocab) : ids.slice();
+      if (labels.length !== ids.length) throw new UserError(`${where}: "labels" has ${labels.length} entries but "input_ids" has ${ids.length}`);
+      if (ids.some((x) => x < 0)) throw new UserError(`${where}: "input_ids" must be non-negative`);
+      ex = { ids, labels };
+    } else {
+      throw new UserError(`${where}: a row needs "messages" (chat) or "input_ids" (pre-tokenized)`);
+    }
+    if (row.teacher_topk !== undefined) {
+      const t = row.teacher_topk as { indices?: unknown; logprobs?: unknown };
+      if (!Array.isArray(t?.indices) || !Array.isArray(t?.logprobs) || t.indices.length !== t.logprobs.length) {
+        throw new UserError(`${where}: "teacher_topk" must be {"indices": [[...]], "logprobs": [[...]]} with one entry per position`);
+      }
+      if (t.indices.length !== ex.ids.length) throw new UserError(`${where}: "teacher_topk" has ${t.indices.length} positions, the sequence has ${ex.ids.length}`);
+      ex.teacherTopK = { indices: t.indices as number[][], logprobs: t.logprobs as number[][] };
+    }
+    if (ex.ids.length > maxLen) {
+      truncated++;
+      ex.ids = ex.ids.slice(0, maxLen);
+      ex.labels = ex.labels.slice(0, maxLen);
+      if (ex.teacherTopK) ex.teacherTopK = { indices: ex.teacherTopK.indices.slice(0, maxLen), logprobs: ex.teacherTopK.logprobs.slice(0, maxLen) };
+    }
+    if (targetCount(ex) === 0) {
+      skippedNoTarget++;
+      continue;
+    }
+    examples.push(ex);
+  }
+  if (examples.length === 0) throw new UserError(`${file}: no trainable rows`);
+  return { examples, truncated, skippedNoTarget };
+}
+
+/** Number of trained positions: labels[t+1] ≠ -100 for t < T−1. */
+export function targetCount(ex: TrainExample): number {
+  let n = 0;
+  for (let t = 1; t < ex.labels.length; t++) if (ex.labels[t] !== -100) n++;
+  return n;
+}

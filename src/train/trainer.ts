@@ -1,0 +1,448 @@
+// The training loop: LoRA or full finetuning on the GPU with completion-only cross-entropy and/or KL
+// distillation (offline top-k or online teacher), gradient accumulation, AdamW/SGD with global-norm
+// clipping, HF-style schedules, NaN/Inf guard, atomic checkpoints and exact resume.
+//
+// Semantics follow HF Trainer / PyTorch so another implementation can replay our steps:
+//  - loss of an optimizer step = Σ token losses over all its micro-batches / number of trained tokens
+//    in the whole step (transformers' num_items_in_batch normalisation);
+//  - schedule factor of optimizer step k (0-based) is lambda(k) (the first step of a warmup runs at 0);
+//  - AdamW as torch.optim.AdamW; clipping as torch.nn.utils.clip_grad_norm_ (eps 1e-6).
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Gpu, Tensor } from '../gpu/runtime.ts';
+import { addInPlace, gatherRows } from '../kernels/elementwise.ts';
+import { buildEmbedGradIndex } from '../kernels/embedding.ts';
+import { klDistillation, lmHeadCrossEntropy, topKDistillation, type LossResult } from '../kernels/loss.ts';
+import { AdamW, gradNorm, SGD } from '../kernels/optimizer.ts';
+import { loraToHost, uploadLora, type HostLora } from '../model/adapter.ts';
+import { Rng } from '../model/checkpoint.ts';
+import type { ChatTokenizer } from '../model/tokenizer.ts';
+import type { LoraWeights, Transformer } from '../model/transformer.ts';
+import { UserError } from '../util/errors.ts';
+import { writeFileAtomic, writeJsonAtomic } from '../util/fsatomic.ts';
+import { modelBackward, type FullGrads, type LoraGrads } from './backward.ts';
+import type { TrainExample } from './data.ts';
+import { createFullGrads, fullParamList, zeroGrads } from './full.ts';
+import { createLoraGrads, loraGradList, loraParams, type LoraConfig } from './lora.ts';
+import { encodeState, decodeState } from './state.ts';
+
+export type Schedule = 'linear' | 'cosine' | 'constant';
+
+export interface TrainConfig {
+  mode: 'lora' | 'full';
+  lora?: LoraConfig;
+  lr: number;
+  epochs: number;
+  batchSize: number;
+  gradAccum: number;
+  warmupSteps: number;
+  schedule: Schedule;
+  /** Global-norm clipping; 0 or Infinity disables it. */
+  maxGradNorm: number;
+  weightDecay: number;
+  optimizer: 'adamw' | 'sgd';
+  seed: number;
+  shuffle: boolean;
+  maxSteps?: number;
+  /** Gradient checkpointing (recompute layer activations in the backward). */
+  checkpointing: boolean;
+  /** Weight of the distillation loss (0 = CE only, 1 = KL only). */
+  distillWeight: number;
+}
+
+export interface OnlineTeacher {
+  model: Transformer;
+  lora?: LoraWeights | null;
+  /** System prompt the teacher sees (the student sees the rows as they are). */
+  system?: string;
+  tokenizer?: ChatTokenizer | null;
+}
+
+export interface StepInfo {
+  step: number;
+  totalSteps: number;
+  epoch: number;
+  loss: number;
+  ce?: number;
+  kl?: number;
+  gradNorm?: number;
+  lr: number;
+  tokens: number;
+  elapsedS: number;
+}
+
+/** HF schedule factor for optimizer step k (0-based). */
+export function scheduleFactor(schedule: Schedule, k: number, warmup: number, total: number): number {
+  if (k < warmup) return k / Math.max(1, warmup);
+  if (schedule === 'constant') return 1;
+  const progress = (k - warmup) / Math.max(1, total - warmup);
+  if (schedule === 'linear') return Math.max(0, (total - k) / Math.max(1, total - warmup));
+  return Math.max(0, 0.5 * (1 + Math.cos(Math.PI * progress)));
+}
+
+/** Row order of an epoch: a seeded Fisher–Yates permutation, or the file order with shuffle off. */
+export function epochOrder(n: number, seed: number, epoch: number, shuffle: boolean): number[] {
+  const order = Array.from({ length: n }, (_, i) => i);
+  if (!shuffle) return order;
+  const rng = new Rng(seed, `epoch.${epoch}`);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+export function stepsPerEpoch(nExamples: number, batchSize: number, gradAccum: number): number {
+  return Math.ceil(Math.ceil(nExamples / batchSize) / gradAccum);
+}
+
+interface MicroBatch {
+  rows: TrainExample[];
+  T: number;
+}
+
+/** The micro-batches of optimizer step `s` within an epoch's order. */
+function stepBatches(examples: TrainExample[], order: number[], s: number, cfg: TrainConfig): MicroBatch[] {
+  const out: MicroBatch[] = [];
+  for (let a = 0; a < cfg.gradAccum; a++) {
+    const start = (s * cfg.gradAccum + a) * cfg.batchSize;
+    if (start >= order.length) break;
+    const rows = order.slice(start, start + cfg.batchSize).map((i) => examples[i]);
+    out.push({ rows, T: Math.max(...rows.map((r) => r.ids.length)) });
+  }
+  return out;
+}
+
+/** Trained-position count of a micro-batch (targets = labels shifted left by one). */
+function microTargets(mb: MicroBatch): number {
+  let n = 0;
+  for (const r of mb.rows) for (let t = 1; t < r.labels.length; t++) if (r.labels[t] !== -100) n++;
+  return n;
+}
+
+export interface TrainerState {
+  step: number;
+  epoch: number;
+  stepInEpoch: number;
+  losses: { step: number; loss: number; lr: number; gradNorm?: number }[];
+  config: TrainConfig;
+}
+
+export interface TrainResult {
+  losses: TrainerState['losses'];
+  steps: number;
+  tokens: number;
+  wallS: number;
+}
+
+export class Trainer {
+  readonly lora: LoraWeights | null;
+  private readonly loraGrads: LoraGrads | null;
+  private readonly fullGrads: FullGrads | null;
+  private readonly params: Tensor[];
+  private readonly grads: Tensor[];
+  private readonly opt: AdamW | SGD;
+  readonly totalSteps: number;
+  state: TrainerState;
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly model: Transformer,
+    readonly examples: TrainExample[],
+    readonly cfg: TrainConfig,
+    initialLora: HostLora | null,
+    readonly teacher: OnlineTeacher | null = null,
+  ) {
+    if (cfg.mode === 'lora') {
+      if (!initialLora) throw new UserError('LoRA training needs an initial adapter');
+      this.lora = uploadLora(gpu, model.cfg, initialLora);
+      this.loraGrads = createLoraGrads(gpu, this.lora);
+      this.fullGrads = null;
+      this.params = loraParams(this.lora).params;
+      this.grads = loraGradList(this.lora, this.loraGrads);
+    } else {
+      this.lora = null;
+      this.loraGrads = null;
+      this.fullGrads = createFullGrads(gpu, model.weights);
+      this.params = fullParamList(model.weights).params;
+      this.grads = fullParamList(this.fullGrads).params;
+    }
+    this.opt =
+      cfg.optimizer === 'sgd'
+        ? new SGD(gpu, this.params, { weightDecay: cfg.weightDecay })
+        : new AdamW(gpu, this.params, { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: cfg.weightDecay });
+    const perEpoch = stepsPerEpoch(examples.length, cfg.batchSize, cfg.gradAccum);
+    this.totalSteps = Math.min(cfg.maxSteps ?? Infinity, perEpoch * cfg.epochs);
+    this.state = { step: 0, epoch: 0, stepInEpoch: 0, losses: [], config: cfg };
+  }
+
+  get stepsPerEpoch(): number {
+    return stepsPerEpoch(this.examples.length, this.cfg.batchSize, this.cfg.gradAccum);
+  }
+
+  /** Uploads one micro-batch: ids, positions, shifted targets (i32), teacher top-k if any. */
+  private upload(mb: MicroBatch) {
+    const B = mb.rows.length;
+    const T = mb.T;
+    const ids = new Uint32Array(B * T);
+    const pos = new Uint32Array(B * T);
+    const tgt = new Int32Array(B * T).fill(-100);
+    mb.rows.forEach((r, b) => {
+      for (let t = 0; t < T; t++) {
+        ids[b * T + t] = t < r.ids.length ? r.ids[t] : 0;
+        pos[b * T + t] = t;
+        if (t + 1 < r.labels.length) tgt[b * T + t] = r.labels[t + 1];
+      }
+    });
+    let topk: { indices: Tensor; logprobs: Tensor; mask: Tensor } | null = null;
+    if (this.cfg.distillWeight > 0 && !this.teacher) {
+      const k = Math.max(...mb.rows.map((r) => (r.teacherTopK ? Math.max(...r.teacherTopK.indices.map((x) => x.length)) : 0)));
+      if (k === 0) throw new UserError('distillation from stored top-k needs "teacher_topk" on every row (or --distill-from a teacher model)');
+      const ind = new Uint32Array(B * T * k).fill(0xffffffff);
+      const lp = new Float32Array(B * T * k).fill(-Infinity);
+      const mask = new Float32Array(B * T);
+      mb.rows.forEach((r, b) => {
+        if (!r.teacherTopK) throw new UserError('every row needs "teacher_topk" for offline distillation');
+        for (let t = 0; t + 1 < r.ids.length; t++) {
+          if (r.labels[t + 1] === -100) continue;
+          mask[b * T + t] = 1;
+          const idx = r.teacherTopK.indices[t];
+          const lps = r.teacherTopK.logprobs[t];
+          for (let j = 0; j < idx.length; j++) {
+            ind[(b * T + t) * k + j] = idx[j];
+            lp[(b * T + t) * k + j] = lps[j];
+          }
+        }
+      });
+      topk = {
+        indices: this.gpu.upload(ind, [B * T, k], 'u32', 'teacher_topk.indices'),
+        logprobs: this.gpu.upload(lp, [B * T, k], 'f32', 'teacher_topk.logprobs'),
+        mask: this.gpu.upload(mask, [B * T], 'f32', 'distill_mask'),
+      };
+    }
+    return {
+      hostIds: ids,
+      ids: this.gpu.upload(ids, [B * T], 'u32', 'ids'),
+      pos: this.gpu.upload(pos, [B * T], 'u32', 'positions'),
+      tgt: this.gpu.upload(tgt, [B * T], 'i32', 'targets'),
+      topk,
+    };
+  }
+
+  /** Teacher hidden states aligned with the student's rows (online distillation). */
+  private teacherHidden(mb: MicroBatch, studentT: number): { hidden: Tensor; mask: Tensor } {
+    const teacher = this.teacher!;
+    const gpu = this.gpu;
+    // Teacher sequences: the same conversation, with the teacher's system prompt when given.
+    const tRows = mb.rows.map((r) => {
+      if (!teacher.system) return r;
+      if (!r.messages || !teacher.tokenizer) throw new UserError('--teacher-system needs chat rows and a tokenizer');
+      const msgs = [{ role: 'system' as const, content: teacher.system }, ...r.messages.filter((m) => m.role !== 'system')];
+      const { ids, labels } = teacher.tokenizer.chatTrainingIds(msgs);
+      return { ids, labels };
+    });
+    const B = mb.rows.length;
+    const T = Math.max(...tRows.map((r) => r.ids.length));
+    const ids = new Uint32Array(B * T);
+    const pos = new Uint32Array(B * T);
+    const gather = new Uint32Array(B * studentT);
+    const mask = new Float32Array(B * studentT);
+    tRows.forEach((r, b) => {
+      for (let t = 0; t < T; t++) {
+        ids[b * T + t] = t < r.ids.length ? r.ids[t] : 0;
+        pos[b * T + t] = t;
+      }
+      // Match trained rows in order: student row t (target labels[t+1]) ↔ teacher row t'.
+      const sRows: number[] = [];
+      const sr = mb.rows[b];
+      for (let t = 0; t + 1 < sr.labels.length; t++) if (sr.labels[t + 1] !== -100) sRows.push(t);
+      const tr: number[] = [];
+      for (let t = 0; t + 1 < r.labels.length; t++) if (r.labels[t + 1] !== -100) tr.push(t);
+      if (tr.length !== sRows.length) throw new UserError('teacher and student sequences train different numbers of tokens (the system prompt changed the assistant tokenization)');
+      sRows.forEach((t, j) => {
+        gather[b * studentT + t] = b * T + tr[j];
+        mask[b * studentT + t] = 1;
+      });
+    });
+    const idsT = gpu.upload(ids, [B * T], 'u32', 'teacher.ids');
+    const posT = gpu.upload(pos, [B * T], 'u32', 'teacher.positions');
+    const fwd = teacher.model.forward(idsT, posT, B, T, { lora: teacher.lora });
+    const idx = gpu.upload(gather, [B * studentT], 'u32', 'teacher.gather');
+    const aligned = gatherRows(gpu, fwd.hidden, idx);
+    fwd.hidden.dispose();
+    idsT.dispose();
+    posT.dispose();
+    idx.dispose();
+    return { hidden: aligned, mask: gpu.upload(mask, [B * studentT], 'f32', 'distill_mask') };
+  }
+
+  /** Runs one optimizer step (all micro-batches); returns the step's losses read back once. */
+  async step(order: number[], stepInEpoch: number): Promise<StepInfo & { finite: boolean }> {
+    const { gpu, cfg, model } = this;
+    const t0 = performance.now();
+    const mbs = stepBatches(this.examples, order, stepInEpoch, cfg);
+    const totalTargets = mbs.reduce((a, mb) => a + microTargets(mb), 0);
+    const wCe = 1 - cfg.distillWeight;
+    const wKl = cfg.distillWeight;
+    const results: { ce?: LossResult; kl?: LossResult }[] = [];
+    let tokens = 0;
+    for (const mb of mbs) {
+      const B = mb.rows.length;
+      tokens += mb.rows.reduce((a, r) => a + r.ids.length, 0);
+      const inp = this.upload(mb);
+      const fwd = model.forward(inp.ids, inp.pos, B, mb.T, { lora: this.lora, save: true, checkpoint: cfg.checkpointing });
+      const r: { ce?: LossResult; kl?: LossResult } = {};
+      let dx: Tensor | undefined;
+      const norm = Math.max(1, totalTargets);
+      if (wCe > 0) {
+        r.ce = lmHeadCrossEntropy(gpu, fwd.hidden, model.lmHead, inp.tgt, {
+          normalizer: norm / wCe,
+          dW: this.fullGrads ? this.fullGrads.lmHead : false,
+        });
+        dx = r.ce.dx;
+      }
+      if (wKl > 0) {
+        const student = { x: fwd.hidden, w: model.lmHead };
+        if (this.teacher) {
+          const th = this.teacherHidden(mb, mb.T);
+          r.kl = klDistillation(gpu, student, { x: th.hidden, w: this.teacher.model.lmHead }, {
+            mask: th.mask,
+            normalizer: norm / wKl,
+            dW: this.fullGrads ? this.fullGrads.lmHead : false,
+          });
+          th.hidden.dispose();
+          th.mask.dispose();
+        } else {
+          r.kl = topKDistillation(gpu, student, inp.topk!.indices, inp.topk!.logprobs, {
+            mask: inp.topk!.mask,
+            normalizer: norm / wKl,
+            dW: this.fullGrads ? this.fullGrads.lmHead : false,
+          });
+        }
+        if (dx) addInPlace(gpu, dx, r.kl.dx!); // both losses: their input gradients add up
+        else dx = r.kl.dx;
+      }
+      modelBackward(model, fwd, dx!, {
+        lora: this.lora,
+        loraGrads: this.loraGrads ?? undefined,
+        fullGrads: this.fullGrads ?? undefined,
+        embedIndex: this.fullGrads ? buildEmbedGradIndex(inp.hostIds, model.cfg.vocabSize) : undefined,
+        positions: inp.pos,
+        batch: B,
+        seqLen: mb.T,
+      });
+      fwd.hidden.dispose();
+      for (const t of [inp.ids, inp.pos, inp.tgt, inp.topk?.indices, inp.topk?.logprobs, inp.topk?.mask]) t?.dispose();
+      results.push(r);
+    }
+    const k = this.state.step;
+    const lr = cfg.lr * scheduleFactor(cfg.schedule, k, cfg.warmupSteps, this.totalSteps);
+    const clip = cfg.maxGradNorm > 0 && Number.isFinite(cfg.maxGradNorm) ? cfg.maxGradNorm : undefined;
+    // Loss and gradient norm are checked before the update is applied: record the norm first.
+    const normT = gradNorm(gpu, this.grads);
+    const toRead: Tensor[] = [normT];
+    for (const r of results) {
+      if (r.ce) toRead.push(r.ce.result);
+      if (r.kl) toRead.push(r.kl.result);
+    }
+    const vals = (await gpu.readMany(toRead)) as Float32Array[];
+    const gn = vals[0][0];
+    let ceSum = 0;
+    let klSum = 0;
+    let i = 1;
+    for (const r of results) {
+      if (r.ce) ceSum += vals[i++][1];
+      if (r.kl) klSum += vals[i++][1];
+      r.ce?.dispose();
+      r.kl?.dispose();
+    }
+    normT.dispose();
+    const n = Math.max(1, totalTargets);
+    const ce = ceSum / n;
+    const kl = klSum / n;
+    const loss = wCe * ce + wKl * kl;
+    const finite = Number.isFinite(loss) && Number.isFinite(gn);
+    if (finite) {
+      this.opt.step(this.grads, { lr, maxGradNorm: clip });
+      this.opt.lastGradNorm?.dispose();
+      this.opt.lastGradNorm = null;
+    }
+    zeroGrads(gpu, this.grads);
+    return {
+      step: k + 1,
+      totalSteps: this.totalSteps,
+      epoch: this.state.epoch,
+      loss,
+      ce: wCe > 0 ? ce : undefined,
+      kl: wKl > 0 ? kl : undefined,
+      gradNorm: gn,
+      lr,
+      tokens,
+      elapsedS: (performance.now() - t0) / 1000,
+      finite,
+    };
+  }
+
+  /** Trains until totalSteps, calling onStep after each step and save() every saveEvery steps. */
+  async run(hooks: { onStep?: (s: StepInfo) => void; save?: (t: Trainer) => Promise<void>; saveEvery?: number } = {}): Promise<TrainResult> {
+    const t0 = performance.now();
+    let tokens = 0;
+    const perEpoch = this.stepsPerEpoch;
+    while (this.state.step < this.totalSteps) {
+      const order = epochOrder(this.examples.length, this.cfg.seed, this.state.epoch, this.cfg.shuffle);
+      while (this.state.stepInEpoch < perEpoch && this.state.step < this.totalSteps) {
+        const info = await this.step(order, this.state.stepInEpoch);
+        if (!info.finite) {
+          throw new UserError(
+            `training diverged at step ${info.step}: loss ${info.loss}, gradient norm ${info.gradNorm} (not finite); the last good checkpoint is kept — lower --lr or check the data`,
+          );
+        }
+        tokens += info.tokens;
+        this.state.step++;
+        this.state.stepInEpoch++;
+        this.state.losses.push({ step: info.step, loss: info.loss, lr: info.lr, gradNorm: info.gradNorm });
+        hooks.onStep?.(info);
+        if (hooks.save && hooks.saveEvery && this.state.step % hooks.saveEvery === 0 && this.state.step < this.totalSteps) await hooks.save(this);
+      }
+      if (this.state.stepInEpoch >= perEpoch) {
+        this.state.epoch++;
+        this.state.stepInEpoch = 0;
+      }
+    }
+    return { losses: this.state.losses, steps: this.state.step, tokens, wallS: (performance.now() - t0) / 1000 };
+  }
+
+  /** The trained adapter on the host (LoRA mode). */
+  async adapterHost(): Promise<HostLora> {
+    if (!this.lora || !this.cfg.lora) throw new Error('adapterHost: not LoRA training');
+    return loraToHost(this.gpu, this.lora, this.cfg.lora.alpha, this.cfg.lora.rslora);
+  }
+
+  /** Writes the resumable training state (params, optimizer moments, counters) atomically. */
+  async saveState(dir: string): Promise<void> {
+    mkdirSync(dir, { recursive: true });
+    const params = (await this.gpu.readMany(this.params)) as Float32Array[];
+    const opt = await this.opt.exportState();
+    await writeFileAtomic(path.join(dir, 'state.bin'), encodeState(params, opt));
+    await writeJsonAtomic(path.join(dir, 'state.json'), { ...this.state, optimizerStep: opt.step, version: 1 });
+  }
+
+  /** Restores a state written by saveState (same data, same config). */
+  loadState(dir: string): void {
+    const jf = path.join(dir, 'state.json');
+    const bf = path.join(dir, 'state.bin');
+    if (!existsSync(jf) || !existsSync(bf)) throw new UserError(`${dir}: no training state to resume from`);
+    const json = JSON.parse(readFileSync(jf, 'utf8')) as TrainerState & { optimizerStep: number };
+    const { params, opt } = decodeState(new Uint8Array(readFileSync(bf)), this.params.map((p) => p.size));
+    params.forEach((p, i) => this.gpu.write(this.params[i], p));
+    this.opt.importState(opt);
+    this.state = { step: json.step, epoch: json.epoch, stepInEpoch: json.stepInEpoch, losses: json.losses, config: this.cfg };
+  }
+
+  dispose(): void {
+    this.opt.dispose();
+    if (this.loraGrads) for (const g of loraGradList(this.lora!, this.loraGrads)) g.dispose();
+    if (this.lora) for (const p of loraParams(this.lora).params) p.dispose();
+    if (this.fullGrads) for (const g of fullParamList(this.fullGrads).params) g.dispose();
+  }
+}

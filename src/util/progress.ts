@@ -1,0 +1,93 @@
+// Progress reporting for long stages: a bar with rate and ETA redrawn in place on a TTY (stderr),
+// plain lines otherwise (every 10% and at least every 30 s), so logs stay readable in CI.
+
+export interface ProgressOptions {
+  /** Stream to draw on (default process.stderr). */
+  stream?: NodeJS.WriteStream;
+  /** Unit shown with the rate, e.g. 'tok', 'step'. */
+  unit?: string;
+  /** Silence everything (tests). */
+  quiet?: boolean;
+}
+
+function fmtDuration(s: number): string {
+  if (!Number.isFinite(s) || s < 0) return '?';
+  if (s < 60) return `${Math.round(s)}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+export class Progress {
+  private readonly start = Date.now();
+  private done = 0;
+  private note = '';
+  private lastLine = 0;
+  private lastDecile = -1;
+  private lastDraw = 0;
+  private readonly stream: NodeJS.WriteStream;
+  private readonly tty: boolean;
+
+  constructor(
+    private readonly label: string,
+    private total: number,
+    private readonly opts: ProgressOptions = {},
+  ) {
+    this.stream = opts.stream ?? process.stderr;
+    this.tty = !!this.stream.isTTY && !process.env.CI;
+  }
+
+  setTotal(total: number): void {
+    this.total = total;
+  }
+
+  /** Sets the amount done (absolute) and an optional note (e.g. the current loss). */
+  update(done: number, note?: string): void {
+    this.done = done;
+    if (note !== undefined) this.note = note;
+    this.draw(false);
+  }
+
+  tick(n = 1, note?: string): void {
+    this.update(this.done + n, note);
+  }
+
+  private line(): string {
+    const elapsed = (Date.now() - this.start) / 1000;
+    const frac = this.total > 0 ? Math.min(1, this.done / this.total) : 0;
+    const rate = elapsed > 0 ? this.done / elapsed : 0;
+    const eta = rate > 0 ? (this.total - this.done) / rate : NaN;
+    const unit = this.opts.unit ? ` ${this.opts.unit}` : '';
+    const rateStr = rate >= 100 ? rate.toFixed(0) : rate.toFixed(2);
+    const stats = `${this.done}/${this.total}${unit} ${rateStr}${unit}/s elapsed ${fmtDuration(elapsed)} ETA ${fmtDuration(eta)}`;
+    const note = this.note ? ` ${this.note}` : '';
+    if (!this.tty) return `${this.label}: ${(frac * 100).toFixed(0)}% ${stats}${note}`;
+    const width = 24;
+    const filled = Math.round(frac * width);
+    return `${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${stats}${note}`;
+  }
+
+  private draw(final: boolean): void {
+    if (this.opts.quiet) return;
+    const now = Date.now();
+    if (this.tty) {
+      if (!final && now - this.lastDraw < 100) return;
+      this.lastDraw = now;
+      const cols = this.stream.columns || 120;
+      this.stream.write(`\r${this.line().slice(0, cols - 1)}\x1b[K${final ? '\n' : ''}`);
+      return;
+    }
+    const decile = this.total > 0 ? Math.floor((10 * this.done) / this.total) : 0;
+    if (final || decile > this.lastDecile || now - this.lastLine > 30_000) {
+      this.lastDecile = decile;
+      this.lastLine = now;
+      this.stream.write(this.line() + '\n');
+    }
+  }
+
+  /** Final line (always printed unless quiet). */
+  finish(note?: string): void {
+    if (note !== undefined) this.note = note;
+    this.lastDecile = -1;
+    this.draw(true);
+  }
+}

@@ -1,0 +1,216 @@
+import { describe, expect, it } from 'vitest';
+import { getGpu, GpuError } from '../src/gpu/runtime.ts';
+import {
+  add,
+  addInPlace,
+  addRef,
+  biasAdd,
+  biasAddRef,
+  copyRows,
+  gatherRows,
+  gatherRowsRef,
+  scale,
+  splitGateUpRef,
+  sumSquares,
+  sumSquaresRef,
+  swiglu,
+  swigluBackward,
+  swigluBackwardRef,
+  swigluFused,
+  swigluFusedBackward,
+  swigluRef,
+} from '../src/kernels/elementwise.ts';
+
+const EPS32 = 2 ** -24;
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+function randn(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => scale * (r() * 2 - 1));
+}
+/** max |a − b| / max(|b|, floor) elementwise. */
+function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1): number {
+  let e = 0;
+  for (let i = 0; i < b.length; i++) e = Math.max(e, Math.abs(a[i] - b[i]) / Math.max(floor, Math.abs(b[i])));
+  return e;
+}
+
+const SHAPES: [number, number][] = [
+  [1, 7],
+  [3, 33],
+  [17, 64],
+  [5, 4864 + 3],
+  [257, 896],
+];
+
+describe('swiglu', async () => {
+  const gpu = await getGpu();
+
+  it('forward (separate and concatenated gate|up) matches the reference', async () => {
+    for (const [R, I] of SHAPES) {
+      // Gate values over [−12, 12]: covers both saturated tails of the sigmoid.
+      const gate = randn(R * I, R + I, 12);
+      const up = randn(R * I, R * I, 3);
+      const ref = swigluRef(gate, up);
+      const gu = new Float32Array(R * 2 * I);
+      for (let r = 0; r < R; r++) {
+        gu.set(gate.subarray(r * I, (r + 1) * I), r * 2 * I);
+        gu.set(up.subarray(r * I, (r + 1) * I), r * 2 * I + I);
+      }
+      const y1 = swiglu(gpu, gpu.upload(gate, [R, I]), gpu.upload(up, [R, I]));
+      const y2 = swigluFused(gpu, gpu.upload(gu, [R, 2 * I]));
+      expect(y2.shape).toEqual([R, I]);
+      const [a, b] = await gpu.readMany([y1, y2]);
+      // exp, a division and two products in float32: a few eps32 (WGSL exp is within 3 + 2|x| ulp).
+      const tol = 64 * EPS32;
+      expect(maxRelErr(a, ref), `${R}×${I}`).toBeLessThan(tol);
+      expect(Array.from(b)).toEqual(Array.from(a));
+    }
+  });
+
+  it('reference backward passes a float64 finite-difference gradcheck', () => {
+    const n = 9;
+    const gate = Float64Array.from(randn(n, 1, 6));
+    const up = Float64Array.from(randn(n, 2, 2));
+    const dy = Float64Array.from(randn(n, 3));
+    const loss = (g: Float64Array, u: Float64Array) => swigluRef(g, u).reduce((s, v, i) => s + v * dy[i], 0);
+    const { dGate, dUp } = swigluBackwardRef(gate, up, dy);
+    const h = 1e-6;
+    for (let i = 0; i < n; i++) {
+      for (const [arr, grad] of [
+        [gate, dGate],
+        [up, dUp],
+      ] as const) {
+        const p = arr.slice();
+        const m = arr.slice();
+        p[i] += h;
+        m[i] -= h;
+        const num = arr === gate ? (loss(p, up) - loss(m, up)) / (2 * h) : (loss(gate, p) - loss(gate, m)) / (2 * h);
+        expect(Math.abs(num - grad[i])).toBeLessThan(1e-6 * Math.max(1, Math.abs(grad[i])));
+      }
+    }
+  });
+
+  it('GPU backward (separate and fused) matches the reference backward', async () => {
+    for (const [R, I] of SHAPES) {
+      const gate = randn(R * I, R + 5, 12);
+      const up = randn(R * I, I + 6, 3);
+      const dy = randn(R * I, R * I + 7);
+      const ref = swigluBackwardRef(gate, up, dy);
+      const { dGate, dUp } = swigluBackward(gpu, gpu.upload(gate, [R, I]), gpu.upload(up, [R, I]), gpu.upload(dy, [R, I]));
+      const gu = new Float32Array(R * 2 * I);
+      for (let r = 0; r < R; r++) {
+        gu.set(gate.subarray(r * I, (r + 1) * I), r * 2 * I);
+        gu.set(up.subarray(r * I, (r + 1) * I), r * 2 * I + I);
+      }
+      const dgu = swigluFusedBackward(gpu, gpu.upload(gu, [R, 2 * I]), gpu.upload(dy, [R, I]));
+      const [g, u, f] = await gpu.readMany([dGate, dUp, dgu]);
+      const tol = 64 * EPS32;
+      expect(maxRelErr(g, ref.dGate), `dGate ${R}×${I}`).toBeLessThan(tol);
+      expect(maxRelErr(u, ref.dUp), `dUp ${R}×${I}`).toBeLessThan(tol);
+      const split = splitGateUpRef(f, R, I);
+      expect(Array.from(split.gate)).toEqual(Array.from(g));
+      expect(Array.from(split.up)).toEqual(Array.from(u));
+    }
+  });
+
+  it('rejects mismatched shapes', () => {
+    expect(() => swiglu(gpu, gpu.zeros([2, 3]), gpu.zeros([3, 2]))).toThrow(GpuError);
+    expect(() => swigluFused(gpu, gpu.zeros([2, 5]))).toThrow(/even number of columns/);
+  });
+});
+
+describe('add / scale / bias', async () => {
+  const gpu = await getGpu();
+
+  it('add, in place add, scale, bias add match the reference', async () => {
+    for (const [R, N] of SHAPES) {
+      const a = randn(R * N, 1 + R, 4);
+      const b = randn(R * N, 2 + N, 4);
+      const bias = randn(N, 3);
+      const at = gpu.upload(a, [R, N]);
+      const bt = gpu.upload(b, [R, N]);
+      const sum = add(gpu, at, bt);
+      const axpy = add(gpu, at, bt, { alpha: -0.5 });
+      const sc = scale(gpu, at, 0.25);
+      const bi = biasAdd(gpu, at, gpu.upload(bias));
+      const inPlace = gpu.upload(a, [R, N]);
+      expect(addInPlace(gpu, inPlace, bt, 2)).toBe(inPlace);
+      biasAdd(gpu, inPlace, gpu.upload(bias), { out: inPlace });
+      const [s, x, c, bb, ip] = await gpu.readMany([sum, axpy, sc, bi, inPlace]);
+      // One or two float32 roundings (eps32 each) relative to the operands' magnitude (≤ 4).
+      const tol = 3 * EPS32 * 4;
+      expect(maxRelErr(s, addRef(a, b))).toBeLessThan(tol);
+      expect(maxRelErr(x, addRef(a, b, -0.5))).toBeLessThan(tol);
+      expect(maxRelErr(c, a.map((v) => v * 0.25))).toBeLessThan(tol);
+      expect(maxRelErr(bb, biasAddRef(a, R, N, bias))).toBeLessThan(tol);
+      expect(maxRelErr(ip, biasAddRef(addRef(a, b, 2), R, N, bias))).toBeLessThan(2 * tol);
+    }
+  });
+
+  it('refuses outputs that alias an input in unsupported ways', () => {
+    const a = gpu.zeros([4, 4]);
+    const b = gpu.zeros([4, 4]);
+    expect(() => add(gpu, a, b, { out: b })).toThrow(/add: out must be a itself/);
+    expect(() => add(gpu, a, gpu.zeros([3]))).toThrow(/differ in size/);
+    expect(() => biasAdd(gpu, a, gpu.zeros([3]))).toThrow(/biasAdd: bias \[3\]/);
+  });
+});
+
+describe('gatherRows / copyRows', async () => {
+  const gpu = await getGpu();
+
+  it('gathers rows (last token per sequence), zero rows for out-of-range indices', async () => {
+    for (const [R, D] of [
+      [1, 7],
+      [40, 33],
+      [300, 896],
+    ] as [number, number][]) {
+      const x = randn(R * D, R);
+      const idx = Uint32Array.from([R - 1, 0, Math.floor(R / 2), R + 5, R - 1]);
+      const y = gatherRows(gpu, gpu.upload(x, [R, D]), gpu.upload(idx));
+      expect(y.shape).toEqual([idx.length, D]);
+      expect(Array.from(await gpu.readF32(y))).toEqual(Array.from(gatherRowsRef(x, R, D, idx)));
+    }
+  });
+
+  it('copies contiguous row blocks and checks ranges', async () => {
+    const src = gpu.upload(Float32Array.from({ length: 15 }, (_, i) => i), [5, 3]);
+    const dst = gpu.zeros([4, 3]);
+    copyRows(gpu, src, dst, 2, 1, 2);
+    expect(Array.from(await gpu.readF32(dst))).toEqual([0, 0, 0, 6, 7, 8, 9, 10, 11, 0, 0, 0]);
+    expect(() => copyRows(gpu, src, dst, 4, 0, 2)).toThrow(GpuError);
+  });
+});
+
+describe('sumSquares', async () => {
+  const gpu = await getGpu();
+
+  it('sums squares over many tensors of awkward sizes, deterministically', async () => {
+    const sizes = [1, 7, 33, 896, 4096 * 3 + 1, 300_001];
+    const arrays = sizes.map((n, i) => randn(n, i + 1, 1 + i));
+    const tensors = arrays.map((a) => gpu.upload(a));
+    const ref = sumSquaresRef(arrays);
+    const out1 = sumSquares(gpu, tensors);
+    const out2 = sumSquares(gpu, tensors);
+    const [v1, v2] = await gpu.readMany([out1, out2]);
+    // Positive terms summed in float32 in blocks of ≤ 64·4 per lane then a 256-way tree:
+    // relative error ≤ (64 + log2 + passes)·eps32; 1e-5 is a safe bound.
+    expect(Math.abs(v1[0] - ref) / ref).toBeLessThan(1e-5);
+    expect(v2[0]).toBe(v1[0]);
+  });
+
+  it('is 0 for an empty list', async () => {
+    const out = sumSquares(gpu, []);
+    expect((await gpu.readF32(out))[0]).toBe(0);
+  });
+});
