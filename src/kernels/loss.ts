@@ -570,12 +570,13 @@ export interface SparseTargetOptions extends LossOptions {
   teacherNorm?: 'renormalize' | 'raw';
 }
 
-function makeResult(parts: Omit<LossResult, 'dispose'>, extra: Tensor[]): LossResult {
+function makeResult(parts: Omit<LossResult, 'dispose'>, extra: Tensor[], callerDW?: unknown): LossResult {
   return {
     ...parts,
     dispose() {
       for (const t of [parts.result, parts.lse, parts.dlogits, parts.dx]) t?.dispose();
-      parts.dW?.dispose();
+      // A dW the caller passed in to accumulate into is the caller's (e.g. a trainer's gradient buffer).
+      if (parts.dW !== callerDW) parts.dW?.dispose();
       for (const t of extra) t.dispose();
     },
   };
@@ -667,7 +668,7 @@ function sparseTargetLoss(
     });
   }
   for (const t of [rowW, state, gathered, coefA, coefB, setMask]) t?.dispose();
-  return makeResult({ result, lse, dlogits, dx, dW }, []);
+  return makeResult({ result, lse, dlogits, dx, dW }, [], opts.dW);
 }
 
 /**
@@ -790,7 +791,7 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
   const lse = gpu.empty([M], 'f32', 'kl_lse');
   gpu.run(copyColumn0, [lse2, lse], cdiv(M, 64), new Uniforms().u32(M));
   for (const x of [rowW, state, lse2, coefA, setMask]) x?.dispose();
-  return makeResult({ result, lse, dlogits, dx, dW }, []);
+  return makeResult({ result, lse, dlogits, dx, dW }, [], opts.dW);
 }
 
 const copyColumn0: Program = {
