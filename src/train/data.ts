@@ -112,7 +112,13 @@ export function loadTrainingData(file: string, tokenizer: ChatTokenizer | null, 
     }
     examples.push(ex);
   }
-  if (examples.length === 0) throw new UserError(`${file}: no trainable rows`);
+  if (examples.length === 0) {
+    throw new UserError(
+      skippedNoTarget > 0
+        ? `${file}: no trainable rows (${skippedNoTarget} row(s) have no trained token within the first ${maxLen} tokens; raise --max-len)`
+        : `${file}: no trainable rows`,
+    );
+  }
   return { examples, truncated, skippedNoTarget };
 }
 

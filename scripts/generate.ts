@@ -1,0 +1,207 @@
+/**
+ * Batched sampling from a model (optionally with a PEFT LoRA adapter), one JSON line per completion.
+ *
+ *   npx tsx scripts/generate.ts --model DIR [--adapter DIR] [--system STR] (--prompt STR | --prompts FILE.jsonl)
+ *     [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl]
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { getGpu } from '../src/gpu/runtime.ts';
+import { disposeLora, loadPeftAdapter } from '../src/model/adapter.ts';
+import { generate, type GenerateProgress } from '../src/model/generate.ts';
+import { ChatTokenizer, type ChatMessage } from '../src/model/tokenizer.ts';
+import { Transformer } from '../src/model/transformer.ts';
+import { runCli, UserError } from '../src/util/errors.ts';
+import { writeFileAtomic } from '../src/util/fsatomic.ts';
+
+const USAGE = `usage: npx tsx scripts/generate.ts --model DIR [--adapter DIR] [--system STR] (--prompt STR | --prompts FILE.jsonl)
+         [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl]
+
+Samples completions with the model's chat template and writes one JSON line per completion:
+  {"prompt", "completion", "prompt_tokens", "completion_tokens", "finish_reason", "index", "sample"}
+(index = prompt line, sample = 0..n-1; rows with "messages" also echo them).
+
+  --model DIR            Hugging Face model folder (config.json, safetensors, tokenizer.json)
+  --adapter DIR          PEFT LoRA adapter folder
+  --system STR           system message put before each prompt (not for "messages" rows)
+  --prompt STR           one user prompt
+  --prompts FILE         JSONL, one {"prompt": "..."} or {"messages": [{"role", "content"}, ...]} per line
+  --n N                  samples per prompt (default 1)
+  --temperature T        softmax temperature ≥ 0 (default 1; 0 = greedy)
+  --top-p P              nucleus mass in (0, 1] (default 1)
+  --greedy               argmax decoding
+  --max-new-tokens N     default 256
+  --seed S               integer seed (default 0); (seed, prompt, sample, step) fixes every token
+  --batch-size B         sequences decoded together (default 64)
+  --out FILE             write JSONL atomically to FILE instead of stdout
+  --help                 show this help`;
+
+interface PromptRow {
+  prompt: string;
+  messages: ChatMessage[] | null;
+}
+
+function num(flag: string, raw: string | undefined, dflt: number, kind: 'int' | 'posint' | 'float'): number {
+  if (raw === undefined) return dflt;
+  const v = Number(raw);
+  const ok = raw.trim() !== '' && Number.isFinite(v) && (kind === 'float' || (Number.isSafeInteger(v) && v >= (kind === 'posint' ? 1 : 0)));
+  if (!ok) throw new UserError(`${flag} must be ${kind === 'float' ? 'a number' : kind === 'posint' ? 'a positive integer' : 'a non-negative integer'}, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+function readPrompts(file: string): PromptRow[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new UserError(`${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? String(e)})`}`);
+  }
+  const rows: PromptRow[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    const where = `${file}:${i + 1}`;
+    let obj: unknown;
+    try {
+      obj = JSON.parse(line);
+    } catch (e) {
+      throw new UserError(`${where}: not valid JSON (${(e as Error).message})`);
+    }
+    if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new UserError(`${where}: expected a JSON object with "prompt" or "messages"`);
+    const o = obj as Record<string, unknown>;
+    if (typeof o.prompt === 'string') {
+      rows.push({ prompt: o.prompt, messages: null });
+      return;
+    }
+    if (Array.isArray(o.messages) && o.messages.length > 0) {
+      const messages = o.messages.map((m, j) => {
+        const mm = m as Record<string, unknown>;
+        if (typeof m !== 'object' || m === null || !['system', 'user', 'assistant'].includes(mm.role as string) || typeof mm.content !== 'string') {
+          throw new UserError(`${where}: messages[${j}] must be {"role": "system"|"user"|"assistant", "content": "..."}`);
+        }
+        return { role: mm.role, content: mm.content } as ChatMessage;
+      });
+      const lastUser = [...messages].reverse().find((m) => m.role === 'user');
+      rows.push({ prompt: lastUser?.content ?? messages[messages.length - 1].content, messages });
+      return;
+    }
+    throw new UserError(`${where}: expected a string "prompt" or a non-empty "messages" list`);
+  });
+  if (rows.length === 0) throw new UserError(`${file}: no prompts`);
+  return rows;
+}
+
+function fmtTime(s: number): string {
+  if (!Number.isFinite(s)) return '?';
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const sec = Math.floor(s % 60);
+  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
+}
+
+/** A progress bar on a TTY (redrawn in place), plain lines every few seconds otherwise. */
+function progressReporter(): { update: (p: GenerateProgress) => void; end: () => void } {
+  const tty = !!process.stderr.isTTY;
+  const t0 = performance.now();
+  let lastLine = 0;
+  let drawn = false;
+  let finalShown = false;
+  const update = (p: GenerateProgress) => {
+    const el = (performance.now() - t0) / 1000;
+    const rate = p.tokens / Math.max(el, 1e-9);
+    const eta = p.done > 0 ? (el * (p.total - p.done)) / p.done : Infinity;
+    const text = `${p.done}/${p.total} sequences, batch ${p.batch}/${p.batches}, ${p.tokens} tokens, ${rate.toFixed(1)} tok/s, elapsed ${fmtTime(el)}, ETA ${p.done === p.total ? '0s' : fmtTime(eta)}`;
+    if (tty) {
+      const width = 24;
+      const fill = Math.round((width * p.done) / Math.max(1, p.total));
+      process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${text}\x1b[K`);
+      drawn = true;
+    } else if (el - lastLine >= 5 || (p.done === p.total && !finalShown)) {
+      lastLine = el;
+      finalShown = p.done === p.total;
+      process.stderr.write(`generate: ${text}\n`);
+    }
+  };
+  return { update, end: () => drawn && process.stderr.write('\n') };
+}
+
+async function main(): Promise<void> {
+  let values;
+  try {
+    values = parseArgs({
+      options: {
+        model: { type: 'string' },
+        adapter: { type: 'string' },
+        system: { type: 'string' },
+        prompt: { type: 'string' },
+        prompts: { type: 'string' },
+        n: { type: 'string' },
+        temperature: { type: 'string' },
+        'top-p': { type: 'string' },
+        greedy: { type: 'boolean', default: false },
+        'max-new-tokens': { type: 'string' },
+        seed: { type: 'string' },
+        'batch-size': { type: 'string' },
+        out: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (e) {
+    throw new UserError(`${(e as Error).message.split('\n')[0]} (see --help)`);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return;
+  }
+  if (!values.model) throw new UserError('--model DIR is required (see --help)');
+  if ((values.prompt === undefined) === (values.prompts === undefined)) throw new UserError('give exactly one of --prompt or --prompts');
+  const n = num('--n', values.n, 1, 'posint');
+  const temperature = num('--temperature', values.temperature, 1, 'float');
+  if (temperature < 0) throw new UserError(`--temperature must be ≥ 0, got ${values.temperature}`);
+  const topP = num('--top-p', values['top-p'], 1, 'float');
+  if (!(topP > 0 && topP <= 1)) throw new UserError(`--top-p must be in (0, 1], got ${values['top-p']}`);
+  const maxNewTokens = num('--max-new-tokens', values['max-new-tokens'], 256, 'int');
+  const seed = num('--seed', values.seed, 0, 'int');
+  const batchSize = num('--batch-size', values['batch-size'], 64, 'posint');
+  const rows = values.prompts !== undefined ? readPrompts(values.prompts) : [{ prompt: values.prompt!, messages: null }];
+
+  // Cheap checks before the GPU starts.
+  if (!existsSync(values.model) || !statSync(values.model).isDirectory()) throw new UserError(`${values.model}: model folder not found`);
+  if (values.adapter !== undefined && !existsSync(values.adapter)) throw new UserError(`${values.adapter}: adapter folder not found`);
+  const gpu = await getGpu();
+  const model = await Transformer.load(gpu, values.model);
+  for (const w of model.warnings) process.stderr.write(`warning: ${w}\n`);
+  const tok = await ChatTokenizer.load(values.model, model.cfg.eosTokenIds);
+  if (!tok) throw new UserError(`${values.model}: no tokenizer.json in the model folder`);
+  const requests = rows.map((r) => {
+    const messages: ChatMessage[] = r.messages ?? [...(values.system !== undefined ? [{ role: 'system' as const, content: values.system }] : []), { role: 'user', content: r.prompt }];
+    return { promptIds: tok.promptIds(messages) };
+  });
+  const lora = values.adapter ? await loadPeftAdapter(gpu, values.adapter, model.cfg) : null;
+  const stopIds = [...new Set([...tok.stopIds, ...model.cfg.eosTokenIds])];
+  const progress = progressReporter();
+  const results = await generate(model, tok, requests, { n, temperature, topP, greedy: values.greedy, maxNewTokens, seed, batchSize, stopIds, lora, onProgress: progress.update });
+  progress.end();
+  const lines = results.map((r) => {
+    const row = rows[r.requestIndex];
+    return JSON.stringify({
+      prompt: row.prompt,
+      ...(row.messages ? { messages: row.messages } : {}),
+      completion: tok.decode(r.completionIds),
+      prompt_tokens: r.promptTokens,
+      completion_tokens: r.completionTokens,
+      finish_reason: r.finishReason,
+      index: r.requestIndex,
+      sample: r.sampleIndex,
+    });
+  });
+  const text = lines.join('\n') + '\n';
+  if (values.out) await writeFileAtomic(values.out, text);
+  else await new Promise<void>((resolve, reject) => process.stdout.write(text, (e) => (e ? reject(e) : resolve())));
+  if (lora) disposeLora(lora);
+  model.dispose();
+}
+
+await runCli(main);
