@@ -17,10 +17,9 @@
 // composition or the sort order; see src/kernels/sampling.ts). Identical up to float32 rounding:
 // different batch shapes may pick different matmul variants, whose summation orders can differ in
 // the last bits, which flips a token only at an exact near-tie.
-import { GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import type { KvCache } from '../kernels/attention.ts';
 import { embed } from '../kernels/embedding.ts';
-import { matmulChunk } from '../kernels/matmul.ts';
 import { sampleTokens } from '../kernels/sampling.ts';
 import { UserError } from '../util/errors.ts';
 import type { ChatTokenizer } from './tokenizer.ts';
@@ -310,7 +309,6 @@ export async function sequenceLogits(model: Transformer, ids: number[], lora?: L
   const gpu = model.gpu;
   const T = ids.length;
   const V = model.cfg.vocabSize;
-  const H = model.cfg.hidden;
   if (T === 0) throw new UserError('logits: empty token sequence');
   if (T > model.maxPositions) throw new UserError(`logits: ${T} tokens exceed the ${model.maxPositions} positions the model was loaded with`);
   for (const id of ids) if (!Number.isInteger(id) || id < 0 || id >= V) throw new UserError(`logits: token id ${id} outside the vocabulary [0, ${V})`);
@@ -319,28 +317,9 @@ export async function sequenceLogits(model: Transformer, ids: number[], lora?: L
   const { hidden } = model.forward(idsT, pos, 1, T, { lora });
   idsT.dispose();
   pos.dispose();
-  const head = model.lmHead;
-  const out = new Float32Array(T * V);
-  // Rows per block: a multiple of 64 keeps every view offset (r0·H·4 bytes) 256-byte aligned.
-  const widest = head.chunkRows(0);
-  const fit = Math.floor(gpu.limits.maxStorageBufferBindingSize / (widest * 4));
-  const rowsPerBlock = fit >= T ? T : Math.max(64, Math.floor(fit / 64) * 64);
-  if (rowsPerBlock > fit) throw new GpuError(`logits: a block of 64 rows × ${widest} columns exceeds the binding limit`);
   try {
-    for (let r0 = 0; r0 < T; r0 += rowsPerBlock) {
-      const rows = Math.min(rowsPerBlock, T - r0);
-      const xs = rows === T ? hidden : hidden.view([rows, H], r0 * H);
-      for (let c = 0; c < head.chunks.length; c++) {
-        const lc = matmulChunk(gpu, xs, head, c);
-        const data = await gpu.readF32(lc);
-        lc.dispose();
-        const cr = head.chunkRows(c);
-        const c0 = c * head.rowsPerChunk;
-        for (let r = 0; r < rows; r++) out.set(data.subarray(r * cr, (r + 1) * cr), (r0 + r) * V + c0);
-      }
-    }
+    return await model.logitsToHost(hidden);
   } finally {
     hidden.dispose();
   }
-  return out;
 }

@@ -274,19 +274,33 @@ export class Transformer {
     return this.weights.lmHead;
   }
 
-  /** Full logits [rows, vocab] read back to the CPU, chunk by chunk (rows blocked under the binding limit). */
+  /**
+   * Full logits [rows, vocab] read back to the CPU, vocab chunk by vocab chunk and in row blocks
+   * that keep each logits block under the binding limit (151,936-word vocabularies).
+   */
   async logitsToHost(hidden: Tensor): Promise<Float32Array> {
-    const rows = hidden.shape[0];
+    const gpu = this.gpu;
+    const T = hidden.shape[0];
+    const H = this.cfg.hidden;
     const V = this.cfg.vocabSize;
-    const out = new Float32Array(rows * V);
     const head = this.weights.lmHead;
-    for (let c = 0; c < head.chunks.length; c++) {
-      const lc = this.logitsChunk(hidden, c);
-      const data = await this.gpu.readF32(lc);
-      lc.dispose();
-      const cr = head.chunkRows(c);
-      const c0 = c * head.rowsPerChunk;
-      for (let r = 0; r < rows; r++) out.set(data.subarray(r * cr, (r + 1) * cr), r * V + c0);
+    const out = new Float32Array(T * V);
+    // Rows per block: a multiple of 64 keeps every view offset (r0·H·4 bytes) 256-byte aligned.
+    const widest = head.chunkRows(0);
+    const fit = Math.floor(gpu.limits.maxStorageBufferBindingSize / (widest * 4));
+    const rowsPerBlock = fit >= T ? T : Math.max(64, Math.floor(fit / 64) * 64);
+    if (rowsPerBlock > fit) throw new GpuError(`logits: a block of 64 rows × ${widest} columns exceeds the binding limit`);
+    for (let r0 = 0; r0 < T; r0 += rowsPerBlock) {
+      const rows = Math.min(rowsPerBlock, T - r0);
+      const xs = rows === T ? hidden : hidden.view([rows, H], r0 * H);
+      for (let c = 0; c < head.chunks.length; c++) {
+        const lc = this.logitsChunk(xs, c);
+        const data = await gpu.readF32(lc);
+        lc.dispose();
+        const cr = head.chunkRows(c);
+        const c0 = c * head.rowsPerChunk;
+        for (let r = 0; r < rows; r++) out.set(data.subarray(r * cr, (r + 1) * cr), (r0 + r) * V + c0);
+      }
     }
     return out;
   }
