@@ -14,7 +14,10 @@ import { Transformer } from '../src/model/transformer.ts';
 import { LINEAR_MODULES } from '../src/model/weights.ts';
 import { modelBackward } from '../src/train/backward.ts';
 import { createFullGrads, fullParamList } from '../src/train/full.ts';
-import { ALL_TARGETS, createLoraGrads, loraGradList, loraParams, moduleShape, uploadLora, type LoraHost } from '../src/train/lora.ts';
+import { uploadLora, type HostLora } from '../src/model/adapter.ts';
+import { ALL_TARGETS, createLoraGrads, loraGradList, loraParams, moduleShape } from '../src/train/lora.ts';
+
+type LoraHost = HostLora['layers'];
 
 const SEQS = [
   { ids: [5, 17, 3, 88, 40, 2, 9], targets: [-100, -100, 88, 40, 2, 9, -100] },
@@ -93,7 +96,7 @@ describe.each(['qwen2', 'qwen3', 'llama'] as Arch[])('training-step gradients (%
       }
       return layer;
     });
-    const lora = uploadLora(gpu, cfg, lc, host);
+    const lora = uploadLora(gpu, cfg, { rank, alpha: lc.alpha, useRslora: false, targets: ALL_TARGETS, layers: host });
     const grads = createLoraGrads(gpu, lora);
     const fwd = model.forward(ids, pos, SEQS.length, T, { lora, save: true });
     const loss = lmHeadCrossEntropy(gpu, fwd.hidden, model.lmHead, labels);

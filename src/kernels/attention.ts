@@ -1,0 +1,876 @@
+// Causal grouped-query attention: flash-style forward, flash-attention-2 backward, and decode over a
+// per-layer KV cache (single pass or split-K + reduce).
+//
+// Layout (shared with the rest of the model code): a batch of B sequences right-padded to T, flattened
+// to B·T token rows. q is [B·T, H·D], k and v are [B·T, KVH·D] — per token HF's [heads, headDim]
+// order, RoPE already applied. Query head h reads kv head floor(h / (H / KVH)). Scores are
+// scale · q·k with scale = 1/sqrt(D) unless overridden.
+//
+// Padding: attention is causal within each sequence and prompts are right-padded, so a real token at
+// position t only sees positions ≤ t, which are all real. Pad rows compute garbage-but-finite values
+// that nothing real reads, so no length mask is needed for training or scoring; the loss must simply
+// ignore pad positions (their dOut rows are then zero and nothing flows into real rows from them).
+// Pad rows must hold finite numbers (any embedding does): masked keys get probability exactly 0, and
+// 0 · NaN would still be NaN.
+//
+// Kernel shape (chosen for lavapipe first, see /work/shared/cpu-baseline.md): one invocation owns one
+// query row (forward, dq) or one key row (dk/dv) of one head and keeps its head vectors in private
+// arrays. All lanes of a workgroup walk the same key (or query) index at the same time, so the loads of
+// the other operand are workgroup-uniform: llvmpipe emits one broadcast load per subgroup and real GPUs
+// serve them from L1. Loop bounds depend only on workgroup_id and uniforms (statically uniform), and the
+// causal mask is applied per lane with select(). No workgroup memory and no barriers. The forward keeps
+// only one kb-key block of scores (kb scalars) at a time (online softmax): no O(T²) buffer anywhere.
+//
+// Decode: `KvCache` (per-layer K/V [B, maxLen, KVH·D], u32 lengths on the GPU) + `attentionDecode`
+// (split-K over key blocks, then a reduce pass; or a single pass). See the class comment for a step.
+
+import { GpuError, Uniforms, cdiv, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+
+export interface AttentionDims {
+  batch: number;
+  seqLen: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  /** Score scale; default 1/sqrt(headDim). */
+  scale?: number;
+}
+
+const NEG = '-3.0e38'; // finite "minus infinity": exp(NEG - m) underflows to 0 without inf - inf NaNs
+
+/** Vector width for head vectors: vec4 when D allows it, else vec2 or scalar (tiny test models: D = 6, 7, 10). */
+function vecInfo(headDim: number): { vw: number; vt: string; nv: number; prelude: string } {
+  const vw = headDim % 4 === 0 ? 4 : headDim % 2 === 0 ? 2 : 1;
+  const vt = vw === 1 ? 'f32' : `vec${vw}<f32>`;
+  const dotBody = vw === 1 ? 'a * b' : 'dot(a, b)';
+  return {
+    vw,
+    vt,
+    nv: headDim / vw,
+    prelude: `alias VT = ${vt};\nfn vdot(a: VT, b: VT) -> f32 { return ${dotBody}; }\nconst NV = ${headDim / vw}u;\nconst NEG = ${NEG};\n`,
+  };
+}
+
+/**
+ * Code-generation choices, explicit per adapter class:
+ * - rows: query (or key) rows per workgroup. lavapipe's subgroup is 8 lanes, so 8 keeps the masked
+ *   tail of the causal loop to ≤ 7 rows; real GPUs want wider workgroups.
+ * - dynamicNv: loop over the head vector with a trip count from a uniform instead of a constant. With
+ *   constant bounds Mesa/LLVM fully unrolls every head-vector loop over the private arrays and a
+ *   D=64 kernel takes 20–130 s to JIT on lavapipe; a uniform bound compiles in ~1 s and runs about as
+ *   fast there (the arrays sit in L1 either way). Real GPU compilers want constant bounds so the
+ *   arrays live in registers.
+ * - kb: keys per online-softmax block (scores of a block are kb scalars, rescale once per block).
+ * - decodeLanes: target invocations per split-K decode workgroup (a workgroup packs several splits of
+ *   one GQA group); 1 keeps one split per workgroup so K/V loads stay workgroup-uniform on lavapipe.
+ */
+export interface KernelConfig {
+  rows: number;
+  dynamicNv: boolean;
+  kb: number;
+  decodeLanes: number;
+}
+
+/** The configuration for this adapter class, with optional overrides (benchmarks compare variants). */
+export function attentionConfig(gpu: Gpu, override: Partial<KernelConfig> = {}): KernelConfig {
+  const base = gpu.info.isSoftware ? { rows: 8, dynamicNv: true, kb: 8, decodeLanes: 1 } : { rows: 64, dynamicNv: false, kb: 8, decodeLanes: 64 };
+  return { ...base, ...override };
+}
+
+const nvBound = (cfg: KernelConfig) => (cfg.dynamicNv ? 'u.nv' : 'NV');
+
+/**
+ * One online-softmax step over keys j0 .. j0+kb-1 (rows r_i = kvBase + clamp(j_i)·kvStride of K and V,
+ * masked with valid(j_i)): scores, block max, one rescale of (l, acc), kb axpys into acc. Expects
+ * qr (pre-scaled), acc, m, l, kvBase, kvStride in scope.
+ */
+function softmaxBlock(cfg: KernelConfig, kName: string, vName: string, clamp: (j: string) => string, valid: (j: string) => string): string {
+  const ks = Array.from({ length: cfg.kb }, (_, i) => i);
+  const nv = nvBound(cfg);
+  const maxOf = (xs: string[]): string => (xs.length === 1 ? xs[0] : `max(${maxOf(xs.slice(0, xs.length >> 1))}, ${maxOf(xs.slice(xs.length >> 1))})`);
+  return `
+    ${ks.map((i) => `let j${i} = j0 + ${i}u;\n    let r${i} = kvBase + ${clamp(`j${i}`)} * kvStride;\n    var d${i} = 0.0;`).join('\n    ')}
+    for (var e = 0u; e < ${nv}; e++) {
+      let qe = qr[e];
+      ${ks.map((i) => `d${i} += vdot(qe, ${kName}[r${i} + e]);`).join('\n      ')}
+    }
+    ${ks.map((i) => `let s${i} = select(NEG, d${i}, ${valid(`j${i}`)});`).join('\n    ')}
+    let mNew = max(m, ${maxOf(ks.map((i) => `s${i}`))});
+    let corr = exp(m - mNew);
+    ${ks.map((i) => `let p${i} = exp(s${i} - mNew);`).join('\n    ')}
+    l = l * corr + ${ks.map((i) => `p${i}`).join(' + ')};
+    for (var e = 0u; e < ${nv}; e++) {
+      acc[e] = acc[e] * corr + ${ks.map((i) => `p${i} * ${vName}[r${i} + e]`).join(' + ')};
+    }
+    m = mNew;`;
+}
+
+function checkDims(kernel: string, d: AttentionDims): void {
+  const { batch, seqLen, heads, kvHeads, headDim } = d;
+  for (const [n, v] of Object.entries({ batch, seqLen, heads, kvHeads, headDim })) {
+    if (!Number.isInteger(v) || v < 1) throw new GpuError(`${kernel}: ${n} must be a positive integer, got ${v}`);
+  }
+  if (heads % kvHeads !== 0) throw new GpuError(`${kernel}: heads ${heads} is not a multiple of kvHeads ${kvHeads}`);
+  if (headDim > 256) throw new GpuError(`${kernel}: headDim ${headDim} > 256 is not supported (head vectors live in registers)`);
+}
+
+function checkTensor(kernel: string, what: string, t: Tensor, shape: number[], dtype: 'f32' | 'u32' = 'f32'): void {
+  if (t.dtype !== dtype) throw new GpuError(`${kernel}: ${what} must be ${dtype}, got ${t.dtype}`);
+  if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
+    throw new GpuError(`${kernel}: ${what} has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
+  }
+}
+
+function scaleOf(d: { headDim: number; scale?: number }): number {
+  return d.scale ?? 1 / Math.sqrt(d.headDim);
+}
+
+// ------------------------------------------------------------------------------------------ forward
+
+function forwardProgram(headDim: number, cfg: KernelConfig): Program {
+  const { prelude } = vecInfo(headDim);
+  const nv = nvBound(cfg);
+  return {
+    name: `attention_fwd_d${headDim}_r${cfg.rows}_kb${cfg.kb}${cfg.dynamicNv ? '_dyn' : ''}`,
+    code: /* wgsl */ `${prelude}
+const TQ = ${cfg.rows}u;
+@group(0) @binding(0) var<storage, read> q: array<VT>;
+@group(0) @binding(1) var<storage, read> k: array<VT>;
+@group(0) @binding(2) var<storage, read> v: array<VT>;
+@group(0) @binding(3) var<storage, read_write> o: array<VT>;
+@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
+struct U { T: u32, H: u32, KVH: u32, G: u32, nv: u32, scale: f32 }
+@group(0) @binding(5) var<uniform> u: U;
+
+@compute @workgroup_size(TQ)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let h = wg.y;
+  let b = wg.z;
+  let t0 = wg.x * TQ;
+  let tRaw = t0 + li;
+  let t = min(tRaw, u.T - 1u);               // lanes past T compute row T-1 and do not store
+  let tLast = min(u.T - 1u, t0 + TQ - 1u);   // last key any lane needs (workgroup-uniform)
+  let qRow = ((b * u.T + t) * u.H + h) * NV;
+  let kvStride = u.KVH * NV;
+  let kvBase = b * u.T * kvStride + (h / u.G) * NV;
+  var qr: array<VT, NV>;
+  for (var e = 0u; e < ${nv}; e++) { qr[e] = q[qRow + e] * u.scale; }
+  var acc: array<VT, NV>;
+  var m = NEG;
+  var l = 0.0;
+  for (var j0 = 0u; j0 <= tLast; j0 += ${cfg.kb}u) {${softmaxBlock(cfg, 'k', 'v', (j) => `min(${j}, tLast)`, (j) => `${j} <= t`)}
+  }
+  if (tRaw < u.T) {
+    let inv = 1.0 / l;
+    for (var e = 0u; e < ${nv}; e++) { o[qRow + e] = acc[e] * inv; }
+    lse[(b * u.H + h) * u.T + t] = m + log(l);
+  }
+}`,
+  };
+}
+
+/**
+ * Causal GQA attention forward. Returns out [B·T, H·D] and lse [B·H·T] (natural-log log-sum-exp of
+ * the scaled scores of each query row, indexed (b·H + h)·T + t), which the backward needs.
+ */
+export function attention(gpu: Gpu, q: Tensor, k: Tensor, v: Tensor, dims: AttentionDims, config?: Partial<KernelConfig>): { out: Tensor; lse: Tensor } {
+  const kernel = 'attention';
+  checkDims(kernel, dims);
+  const { batch: B, seqLen: T, heads: H, kvHeads: KVH, headDim: D } = dims;
+  checkTensor(kernel, 'q', q, [B * T, H * D]);
+  checkTensor(kernel, 'k', k, [B * T, KVH * D]);
+  checkTensor(kernel, 'v', v, [B * T, KVH * D]);
+  const cfg = attentionConfig(gpu, config);
+  const out = gpu.empty([B * T, H * D], 'f32', 'attention.out');
+  const lse = gpu.empty([B * H * T], 'f32', 'attention.lse');
+  const u = new Uniforms().u32(T, H, KVH, H / KVH, vecInfo(D).nv).f32(scaleOf(dims));
+  gpu.run(forwardProgram(D, cfg), [q, k, v, out, lse], [cdiv(T, cfg.rows), H, B], u);
+  return { out, lse };
+}
+
+// ----------------------------------------------------------------------------------------- backward
+
+// dq (and delta = rowsum(dOut ∘ out), stored for the dk/dv pass). One invocation per query row.
+function backwardDqProgram(headDim: number, cfg: KernelConfig): Program {
+  const { prelude } = vecInfo(headDim);
+  const nv = nvBound(cfg);
+  return {
+    name: `attention_bwd_dq_d${headDim}_r${cfg.rows}${cfg.dynamicNv ? '_dyn' : ''}`,
+    code: /* wgsl */ `${prelude}
+const TQ = ${cfg.rows}u;
+@group(0) @binding(0) var<storage, read> q: array<VT>;
+@group(0) @binding(1) var<storage, read> k: array<VT>;
+@group(0) @binding(2) var<storage, read> v: array<VT>;
+@group(0) @binding(3) var<storage, read> o: array<VT>;
+@group(0) @binding(4) var<storage, read> dO: array<VT>;
+@group(0) @binding(5) var<storage, read> lse: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dq: array<VT>;
+@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
+struct U { T: u32, H: u32, KVH: u32, G: u32, nv: u32, scale: f32 }
+@group(0) @binding(8) var<uniform> u: U;
+
+@compute @workgroup_size(TQ)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let h = wg.y;
+  let b = wg.z;
+  let t0 = wg.x * TQ;
+  let tRaw = t0 + li;
+  let t = min(tRaw, u.T - 1u);
+  let tLast = min(u.T - 1u, t0 + TQ - 1u);
+  let qRow = ((b * u.T + t) * u.H + h) * NV;
+  let kvStride = u.KVH * NV;
+  let kvBase = b * u.T * kvStride + (h / u.G) * NV;
+  var qr: array<VT, NV>;
+  var gr: array<VT, NV>;
+  var dl = 0.0;
+  for (var e = 0u; e < ${nv}; e++) {
+    qr[e] = q[qRow + e] * u.scale;
+    gr[e] = dO[qRow + e];
+    dl += vdot(gr[e], o[qRow + e]);
+  }
+  let row = (b * u.H + h) * u.T + t;
+  let L = lse[row];
+  var acc: array<VT, NV>;
+  for (var j = 0u; j <= tLast; j++) {
+    let kr = kvBase + j * kvStride;
+    var sc = 0.0;
+    var dp = 0.0;
+    for (var e = 0u; e < ${nv}; e++) {
+      sc += vdot(qr[e], k[kr + e]);
+      dp += vdot(gr[e], v[kr + e]);
+    }
+    let p = select(0.0, exp(sc - L), j <= t);
+    let ds = p * (dp - dl);
+    for (var e = 0u; e < ${nv}; e++) { acc[e] += ds * k[kr + e]; }
+  }
+  if (tRaw < u.T) {
+    for (var e = 0u; e < ${nv}; e++) { dq[qRow + e] = acc[e] * u.scale; }
+    delta[row] = dl;
+  }
+}`,
+  };
+}
+
+// dk, dv: one invocation per key row of one kv head, summing over the G query heads of its group and
+// over queries t ≥ j. Each output element has exactly one writer: deterministic, no atomics.
+function backwardDkvProgram(headDim: number, cfg: KernelConfig): Program {
+  const { prelude } = vecInfo(headDim);
+  const nv = nvBound(cfg);
+  return {
+    name: `attention_bwd_dkv_d${headDim}_r${cfg.rows}${cfg.dynamicNv ? '_dyn' : ''}`,
+    code: /* wgsl */ `${prelude}
+const TK = ${cfg.rows}u;
+@group(0) @binding(0) var<storage, read> q: array<VT>;
+@group(0) @binding(1) var<storage, read> k: array<VT>;
+@group(0) @binding(2) var<storage, read> v: array<VT>;
+@group(0) @binding(3) var<storage, read> dO: array<VT>;
+@group(0) @binding(4) var<storage, read> lse: array<f32>;
+@group(0) @binding(5) var<storage, read> delta: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dk: array<VT>;
+@group(0) @binding(7) var<storage, read_write> dv: array<VT>;
+struct U { T: u32, H: u32, KVH: u32, G: u32, nv: u32, scale: f32 }
+@group(0) @binding(8) var<uniform> u: U;
+
+@compute @workgroup_size(TK)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let kvh = wg.y;
+  let b = wg.z;
+  let j0 = wg.x * TK;                          // first query any lane needs (workgroup-uniform)
+  let jRaw = j0 + li;
+  let j = min(jRaw, u.T - 1u);
+  let kvStride = u.KVH * NV;
+  let kRow = (b * u.T + j) * kvStride + kvh * NV;
+  var kr: array<VT, NV>;
+  var vr: array<VT, NV>;
+  for (var e = 0u; e < ${nv}; e++) { kr[e] = k[kRow + e] * u.scale; vr[e] = v[kRow + e]; }
+  var dkAcc: array<VT, NV>;
+  var dvAcc: array<VT, NV>;
+  let qStride = u.H * NV;
+  for (var g = 0u; g < u.G; g++) {
+    let h = kvh * u.G + g;
+    let rowBase = (b * u.H + h) * u.T;
+    let qBase = b * u.T * qStride + h * NV;
+    for (var t = j0; t < u.T; t++) {
+      let qr = qBase + t * qStride;
+      var sc = 0.0;
+      var dp = 0.0;
+      for (var e = 0u; e < ${nv}; e++) {
+        sc += vdot(q[qr + e], kr[e]);
+        dp += vdot(dO[qr + e], vr[e]);
+      }
+      let p = select(0.0, exp(sc - lse[rowBase + t]), t >= j);
+      let ds = p * (dp - delta[rowBase + t]);
+      for (var e = 0u; e < ${nv}; e++) {
+        dvAcc[e] += p * dO[qr + e];
+        dkAcc[e] += ds * q[qr + e];
+      }
+    }
+  }
+  if (jRaw < u.T) {
+    for (var e = 0u; e < ${nv}; e++) {
+      dk[kRow + e] = dkAcc[e] * u.scale;
+      dv[kRow + e] = dvAcc[e];
+    }
+  }
+}`,
+  };
+}
+
+/**
+ * Flash-attention-2 backward. Recomputes probabilities from q, k and the saved lse; delta =
+ * rowsum(dOut ∘ out) is computed by the dq pass and reused by the dk/dv pass (two dispatches).
+ */
+export function attentionBackward(
+  gpu: Gpu,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  out: Tensor,
+  lse: Tensor,
+  dOut: Tensor,
+  dims: AttentionDims,
+  config?: Partial<KernelConfig>,
+): { dq: Tensor; dk: Tensor; dv: Tensor } {
+  const kernel = 'attentionBackward';
+  checkDims(kernel, dims);
+  const { batch: B, seqLen: T, heads: H, kvHeads: KVH, headDim: D } = dims;
+  checkTensor(kernel, 'q', q, [B * T, H * D]);
+  checkTensor(kernel, 'k', k, [B * T, KVH * D]);
+  checkTensor(kernel, 'v', v, [B * T, KVH * D]);
+  checkTensor(kernel, 'out', out, [B * T, H * D]);
+  checkTensor(kernel, 'dOut', dOut, [B * T, H * D]);
+  checkTensor(kernel, 'lse', lse, [B * H * T]);
+  const cfg = attentionConfig(gpu, config);
+  const rows = cfg.rows;
+  const u = new Uniforms().u32(T, H, KVH, H / KVH, vecInfo(D).nv).f32(scaleOf(dims));
+  const dq = gpu.empty([B * T, H * D], 'f32', 'attention.dq');
+  const delta = gpu.empty([B * H * T], 'f32', 'attention.delta');
+  gpu.run(backwardDqProgram(D, cfg), [q, k, v, out, dOut, lse, dq, delta], [cdiv(T, rows), H, B], u);
+  const dk = gpu.empty([B * T, KVH * D], 'f32', 'attention.dk');
+  const dv = gpu.empty([B * T, KVH * D], 'f32', 'attention.dv');
+  gpu.run(backwardDkvProgram(D, cfg), [q, k, v, dOut, lse, delta, dk, dv], [cdiv(T, rows), KVH, B], u);
+  delta.dispose();
+  return { dq, dk, dv };
+}
+
+// ------------------------------------------------------------------------------------------ KV cache
+
+export interface KvCacheOptions {
+  layers: number;
+  batch: number;
+  /** Positions per sequence (prompt + generated tokens). */
+  maxLen: number;
+  kvHeads: number;
+  headDim: number;
+  /** Cap on one cache buffer (default: the device's storage binding limit); caches split by batch. */
+  maxChunkBytes?: number;
+}
+
+function kvWriteProgram(): Program {
+  return {
+    name: 'kv_cache_write',
+    code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> kNew: array<f32>;
+@group(0) @binding(1) var<storage, read> vNew: array<f32>;
+@group(0) @binding(2) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(3) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(4) var<storage, read> lens: array<u32>;
+// n new rows per sequence; row i of sequence b goes to position base + i where base = lens[b]
+// (append) or 0 (prefill, where lens holds prompt lengths and only rows i < lens[b] are written).
+struct U { n: u32, rowLen: u32, maxLen: u32, batch0: u32, prefill: u32, wgX: u32 }
+@group(0) @binding(5) var<uniform> u: U;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let idx = (wg.y * u.wgX + wg.x) * 64u + li;   // element within this sequence's n rows
+  if (idx >= u.n * u.rowLen) { return; }
+  let bl = wg.z;                                  // sequence within this cache chunk
+  let b = u.batch0 + bl;
+  let i = idx / u.rowLen;
+  let c = idx % u.rowLen;
+  var pos = lens[b] + i;
+  var ok = pos < u.maxLen;
+  if (u.prefill != 0u) { pos = i; ok = i < lens[b] && i < u.maxLen; }
+  if (ok) {
+    let src = (b * u.n + i) * u.rowLen + c;
+    let dst = (bl * u.maxLen + pos) * u.rowLen + c;
+    kc[dst] = kNew[src];
+    vc[dst] = vNew[src];
+  }
+}`,
+  };
+}
+
+function lensAddProgram(): Program {
+  return {
+    name: 'kv_cache_advance',
+    code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> lens: array<u32>;
+struct U { n: u32, add: u32 }
+@group(0) @binding(1) var<uniform> u: U;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  if (g.x < u.n) { lens[g.x] = lens[g.x] + u.add; }
+}`,
+  };
+}
+
+/**
+ * A per-layer K/V cache: layer l holds K and V as [B, maxLen, KVH·D], split by batch into chunks that
+ * fit the storage binding limit (chunk c holds sequences [c·seqsPerChunk, …)). `lens` (u32 [B], on
+ * the GPU) is the number of committed positions of each sequence.
+ *
+ * One decode step: for every layer, `append` the new token's k/v at position lens[b], then
+ * `attentionDecode` (attends to positions ≤ lens[b]); after the last layer, `advance(gpu)` adds 1 to
+ * every lens. Positions at or beyond maxLen are dropped (never written out of bounds): size maxLen ≥
+ * longest prompt + new tokens.
+ *
+ * Prefill: run the normal `attention` forward on the right-padded prompt batch, `prefill` each layer's
+ * k/v (rows t < promptLens[b] land at positions t) and `setLens(promptLens)`.
+ *
+ * n samples of one prompt: either prefill the prompt repeated n times (simplest; costs n× prefill
+ * compute, which is one batched forward anyway), or prefill it once and `copySequence(src, dsts)`.
+ */
+export class KvCache {
+  readonly layers: number;
+  readonly batch: number;
+  readonly maxLen: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly seqsPerChunk: number;
+  /** k[layer][chunk], v[layer][chunk]: [seqsInChunk, maxLen, KVH·D]. */
+  readonly k: Tensor[][];
+  readonly v: Tensor[][];
+  readonly lens: Tensor;
+
+  constructor(
+    readonly gpu: Gpu,
+    opts: KvCacheOptions,
+  ) {
+    const { layers, batch, maxLen, kvHeads, headDim } = opts;
+    for (const [n, x] of Object.entries({ layers, batch, maxLen, kvHeads, headDim })) {
+      if (!Number.isInteger(x) || x < 1) throw new GpuError(`KvCache: ${n} must be a positive integer, got ${x}`);
+    }
+    this.layers = layers;
+    this.batch = batch;
+    this.maxLen = maxLen;
+    this.kvHeads = kvHeads;
+    this.headDim = headDim;
+    const seqBytes = maxLen * kvHeads * headDim * 4;
+    const limit = Math.min(opts.maxChunkBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+    if (seqBytes > limit) {
+      throw new GpuError(`KvCache: one sequence (${maxLen} × ${kvHeads * headDim} floats = ${seqBytes} B) exceeds the binding limit ${limit} B`);
+    }
+    this.seqsPerChunk = Math.min(batch, Math.floor(limit / seqBytes));
+    const nChunks = cdiv(batch, this.seqsPerChunk);
+    const alloc = (kind: string, l: number) =>
+      Array.from({ length: nChunks }, (_, c) => gpu.empty([this.chunkSeqs(c), maxLen, kvHeads * headDim], 'f32', `kv.${kind}[${l}][${c}]`));
+    this.k = Array.from({ length: layers }, (_, l) => alloc('k', l));
+    this.v = Array.from({ length: layers }, (_, l) => alloc('v', l));
+    this.lens = gpu.zeros([batch], 'u32', 'kv.lens');
+  }
+
+  get chunks(): number {
+    return this.k[0].length;
+  }
+
+  /** Number of sequences in chunk c. */
+  chunkSeqs(c: number): number {
+    return Math.min(this.seqsPerChunk, this.batch - c * this.seqsPerChunk);
+  }
+
+  private checkLayer(kernel: string, layer: number): void {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= this.layers) {
+      throw new GpuError(`${kernel}: layer ${layer} out of range [0, ${this.layers})`);
+    }
+  }
+
+  private write(kernel: string, layer: number, k: Tensor, v: Tensor, lens: Tensor, n: number, prefill: boolean): void {
+    this.checkLayer(kernel, layer);
+    const rowLen = this.kvHeads * this.headDim;
+    checkTensor(kernel, 'k', k, [this.batch * n, rowLen]);
+    checkTensor(kernel, 'v', v, [this.batch * n, rowLen]);
+    checkTensor(kernel, prefill ? 'promptLens' : 'lens', lens, [this.batch], 'u32');
+    const wgPerSeq = cdiv(n * rowLen, 64);
+    const wgX = Math.min(wgPerSeq, 32768);
+    const wgY = cdiv(wgPerSeq, wgX);
+    for (let c = 0; c < this.chunks; c++) {
+      const u = new Uniforms().u32(n, rowLen, this.maxLen, c * this.seqsPerChunk, prefill ? 1 : 0, wgX);
+      this.gpu.run(kvWriteProgram(), [k, v, this.k[layer][c], this.v[layer][c], lens], [wgX, wgY, this.chunkSeqs(c)], u);
+    }
+  }
+
+  /** Writes n new tokens per sequence (k, v: [B·n, KVH·D], rows b·n + i) at positions lens[b] + i. */
+  append(gpu: Gpu, layer: number, k: Tensor, v: Tensor, lens: Tensor = this.lens): void {
+    void gpu;
+    const n = k.shape[0] / this.batch;
+    if (!Number.isInteger(n) || n < 1) {
+      throw new GpuError(`KvCache.append: k has ${k.shape[0]} rows, not a positive multiple of batch ${this.batch}`);
+    }
+    this.write('KvCache.append', layer, k, v, lens, n, false);
+  }
+
+  /** Writes a right-padded prompt batch's k/v ([B·T, KVH·D]): rows t < promptLens[b] to positions t. */
+  prefill(gpu: Gpu, layer: number, k: Tensor, v: Tensor, promptLens: Tensor, seqLen: number): void {
+    void gpu;
+    this.write('KvCache.prefill', layer, k, v, promptLens, seqLen, true);
+  }
+
+  /** lens ← promptLens (u32 [B]), recorded in order with the other commands. */
+  setLens(gpu: Gpu, promptLens: Tensor): void {
+    checkTensor('KvCache.setLens', 'promptLens', promptLens, [this.batch], 'u32');
+    gpu.copy(promptLens, this.lens, this.batch);
+  }
+
+  /** lens[b] += n for every sequence (after all layers of a decode step appended their tokens). */
+  advance(gpu: Gpu, n = 1): void {
+    gpu.run(lensAddProgram(), [this.lens], cdiv(this.batch, 64), new Uniforms().u32(this.batch, n));
+  }
+
+  /**
+   * Copies sequence src's rows (all layers, positions < rows, default maxLen) and its length into each
+   * sequence of dsts — e.g. fork one prefilled prompt into n sample slots. Recorded copies; O(layers ×
+   * dsts) copy commands, cheap next to a prefill.
+   */
+  copySequence(gpu: Gpu, src: number, dsts: readonly number[], rows = this.maxLen): void {
+    const seqElems = this.maxLen * this.kvHeads * this.headDim;
+    const n = Math.min(rows, this.maxLen) * this.kvHeads * this.headDim;
+    const where = (s: number): [number, number] => {
+      if (!Number.isInteger(s) || s < 0 || s >= this.batch) throw new GpuError(`KvCache.copySequence: sequence ${s} out of range [0, ${this.batch})`);
+      return [Math.floor(s / this.seqsPerChunk), (s % this.seqsPerChunk) * seqElems];
+    };
+    const [sc, so] = where(src);
+    const targets = dsts.filter((d) => where(d) && d !== src);
+    if (!targets.length || n === 0) return;
+    // copyBufferToBuffer may not have the same buffer as source and destination (src and dst in one
+    // chunk), so every row block goes through a scratch tensor; copies execute in recording order.
+    const scratch = gpu.empty([n], 'f32', 'kv.copy');
+    const lensScratch = gpu.empty([1], 'u32', 'kv.copy.lens');
+    for (const cache of [this.k, this.v]) {
+      for (let l = 0; l < this.layers; l++) {
+        gpu.copy(cache[l][sc], scratch, n, so, 0);
+        for (const d of targets) {
+          const [dc, dOff] = where(d);
+          gpu.copy(scratch, cache[l][dc], n, 0, dOff);
+        }
+      }
+    }
+    gpu.copy(this.lens, lensScratch, 1, src, 0);
+    for (const d of targets) gpu.copy(lensScratch, this.lens, 1, 0, d);
+    scratch.dispose();
+    lensScratch.dispose();
+  }
+
+  dispose(): void {
+    for (const list of [...this.k, ...this.v]) for (const t of list) t.dispose();
+    this.lens.dispose();
+  }
+}
+
+// -------------------------------------------------------------------------------------------- decode
+
+export type DecodeVariant = 'single' | 'split';
+
+export interface DecodeOptions {
+  scale?: number;
+  /** 'split' (default): split-K over key blocks + a reduce pass — B·KVH·nSplits workgroups, the
+   * known-good design for GPUs and measured faster on lavapipe too (B=64, cache 100: ~15 vs ~28 ms on a
+   * loaded 2-core VM). 'single': one workgroup per (b, kv head) walks all keys, no reduce pass. */
+  variant?: DecodeVariant;
+  /** Upper bound on lens[b] + 1 over the batch, known on the CPU (longest prompt + steps so far);
+   * bounds the split grid. Default: cache.maxLen. */
+  maxAttendLen?: number;
+  /** Code-generation overrides (benchmarks). */
+  config?: Partial<KernelConfig>;
+  /** Keys per split (split variant). Default: chosen from B·KVH and maxAttendLen. */
+  splitLen?: number;
+}
+
+// One invocation per (query head g of a GQA group, key split). On software adapters a workgroup is
+// exactly one group's G heads on one split, so K/V loads are workgroup-uniform; on GPUs it packs
+// `spw` splits to fill a wider workgroup.
+function decodeProgram(headDim: number, groupSize: number, spw: number, final: boolean, cfg: KernelConfig): Program {
+  const { prelude } = vecInfo(headDim);
+  const nv = nvBound(cfg);
+  const outDecl = final
+    ? `@group(0) @binding(4) var<storage, read_write> o: array<VT>;
+struct U { H: u32, KVH: u32, maxLen: u32, splitLen: u32, nSplits: u32, batch0: u32, nv: u32, scale: f32 }
+@group(0) @binding(5) var<uniform> u: U;`
+    : `@group(0) @binding(4) var<storage, read_write> pacc: array<VT>;
+@group(0) @binding(5) var<storage, read_write> pml: array<f32>;
+struct U { H: u32, KVH: u32, maxLen: u32, splitLen: u32, nSplits: u32, batch0: u32, nv: u32, scale: f32 }
+@group(0) @binding(6) var<uniform> u: U;`;
+  const store = final
+    ? `let inv = select(0.0, 1.0 / l, l > 0.0);
+    for (var e = 0u; e < ${nv}; e++) { o[qRow + e] = acc[e] * inv; }`
+    : `let part = (b * u.H + h) * u.nSplits + split;
+    for (var e = 0u; e < ${nv}; e++) { pacc[part * NV + e] = acc[e]; }
+    pml[2u * part] = m;
+    pml[2u * part + 1u] = l;`;
+  return {
+    name: `attention_decode_${final ? 'single' : 'split'}_d${headDim}_g${groupSize}_s${spw}_kb${cfg.kb}${cfg.dynamicNv ? '_dyn' : ''}`,
+    code: /* wgsl */ `${prelude}
+const G = ${groupSize}u;
+const SPW = ${spw}u;
+@group(0) @binding(0) var<storage, read> q: array<VT>;
+@group(0) @binding(1) var<storage, read> kc: array<VT>;
+@group(0) @binding(2) var<storage, read> vc: array<VT>;
+@group(0) @binding(3) var<storage, read> lens: array<u32>;
+${outDecl}
+
+@compute @workgroup_size(${groupSize * spw})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let g = li % G;
+  let split = ${spw === 1 ? 'wg.x; // statically workgroup-uniform, so K/V loads are broadcasts on lavapipe' : 'wg.x * SPW + li / G;'}
+  let kvh = wg.y;
+  let bl = wg.z;
+  let b = u.batch0 + bl;
+  let h = kvh * G + g;
+  let klen = min(lens[b] + 1u, u.maxLen);
+  let jStart = min(split * u.splitLen, klen);
+  let jEnd = min(jStart + u.splitLen, klen);
+  let qRow = (b * u.H + h) * NV;
+  let kvStride = u.KVH * NV;
+  let kvBase = bl * u.maxLen * kvStride + kvh * NV;
+  var qr: array<VT, NV>;
+  for (var e = 0u; e < ${nv}; e++) { qr[e] = q[qRow + e] * u.scale; }
+  var acc: array<VT, NV>;
+  var m = NEG;
+  var l = 0.0;
+  let jLast = max(jEnd, 1u) - 1u;
+  for (var j0 = jStart; j0 < jEnd; j0 += ${cfg.kb}u) {${softmaxBlock(cfg, 'kc', 'vc', (j) => `min(${j}, jLast)`, (j) => `${j} < jEnd`)}
+  }
+  if (split < u.nSplits) {
+    ${store}
+  }
+}`,
+  };
+}
+
+// Merges split partials: out = Σ_s e^{m_s - M} acc_s / Σ_s e^{m_s - M} l_s. One invocation per output vector.
+function decodeReduceProgram(headDim: number): Program {
+  const { prelude } = vecInfo(headDim);
+  return {
+    name: `attention_decode_reduce_d${headDim}`,
+    code: /* wgsl */ `${prelude}
+@group(0) @binding(0) var<storage, read> pacc: array<VT>;
+@group(0) @binding(1) var<storage, read> pml: array<f32>;
+@group(0) @binding(2) var<storage, read_write> o: array<VT>;
+struct U { rows: u32, nSplits: u32 }
+@group(0) @binding(3) var<uniform> u: U;
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let idx = wg.x * 64u + li;
+  if (idx >= u.rows * NV) { return; }
+  let row = idx / NV;              // (b·H + h)
+  let e = idx % NV;
+  let base = row * u.nSplits;
+  var M = NEG;
+  for (var s = 0u; s < u.nSplits; s++) { M = max(M, pml[2u * (base + s)]); }
+  var L = 0.0;
+  var acc = VT(0.0);
+  for (var s = 0u; s < u.nSplits; s++) {
+    let w = exp(pml[2u * (base + s)] - M);
+    L += w * pml[2u * (base + s) + 1u];
+    acc += w * pacc[(base + s) * NV + e];
+  }
+  o[idx] = acc / L;
+}`,
+  };
+}
+
+/**
+ * Decode attention for one new token per sequence: q [B, H·D] attends over cache positions
+ * 0 ..= lens[b] (the committed prefix plus the token just appended at lens[b]) of `layer`.
+ */
+export function attentionDecode(gpu: Gpu, q: Tensor, cache: KvCache, layer: number, lens: Tensor = cache.lens, opts: DecodeOptions = {}): Tensor {
+  const kernel = 'attentionDecode';
+  const { batch: B, kvHeads: KVH, headDim: D, maxLen } = cache;
+  if (q.shape.length !== 2 || q.shape[0] !== B || q.shape[1] % D !== 0 || (q.shape[1] / D) % KVH !== 0) {
+    throw new GpuError(`${kernel}: q has shape [${q.shape.join(', ')}], expected [${B}, H·${D}] with H a multiple of kvHeads ${KVH}`);
+  }
+  if (q.dtype !== 'f32') throw new GpuError(`${kernel}: q must be f32, got ${q.dtype}`);
+  checkTensor(kernel, 'lens', lens, [B], 'u32');
+  if (!Number.isInteger(layer) || layer < 0 || layer >= cache.layers) throw new GpuError(`${kernel}: layer ${layer} out of range [0, ${cache.layers})`);
+  const H = q.shape[1] / D;
+  const G = H / KVH;
+  const scale = scaleOf({ headDim: D, scale: opts.scale });
+  const variant: DecodeVariant = opts.variant ?? 'split';
+  const attendLen = Math.min(maxLen, Math.max(1, opts.maxAttendLen ?? maxLen));
+  const out = gpu.empty([B, H * D], 'f32', 'attention.decode.out');
+  const cfg = attentionConfig(gpu, opts.config);
+  const nv = vecInfo(D).nv;
+
+  if (variant === 'single') {
+    const prog = decodeProgram(D, G, 1, true, cfg);
+    for (let c = 0; c < cache.chunks; c++) {
+      const u = new Uniforms().u32(H, KVH, maxLen, maxLen, 1, c * cache.seqsPerChunk, nv).f32(scale);
+      gpu.run(prog, [q, cache.k[layer][c], cache.v[layer][c], lens, out], [1, KVH, cache.chunkSeqs(c)], u);
+    }
+    return out;
+  }
+
+  // Split-K: enough workgroups to fill a GPU (≈ 1024 splits·groups), splits of at least 32 keys.
+  let splitLen = opts.splitLen;
+  if (splitLen === undefined) {
+    const wantSplits = Math.max(1, Math.min(cdiv(attendLen, 32), Math.ceil(1024 / (B * KVH))));
+    splitLen = Math.ceil(cdiv(attendLen, wantSplits) / 16) * 16;
+  }
+  if (!Number.isInteger(splitLen) || splitLen < 1) throw new GpuError(`${kernel}: bad splitLen ${splitLen}`);
+  const nSplits = cdiv(attendLen, splitLen);
+  const spw = Math.max(1, Math.min(nSplits, Math.floor(cfg.decodeLanes / G)));
+  const pacc = gpu.empty([B * H * nSplits, D], 'f32', 'attention.decode.pacc');
+  const pml = gpu.empty([B * H * nSplits, 2], 'f32', 'attention.decode.pml');
+  const prog = decodeProgram(D, G, spw, false, cfg);
+  for (let c = 0; c < cache.chunks; c++) {
+    const u = new Uniforms().u32(H, KVH, maxLen, splitLen, nSplits, c * cache.seqsPerChunk, nv).f32(scale);
+    gpu.run(prog, [q, cache.k[layer][c], cache.v[layer][c], lens, pacc, pml], [cdiv(nSplits, spw), KVH, cache.chunkSeqs(c)], u);
+  }
+  const nvecs = B * H * nv;
+  gpu.run(decodeReduceProgram(D), [pacc, pml, out], cdiv(nvecs, 64), new Uniforms().u32(B * H, nSplits));
+  pacc.dispose();
+  pml.dispose();
+  return out;
+}
+
+// ------------------------------------------------------------------------------ float64 references
+
+type Num = ArrayLike<number>;
+
+function refDims(d: AttentionDims) {
+  const { batch: B, seqLen: T, heads: H, kvHeads: KVH, headDim: D } = d;
+  return { B, T, H, KVH, D, G: H / KVH, scale: scaleOf(d) };
+}
+
+/** Standard causal GQA softmax attention in float64. Returns out [B·T, H·D] and lse [B·H·T]. */
+export function attentionRef(q: Num, k: Num, v: Num, dims: AttentionDims): { out: Float64Array; lse: Float64Array } {
+  const { B, T, H, KVH, D, G, scale } = refDims(dims);
+  const out = new Float64Array(B * T * H * D);
+  const lse = new Float64Array(B * H * T);
+  const s = new Float64Array(T);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / G);
+      for (let t = 0; t < T; t++) {
+        const qo = (b * T + t) * H * D + h * D;
+        let m = -Infinity;
+        for (let j = 0; j <= t; j++) {
+          const ko = (b * T + j) * KVH * D + kvh * D;
+          let d = 0;
+          for (let e = 0; e < D; e++) d += q[qo + e] * k[ko + e];
+          s[j] = d * scale;
+          if (s[j] > m) m = s[j];
+        }
+        let sum = 0;
+        for (let j = 0; j <= t; j++) sum += (s[j] = Math.exp(s[j] - m));
+        for (let j = 0; j <= t; j++) {
+          const p = s[j] / sum;
+          const vo = (b * T + j) * KVH * D + kvh * D;
+          for (let e = 0; e < D; e++) out[qo + e] += p * v[vo + e];
+        }
+        lse[(b * H + h) * T + t] = m + Math.log(sum);
+      }
+    }
+  }
+  return { out, lse };
+}
+
+/** Analytic backward of attentionRef: dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = scale·dS·K, dK = scale·dSᵀ·Q, dV = Pᵀ·dO. */
+export function attentionBackwardRef(q: Num, k: Num, v: Num, dOut: Num, dims: AttentionDims): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
+  const { B, T, H, KVH, D, G, scale } = refDims(dims);
+  const dq = new Float64Array(B * T * H * D);
+  const dk = new Float64Array(B * T * KVH * D);
+  const dv = new Float64Array(B * T * KVH * D);
+  const p = new Float64Array(T);
+  const dp = new Float64Array(T);
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / G);
+      for (let t = 0; t < T; t++) {
+        const qo = (b * T + t) * H * D + h * D;
+        let m = -Infinity;
+        for (let j = 0; j <= t; j++) {
+          const ko = (b * T + j) * KVH * D + kvh * D;
+          let d = 0;
+          let g = 0;
+          for (let e = 0; e < D; e++) {
+            d += q[qo + e] * k[ko + e];
+            g += dOut[qo + e] * v[ko + e];
+          }
+          p[j] = d * scale;
+          dp[j] = g;
+          if (p[j] > m) m = p[j];
+        }
+        let sum = 0;
+        for (let j = 0; j <= t; j++) sum += (p[j] = Math.exp(p[j] - m));
+        let delta = 0;
+        for (let j = 0; j <= t; j++) {
+          p[j] /= sum;
+          delta += p[j] * dp[j];
+        }
+        for (let j = 0; j <= t; j++) {
+          const ko = (b * T + j) * KVH * D + kvh * D;
+          const ds = p[j] * (dp[j] - delta);
+          for (let e = 0; e < D; e++) {
+            dq[qo + e] += scale * ds * k[ko + e];
+            dk[ko + e] += scale * ds * q[qo + e];
+            dv[ko + e] += p[j] * dOut[qo + e];
+          }
+        }
+      }
+    }
+  }
+  return { dq, dk, dv };
+}
+
+/**
+ * Decode reference: q [B, H·D] against per-sequence caches kCache/vCache [B, maxLen, KVH·D], attending
+ * to positions < attendLens[b].
+ */
+export function attentionDecodeRef(
+  q: Num,
+  kCache: Num,
+  vCache: Num,
+  attendLens: readonly number[],
+  dims: { batch: number; heads: number; kvHeads: number; headDim: number; maxLen: number; scale?: number },
+): Float64Array {
+  const { batch: B, heads: H, kvHeads: KVH, headDim: D, maxLen } = dims;
+  const G = H / KVH;
+  const scale = scaleOf(dims);
+  const out = new Float64Array(B * H * D);
+  for (let b = 0; b < B; b++) {
+    const n = attendLens[b];
+    const s = new Float64Array(n);
+    for (let h = 0; h < H; h++) {
+      const kvh = Math.floor(h / G);
+      const qo = (b * H + h) * D;
+      let m = -Infinity;
+      for (let j = 0; j < n; j++) {
+        const ko = (b * maxLen + j) * KVH * D + kvh * D;
+        let d = 0;
+        for (let e = 0; e < D; e++) d += q[qo + e] * kCache[ko + e];
+        s[j] = d * scale;
+        m = Math.max(m, s[j]);
+      }
+      let sum = 0;
+      for (let j = 0; j < n; j++) sum += (s[j] = Math.exp(s[j] - m));
+      for (let j = 0; j < n; j++) {
+        const vo = (b * maxLen + j) * KVH * D + kvh * D;
+        for (let e = 0; e < D; e++) out[qo + e] += (s[j] / sum) * vCache[vo + e];
+      }
+    }
+  }
+  return out;
+}
+
+/** FLOPs of the causal forward (QKᵀ and PV, 2 per multiply-add), for benchmarks. */
+export function attentionForwardFlops(d: AttentionDims): number {
+  const pairs = (d.seqLen * (d.seqLen + 1)) / 2;
+  return 4 * d.batch * d.heads * d.headDim * pairs;
+}
+
+/** FLOPs of the backward as implemented (dq pass: QKᵀ, dO·Vᵀ, dS·K; dk/dv pass: QKᵀ, dO·Vᵀ, Pᵀ·dO, dSᵀ·Q). */
+export function attentionBackwardFlops(d: AttentionDims): number {
+  const pairs = (d.seqLen * (d.seqLen + 1)) / 2;
+  return 14 * d.batch * d.heads * d.headDim * pairs;
+}

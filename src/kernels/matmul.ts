@@ -1,0 +1,658 @@
+// Matrix multiplication family: C = alpha·op(A)·op(B) (+ bias) (+ C when accumulating), batched.
+//
+// Layout conventions (row-major, 4-byte floats):
+//   A: [batchA?, M, K]   (transA: stored [batchA?, K, M])
+//   B: [batchB?, K, N]   (transB: stored [batchB?, N, K] — HF weight layout [out, in], so x·Wᵀ is transB)
+//   C: [batch?, M, N]    batch = max(batchA, batchB); a batch of 1 (or a 2-D operand) broadcasts.
+//   bias: [N] (every row of every batch) or [batch, N] (one row vector per batch matrix).
+//
+// Variants (all handle every form, any M/N/K ≥ 1, batching, bias, accumulate):
+//   naive        one invocation per output, scalar loads. Reference-grade fallback.
+//   rowcastTMxV[wW]  "subgroup-uniform" register tiling for software rasterizers (lavapipe): a
+//                workgroup of W lanes (default 64) spans columns only; its TM rows of A depend only on
+//                workgroup_id, so every lane reads the same A address (llvmpipe emits one broadcast
+//                load instead of 8 gathers); each lane owns V vec4 groups of columns. Non-transposed B is read as vec4 rows (N % 4 == 0),
+//                transposed B as vec4 runs along K (K % 4 == 0) with dot products; scalar fallbacks
+//                otherwise.
+//   tiledBM      classic shared-memory tiling (BM×BM output tile, BK = 16 deep, 4×4 outputs per
+//                invocation, two barriers per K step). What pays on real GPUs; slow on lavapipe,
+//                where barriers split the workgroup into coroutine switches.
+//   gemv         small-M path (decode) for x·Wᵀ: one lane per output column (a row of W read
+//                as vec4 along K), up to 8 rows of x per workgroup as uniform broadcasts. Non-transposed
+//                B takes the rowcast layout with a small TM.
+//   gemvsplit    small-M path for real GPUs: one workgroup per output column, 64 lanes stride K with
+//                coalesced reads, tree reduction in workgroup memory.
+//
+// Default choice: explicit, by adapter kind and shape class (chooseVariant, with the measured numbers).
+
+import { ChunkedMatrix, GpuError, Tensor, Uniforms, cdiv, type Gpu, type Program } from '../gpu/runtime.ts';
+
+export interface MatmulOptions {
+  /** A stored as [batch?, K, M] and used transposed. */
+  transA?: boolean;
+  /** B stored as [batch?, N, K] and used transposed (x·Wᵀ with W in [out, in] layout). */
+  transB?: boolean;
+  /** [N] broadcast over rows, or [batch, N] per batch matrix. */
+  bias?: Tensor;
+  /** out += alpha·op(A)·op(B) (+bias); requires out. */
+  accumulate?: boolean;
+  /** Default 1. */
+  alpha?: number;
+  /** Preallocated output [batch?, M, N]. */
+  out?: Tensor;
+  /** Force a variant (benchmarks/tests); default = chooseVariant(adapter, shape). */
+  variant?: string;
+}
+
+// ------------------------------------------------------------------------------------------ variants
+
+type Kind = 'naive' | 'rowcast' | 'tiled' | 'gemv' | 'gemvsplit';
+interface VariantSpec {
+  kind: Kind;
+  /** rowcast: rows per workgroup; tiled: output tile edge. */
+  tm: number;
+  /** rowcast: vec4 column groups per lane. */
+  vn: number;
+  /** rowcast: lanes per workgroup. */
+  wg: number;
+  /** K-loop unroll factor. */
+  ku?: number;
+}
+
+const VARIANTS: Record<string, VariantSpec> = {
+  naive: { kind: 'naive', tm: 1, vn: 1, wg: 64 },
+  rowcast8x1: { kind: 'rowcast', tm: 8, vn: 1, wg: 8 },
+  rowcast8x2: { kind: 'rowcast', tm: 8, vn: 2, wg: 8 },
+  rowcast4x2: { kind: 'rowcast', tm: 4, vn: 2, wg: 8 },
+  tiled32: { kind: 'tiled', tm: 32, vn: 1, wg: 64 },
+  tiled64: { kind: 'tiled', tm: 64, vn: 1, wg: 256 },
+  gemv: { kind: 'gemv', tm: 8, vn: 1, wg: 8 },
+  gemvsplit: { kind: 'gemvsplit', tm: 8, vn: 1, wg: 64 },
+};
+
+export function listMatmulVariants(): string[] {
+  return Object.keys(VARIANTS);
+}
+
+/**
+ * The default variant for an adapter and shape class (explicit table, not a guess).
+ *
+ * Software adapters (lavapipe, 2-core CI VM). Measured 2026-11 under heavy concurrent load (load
+ * average 10–14 on 2 cores, so wall figures are unreliable); the comparison uses GFLOP per CPU-second
+ * of this process, which is robust to other processes, N = 512 square:
+ *   rowcast8x2w8 NN 5.9–6.4, TN 5.1–7.0 · rowcast8x1 NN 3.7–5.0, NT 3.8–4.9 · rowcast4x2w8 NN 4.9–5.3
+ *   rowcast8x1w8 NN 3.0–4.5 · tiled32 1.1–1.4 · naive 0.7–0.9 (GFLOP/cpu-s; ×~2 = wall GFLOP/s on an
+ *   idle 2-core machine). Tried and dropped: 1 scalar column per lane with 8–24 rows (1.0–1.8: a
+ *   lane-varying scalar load costs about as much as a vec4 one), K-loop unrolled ×4 (2.4–3.5: worse),
+ *   16 rows × 1 vec4 (2.9–4.3).
+ *   x·Wᵀ with W 4864×896 (GFLOP/cpu-s): M=1 gemv 0.9–1.0 vs rowcast8x1 0.4–0.5; M=8 gemv 2.0 vs
+ *   rowcast8x1 4.3–4.5; M=32 gemv 1.5–1.9 vs rowcast8x1 4.1–4.5 (rowcast8x2w8 ≈ rowcast8x1).
+ *   So: M ≤ 4 → gemv; x·Wᵀ → rowcast8x1; A·B and Aᵀ·B → rowcast8x2w8.
+ * Real GPUs (not measured here: no GPU on the dev machine): M ≤ 32 → gemvsplit for x·Wᵀ (coalesced
+ * reads of W, tree reduction), rowcast8x1 otherwise; large M → tiled64, or tiled32 when the output has
+ * fewer than 16 64×64 tiles (more workgroups in flight).
+ */
+export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: number, transB: boolean): string {
+  if (isSoftware) {
+    if (M <= 4) return 'gemv';
+    return transB ? 'rowcast8x1' : 'rowcast8x2';
+  }
+  if (M <= 32) return transB ? 'gemvsplit' : 'rowcast8x1';
+  return cdiv(M, 64) * cdiv(N, 64) * batch < 16 ? 'tiled32' : 'tiled64';
+}
+
+// ------------------------------------------------------------------------------------------ WGSL
+
+// Bias and accumulate are runtime flags (uniform branch in the epilogue), not compile-time: every
+// distinct pipeline costs 0.3–3 s of LLVM compile time on lavapipe, and the flags cost nothing
+// measurable. Without a bias a 16-byte dummy tensor is bound.
+interface Config {
+  transA: boolean;
+  transB: boolean;
+  /** rowcast/gemv: whether A / B are bound as vec4 arrays. */
+  aVec: boolean;
+  bVec: boolean;
+}
+
+const UNIFORM_STRUCT = /* wgsl */ `
+struct U {
+  M: u32, N: u32, K: u32, batch: u32,
+  sA: u32, sB: u32, sC: u32, ldc: u32,
+  cOff: u32, sBias: u32, biasOff: u32, alpha: f32,
+  flags: u32, // bit 0: add bias; bit 1: accumulate into C
+}`;
+
+function header(cfg: Config): string {
+  const ty = (v: boolean) => (v ? 'vec4<f32>' : 'f32');
+  let s = `@group(0) @binding(0) var<storage, read> A: array<${ty(cfg.aVec)}>;
+@group(0) @binding(1) var<storage, read> B: array<${ty(cfg.bVec)}>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+`;
+  s += `@group(0) @binding(3) var<storage, read> Bias: array<f32>;\n`;
+  s += UNIFORM_STRUCT + `\n@group(0) @binding(4) var<uniform> u: U;\n`;
+  // Epilogue: alpha scaling, bias, accumulate. Callers guarantee m < M and n < N.
+  s += `
+fn storeC(bz: u32, m: u32, n: u32, v: f32) {
+  let idx = bz * u.sC + m * u.ldc + u.cOff + n;
+  var r = u.alpha * v;
+  if ((u.flags & 1u) != 0u) { r += Bias[bz * u.sBias + u.biasOff + n]; }
+  if ((u.flags & 2u) != 0u) { r += C[idx]; }
+  C[idx] = r;
+}
+`;
+  return s;
+}
+
+/** Scalar element loads of op(A)[m, k] and op(B)[k, n] (scalar-bound A/B only). */
+function scalarLoaders(cfg: Config): string {
+  return `
+fn ldA(base: u32, m: u32, k: u32) -> f32 { return A[base + ${cfg.transA ? 'k * u.M + m' : 'm * u.K + k'}]; }
+fn ldB(base: u32, k: u32, n: u32) -> f32 { return B[base + ${cfg.transB ? 'n * u.K + k' : 'k * u.N + n'}]; }
+`;
+}
+
+
+/**
+ * Epilogue over vec4 accumulators, emitted once inside loops with runtime trip counts: lavapipe's
+ * compile time grows steeply with the number of inlined storeC copies (an unrolled 8×2 tile with bias
+ * and accumulate took 15–30 s to compile), and LLVM fully unrolls loops with small constant trip
+ * counts. So the accumulators are copied to a private array and stored by loops bounded by the rows
+ * and columns left (also the bounds checks). rowBase: first row of the tile; colExpr: first column of
+ * vec4 group \`j\`.
+ */
+function loopStore(tm: number, vn: number, accName: (i: number, j: number) => string, rowBase: string, colExpr: string): string {
+  const L: string[] = [`  var res: array<vec4<f32>, ${tm * vn}>;`];
+  for (let i = 0; i < tm; i++) for (let j = 0; j < vn; j++) L.push(`  res[${i * vn + j}] = ${accName(i, j)};`);
+  L.push(`  let rowBase = ${rowBase};
+  let rows = select(0u, min(${tm}u, u.M - rowBase), rowBase < u.M);
+  for (var i = 0u; i < rows; i++) {
+    for (var j = 0u; j < ${vn}u; j++) {
+      let c = ${colExpr};
+      if (c >= u.N) { break; }
+      let v = res[i * ${vn}u + j];
+      let cols = min(4u, u.N - c);
+      for (var e = 0u; e < cols; e++) { storeC(bz, rowBase + i, c + e, v[e]); }
+    }
+  }`);
+  return L.join('\n');
+}
+
+function genNaive(cfg: Config): string {
+  return `${header(cfg)}${scalarLoaders(cfg)}
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let n = g.x; let m = g.y; let bz = wid.z;
+  if (m >= u.M || n >= u.N) { return; }
+  let bA = bz * u.sA; let bB = bz * u.sB;
+  var acc = 0.0;
+  for (var k = 0u; k < u.K; k++) { acc = fma(ldA(bA, m, k), ldB(bB, k, n), acc); }
+  storeC(bz, m, n, acc);
+}`;
+}
+
+/**
+ * Rowcast for non-transposed B: lane owns VN vec4 column groups; TM rows of A are uniform.
+ * bVec: B bound as vec4 (N % 4 == 0); otherwise 4 scalar loads with clamped column indices.
+ */
+function genRowcastNN(cfg: Config, tm: number, vn: number, wg: number, ku: number): string {
+  const L: string[] = [];
+  for (let i = 0; i < tm; i++) L.push(`  let r${i} = min(row0 + ${i}u, u.M - 1u);`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < vn; j++) L.push(`  var acc${i}_${j} = vec4<f32>(0.0);`);
+  const body: string[] = [];
+  for (let j = 0; j < vn; j++) {
+    if (cfg.bVec) body.push(`    let b${j} = B[(bB + k * u.N) / 4u + cv${j}];`);
+    else
+      body.push(
+        `    let bk${j} = bB + k * u.N; let b${j} = vec4<f32>(B[bk${j} + cs${j}.x], B[bk${j} + cs${j}.y], B[bk${j} + cs${j}.z], B[bk${j} + cs${j}.w]);`,
+      );
+  }
+  for (let i = 0; i < tm; i++) {
+    body.push(`    let a${i} = vec4<f32>(A[bA + ${cfg.transA ? `k * u.M + r${i}` : `r${i} * u.K + k`}]);`);
+    for (let j = 0; j < vn; j++) body.push(`    acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`);
+  }
+  const cols: string[] = [];
+  for (let j = 0; j < vn; j++) {
+    // Column group j of this lane starts at column c${j}; clamp loads, guard stores.
+    cols.push(`  let c${j} = (lane * ${vn}u + ${j}u) * 4u;`);
+    if (cfg.bVec) cols.push(`  let cv${j} = min(c${j} / 4u, u.N / 4u - 1u);`);
+    else cols.push(`  let cs${j} = min(vec4<u32>(c${j}) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(u.N - 1u));`);
+  }
+  const store = [loopStore(tm, vn, (i, j) => `acc${i}_${j}`, 'row0', `(lane * ${vn}u + j) * 4u`)];
+  return `${header(cfg)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = wid.z;
+  let bA = bz * u.sA; let bB = bz * u.sB;
+  let row0 = wid.y * ${tm}u;
+  let lane = wid.x * ${wg}u + lid.x;
+${cols.join('\n')}
+${L.join('\n')}
+${unrolledK(body.join('\n'), ku, 1)}
+${store.join('\n')}
+}`;
+}
+
+/**
+ * The K loop with \`ku\` copies of the body per iteration (then a remainder loop): llvmpipe's per-
+ * iteration overhead (exec masks, loop bookkeeping) is large next to one k step. \`step\` is how many
+ * k one body consumes. Each copy runs in its own block with \`k\` rebound.
+ */
+function unrolledK(body: string, ku: number, step: number): string {
+  if (ku <= 1) return `  for (var k = 0u; k < u.K; k += ${step}u) {\n${body}\n  }`;
+  const copies: string[] = [];
+  for (let c = 0; c < ku; c++) copies.push(`    {\n    let k = k0 + ${c * step}u;\n${body}\n    }`);
+  return `  var k0 = 0u;
+  for (; k0 + ${ku * step}u <= u.K; k0 += ${ku * step}u) {
+${copies.join('\n')}
+  }
+  for (var k = k0; k < u.K; k += ${step}u) {\n${body}\n  }`;
+}
+
+/**
+ * Rowcast for transposed B (x·Wᵀ): lane owns 4·VN columns, i.e. 4·VN rows of W. With K % 4 == 0
+ * (aVec/bVec) both operands are read as vec4 runs along K and combined with dot products; otherwise
+ * scalar loads. A rows are uniform (broadcast) loads.
+ */
+function genRowcastNT(cfg: Config, tm: number, vn: number, wg: number): string {
+  const nc = 4 * vn;
+  const vecK = cfg.bVec;
+  const pre: string[] = [];
+  for (let i = 0; i < tm; i++) pre.push(`  let r${i} = min(row0 + ${i}u, u.M - 1u);`);
+  for (let c = 0; c < nc; c++) pre.push(`  let n${c} = min(col0 + ${c}u, u.N - 1u);`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < vn; j++) pre.push(`  var acc${i}_${j} = vec4<f32>(0.0);`);
+  const body: string[] = [];
+  if (vecK) {
+    // Indices in vec4 units: bases and K are multiples of 4.
+    for (let c = 0; c < nc; c++) body.push(`    let b${c} = B[(bB + n${c} * u.K + k) / 4u];`);
+    for (let i = 0; i < tm; i++) {
+      if (cfg.aVec) body.push(`    let a${i} = A[(bA + r${i} * u.K + k) / 4u];`);
+      else
+        body.push(
+          `    let a${i} = vec4<f32>(A[bA + k * u.M + r${i}], A[bA + (k + 1u) * u.M + r${i}], A[bA + (k + 2u) * u.M + r${i}], A[bA + (k + 3u) * u.M + r${i}]);`,
+        );
+      for (let j = 0; j < vn; j++)
+        body.push(
+          `    acc${i}_${j} += vec4<f32>(dot(a${i}, b${4 * j}), dot(a${i}, b${4 * j + 1}), dot(a${i}, b${4 * j + 2}), dot(a${i}, b${4 * j + 3}));`,
+        );
+    }
+  } else {
+    for (let j = 0; j < vn; j++)
+      body.push(
+        `    let b${j} = vec4<f32>(B[bB + n${4 * j} * u.K + k], B[bB + n${4 * j + 1} * u.K + k], B[bB + n${4 * j + 2} * u.K + k], B[bB + n${4 * j + 3} * u.K + k]);`,
+      );
+    for (let i = 0; i < tm; i++) {
+      body.push(`    let a${i} = vec4<f32>(A[bA + ${cfg.transA ? `k * u.M + r${i}` : `r${i} * u.K + k`}]);`);
+      for (let j = 0; j < vn; j++) body.push(`    acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`);
+    }
+  }
+  const store = [loopStore(tm, vn, (i, j) => `acc${i}_${j}`, 'row0', 'col0 + j * 4u')];
+  return `${header(cfg)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = wid.z;
+  let bA = bz * u.sA; let bB = bz * u.sB;
+  let row0 = wid.y * ${tm}u;
+  let col0 = (wid.x * ${wg}u + lid.x) * ${nc}u;
+${pre.join('\n')}
+  for (var k = 0u; k < u.K; k += ${vecK ? 4 : 1}u) {
+${body.join('\n')}
+  }
+${store.join('\n')}
+}`;
+}
+
+/**
+ * GEMV-style x·Wᵀ for small M (lavapipe): one lane per output column n (row n of W, read once per
+ * workgroup as vec4 runs along K when K % 4 == 0), TM rows of x as uniform loads, vec4 partial sums
+ * reduced horizontally at the end.
+ */
+function genGemv(cfg: Config, tm: number, wg: number): string {
+  const vecK = cfg.bVec;
+  const pre: string[] = [];
+  for (let i = 0; i < tm; i++) pre.push(`  let r${i} = min(row0 + ${i}u, u.M - 1u);`);
+  for (let i = 0; i < tm; i++) pre.push(`  var acc${i} = ${vecK ? 'vec4<f32>(0.0)' : '0.0'};`);
+  const body: string[] = [];
+  if (vecK) {
+    body.push(`    let b = B[(bB + nc * u.K + k) / 4u];`);
+    for (let i = 0; i < tm; i++) {
+      if (cfg.aVec) body.push(`    acc${i} = fma(A[(bA + r${i} * u.K + k) / 4u], b, acc${i});`);
+      else
+        body.push(
+          `    acc${i} = fma(vec4<f32>(A[bA + k * u.M + r${i}], A[bA + (k + 1u) * u.M + r${i}], A[bA + (k + 2u) * u.M + r${i}], A[bA + (k + 3u) * u.M + r${i}]), b, acc${i});`,
+        );
+    }
+  } else {
+    body.push(`    let b = B[bB + nc * u.K + k];`);
+    for (let i = 0; i < tm; i++) body.push(`    acc${i} = fma(A[bA + ${cfg.transA ? `k * u.M + r${i}` : `r${i} * u.K + k`}], b, acc${i});`);
+  }
+  // Runtime-bounded store loop (see loopStore for why).
+  const store: string[] = [`  var res: array<f32, ${tm}>;`];
+  for (let i = 0; i < tm; i++) store.push(`  res[${i}] = ${vecK ? `acc${i}.x + acc${i}.y + acc${i}.z + acc${i}.w` : `acc${i}`};`);
+  store.push(`  let rows = min(${tm}u, u.M - row0);\n  for (var i = 0u; i < rows; i++) { storeC(bz, row0 + i, n, res[i]); }`);
+  return `${header(cfg)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = wid.z;
+  let bA = bz * u.sA; let bB = bz * u.sB;
+  let row0 = wid.y * ${tm}u;
+  let n = wid.x * ${wg}u + lid.x;
+  let nc = min(n, u.N - 1u);
+${pre.join('\n')}
+  for (var k = 0u; k < u.K; k += ${vecK ? 4 : 1}u) {
+${body.join('\n')}
+  }
+  if (n >= u.N) { return; }
+${store.join('\n')}
+}`;
+}
+
+/** Small-M x·Wᵀ for real GPUs: one workgroup per column n and TM rows; lanes stride K, tree reduce. */
+function genGemvSplit(cfg: Config, tm: number, wg: number): string {
+  const pre: string[] = [];
+  for (let i = 0; i < tm; i++) pre.push(`  let r${i} = min(row0 + ${i}u, u.M - 1u);\n  var acc${i} = 0.0;`);
+  const body: string[] = [`    let b = ldB(bB, k, n);`];
+  for (let i = 0; i < tm; i++) body.push(`    acc${i} = fma(ldA(bA, r${i}, k), b, acc${i});`);
+  const red: string[] = [];
+  for (let i = 0; i < tm; i++) red.push(`  part[${i}u * ${wg}u + t] = acc${i};`);
+  const sum: string[] = [];
+  for (let i = 0; i < tm; i++) sum.push(`      part[${i}u * ${wg}u + t] += part[${i}u * ${wg}u + t + s];`);
+  return `${header(cfg)}${scalarLoaders(cfg)}
+var<workgroup> part: array<f32, ${tm * wg}>;
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = wid.z; let t = lid.x;
+  let bA = bz * u.sA; let bB = bz * u.sB;
+  let n = wid.x;
+  let row0 = wid.y * ${tm}u;
+${pre.join('\n')}
+  for (var k = t; k < u.K; k += ${wg}u) {
+${body.join('\n')}
+  }
+${red.join('\n')}
+  workgroupBarrier();
+  for (var s = ${wg / 2}u; s > 0u; s >>= 1u) {
+    if (t < s) {
+${sum.join('\n')}
+    }
+    workgroupBarrier();
+  }
+  if (t < ${tm}u && row0 + t < u.M) { storeC(bz, row0 + t, n, part[t * ${wg}u]); }
+}`;
+}
+
+/** Shared-memory tiling: BM×BM output tile, BK deep, 4×4 outputs per invocation. */
+function genTiled(cfg: Config, bm: number): string {
+  const bk = 16;
+  const tx = bm / 4;
+  const nt = tx * tx;
+  // Cooperative loads: walk the tile so consecutive invocations read consecutive addresses.
+  const loadA = cfg.transA
+    ? `let kk = e / ${bm}u; let mm = e % ${bm}u;` // A stored [K, M]: contiguous along m
+    : `let mm = e / ${bk}u; let kk = e % ${bk}u;`;
+  const loadB = cfg.transB ? `let nn = e / ${bk}u; let kk = e % ${bk}u;` : `let kk = e / ${bm}u; let nn = e % ${bm}u;`;
+  const acc: string[] = [];
+  for (let i = 0; i < 4; i++) acc.push(`  var acc${i} = vec4<f32>(0.0);`);
+  const inner: string[] = [];
+  inner.push(`      let bv = vec4<f32>(Bs[kk * ${bm}u + tx * 4u], Bs[kk * ${bm}u + tx * 4u + 1u], Bs[kk * ${bm}u + tx * 4u + 2u], Bs[kk * ${bm}u + tx * 4u + 3u]);`);
+  for (let i = 0; i < 4; i++) inner.push(`      acc${i} = fma(vec4<f32>(As[kk * ${bm}u + ty * 4u + ${i}u]), bv, acc${i});`);
+  const store = [loopStore(4, 1, (i) => `acc${i}`, 'm0 + ty * 4u', 'n0 + tx * 4u')];
+  return `${header(cfg)}${scalarLoaders(cfg)}
+var<workgroup> As: array<f32, ${bk * bm}>;
+var<workgroup> Bs: array<f32, ${bk * bm}>;
+@compute @workgroup_size(${nt})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let bz = wid.z;
+  let bA = bz * u.sA; let bB = bz * u.sB;
+  let m0 = wid.y * ${bm}u; let n0 = wid.x * ${bm}u;
+  let tx = li % ${tx}u; let ty = li / ${tx}u;
+${acc.join('\n')}
+  for (var k0 = 0u; k0 < u.K; k0 += ${bk}u) {
+    for (var e = li; e < ${bk * bm}u; e += ${nt}u) {
+      ${loadA}
+      var v = 0.0;
+      if (m0 + mm < u.M && k0 + kk < u.K) { v = ldA(bA, m0 + mm, k0 + kk); }
+      As[kk * ${bm}u + mm] = v;
+    }
+    for (var e = li; e < ${bk * bm}u; e += ${nt}u) {
+      ${loadB}
+      var v = 0.0;
+      if (n0 + nn < u.N && k0 + kk < u.K) { v = ldB(bB, k0 + kk, n0 + nn); }
+      Bs[kk * ${bm}u + nn] = v;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${bk}u; kk++) {
+${inner.join('\n')}
+    }
+    workgroupBarrier();
+  }
+${store.join('\n')}
+}`;
+}
+
+// ------------------------------------------------------------------------------------------ dispatch
+
+interface Plan {
+  program: Program;
+  workgroups: [number, number, number];
+}
+
+const programCache = new Map<string, Program>();
+
+function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number, batch: number): Plan {
+  const spec = VARIANTS[variant];
+  if (!spec) throw new GpuError(`matmul: unknown variant '${variant}' (known: ${listMatmulVariants().join(', ')})`);
+  let kind = spec.kind;
+  let tm = spec.tm;
+  let vn = spec.vn;
+  // Small-M variants: rows per workgroup follow M; non-transposed B uses the rowcast layout.
+  if (kind === 'gemv' || kind === 'gemvsplit') {
+    tm = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
+    if (!cfg0.transB) {
+      kind = 'rowcast';
+      vn = 1;
+    }
+  }
+  let aVec = false;
+  let bVec = false;
+  if (kind === 'rowcast' && !cfg0.transB) bVec = N % 4 === 0;
+  if ((kind === 'rowcast' && cfg0.transB) || kind === 'gemv') {
+    bVec = K % 4 === 0;
+    aVec = bVec && !cfg0.transA;
+  }
+  const cfg: Config = { ...cfg0, aVec, bVec };
+  const key = `matmul_${kind}_${tm}_${vn}_${spec.wg}_${spec.ku ?? 1}_${+cfg.transA}${+cfg.transB}${+aVec}${+bVec}`;
+  let program = programCache.get(key);
+  if (!program) {
+    let code: string;
+    if (kind === 'naive') code = genNaive(cfg);
+    else if (kind === 'rowcast') code = cfg.transB ? genRowcastNT(cfg, tm, vn, spec.wg) : genRowcastNN(cfg, tm, vn, spec.wg, spec.ku ?? 1);
+    else if (kind === 'gemv') code = genGemv(cfg, tm, spec.wg);
+    else if (kind === 'gemvsplit') code = genGemvSplit(cfg, tm, spec.wg);
+    else code = genTiled(cfg, tm);
+    program = { name: key, code, key };
+    programCache.set(key, program);
+  }
+  let wg: [number, number, number];
+  if (kind === 'naive') wg = [cdiv(N, 8), cdiv(M, 8), batch];
+  else if (kind === 'rowcast') wg = [cdiv(N, 4 * vn * spec.wg), cdiv(M, tm), batch];
+  else if (kind === 'gemv') wg = [cdiv(N, spec.wg), cdiv(M, tm), batch];
+  else if (kind === 'gemvsplit') wg = [N, cdiv(M, tm), batch];
+  else wg = [cdiv(N, tm), cdiv(M, tm), batch];
+  return { program, workgroups: wg };
+}
+
+function shp(t: Tensor): string {
+  return `[${t.shape.join(', ')}]`;
+}
+
+interface Dims {
+  M: number;
+  N: number;
+  K: number;
+  batch: number;
+  batchA: number;
+  batchB: number;
+  outShape: number[];
+}
+
+function resolveDims(a: Tensor, b: Tensor, opts: MatmulOptions, kernel: string): Dims {
+  const transA = !!opts.transA;
+  const transB = !!opts.transB;
+  const desc = () => `${kernel}: A ${shp(a)}${transA ? 'ᵀ' : ''} · B ${shp(b)}${transB ? 'ᵀ' : ''}`;
+  if (a.dtype !== 'f32' || b.dtype !== 'f32') throw new GpuError(`${desc()}: operands must be f32 (got ${a.dtype}, ${b.dtype})`);
+  if (a.shape.length < 2 || a.shape.length > 3 || b.shape.length < 2 || b.shape.length > 3) {
+    throw new GpuError(`${desc()}: operands must be 2-D [rows, cols] or 3-D [batch, rows, cols]`);
+  }
+  const batchA = a.shape.length === 3 ? a.shape[0] : 1;
+  const batchB = b.shape.length === 3 ? b.shape[0] : 1;
+  const [ar, ac] = a.shape.slice(-2);
+  const [br, bc] = b.shape.slice(-2);
+  const M = transA ? ac : ar;
+  const K = transA ? ar : ac;
+  const Kb = transB ? bc : br;
+  const N = transB ? br : bc;
+  if (K !== Kb) throw new GpuError(`${desc()}: inner dimensions differ (${K} vs ${Kb})`);
+  if (batchA !== batchB && batchA !== 1 && batchB !== 1) throw new GpuError(`${desc()}: batch sizes ${batchA} and ${batchB} do not broadcast`);
+  const batch = Math.max(batchA, batchB);
+  if (M === 0 || N === 0 || K === 0 || batch === 0) throw new GpuError(`${desc()}: empty dimension`);
+  const outShape = a.shape.length === 3 || b.shape.length === 3 ? [batch, M, N] : [M, N];
+  return { M, N, K, batch, batchA, batchB, outShape };
+}
+
+function checkBias(bias: Tensor, N: number, batch: number, desc: string): boolean {
+  if (bias.dtype !== 'f32') throw new GpuError(`${desc}: bias must be f32`);
+  if (bias.size === N && (bias.shape.length === 1 || (bias.shape.length === 2 && bias.shape[0] === 1))) return false;
+  if (bias.shape.length === 2 && bias.shape[0] === batch && bias.shape[1] === N) return batch > 1;
+  throw new GpuError(`${desc}: bias ${shp(bias)} must be [${N}] or [${batch}, ${N}]`);
+}
+
+interface Epilogue {
+  ldc: number;
+  cOff: number;
+  sC: number;
+  biasOff: number;
+  /** Length of the bias row the caller must pass (N, or the full width for matmulChunked). */
+  biasN: number;
+}
+
+function record(gpu: Gpu, a: Tensor, b: Tensor, out: Tensor, d: Dims, opts: MatmulOptions, ep: Epilogue, kernel: string): void {
+  const transB = !!opts.transB;
+  const desc = `${kernel}: A ${shp(a)} · B ${shp(b)}`;
+  const biasPerBatch = opts.bias ? checkBias(opts.bias, ep.biasN, d.batch, desc) : false;
+  const variant = opts.variant ?? chooseVariant(gpu.info.isSoftware, d.M, d.N, d.batch, transB);
+  const plan = makePlan(variant, { transA: !!opts.transA, transB }, d.M, d.N, d.K, d.batch);
+  const u = new Uniforms()
+    .u32(d.M, d.N, d.K, d.batch)
+    .u32(d.batchA === 1 ? 0 : d.M * d.K, d.batchB === 1 ? 0 : d.K * d.N, ep.sC, ep.ldc)
+    .u32(ep.cOff, biasPerBatch ? ep.biasN : 0, ep.biasOff)
+    .f32(opts.alpha ?? 1)
+    .u32((opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0));
+  gpu.run(plan.program, [a, b, out, opts.bias ?? dummyBias(gpu)], plan.workgroups, u);
+}
+
+const dummies = new WeakMap<Gpu, Tensor>();
+function dummyBias(gpu: Gpu): Tensor {
+  let t = dummies.get(gpu);
+  if (!t || t.isDisposed) {
+    t = gpu.zeros([4], 'f32', 'matmul_nobias');
+    dummies.set(gpu, t);
+  }
+  return t;
+}
+
+/** C = alpha·op(A)·op(B) (+bias) (+C if accumulate). Records one dispatch; returns C. */
+export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
+  const d = resolveDims(a, b, opts, 'matmul');
+  const desc = `matmul: A ${shp(a)} · B ${shp(b)}`;
+  if (opts.accumulate && !opts.out) throw new GpuError(`${desc}: accumulate requires out`);
+  let out = opts.out;
+  if (out) {
+    const okShape = out.size === d.batch * d.M * d.N && out.shape[out.shape.length - 1] === d.N;
+    if (!okShape || out.dtype !== 'f32') throw new GpuError(`${desc}: out ${shp(out)} (${out.dtype}) must be f32 [${d.outShape.join(', ')}]`);
+  } else {
+    out = gpu.empty(d.outShape, 'f32', 'matmul_out');
+  }
+  record(gpu, a, b, out, d, opts, { ldc: d.N, cOff: 0, sC: d.M * d.N, biasOff: 0, biasN: d.N }, 'matmul');
+  return out;
+}
+
+/**
+ * One chunk of x·Wᵀ for a row-chunked W [N, K]: x [M, K] · W_cᵀ → [M, rows_c] (opts.out, when given,
+ * must be [M, rows_c]; opts.bias, when given, is this chunk's [rows_c] slice).
+ */
+export function matmulChunk(gpu: Gpu, x: Tensor, w: ChunkedMatrix, chunk: number, opts: Omit<MatmulOptions, 'transB' | 'transA'> = {}): Tensor {
+  if (!Number.isInteger(chunk) || chunk < 0 || chunk >= w.chunks.length) {
+    throw new GpuError(`matmulChunk: chunk ${chunk} out of range (matrix has ${w.chunks.length} chunks)`);
+  }
+  if (x.shape.length !== 2) throw new GpuError(`matmulChunk: x ${shp(x)} must be 2-D [M, ${w.cols}]`);
+  return matmul(gpu, x, w.chunks[chunk], { ...opts, transB: true });
+}
+
+/**
+ * x [M, K] · Wᵀ for a row-chunked W [N, K] into one out [M, N] (one dispatch per chunk, each writing
+ * its column range). Only possible when out fits the binding limit; otherwise loop matmulChunk.
+ * bias, when given, is the full [N].
+ */
+export function matmulChunked(gpu: Gpu, x: Tensor, w: ChunkedMatrix, opts: Omit<MatmulOptions, 'transB' | 'transA'> = {}): Tensor {
+  const M = x.shape[0];
+  const desc = `matmulChunked: x ${shp(x)} · W [${w.rows}, ${w.cols}]ᵀ`;
+  if (x.shape.length !== 2 || x.shape[1] !== w.cols) throw new GpuError(`${desc}: x must be [M, ${w.cols}]`);
+  if (M * w.rows * 4 > gpu.limits.maxStorageBufferBindingSize) {
+    throw new GpuError(`${desc}: output [${M}, ${w.rows}] exceeds the binding limit; use matmulChunk per chunk`);
+  }
+  if (opts.accumulate && !opts.out) throw new GpuError(`${desc}: accumulate requires out`);
+  if (opts.bias && (opts.bias.size !== w.rows || opts.bias.dtype !== 'f32')) throw new GpuError(`${desc}: bias ${shp(opts.bias)} must be [${w.rows}]`);
+  let out = opts.out;
+  if (out) {
+    if (out.size !== M * w.rows || out.dtype !== 'f32') throw new GpuError(`${desc}: out ${shp(out)} must be f32 [${M}, ${w.rows}]`);
+  } else out = gpu.empty([M, w.rows], 'f32', 'matmul_out');
+  for (let c = 0; c < w.chunks.length; c++) {
+    const wc = w.chunks[c];
+    const d = resolveDims(x, wc, { transB: true }, 'matmulChunked');
+    const r0 = c * w.rowsPerChunk;
+    const chunkOpts: MatmulOptions = { ...opts, transB: true, bias: opts.bias?.reshape([w.rows]) };
+    record(gpu, x, wc, out, d, chunkOpts, { ldc: w.rows, cOff: r0, sC: 0, biasOff: r0, biasN: w.rows }, 'matmulChunked');
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------ reference
+
+/**
+ * Float64 reference. a holds batchA matrices (batchA = a.length / (M·K), 1 or batch), b holds batchB
+ * (opts.batchB, default b.length / (K·N)). bias: [N], or [batch, N] with biasPerBatch. Returns
+ * [batch, M, N].
+ */
+export function matmulRef(
+  a: Float64Array,
+  b: Float64Array,
+  M: number,
+  N: number,
+  K: number,
+  opts: { transA?: boolean; transB?: boolean; batch?: number; batchB?: number; bias?: Float64Array; biasPerBatch?: boolean } = {},
+): Float64Array {
+  const batch = opts.batch ?? 1;
+  const batchA = a.length / (M * K);
+  const batchB = opts.batchB ?? b.length / (K * N);
+  if (!(batchA === 1 || batchA === batch) || !(batchB === 1 || batchB === batch)) {
+    throw new Error(`matmulRef: batch sizes A ${batchA}, B ${batchB} do not fit batch ${batch}`);
+  }
+  const out = new Float64Array(batch * M * N);
+  for (let z = 0; z < batch; z++) {
+    const oa = batchA === 1 ? 0 : z * M * K;
+    const ob = batchB === 1 ? 0 : z * K * N;
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const av = opts.transA ? a[oa + k * M + m] : a[oa + m * K + k];
+          const bv = opts.transB ? b[ob + n * K + k] : b[ob + k * N + n];
+          s += av * bv;
+        }
+        if (opts.bias) s += opts.bias[(opts.biasPerBatch ? z * N : 0) + n];
+        out[z * M * N + m * N + n] = s;
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,582 @@
+// Kernels for the batched MNIST MLPs (N independent models trained side by side; the matrix
+// products themselves go through matmul.ts with 3-D [models, rows, cols] operands):
+//   gatherImages    byte images (4 pixels per u32) → f32 in [-1, 1] for a per-model index list, + labels
+//   noiseImages     uniform[-1, 1) noise images from a counter-based hash (see below)
+//   reluInPlace / reluBackwardInPlace
+//   softmaxCrossEntropy  CE on the first `classes` logits of each row (the paper's logits[..., :10])
+//   klDistill       KL(softmax(teacher[lo:hi]) ‖ softmax(student[lo:hi])) and its gradient
+//   accuracyCounts  per-model count of rows whose argmax over the first `classes` logits is the label
+// Float64 references (`...Ref`) at the bottom.
+//
+// Noise RNG: pixel p of noise image i of model m under seed s is
+//   h = pcg(pcg(pcg(pcg(s) + m) + i) + p),  x = 2·(h >> 8)·2⁻²⁴ − 1  ∈ [-1, 1)
+// with pcg = the PCG-RXS-M-XS 32-bit hash (Jarzynski & Olano, "Hash Functions for GPU Rendering",
+// JCGT 2020). Being counter-based, image i of model m is the same every time it is generated: the
+// noise set is "drawn once" and reused by every epoch and every student, without storing it.
+
+import { cdiv, GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+
+const WG = 64;
+const MAX_WG = 65535;
+
+function grid(threads: number): { wg: [number, number]; perRow: number } {
+  const groups = cdiv(threads, WG);
+  const perRow = Math.min(Math.max(groups, 1), MAX_WG);
+  return { wg: [groups === 0 ? 0 : perRow, cdiv(groups, perRow)], perRow: perRow * WG };
+}
+
+function shp(t: Tensor): string {
+  return `[${t.shape.join(', ')}]`;
+}
+
+function expect3(kernel: string, what: string, t: Tensor, dtype: 'f32' | 'u32'): [number, number, number] {
+  if (t.isDisposed) throw new GpuError(`${kernel}: ${what} is disposed`);
+  if (t.dtype !== dtype) throw new GpuError(`${kernel}: ${what} must be ${dtype}, got ${t.dtype} ${shp(t)}`);
+  if (t.shape.length !== 3) throw new GpuError(`${kernel}: ${what} must be 3-D [models, rows, cols], got ${shp(t)}`);
+  return [t.shape[0], t.shape[1], t.shape[2]];
+}
+
+const PCG_WGSL = /* wgsl */ `
+fn pcg(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}`;
+
+// ------------------------------------------------------------------------------------------------
+// image batches
+// ------------------------------------------------------------------------------------------------
+
+const gatherProgram: Program = {
+  name: 'mlp_gather_images',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> images: array<u32>;
+@group(0) @binding(1) var<storage, read> labelsAll: array<u32>;
+@group(0) @binding(2) var<storage, read> idx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> x: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> labels: array<u32>;
+struct U { total: u32, perRow: u32, rows: u32, idxStride: u32, idxOffset: u32, words: u32 }
+@group(0) @binding(5) var<uniform> u: U;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x + gid.y * u.perRow;        // (model, row, word)
+  if (t >= u.total) { return; }
+  let w = t % u.words;
+  let mr = t / u.words;                    // model * rows + row
+  let m = mr / u.rows;
+  let r = mr % u.rows;
+  let img = idx[m * u.idxStride + u.idxOffset + r];
+  let packed = images[img * u.words + w];
+  // byte b → (b/255 − 0.5)/0.5 = b/127.5 − 1 (torchvision ToTensor + Normalize(0.5, 0.5)).
+  let b = vec4<f32>(f32(packed & 255u), f32((packed >> 8u) & 255u), f32((packed >> 16u) & 255u), f32(packed >> 24u));
+  x[t] = b / 127.5 - vec4<f32>(1.0);
+  if (w == 0u) { labels[mr] = labelsAll[img]; }
+}`,
+};
+
+export interface BatchIndex {
+  /** u32 index table: row r of model m reads entry m·stride + offset + r. */
+  idx: Tensor;
+  stride: number;
+  offset: number;
+}
+
+/**
+ * X[m, r, :] = image idx[m·stride + offset + r] scaled to [-1, 1], labels[m, r] = its label.
+ * images: u32 [nImages, 196] (4 pixels per word, see packImages); labelsAll: u32 [nImages].
+ */
+export function gatherImages(
+  gpu: Gpu,
+  images: Tensor,
+  labelsAll: Tensor,
+  index: BatchIndex,
+  models: number,
+  rows: number,
+): { x: Tensor; labels: Tensor } {
+  const k = 'gatherImages';
+  if (images.dtype !== 'u32' || images.shape.length !== 2 || images.shape[1] * 4 % 4 !== 0) {
+    throw new GpuError(`${k}: images must be u32 [n, words], got ${images.dtype} ${shp(images)}`);
+  }
+  if (labelsAll.dtype !== 'u32' || labelsAll.size !== images.shape[0]) {
+    throw new GpuError(`${k}: labels ${labelsAll.dtype} ${shp(labelsAll)} must be u32 [${images.shape[0]}]`);
+  }
+  if (index.idx.dtype !== 'u32') throw new GpuError(`${k}: idx must be u32`);
+  if ((models - 1) * index.stride + index.offset + rows > index.idx.size) {
+    throw new GpuError(`${k}: index table ${shp(index.idx)} too small for ${models} models × ${rows} rows at offset ${index.offset}, stride ${index.stride}`);
+  }
+  const words = images.shape[1];
+  const x = gpu.empty([models, rows, words * 4], 'f32', 'mlp_images');
+  const labels = gpu.empty([models, rows], 'u32', 'mlp_labels');
+  const total = models * rows * words;
+  const { wg, perRow } = grid(total);
+  gpu.run(gatherProgram, [images, labelsAll, index.idx, x, labels], wg, new Uniforms().u32(total, perRow, rows, index.stride, index.offset, words));
+  return { x, labels };
+}
+
+const noiseProgram: Program = {
+  name: 'mlp_noise_images',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> idx: array<u32>;
+@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
+struct U { total: u32, perRow: u32, rows: u32, idxStride: u32, idxOffset: u32, quads: u32, seedHash: u32, modelBase: u32 }
+@group(0) @binding(2) var<uniform> u: U;
+${PCG_WGSL}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let t = gid.x + gid.y * u.perRow;        // (model, row, quad of pixels)
+  if (t >= u.total) { return; }
+  let q = t % u.quads;
+  let mr = t / u.quads;
+  let m = mr / u.rows;
+  let r = mr % u.rows;
+  let img = idx[m * u.idxStride + u.idxOffset + r];
+  let hi = pcg(pcg(u.seedHash + u.modelBase + m) + img);
+  var v: vec4<f32>;
+  for (var j = 0u; j < 4u; j++) {
+    let h = pcg(hi + 4u * q + j);
+    v[j] = f32(h >> 8u) * (2.0 / 16777216.0) - 1.0;
+  }
+  x[t] = v;
+}`,
+};
+
+/** The seed's first hash, shared by the GPU kernel and noisePixelRef. */
+export function noiseSeedHash(seed: number): number {
+  return pcgHash(seed >>> 0);
+}
+
+/**
+ * X[m, r, p] = noise pixel p of image idx[m·stride + offset + r] of model (modelBase + m) under
+ * `seed` (see the file comment). pixels must be a multiple of 4.
+ */
+export function noiseImages(gpu: Gpu, index: BatchIndex, models: number, rows: number, pixels: number, seed: number, modelBase = 0): Tensor {
+  const k = 'noiseImages';
+  if (pixels % 4 !== 0) throw new GpuError(`${k}: pixels per image (${pixels}) must be a multiple of 4`);
+  if (index.idx.dtype !== 'u32') throw new GpuError(`${k}: idx must be u32`);
+  if ((models - 1) * index.stride + index.offset + rows > index.idx.size) {
+    throw new GpuError(`${k}: index table ${shp(index.idx)} too small for ${models} models × ${rows} rows`);
+  }
+  const x = gpu.empty([models, rows, pixels], 'f32', 'mlp_noise');
+  const quads = pixels / 4;
+  const total = models * rows * quads;
+  const { wg, perRow } = grid(total);
+  const u = new Uniforms().u32(total, perRow, rows, index.stride, index.offset, quads, noiseSeedHash(seed), modelBase);
+  gpu.run(noiseProgram, [index.idx, x], wg, u);
+  return x;
+}
+
+// ------------------------------------------------------------------------------------------------
+// ReLU
+// ------------------------------------------------------------------------------------------------
+
+function vecType(n: number): string {
+  return n % 4 === 0 ? 'vec4<f32>' : 'f32';
+}
+
+function reluProgram(vec: string): Program {
+  return {
+    name: `mlp_relu_${vec === 'f32' ? 's' : 'v4'}`,
+    code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> x: array<${vec}>;
+struct U { n: u32, perRow: u32 }
+@group(0) @binding(1) var<uniform> u: U;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * u.perRow;
+  if (i >= u.n) { return; }
+  x[i] = max(x[i], ${vec}(0.0));
+}`,
+  };
+}
+
+/** x = max(x, 0) in place. Returns x. */
+export function reluInPlace(gpu: Gpu, x: Tensor): Tensor {
+  if (x.dtype !== 'f32') throw new GpuError(`reluInPlace: x must be f32, got ${x.dtype} ${shp(x)}`);
+  const vec = vecType(x.size);
+  const n = vec === 'f32' ? x.size : x.size / 4;
+  const { wg, perRow } = grid(n);
+  gpu.run(reluProgram(vec), [x], wg, new Uniforms().u32(n, perRow));
+  return x;
+}
+
+function reluBackwardProgram(vec: string): Program {
+  return {
+    name: `mlp_relu_backward_${vec === 'f32' ? 's' : 'v4'}`,
+    code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> dy: array<${vec}>;
+@group(0) @binding(1) var<storage, read> y: array<${vec}>;
+struct U { n: u32, perRow: u32 }
+@group(0) @binding(2) var<uniform> u: U;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * u.perRow;
+  if (i >= u.n) { return; }
+  dy[i] = select(${vec}(0.0), dy[i], y[i] > ${vec}(0.0));
+}`,
+  };
+}
+
+/** dy ← dy ⊙ [y > 0] in place, y = relu output (y > 0 ⇔ pre-activation > 0). Returns dy. */
+export function reluBackwardInPlace(gpu: Gpu, dy: Tensor, y: Tensor): Tensor {
+  const k = 'reluBackwardInPlace';
+  if (dy.dtype !== 'f32' || y.dtype !== 'f32') throw new GpuError(`${k}: dy and y must be f32`);
+  if (dy.size !== y.size) throw new GpuError(`${k}: dy ${shp(dy)} and y ${shp(y)} differ in size`);
+  const vec = vecType(dy.size);
+  const n = vec === 'f32' ? dy.size : dy.size / 4;
+  const { wg, perRow } = grid(n);
+  gpu.run(reluBackwardProgram(vec), [dy, y], wg, new Uniforms().u32(n, perRow));
+  return dy;
+}
+
+// ------------------------------------------------------------------------------------------------
+// losses (one invocation per row: rows have ≤ 16 logits)
+// ------------------------------------------------------------------------------------------------
+
+const crossEntropyProgram: Program = {
+  name: 'mlp_softmax_cross_entropy',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> labels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+struct U { rows: u32, perRow: u32, cols: u32, classes: u32, scale: f32 }
+@group(0) @binding(4) var<uniform> u: U;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x + gid.y * u.perRow;
+  if (r >= u.rows) { return; }
+  let base = r * u.cols;
+  var mx = logits[base];
+  for (var j = 1u; j < u.classes; j++) { mx = max(mx, logits[base + j]); }
+  var s = 0.0;
+  for (var j = 0u; j < u.classes; j++) { s += exp(logits[base + j] - mx); }
+  let lse = mx + log(s);
+  let y = labels[r];
+  loss[r] = lse - logits[base + y];
+  for (var j = 0u; j < u.cols; j++) {
+    var d = 0.0;
+    if (j < u.classes) { d = exp(logits[base + j] - lse) - select(0.0, 1.0, j == y); }
+    dlogits[base + j] = d * u.scale;
+  }
+}`,
+};
+
+/**
+ * Cross-entropy of softmax(logits[..., :classes]) against labels, per row, and its gradient
+ * scale·(softmax − onehot) (zero in columns ≥ classes). logits [G, rows, cols], labels u32 [G, rows].
+ * With scale = 1/(G_total·rows) this is torch's F.cross_entropy(logits[..., :10].flatten(0, 1), y).
+ */
+export function softmaxCrossEntropy(gpu: Gpu, logits: Tensor, labels: Tensor, classes: number, scale: number): { dLogits: Tensor; loss: Tensor } {
+  const k = 'softmaxCrossEntropy';
+  const [G, R, C] = expect3(k, 'logits', logits, 'f32');
+  if (labels.dtype !== 'u32' || labels.size !== G * R) throw new GpuError(`${k}: labels ${labels.dtype} ${shp(labels)} must be u32 [${G}, ${R}]`);
+  if (!(classes >= 1 && classes <= C)) throw new GpuError(`${k}: classes ${classes} out of range for ${C} logits`);
+  const dLogits = gpu.empty([G, R, C], 'f32', 'mlp_dlogits');
+  const loss = gpu.empty([G, R], 'f32', 'mlp_loss');
+  const { wg, perRow } = grid(G * R);
+  gpu.run(crossEntropyProgram, [logits, labels, dLogits, loss], wg, new Uniforms().u32(G * R, perRow, C, classes).f32(scale));
+  return { dLogits, loss };
+}
+
+const klProgram: Program = {
+  name: 'mlp_kl_distill',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> student: array<f32>;
+@group(0) @binding(1) var<storage, read> teacher: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
+struct U { rows: u32, perRow: u32, cols: u32, lo: u32, hi: u32, scale: f32 }
+@group(0) @binding(4) var<uniform> u: U;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let r = gid.x + gid.y * u.perRow;
+  if (r >= u.rows) { return; }
+  let base = r * u.cols;
+  var ms = student[base + u.lo];
+  var mt = teacher[base + u.lo];
+  for (var j = u.lo + 1u; j < u.hi; j++) { ms = max(ms, student[base + j]); mt = max(mt, teacher[base + j]); }
+  var ss = 0.0;
+  var st = 0.0;
+  for (var j = u.lo; j < u.hi; j++) { ss += exp(student[base + j] - ms); st += exp(teacher[base + j] - mt); }
+  let lseS = ms + log(ss);
+  let lseT = mt + log(st);
+  var l = 0.0;
+  for (var j = 0u; j < u.cols; j++) {
+    var d = 0.0;
+    if (j >= u.lo && j < u.hi) {
+      let logp = teacher[base + j] - lseT;
+      let logq = student[base + j] - lseS;
+      let p = exp(logp);
+      l += p * (logp - logq);
+      d = exp(logq) - p;
+    }
+    dlogits[base + j] = d * u.scale;
+  }
+  loss[r] = l;
+}`,
+};
+
+/**
+ * Per row: KL(p ‖ q) with p = softmax(teacher[lo:hi]), q = softmax(student[lo:hi]) (temperature 1),
+ * and the gradient w.r.t. the student logits scale·(q − p) on [lo, hi), zero elsewhere.
+ * torch: F.kl_div(log_softmax(s[..., idx]), softmax(t[..., idx]), reduction="batchmean") on
+ * [models, batch, k] tensors divides the sum over models and rows by the number of models, i.e.
+ * scale = 1/models_total.
+ */
+export function klDistill(gpu: Gpu, student: Tensor, teacher: Tensor, lo: number, hi: number, scale: number): { dLogits: Tensor; loss: Tensor } {
+  const k = 'klDistill';
+  const [G, R, C] = expect3(k, 'student', student, 'f32');
+  const t = expect3(k, 'teacher', teacher, 'f32');
+  if (t[0] !== G || t[1] !== R || t[2] !== C) throw new GpuError(`${k}: teacher ${shp(teacher)} does not match student ${shp(student)}`);
+  if (!(Number.isInteger(lo) && Number.isInteger(hi) && lo >= 0 && hi <= C && hi > lo)) {
+    throw new GpuError(`${k}: logit range [${lo}, ${hi}) out of range for ${C} logits`);
+  }
+  const dLogits = gpu.empty([G, R, C], 'f32', 'mlp_dlogits');
+  const loss = gpu.empty([G, R], 'f32', 'mlp_loss');
+  const { wg, perRow } = grid(G * R);
+  gpu.run(klProgram, [student, teacher, dLogits, loss], wg, new Uniforms().u32(G * R, perRow, C, lo, hi).f32(scale));
+  return { dLogits, loss };
+}
+
+// ------------------------------------------------------------------------------------------------
+// accuracy
+// ------------------------------------------------------------------------------------------------
+
+const accuracyProgram: Program = {
+  name: 'mlp_accuracy_counts',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> labels: array<u32>;
+@group(0) @binding(2) var<storage, read_write> counts: array<u32>;
+struct U { rows: u32, cols: u32, classes: u32 }
+@group(0) @binding(3) var<uniform> u: U;
+var<workgroup> hits: atomic<u32>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let m = wid.x;
+  if (lid == 0u) { atomicStore(&hits, 0u); }
+  workgroupBarrier();
+  var c = 0u;
+  for (var r = lid; r < u.rows; r += ${WG}u) {
+    let base = (m * u.rows + r) * u.cols;
+    // First maximal index, as torch.argmax.
+    var best = 0u;
+    var bv = logits[base];
+    for (var j = 1u; j < u.classes; j++) { let v = logits[base + j]; if (v > bv) { bv = v; best = j; } }
+    if (best == labels[r]) { c += 1u; }
+  }
+  atomicAdd(&hits, c);
+  workgroupBarrier();
+  if (lid == 0u) { counts[m] = counts[m] + atomicLoad(&hits); }
+}`,
+};
+
+/**
+ * counts[m] += #{r : argmax(logits[m, r, :classes]) == labels[r]} — labels are shared by all models
+ * (the test set). counts: u32 [G], accumulated so a test set can be evaluated in row chunks.
+ */
+export function accuracyCounts(gpu: Gpu, logits: Tensor, labels: Tensor, classes: number, counts: Tensor): Tensor {
+  const k = 'accuracyCounts';
+  const [G, R, C] = expect3(k, 'logits', logits, 'f32');
+  if (labels.dtype !== 'u32' || labels.size !== R) throw new GpuError(`${k}: labels ${labels.dtype} ${shp(labels)} must be u32 [${R}]`);
+  if (counts.dtype !== 'u32' || counts.size !== G) throw new GpuError(`${k}: counts ${counts.dtype} ${shp(counts)} must be u32 [${G}]`);
+  if (!(classes >= 1 && classes <= C)) throw new GpuError(`${k}: classes ${classes} out of range for ${C} logits`);
+  if (G > MAX_WG) throw new GpuError(`${k}: ${G} models exceed ${MAX_WG} workgroups`);
+  gpu.run(accuracyProgram, [logits, labels, counts], G, new Uniforms().u32(R, C, classes));
+  return counts;
+}
+
+// ------------------------------------------------------------------------------------------------
+// narrow layers (the 13-logit output layer, padded to 16 columns)
+// ------------------------------------------------------------------------------------------------
+// matmul's software-adapter layout spreads a workgroup's lanes over output columns, so with only 16
+// columns most lanes idle: the output layer took as long as the 256×256 one on lavapipe. These two
+// kernels give each lane a whole row (forward) or a whole input unit (weight gradient) with all
+// ≤ 16 outputs in registers; the weight / gradient row every lane needs at a given k is the same
+// address across the workgroup (one model per workgroup row), which llvmpipe turns into one load.
+
+/** Whether narrowLinear / narrowLinearGradW handle this layer (else use matmul). */
+export function supportsNarrow(K: number, N: number): boolean {
+  return K % 4 === 0 && N % 4 === 0 && N >= 4 && N <= 16;
+}
+
+function narrowForwardProgram(n4: number): Program {
+  return {
+    name: `mlp_narrow_linear_n${n4 * 4}`,
+    code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> h: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
+struct U { rows: u32, k4: u32, hBatch: u32 }
+@group(0) @binding(4) var<uniform> u: U;
+const N4 = ${n4}u;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let r = gid.x;
+  let g = wid.y;
+  if (r >= u.rows) { return; }
+  var acc: array<vec4<f32>, ${n4}>;
+  for (var q = 0u; q < N4; q++) { acc[q] = bias[g * N4 + q]; }
+  let hRow = ((g % u.hBatch) * u.rows + r) * u.k4;
+  let wBase = g * u.k4 * 4u * N4;
+  for (var k4 = 0u; k4 < u.k4; k4++) {
+    let hv = h[hRow + k4];
+    for (var j = 0u; j < 4u; j++) {
+      let wr = wBase + (k4 * 4u + j) * N4;
+      for (var q = 0u; q < N4; q++) { acc[q] += hv[j] * w[wr + q]; }
+    }
+  }
+  let o = (g * u.rows + r) * N4;
+  for (var q = 0u; q < N4; q++) { y[o + q] = acc[q]; }
+}`,
+  };
+}
+
+/** y[g] = h[g]·W[g] + b[g] for W [G, K, N] with N ≤ 16 (h [G or 1, R, K], bias [G, N]) → [G, R, N]. */
+export function narrowLinear(gpu: Gpu, h: Tensor, w: Tensor, bias: Tensor): Tensor {
+  const k = 'narrowLinear';
+  const [hb, R, K] = expect3(k, 'h', h, 'f32');
+  const [G, Kw, N] = expect3(k, 'w', w, 'f32');
+  if (Kw !== K || (hb !== G && hb !== 1)) throw new GpuError(`${k}: h ${shp(h)} does not fit w ${shp(w)}`);
+  if (!supportsNarrow(K, N)) throw new GpuError(`${k}: needs K % 4 == 0 and N in {4, 8, 12, 16}, got K=${K}, N=${N}`);
+  if (bias.dtype !== 'f32' || bias.size !== G * N) throw new GpuError(`${k}: bias ${shp(bias)} must be [${G}, ${N}]`);
+  if (G > MAX_WG || cdiv(R, WG) > MAX_WG) throw new GpuError(`${k}: grid too large (${G} models, ${R} rows)`);
+  const y = gpu.empty([G, R, N], 'f32', 'mlp_narrow_out');
+  gpu.run(narrowForwardProgram(N / 4), [h, w, bias, y], [cdiv(R, WG), G], new Uniforms().u32(R, K / 4, hb));
+  return y;
+}
+
+function narrowGradProgram(n4: number): Program {
+  return {
+    name: `mlp_narrow_linear_grad_w_n${n4 * 4}`,
+    code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> h: array<f32>;
+@group(0) @binding(1) var<storage, read> dz: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dw: array<vec4<f32>>;
+struct U { rows: u32, K: u32 }
+@group(0) @binding(3) var<uniform> u: U;
+const N4 = ${n4}u;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let kk = gid.x;
+  let g = wid.y;
+  if (kk >= u.K) { return; }
+  var acc: array<vec4<f32>, ${n4}>;
+  for (var r = 0u; r < u.rows; r++) {
+    let hv = h[(g * u.rows + r) * u.K + kk];
+    let d = (g * u.rows + r) * N4;
+    for (var q = 0u; q < N4; q++) { acc[q] += hv * dz[d + q]; }
+  }
+  let o = (g * u.K + kk) * N4;
+  for (var q = 0u; q < N4; q++) { dw[o + q] = acc[q]; }
+}`,
+  };
+}
+
+/** out[g] = h[g]ᵀ·dz[g] for h [G, R, K], dz [G, R, N ≤ 16] → out [G, K, N] (overwritten). */
+export function narrowLinearGradW(gpu: Gpu, h: Tensor, dz: Tensor, out: Tensor): Tensor {
+  const k = 'narrowLinearGradW';
+  const [G, R, K] = expect3(k, 'h', h, 'f32');
+  const [Gd, Rd, N] = expect3(k, 'dz', dz, 'f32');
+  if (Gd !== G || Rd !== R) throw new GpuError(`${k}: dz ${shp(dz)} does not fit h ${shp(h)}`);
+  if (!supportsNarrow(K, N)) throw new GpuError(`${k}: needs K % 4 == 0 and N in {4, 8, 12, 16}, got K=${K}, N=${N}`);
+  if (out.dtype !== 'f32' || out.size !== G * K * N) throw new GpuError(`${k}: out ${shp(out)} must be [${G}, ${K}, ${N}]`);
+  if (G > MAX_WG) throw new GpuError(`${k}: ${G} models exceed ${MAX_WG} workgroups`);
+  gpu.run(narrowGradProgram(N / 4), [h, dz, out], [cdiv(K, WG), G], new Uniforms().u32(R, K));
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// float64 / integer references
+// ------------------------------------------------------------------------------------------------
+
+/** PCG-RXS-M-XS 32-bit hash, as the WGSL `pcg`. */
+export function pcgHash(v: number): number {
+  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
+  return ((word >>> 22) ^ word) >>> 0;
+}
+
+/** Noise pixel p of image `image` of model `model` under `seed` (exactly the GPU value). */
+export function noisePixelRef(seed: number, model: number, image: number, p: number): number {
+  const hi = pcgHash((pcgHash((noiseSeedHash(seed) + model) >>> 0) + image) >>> 0);
+  const h = pcgHash((hi + p) >>> 0);
+  return (h >>> 8) * (2 / 16777216) - 1;
+}
+
+/** Row-wise CE over the first `classes` of `cols` logits; returns per-row loss and scaled gradient. */
+export function softmaxCrossEntropyRef(
+  logits: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  classes: number,
+  scale: number,
+): { loss: Float64Array; dLogits: Float64Array } {
+  const loss = new Float64Array(rows);
+  const d = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const b = r * cols;
+    let mx = -Infinity;
+    for (let j = 0; j < classes; j++) mx = Math.max(mx, logits[b + j]);
+    let s = 0;
+    for (let j = 0; j < classes; j++) s += Math.exp(logits[b + j] - mx);
+    const lse = mx + Math.log(s);
+    loss[r] = lse - logits[b + labels[r]];
+    for (let j = 0; j < classes; j++) d[b + j] = scale * (Math.exp(logits[b + j] - lse) - (j === labels[r] ? 1 : 0));
+  }
+  return { loss, dLogits: d };
+}
+
+/** Row-wise KL(softmax(t[lo:hi]) ‖ softmax(s[lo:hi])) and scale·(q − p). */
+export function klDistillRef(
+  student: ArrayLike<number>,
+  teacher: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  lo: number,
+  hi: number,
+  scale: number,
+): { loss: Float64Array; dLogits: Float64Array } {
+  const loss = new Float64Array(rows);
+  const d = new Float64Array(rows * cols);
+  const lse = (x: ArrayLike<number>, b: number): number => {
+    let mx = -Infinity;
+    for (let j = lo; j < hi; j++) mx = Math.max(mx, x[b + j]);
+    let s = 0;
+    for (let j = lo; j < hi; j++) s += Math.exp(x[b + j] - mx);
+    return mx + Math.log(s);
+  };
+  for (let r = 0; r < rows; r++) {
+    const b = r * cols;
+    const ls = lse(student, b);
+    const lt = lse(teacher, b);
+    let l = 0;
+    for (let j = lo; j < hi; j++) {
+      const logp = teacher[b + j] - lt;
+      const logq = student[b + j] - ls;
+      const p = Math.exp(logp);
+      l += p * (logp - logq);
+      d[b + j] = scale * (Math.exp(logq) - p);
+    }
+    loss[r] = l;
+  }
+  return { loss, dLogits: d };
+}
+
+/** Per-model accuracy counts (first maximal index over the first `classes` logits). */
+export function accuracyCountsRef(logits: ArrayLike<number>, labels: ArrayLike<number>, models: number, rows: number, cols: number, classes: number): number[] {
+  const out: number[] = [];
+  for (let m = 0; m < models; m++) {
+    let c = 0;
+    for (let r = 0; r < rows; r++) {
+      const b = (m * rows + r) * cols;
+      let best = 0;
+      for (let j = 1; j < classes; j++) if (logits[b + j] > logits[b + best]) best = j;
+      if (best === labels[r]) c++;
+    }
+    out.push(c);
+  }
+  return out;
+}

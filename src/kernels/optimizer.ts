@@ -1,0 +1,504 @@
+// Optimizer kernels: AdamW / Adam (torch.optim semantics), SGD with momentum, and a deterministic
+// global gradient norm whose clip coefficient stays on the GPU.
+//
+// Clipping without a CPU round trip: `gradNorm` reduces Σg² over every gradient tensor in two
+// passes (per-workgroup partial sums at fixed offsets, then one workgroup sums the partials in a
+// fixed order — no float atomics, so the result is bit-identical run to run) and writes
+// [norm, clipCoef] into a 2-element buffer. The update kernels multiply each gradient by element 1
+// of that buffer, so `step` records everything and never awaits. lr and the step counter t are
+// uniforms (schedules and bias corrections are computed on the CPU in float64).
+//
+// Few dispatches: one update dispatch per parameter tensor; for one dispatch in all, allocate the
+// parameters (and gradients) contiguously with `packTensors` and give the optimizer the flat tensor.
+
+import { cdiv, GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+
+const WG = 256;
+/** Elements each thread squares in the norm's first pass (a workgroup covers WG·NORM_ITEMS). */
+const NORM_ITEMS = 16;
+const NORM_BLOCK = WG * NORM_ITEMS;
+/** torch.nn.utils.clip_grad_norm_: clip_coef = max_norm / (total_norm + 1e-6), clamped at 1. */
+export const CLIP_EPS = 1e-6;
+
+/** A 1-D grid of `count` workgroups spread over x and y (each dimension is limited to 65535). */
+function grid(count: number): { wg: [number, number]; perRow: number } {
+  const perRow = Math.min(Math.max(count, 1), 65535);
+  return { wg: [count === 0 ? 0 : perRow, cdiv(count, perRow)], perRow };
+}
+
+function checkF32(kernel: string, what: string, t: Tensor): void {
+  if (t.dtype !== 'f32') throw new GpuError(`${kernel}: ${what} must be f32, got ${t.dtype} [${t.shape.join(', ')}]`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Global gradient norm
+// ---------------------------------------------------------------------------------------------
+
+const sumSquaresPartial: Program = {
+  name: 'optim_sumsq_partial',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> g: array<f32>;
+@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
+struct U { n: u32, partialOffset: u32, perRow: u32, blocks: u32 }
+@group(0) @binding(2) var<uniform> u: U;
+var<workgroup> acc: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let block = wid.x + wid.y * u.perRow;
+  if (block >= u.blocks) { return; }
+  // Consecutive threads read consecutive elements (coalesced on GPUs, contiguous lanes on lavapipe).
+  let base = block * ${NORM_BLOCK}u;
+  var s = 0.0;
+  for (var k = 0u; k < ${NORM_ITEMS}u; k++) {
+    let i = base + k * ${WG}u + lid;
+    if (i < u.n) { let x = g[i]; s = s + x * x; }
+  }
+  acc[lid] = s;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { acc[lid] = acc[lid] + acc[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { partials[u.partialOffset + block] = acc[0]; }
+}`,
+};
+
+function normFinalProgram(withClip: boolean): Program {
+  return {
+    name: withClip ? 'optim_norm_final_clip' : 'optim_norm_final',
+    code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> partials: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+struct U { count: u32, maxNorm: f32 }
+@group(0) @binding(2) var<uniform> u: U;
+var<workgroup> acc: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var s = 0.0;
+  for (var i = lid; i < u.count; i = i + ${WG}u) { s = s + partials[i]; }
+  acc[lid] = s;
+  workgroupBarrier();
+  for (var stride = ${WG / 2}u; stride > 0u; stride = stride >> 1u) {
+    if (lid < stride) { acc[lid] = acc[lid] + acc[lid + stride]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let norm = sqrt(acc[0]);
+    out[0] = norm;
+    ${withClip ? `out[1] = min(1.0, u.maxNorm / (norm + ${CLIP_EPS}));` : ''}
+  }
+}`,
+  };
+}
+
+/** Records the global L2 norm of all gradients into out[0] (and the clip coefficient into out[1]). */
+function recordGradNorm(gpu: Gpu, grads: readonly Tensor[], out: Tensor, maxNorm?: number): void {
+  const blocks = grads.map((g) => cdiv(g.size, NORM_BLOCK));
+  const total = blocks.reduce((a, b) => a + b, 0);
+  const partials = gpu.empty([Math.max(1, total)], 'f32', 'optim_partials');
+  if (total === 0) gpu.fill(partials, 0);
+  let offset = 0;
+  grads.forEach((g, i) => {
+    checkF32('gradNorm', `grads[${i}]`, g);
+    const { wg, perRow } = grid(blocks[i]);
+    gpu.run(sumSquaresPartial, [g, partials], wg, new Uniforms().u32(g.size, offset, perRow, blocks[i]));
+    offset += blocks[i];
+  });
+  const withClip = maxNorm !== undefined;
+  gpu.run(normFinalProgram(withClip), [partials, out], 1, new Uniforms().u32(Math.max(1, total)).f32(maxNorm ?? 0));
+  partials.dispose();
+}
+
+/** The global L2 norm √(Σ over all tensors of Σg²) as a 1-element GPU tensor (recorded, not awaited). */
+export function gradNorm(gpu: Gpu, grads: readonly Tensor[]): Tensor {
+  const out = gpu.empty([1], 'f32', 'grad_norm');
+  recordGradNorm(gpu, grads, out);
+  return out;
+}
+
+/**
+ * Records [norm, clipCoef] into a new 2-element tensor, clipCoef = min(1, maxNorm / (norm + 1e-6))
+ * as torch.nn.utils.clip_grad_norm_. The gradients themselves are not modified: the update kernels
+ * read clipCoef and scale each gradient as they load it.
+ */
+export function gradNormClip(gpu: Gpu, grads: readonly Tensor[], maxNorm: number): Tensor {
+  if (!(maxNorm > 0)) throw new GpuError(`gradNormClip: maxNorm must be > 0, got ${maxNorm}`);
+  const out = gpu.empty([2], 'f32', 'grad_norm_clip');
+  recordGradNorm(gpu, grads, out, maxNorm);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing many tensors into one buffer
+// ---------------------------------------------------------------------------------------------
+
+export interface PackedTensors {
+  /** The whole buffer (gaps between views are zero and stay zero under the update kernels). */
+  flat: Tensor;
+  /** One view per requested shape, each starting at an offset aligned for binding. */
+  views: Tensor[];
+}
+
+/**
+ * Allocates one zero-filled buffer holding tensors of the given shapes (offsets aligned to
+ * minStorageBufferOffsetAlignment so each view can be bound on its own). Optimizers given `flat`
+ * update every tensor with a single dispatch. Dispose `flat` only (views do not own storage).
+ */
+export function packTensors(gpu: Gpu, shapes: readonly (readonly number[])[], label = 'packed'): PackedTensors {
+  const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
+  const offsets: number[] = [];
+  let total = 0;
+  for (const s of shapes) {
+    offsets.push(total);
+    const n = s.reduce((a, b) => a * b, 1);
+    total += Math.ceil(n / align) * align;
+  }
+  const flat = gpu.zeros([Math.max(total, 1)], 'f32', label);
+  return { flat, views: shapes.map((s, i) => flat.view(s, offsets[i])) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdamW / Adam
+// ---------------------------------------------------------------------------------------------
+
+const adamProgram: Program = {
+  name: 'optim_adam_update',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> p: array<f32>;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read_write> m: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+@group(0) @binding(4) var<storage, read> scale: array<f32>;
+struct U {
+  n: u32, rowStride: u32,
+  oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, eps: f32,
+  decayFactor: f32, l2: f32, stepSize: f32, bc2Sqrt: f32,
+}
+@group(0) @binding(5) var<uniform> u: U;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * u.rowStride;
+  if (i >= u.n) { return; }
+  let p0 = p[i];
+  // scale[1] = clip coefficient (1 when clipping is off); l2 = torch Adam's coupled weight decay.
+  let grad = g[i] * scale[1] + u.l2 * p0;
+  // torch: param.mul_(1 - lr·wd) (decoupled, AdamW); exp_avg.lerp_(grad, 1-β1); exp_avg_sq = β2·v + (1-β2)·g².
+  let pd = p0 * u.decayFactor;
+  let m1 = m[i] + u.oneMinusBeta1 * (grad - m[i]);
+  let v1 = u.beta2 * v[i] + u.oneMinusBeta2 * grad * grad;
+  m[i] = m1;
+  v[i] = v1;
+  // torch: denom = sqrt(v)/sqrt(1-β2^t) + eps; param -= (lr/(1-β1^t)) · m / denom.
+  p[i] = pd - u.stepSize * (m1 / (sqrt(v1) / u.bc2Sqrt + u.eps));
+}`,
+};
+
+export interface AdamOptions {
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Decoupled (AdamW) weight decay; torch's AdamW default is 0.01. */
+  weightDecay?: number;
+}
+
+export interface StepOptions {
+  lr: number;
+  /** Clip the global gradient norm to this value (torch.nn.utils.clip_grad_norm_) before the update. */
+  maxGradNorm?: number;
+}
+
+export interface OptimizerStateData {
+  step: number;
+  /** Per-parameter state arrays, e.g. { m: [...], v: [...] } for Adam, { momentum: [...] } for SGD. */
+  buffers: Record<string, Float32Array[]>;
+}
+
+abstract class OptimizerBase {
+  /** Number of steps taken (torch's `state['step']`). */
+  t = 0;
+  /** [norm, clipCoef] of the last clipped step (GPU); null when the last step did not clip. */
+  lastGradNorm: Tensor | null = null;
+  protected readonly unitScale: Tensor;
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly params: readonly Tensor[],
+    readonly kernel: string,
+  ) {
+    params.forEach((p, i) => checkF32(kernel, `params[${i}]`, p));
+    this.unitScale = gpu.upload(new Float32Array([0, 1]), [2], 'f32', `${kernel}_unit_scale`);
+  }
+
+  protected checkGrads(grads: readonly Tensor[]): void {
+    if (grads.length !== this.params.length) {
+      throw new GpuError(`${this.kernel}.step: ${grads.length} gradients for ${this.params.length} parameters`);
+    }
+    grads.forEach((g, i) => {
+      checkF32(this.kernel, `grads[${i}]`, g);
+      if (g.size !== this.params[i].size) {
+        throw new GpuError(
+          `${this.kernel}.step: grads[${i}] [${g.shape.join(', ')}] does not match params[${i}] [${this.params[i].shape.join(', ')}]`,
+        );
+      }
+    });
+  }
+
+  /** The clip-coefficient buffer for this step (records the norm reduction when clipping). */
+  protected scaleFor(grads: readonly Tensor[], maxGradNorm: number | undefined): Tensor {
+    this.lastGradNorm?.dispose();
+    this.lastGradNorm = null;
+    if (maxGradNorm === undefined || maxGradNorm === Infinity) return this.unitScale;
+    this.lastGradNorm = gradNormClip(this.gpu, grads, maxGradNorm);
+    return this.lastGradNorm;
+  }
+
+  protected abstract stateTensors(): Record<string, Tensor[]>;
+
+  /** Reads the optimizer state back (for checkpoints). */
+  async exportState(): Promise<OptimizerStateData> {
+    const named = this.stateTensors();
+    const names = Object.keys(named);
+    const flat = names.flatMap((k) => named[k]);
+    const data = (await this.gpu.readMany(flat)) as Float32Array[];
+    const buffers: Record<string, Float32Array[]> = {};
+    let i = 0;
+    for (const k of names) buffers[k] = named[k].map(() => data[i++]);
+    return { step: this.t, buffers };
+  }
+
+  /** Restores state written by exportState (same parameter shapes). */
+  importState(state: OptimizerStateData): void {
+    const named = this.stateTensors();
+    for (const k of Object.keys(named)) {
+      const src = state.buffers[k];
+      if (!src || src.length !== named[k].length) throw new GpuError(`${this.kernel}.importState: missing or wrong-length state '${k}'`);
+      named[k].forEach((t, i) => {
+        if (src[i].length !== t.size) {
+          throw new GpuError(`${this.kernel}.importState: '${k}'[${i}] has ${src[i].length} elements, expected ${t.size}`);
+        }
+        this.gpu.write(t, src[i]);
+      });
+    }
+    this.t = state.step;
+  }
+
+  dispose(): void {
+    for (const list of Object.values(this.stateTensors())) for (const t of list) t.dispose();
+    this.unitScale.dispose();
+    this.lastGradNorm?.dispose();
+    this.lastGradNorm = null;
+  }
+}
+
+/**
+ * torch.optim.AdamW (decoupled weight decay, bias correction with the step count t). Also plain
+ * torch Adam via `Adam` below (coupled L2 weight decay, default 0).
+ */
+export class AdamW extends OptimizerBase {
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  /** true: AdamW's p *= 1 - lr·wd; false: torch Adam's g += wd·p. */
+  protected decoupled = true;
+  /** First and second moments, one tensor per parameter (readable/writable for checkpoints). */
+  readonly m: Tensor[];
+  readonly v: Tensor[];
+
+  constructor(gpu: Gpu, params: readonly Tensor[], opts: AdamOptions = {}, kernel = 'AdamW') {
+    super(gpu, params, kernel);
+    this.beta1 = opts.beta1 ?? 0.9;
+    this.beta2 = opts.beta2 ?? 0.999;
+    this.eps = opts.eps ?? 1e-8;
+    this.weightDecay = opts.weightDecay ?? 0.01;
+    this.m = params.map((p) => gpu.zeros([...p.shape], 'f32', `${kernel}_m`));
+    this.v = params.map((p) => gpu.zeros([...p.shape], 'f32', `${kernel}_v`));
+  }
+
+  /** Records one optimizer step (t += 1). Nothing is awaited. */
+  step(grads: readonly Tensor[], opts: StepOptions): void {
+    this.checkGrads(grads);
+    const scale = this.scaleFor(grads, opts.maxGradNorm);
+    this.t++;
+    const { lr } = opts;
+    const bc1 = 1 - this.beta1 ** this.t;
+    const bc2 = 1 - this.beta2 ** this.t;
+    const wd = this.weightDecay;
+    this.params.forEach((p, i) => {
+      const { wg, perRow } = grid(cdiv(p.size, WG));
+      const u = new Uniforms()
+        .u32(p.size, perRow * WG)
+        .f32(1 - this.beta1, this.beta2, 1 - this.beta2, this.eps)
+        .f32(this.decoupled ? 1 - lr * wd : 1, this.decoupled ? 0 : wd, lr / bc1, Math.sqrt(bc2));
+      this.gpu.run(adamProgram, [p, grads[i], this.m[i], this.v[i], scale], wg, u);
+    });
+  }
+
+  protected stateTensors(): Record<string, Tensor[]> {
+    return { m: this.m, v: this.v };
+  }
+}
+
+/** torch.optim.Adam: as AdamW but weight decay (default 0) is L2 added to the gradient. */
+export class Adam extends AdamW {
+  constructor(gpu: Gpu, params: readonly Tensor[], opts: AdamOptions = {}) {
+    super(gpu, params, { ...opts, weightDecay: opts.weightDecay ?? 0 }, 'Adam');
+    this.decoupled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SGD
+// ---------------------------------------------------------------------------------------------
+
+const sgdProgram: Program = {
+  name: 'optim_sgd_update',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> p: array<f32>;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read_write> buf: array<f32>;
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+struct U { n: u32, rowStride: u32, hasMomentum: u32, first: u32, nesterov: u32, lr: f32, momentum: f32, oneMinusDampening: f32, wd: f32 }
+@group(0) @binding(4) var<uniform> u: U;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * u.rowStride;
+  if (i >= u.n) { return; }
+  let p0 = p[i];
+  var d = g[i] * scale[1] + u.wd * p0;
+  if (u.hasMomentum != 0u) {
+    // torch: the first step sets buf = d (no dampening), later buf = μ·buf + (1-dampening)·d.
+    var b = d;
+    if (u.first == 0u) { b = u.momentum * buf[i] + u.oneMinusDampening * d; }
+    buf[i] = b;
+    if (u.nesterov != 0u) { d = d + u.momentum * b; } else { d = b; }
+  }
+  p[i] = p0 - u.lr * d;
+}`,
+};
+
+export interface SgdOptions {
+  momentum?: number;
+  dampening?: number;
+  nesterov?: boolean;
+  /** Coupled L2 weight decay (torch SGD). */
+  weightDecay?: number;
+}
+
+/** torch.optim.SGD (momentum, dampening, nesterov, L2 weight decay). */
+export class SGD extends OptimizerBase {
+  readonly momentum: number;
+  readonly dampening: number;
+  readonly nesterov: boolean;
+  readonly weightDecay: number;
+  /** Momentum buffers (empty when momentum is 0). */
+  readonly momentumBuffers: Tensor[];
+  private readonly dummy: Tensor;
+
+  constructor(gpu: Gpu, params: readonly Tensor[], opts: SgdOptions = {}) {
+    super(gpu, params, 'SGD');
+    this.momentum = opts.momentum ?? 0;
+    this.dampening = opts.dampening ?? 0;
+    this.nesterov = opts.nesterov ?? false;
+    this.weightDecay = opts.weightDecay ?? 0;
+    if (this.nesterov && (this.momentum <= 0 || this.dampening !== 0)) {
+      throw new GpuError('SGD: nesterov momentum requires a momentum and zero dampening');
+    }
+    this.momentumBuffers = this.momentum !== 0 ? params.map((p) => gpu.zeros([...p.shape], 'f32', 'SGD_momentum')) : [];
+    this.dummy = gpu.zeros([1], 'f32', 'SGD_dummy');
+  }
+
+  step(grads: readonly Tensor[], opts: StepOptions): void {
+    this.checkGrads(grads);
+    const scale = this.scaleFor(grads, opts.maxGradNorm);
+    const first = this.t === 0;
+    this.t++;
+    const hasMomentum = this.momentum !== 0;
+    this.params.forEach((p, i) => {
+      const { wg, perRow } = grid(cdiv(p.size, WG));
+      const u = new Uniforms()
+        .u32(p.size, perRow * WG, hasMomentum ? 1 : 0, first ? 1 : 0, this.nesterov ? 1 : 0)
+        .f32(opts.lr, this.momentum, 1 - this.dampening, this.weightDecay);
+      const buf = hasMomentum ? this.momentumBuffers[i] : this.dummy;
+      this.gpu.run(sgdProgram, [p, grads[i], buf, scale], wg, u);
+    });
+  }
+
+  protected stateTensors(): Record<string, Tensor[]> {
+    return { momentum: this.momentumBuffers };
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.dummy.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// float64 references (same formulas, same order of operations as torch's single-tensor path)
+// ---------------------------------------------------------------------------------------------
+
+export function gradNormRef(grads: readonly ArrayLike<number>[]): number {
+  let s = 0;
+  for (const g of grads) for (let i = 0; i < g.length; i++) s += g[i] * g[i];
+  return Math.sqrt(s);
+}
+
+export function clipCoefRef(norm: number, maxNorm: number): number {
+  return Math.min(1, maxNorm / (norm + CLIP_EPS));
+}
+
+export interface AdamRefState {
+  m: Float64Array[];
+  v: Float64Array[];
+  t: number;
+}
+
+/** One torch AdamW (decoupled) or Adam (coupled) step in float64, in place on params and state. */
+export function adamStepRef(
+  params: Float64Array[],
+  grads: readonly ArrayLike<number>[],
+  state: AdamRefState,
+  opts: Required<AdamOptions> & { lr: number; decoupled: boolean; maxGradNorm?: number },
+): void {
+  const scale = opts.maxGradNorm === undefined ? 1 : clipCoefRef(gradNormRef(grads), opts.maxGradNorm);
+  state.t++;
+  const bc1 = 1 - opts.beta1 ** state.t;
+  const bc2 = 1 - opts.beta2 ** state.t;
+  params.forEach((p, k) => {
+    const g = grads[k];
+    const m = state.m[k];
+    const v = state.v[k];
+    for (let i = 0; i < p.length; i++) {
+      const grad = g[i] * scale + (opts.decoupled ? 0 : opts.weightDecay * p[i]);
+      if (opts.decoupled) p[i] *= 1 - opts.lr * opts.weightDecay;
+      m[i] = m[i] + (1 - opts.beta1) * (grad - m[i]);
+      v[i] = opts.beta2 * v[i] + (1 - opts.beta2) * grad * grad;
+      p[i] -= (opts.lr / bc1) * (m[i] / (Math.sqrt(v[i]) / Math.sqrt(bc2) + opts.eps));
+    }
+  });
+}
+
+/** One torch SGD step in float64, in place. `buf` holds the momentum buffers (null before step 1). */
+export function sgdStepRef(
+  params: Float64Array[],
+  grads: readonly ArrayLike<number>[],
+  buf: (Float64Array | null)[],
+  opts: Required<SgdOptions> & { lr: number; maxGradNorm?: number },
+): void {
+  const scale = opts.maxGradNorm === undefined ? 1 : clipCoefRef(gradNormRef(grads), opts.maxGradNorm);
+  params.forEach((p, k) => {
+    const g = grads[k];
+    const first = buf[k] === null;
+    if (opts.momentum !== 0 && first) buf[k] = new Float64Array(p.length);
+    const b = buf[k];
+    for (let i = 0; i < p.length; i++) {
+      let d = g[i] * scale + opts.weightDecay * p[i];
+      if (opts.momentum !== 0 && b) {
+        b[i] = first ? d : opts.momentum * b[i] + (1 - opts.dampening) * d;
+        d = opts.nesterov ? d + opts.momentum * b[i] : b[i];
+      }
+      p[i] -= opts.lr * d;
+    }
+  });
+}
