@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { getGpu } from '../src/gpu/runtime.ts';
-import { writeFileAtomicSync } from './lib/atomic.ts';
+import { writeFileAtomic } from '../src/util/fsatomic.ts';
 import type { BenchOptions, BenchResult } from '../bench/types.ts';
 
 const FAMILIES: { family: string; file: string; fn: string }[] = [
@@ -75,7 +75,7 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const results = await fn(gpu, opts);
     const wallS = (performance.now() - t0) / 1000;
-    writeFileAtomicSync(path.join(args.out, `${f.family}.json`), JSON.stringify({ machine, quick: args.quick, wallS, results }, null, 2) + '\n');
+    await writeFileAtomic(path.join(args.out, `${f.family}.json`), JSON.stringify({ machine, quick: args.quick, wallS, results }, null, 2) + '\n');
     rows.push(...results);
     for (const r of results) console.log(formatRow(r));
   }

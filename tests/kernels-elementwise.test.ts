@@ -20,23 +20,9 @@ import {
   swigluFusedBackward,
   swigluRef,
 } from '../src/kernels/elementwise.ts';
+import { EPS32, randn, rng } from './helpers/random.ts';
 
-const EPS32 = 2 ** -24;
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => scale * (r() * 2 - 1));
-}
 /** max |a − b| / max(|b|, floor) elementwise. */
 function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1): number {
   let e = 0;

@@ -1,21 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu, GpuError } from '../src/gpu/runtime.ts';
 import { buildEmbedGradIndex, embed, embedBackward, embedBackwardRef, embedRef } from '../src/kernels/embedding.ts';
+import { randn, rng } from './helpers/random.ts';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => scale * (r() * 2 - 1));
-}
 function randIds(n: number, vocab: number, seed: number): Uint32Array {
   const r = rng(seed);
   // Skewed towards low ids so that ids repeat (the scatter-add must sum duplicates).

@@ -10,19 +10,9 @@ import {
   rmsnormRef,
   type RmsnormVariant,
 } from '../src/kernels/norm.ts';
+import { EPS32, rng } from './helpers/random.ts';
 
-const EPS32 = 2 ** -24; // float32 unit roundoff
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 function randn(n: number, seed: number, scale = 1, offset = 0): Float32Array {
   const r = rng(seed);
   return Float32Array.from({ length: n }, () => offset + scale * (r() * 2 - 1));

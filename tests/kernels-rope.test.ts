@@ -2,23 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { getGpu, GpuError } from '../src/gpu/runtime.ts';
 import { ropeInvFreq as modelRopeInvFreq } from '../src/model/reference.ts';
 import { createRopeTable, rope, ropeBackward, ropeBackwardRef, ropeInvFreq, ropeRef, type Llama3RopeScaling } from '../src/kernels/rope.ts';
+import { EPS32, randn, rng } from './helpers/random.ts';
 
-const EPS32 = 2 ** -24;
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => scale * (r() * 2 - 1));
-}
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let e = 0;
   for (let i = 0; i < b.length; i++) e = Math.max(e, Math.abs(a[i] - b[i]));

@@ -2,25 +2,10 @@
 // Qwen-style ChatML template) entirely offline, for tokenizer / chat-template / CLI tests.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { byteToUnicodeTable } from '../../src/model/bpe-train.ts';
 
 /** GPT-2's bytes_to_unicode: every byte maps to a printable character. */
-export function bytesToUnicode(): string[] {
-  const bs: number[] = [];
-  for (let i = 33; i <= 126; i++) bs.push(i);
-  for (let i = 161; i <= 172; i++) bs.push(i);
-  for (let i = 174; i <= 255; i++) bs.push(i);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n++);
-    }
-  }
-  const out = new Array<string>(256);
-  bs.forEach((b, i) => (out[b] = String.fromCodePoint(cs[i])));
-  return out;
-}
+export const bytesToUnicode = byteToUnicodeTable;
 
 export const QWEN_STYLE_TEMPLATE =
   "{%- for message in messages %}{%- if loop.first and message['role'] != 'system' %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}" +
