@@ -26,7 +26,8 @@ data rows (JSONL): {"messages":[{"role":"user","content":…},{"role":"assistant
   (HF convention, -100 = ignored); rows may carry "teacher_topk" for offline distillation.
 
   --full                  full finetuning instead of LoRA
-  --rank R (8) --alpha A (8) --rslora --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
+  --rank R (8) --alpha A (8) --rslora --dropout P (0; LoRA dropout, PEFT's lora_dropout)
+  --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj
   --lr 2e-4 --epochs 3 --batch-size 22 --grad-accum 3 --max-len 500 --warmup-steps 5
   --schedule linear|cosine|constant   --max-grad-norm 1 (0 = off)   --weight-decay 0
   --optimizer adamw|sgd   --seed 0   --max-steps N   --no-shuffle
@@ -49,6 +50,7 @@ async function main(): Promise<void> {
     rank: { type: 'string' },
     alpha: { type: 'string' },
     rslora: { type: 'boolean' },
+    dropout: { type: 'string' },
     targets: { type: 'string' },
     lr: { type: 'string' },
     epochs: { type: 'string' },
@@ -91,7 +93,7 @@ async function main(): Promise<void> {
     alpha: numberFlag(f.alpha, 'alpha', 8, { min: 0, exclusiveMin: true }),
     rslora: !!f.rslora,
     targets,
-    dropout: 0,
+    dropout: numberFlag(f.dropout, 'dropout', 0, { min: 0, max: 0.99 }),
   };
   const distillFrom = f['distill-from'] ? String(f['distill-from']) : null;
   const cfg: TrainConfig = {
@@ -151,7 +153,7 @@ async function main(): Promise<void> {
   await writeFileAtomic(runFile, JSON.stringify(runKey, null, 2) + '\n');
   const initial = full ? null : initLoraHost(model.cfg, lora, cfg.seed);
   const trainer = new Trainer(gpu, model, data.examples, cfg, initial, teacher);
-  const meta = { baseModelNameOrPath: modelDir, loraDropout: 0 };
+  const meta = { baseModelNameOrPath: modelDir, loraDropout: lora.dropout };
   if (f['save-initial'] && initial) await writePeftAdapter(path.join(outDir, 'initial'), model.cfg, initial, meta);
   const stateDir = path.join(outDir, 'state');
   if (f.resume && existsSync(path.join(stateDir, 'state.json'))) {

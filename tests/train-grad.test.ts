@@ -214,3 +214,80 @@ describe.each(['qwen2', 'qwen3', 'llama'] as Arch[])('training-step gradients (%
     void (null as unknown as Tensor);
   });
 });
+
+describe('LoRA dropout', () => {
+  it('the dropout kernel matches its reference mask and keeps ≈ 1 − p of the elements', async () => {
+    const { dropout, dropoutRef } = await import('../src/kernels/elementwise.ts');
+    const gpu = await getGpu();
+    const n = 10_007;
+    const x = Float32Array.from({ length: n }, (_, i) => 1 + (i % 13));
+    const y = await gpu.readF32(dropout(gpu, gpu.upload(x), 0.25, [123, 456]));
+    const r = dropoutRef(x, 0.25, [123, 456]);
+    let kept = 0;
+    for (let i = 0; i < n; i++) {
+      expect(y[i]).toBeCloseTo(r[i], 4);
+      if (y[i] !== 0) kept++;
+    }
+    // Binomial(10007, 0.75): sd ≈ 43; 5 sd bounds.
+    expect(Math.abs(kept - 0.75 * n)).toBeLessThan(5 * 43.3);
+    const other = await gpu.readF32(dropout(gpu, gpu.upload(x), 0.25, [124, 456]));
+    expect(Array.from(other)).not.toEqual(Array.from(y));
+  });
+
+  it('gradients with dropout match float32 finite differences of the same masked loss', async () => {
+    const { gpu, model, ids, pos, labels } = await setup('qwen2');
+    const cfg = model.cfg;
+    const rank = 2;
+    const rng = new Rng(21, 'lora-dropout');
+    const host: LoraHost = Array.from({ length: cfg.layers }, () => {
+      const layer: LoraHost[number] = {};
+      for (const m of ALL_TARGETS) {
+        const [o, i] = moduleShape(cfg, m);
+        layer[m] = {
+          A: Float32Array.from({ length: rank * i }, () => rng.normal() * 0.2),
+          B: Float32Array.from({ length: o * rank }, () => rng.normal() * 0.2),
+        };
+      }
+      return layer;
+    });
+    const lora = uploadLora(gpu, cfg, { rank, alpha: 4, useRslora: false, targets: ALL_TARGETS, layers: host });
+    lora.dropout = 0.3;
+    const train = { seed: 9, micro: 4 };
+    const lossAt = async (): Promise<number> => {
+      const fwd = model.forward(ids, pos, SEQS.length, T, { lora, train });
+      const l = lmHeadCrossEntropy(gpu, fwd.hidden, model.lmHead, labels, { backward: false });
+      const v = (await gpu.readF32(l.result))[0];
+      l.dispose();
+      fwd.hidden.dispose();
+      return v;
+    };
+    const grads = createLoraGrads(gpu, lora);
+    const fwd = model.forward(ids, pos, SEQS.length, T, { lora, save: true, train });
+    const loss = lmHeadCrossEntropy(gpu, fwd.hidden, model.lmHead, labels);
+    modelBackward(model, fwd, loss.dx!, { lora, loraGrads: grads, train, positions: pos, batch: SEQS.length, seqLen: T });
+    const gList = (await gpu.readMany(loraGradList(lora, grads))) as Float32Array[];
+    const params = loraParams(lora).params;
+    // Float32 central differences, h = 1e-2: rounding ≈ 1e-7·loss/h ≈ 5e-5, truncation O(h²·f''')
+    // small at these weight scales; the check compares the largest-gradient coordinates of 6 tensors
+    // at 3% + 1e-3.
+    for (const p of [0, 3, 7, 10, 13, 20]) {
+      const g = gList[p];
+      let idx = 0;
+      for (let i = 1; i < g.length; i++) if (Math.abs(g[i]) > Math.abs(g[idx])) idx = i;
+      const host = (await gpu.readF32(params[p])).slice();
+      const orig = host[idx];
+      const h = 1e-2;
+      host[idx] = orig + h;
+      gpu.write(params[p], host);
+      const lp = await lossAt();
+      host[idx] = orig - h;
+      gpu.write(params[p], host);
+      const lm = await lossAt();
+      host[idx] = orig;
+      gpu.write(params[p], host);
+      const fd = (lp - lm) / (2 * h);
+      expect(Math.abs(g[idx] - fd), `param ${p}`).toBeLessThan(0.03 * Math.abs(fd) + 1e-3);
+    }
+    loss.dispose();
+  });
+});

@@ -544,3 +544,62 @@ export function sumSquaresRef(arrays: readonly Vec[]): number {
   for (const a of arrays) for (let i = 0; i < a.length; i++) s += a[i] * a[i];
   return s;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dropout with a counter-based mask (LoRA dropout). The mask of element i is a pure function of
+// (key0, key1, i), so the backward pass regenerates it instead of storing it.
+// ---------------------------------------------------------------------------------------------
+
+const DROPOUT_WG = 64;
+
+const dropoutProgram: Program = {
+  name: 'dropout',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct U { n: u32, nx: u32, key0: u32, key1: u32, threshold: u32, scale: f32 }
+@group(0) @binding(2) var<uniform> u: U;
+// PCG-style 32-bit hash (one round of pcg_hash over a mixed key).
+fn hash(v: u32) -> u32 {
+  let s = v * 747796405u + 2891336453u;
+  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
+  return (w >> 22u) ^ w;
+}
+@compute @workgroup_size(${DROPOUT_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * u.nx * ${DROPOUT_WG}u;
+  if (i >= u.n) { return; }
+  let r = hash(hash(i ^ u.key0) + u.key1);
+  y[i] = select(0.0, x[i] * u.scale, r >= u.threshold);
+}`,
+};
+
+/** Keep probability threshold as a u32: an element is dropped when hash < p·2^32. */
+function dropoutThreshold(p: number): number {
+  return Math.min(0xffffffff, Math.floor(p * 2 ** 32));
+}
+
+/** y = x ⊙ mask / (1 − p), mask_i = [hash(key, i) ≥ p·2^32]. Same key → same mask. */
+export function dropout(gpu: Gpu, x: Tensor, p: number, key: readonly [number, number], opts: { out?: Tensor } = {}): Tensor {
+  const K = 'dropout';
+  expectTensor(K, 'x', x, 'f32');
+  if (!(p >= 0 && p < 1)) throw new GpuError(`${K}: p must be in [0, 1), got ${p}`);
+  const y = outputTensor(gpu, K, opts.out, x.shape);
+  if (overlaps(y, x)) throw new GpuError(`${K}: out must not overlap x`);
+  const g = spreadGrid(Math.ceil(x.size / DROPOUT_WG));
+  const u = new Uniforms().u32(x.size, g.nx, key[0] >>> 0, key[1] >>> 0, dropoutThreshold(p)).f32(1 / (1 - p));
+  gpu.run(dropoutProgram, [x, y], g.workgroups, u);
+  return y;
+}
+
+function hashRef(v: number): number {
+  const s = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
+  return ((w >>> 22) ^ w) >>> 0;
+}
+
+/** Reference dropout with the same mask as the kernel. */
+export function dropoutRef(x: Vec, p: number, key: readonly [number, number]): Float64Array {
+  const t = dropoutThreshold(p);
+  return Float64Array.from(x, (v, i) => (hashRef((hashRef((i ^ key[0]) >>> 0) + key[1]) >>> 0) >= t ? v / (1 - p) : 0));
+}

@@ -7,7 +7,7 @@
 // LoRA adapters, when given, add s·(x·Aᵀ)·Bᵀ to the targeted projections.
 import { ChunkedMatrix, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import { attention, attentionDecode, KvCache, type AttentionDims } from '../kernels/attention.ts';
-import { addInPlace, swiglu } from '../kernels/elementwise.ts';
+import { addInPlace, dropout, swiglu } from '../kernels/elementwise.ts';
 import { embed } from '../kernels/embedding.ts';
 import { matmul, matmulChunk } from '../kernels/matmul.ts';
 import { rmsnorm } from '../kernels/norm.ts';
@@ -28,6 +28,22 @@ export interface LoraWeights {
   scale: number;
   targets: LinearModule[];
   layers: Partial<Record<LinearModule, LoraPair>>[];
+  /** Dropout on the LoRA branch's input during training (PEFT's lora_dropout); 0/undefined = none. */
+  dropout?: number;
+}
+
+/** Training context: enables LoRA dropout with masks keyed by (seed, micro-batch, layer, module). */
+export interface TrainContext {
+  seed: number;
+  /** Global micro-batch counter (distinct masks for every micro-batch). */
+  micro: number;
+}
+
+const MODULE_INDEX: Record<LinearModule, number> = { q_proj: 0, k_proj: 1, v_proj: 2, o_proj: 3, gate_proj: 4, up_proj: 5, down_proj: 6 };
+
+/** The dropout mask key of one LoRA module in one micro-batch. */
+export function loraDropoutKey(ctx: TrainContext, layer: number, module: LinearModule): [number, number] {
+  return [(Math.imul(ctx.seed >>> 0, 0x9e3779b1) ^ ctx.micro) >>> 0, (layer * 16 + MODULE_INDEX[module] + 1) >>> 0];
 }
 
 /** What the backward pass of one layer needs from its forward. */
@@ -54,14 +70,18 @@ export interface LayerActivations {
   gate: Tensor;
   up: Tensor;
   act: Tensor;
-  /** x·Aᵀ per LoRA-targeted module [N, r]. */
+  /** x·Aᵀ per LoRA-targeted module [N, r] (x after LoRA dropout when training with dropout). */
   loraU: Partial<Record<LinearModule, Tensor>>;
+  /** Dropout mask keys per module (training with LoRA dropout). */
+  loraDropKeys?: Partial<Record<LinearModule, [number, number]>>;
 }
 
 export interface ForwardOptions {
   lora?: LoraWeights | null;
   /** Keep per-layer activations for the backward pass. */
   save?: boolean;
+  /** Training context (LoRA dropout); absent at inference. */
+  train?: TrainContext;
   /** Gradient checkpointing (with save): keep only each layer's input; the backward recomputes the rest. */
   checkpoint?: boolean;
 }
@@ -106,7 +126,7 @@ export class Transformer {
   }
 
   /** y = x·Wᵀ (+ b) (+ s·(x·Aᵀ)·Bᵀ); u = x·Aᵀ is returned when LoRA applies (saved for backward). */
-  linear(x: Tensor, layer: number, module: LinearModule, lora: LoraWeights | null | undefined, out?: Tensor): { y: Tensor; u?: Tensor } {
+  linear(x: Tensor, layer: number, module: LinearModule, lora: LoraWeights | null | undefined, out?: Tensor, train?: TrainContext): { y: Tensor; u?: Tensor; dropKey?: [number, number] } {
     const lw = this.weights.layers[layer];
     const spec = LINEAR_MODULES[module];
     const w = lw[spec.key as keyof LayerWeights] as Tensor;
@@ -114,22 +134,33 @@ export class Transformer {
     const y = matmul(this.gpu, x, w, { transB: true, bias, out });
     const pair = lora?.layers[layer]?.[module];
     if (!pair || !lora) return { y };
-    const u = matmul(this.gpu, x, pair.A, { transB: true });
+    let xa = x;
+    let dropKey: [number, number] | undefined;
+    if (train && lora.dropout && lora.dropout > 0) {
+      dropKey = loraDropoutKey(train, layer, module);
+      xa = dropout(this.gpu, x, lora.dropout, dropKey);
+    }
+    const u = matmul(this.gpu, xa, pair.A, { transB: true });
+    if (xa !== x) xa.dispose();
     matmul(this.gpu, u, pair.B, { transB: true, accumulate: true, out: y, alpha: lora.scale });
-    return { y, u };
+    return { y, u, dropKey };
   }
 
   /** q/k/v projections, qwen3 q/k norm, RoPE. */
-  private qkv(x: Tensor, layer: number, positions: Tensor, lora: LoraWeights | null | undefined, save: boolean) {
+  private qkv(x: Tensor, layer: number, positions: Tensor, lora: LoraWeights | null | undefined, save: boolean, train?: TrainContext) {
     const cfg = this.cfg;
     const lw = this.weights.layers[layer];
     const loraU: Partial<Record<LinearModule, Tensor>> = {};
-    const qp = this.linear(x, layer, 'q_proj', lora);
-    const kp = this.linear(x, layer, 'k_proj', lora);
-    const vp = this.linear(x, layer, 'v_proj', lora);
+    const loraDropKeys: Partial<Record<LinearModule, [number, number]>> = {};
+    const qp = this.linear(x, layer, 'q_proj', lora, undefined, train);
+    const kp = this.linear(x, layer, 'k_proj', lora, undefined, train);
+    const vp = this.linear(x, layer, 'v_proj', lora, undefined, train);
     if (qp.u) loraU.q_proj = qp.u;
     if (kp.u) loraU.k_proj = kp.u;
     if (vp.u) loraU.v_proj = vp.u;
+    if (qp.dropKey) loraDropKeys.q_proj = qp.dropKey;
+    if (kp.dropKey) loraDropKeys.k_proj = kp.dropKey;
+    if (vp.dropKey) loraDropKeys.v_proj = vp.dropKey;
     let q = qp.y;
     let k = kp.y;
     let qPreNorm: Tensor | undefined, kPreNorm: Tensor | undefined, qRstd: Tensor | undefined, kRstd: Tensor | undefined;
@@ -160,40 +191,44 @@ export class Transformer {
     }
     rope(this.gpu, q, positions, this.rope, { inPlace: true });
     rope(this.gpu, k, positions, this.rope, { inPlace: true });
-    return { q, k, v: vp.y, loraU, qPreNorm, kPreNorm, qRstd, kRstd };
+    return { q, k, v: vp.y, loraU, loraDropKeys, qPreNorm, kPreNorm, qRstd, kRstd };
   }
 
   /** MLP: down(silu(gate(x))·up(x)). */
-  private mlp(xn: Tensor, layer: number, lora: LoraWeights | null | undefined) {
-    const g = this.linear(xn, layer, 'gate_proj', lora);
-    const u = this.linear(xn, layer, 'up_proj', lora);
+  private mlp(xn: Tensor, layer: number, lora: LoraWeights | null | undefined, train?: TrainContext) {
+    const g = this.linear(xn, layer, 'gate_proj', lora, undefined, train);
+    const u = this.linear(xn, layer, 'up_proj', lora, undefined, train);
     const act = swiglu(this.gpu, g.y, u.y);
-    const d = this.linear(act, layer, 'down_proj', lora);
+    const d = this.linear(act, layer, 'down_proj', lora, undefined, train);
     const loraU: Partial<Record<LinearModule, Tensor>> = {};
+    const loraDropKeys: Partial<Record<LinearModule, [number, number]>> = {};
     if (g.u) loraU.gate_proj = g.u;
     if (u.u) loraU.up_proj = u.u;
     if (d.u) loraU.down_proj = d.u;
-    return { gate: g.y, up: u.y, act, out: d.y, loraU };
+    if (g.dropKey) loraDropKeys.gate_proj = g.dropKey;
+    if (u.dropKey) loraDropKeys.up_proj = u.dropKey;
+    if (d.dropKey) loraDropKeys.down_proj = d.dropKey;
+    return { gate: g.y, up: u.y, act, out: d.y, loraU, loraDropKeys };
   }
 
   /**
    * One decoder layer over [N, hidden] rows. Returns the layer output (a new tensor) and, with
    * `save`, what the backward pass needs (the input x is then kept inside the activations).
    */
-  layerForward(x: Tensor, l: number, positions: Tensor, dims: AttentionDims, lora: LoraWeights | null | undefined, save: boolean): { next: Tensor; acts?: LayerActivations } {
+  layerForward(x: Tensor, l: number, positions: Tensor, dims: AttentionDims, lora: LoraWeights | null | undefined, save: boolean, train?: TrainContext): { next: Tensor; acts?: LayerActivations } {
     const { gpu, cfg } = this;
     const N = x.shape[0];
     const lw = this.weights.layers[l];
     const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps, { saveRstd: save });
-    const qkv = this.qkv(n1.y, l, positions, lora, save);
+    const qkv = this.qkv(n1.y, l, positions, lora, save, train);
     const att = attention(gpu, qkv.q, qkv.k, qkv.v, dims);
-    const o = this.linear(att.out, l, 'o_proj', lora);
+    const o = this.linear(att.out, l, 'o_proj', lora, undefined, train);
     const h = gpu.empty([N, cfg.hidden], 'f32', 'residual');
     gpu.copy(x, h, N * cfg.hidden);
     addInPlace(gpu, h, o.y);
     o.y.dispose();
     const n2 = rmsnorm(gpu, h, lw.postNorm, cfg.rmsNormEps, { saveRstd: save });
-    const m = this.mlp(n2.y, l, lora);
+    const m = this.mlp(n2.y, l, lora, train);
     const next = gpu.empty([N, cfg.hidden], 'f32', 'residual');
     gpu.copy(h, next, N * cfg.hidden);
     addInPlace(gpu, next, m.out);
@@ -206,6 +241,8 @@ export class Transformer {
     }
     const loraU = { ...qkv.loraU, ...m.loraU };
     if (o.u) loraU.o_proj = o.u;
+    const loraDropKeys = { ...qkv.loraDropKeys, ...m.loraDropKeys };
+    if (o.dropKey) loraDropKeys.o_proj = o.dropKey;
     return {
       next,
       acts: {
@@ -228,6 +265,7 @@ export class Transformer {
         up: m.up,
         act: m.act,
         loraU,
+        loraDropKeys,
       },
     };
   }
@@ -253,7 +291,7 @@ export class Transformer {
     const layerInputs: Tensor[] = [];
     const dims = this.attentionDims(batch, seqLen);
     for (let l = 0; l < cfg.layers; l++) {
-      const r = this.layerForward(x, l, positions, dims, opts.lora, save && !checkpoint);
+      const r = this.layerForward(x, l, positions, dims, opts.lora, save && !checkpoint, opts.train);
       if (r.acts) acts.push(r.acts);
       else if (checkpoint) layerInputs.push(x);
       else x.dispose();

@@ -2,12 +2,12 @@
 // Base weights in LoRA mode are frozen: only input gradients flow through them, never weight grads.
 import { GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import { attentionBackward } from '../kernels/attention.ts';
-import { swigluBackward } from '../kernels/elementwise.ts';
+import { addInPlace, dropout, swigluBackward } from '../kernels/elementwise.ts';
 import { embedBackward, type EmbedGradIndex } from '../kernels/embedding.ts';
 import { matmul } from '../kernels/matmul.ts';
 import { rmsnormBackward } from '../kernels/norm.ts';
 import { ropeBackward } from '../kernels/rope.ts';
-import type { ForwardResult, LayerActivations, LoraWeights, Transformer } from '../model/transformer.ts';
+import type { ForwardResult, LayerActivations, LoraWeights, TrainContext, Transformer } from '../model/transformer.ts';
 import { LINEAR_MODULES, type LayerWeights, type LinearModule, type ModelWeights } from '../model/weights.ts';
 
 /** Gradient buffers of a LoRA adapter, same structure as LoraWeights.layers. */
@@ -22,6 +22,8 @@ export interface BackwardOptions {
   fullGrads?: FullGrads;
   /** Token ids on the CPU (embedding gradient in full mode). */
   embedIndex?: EmbedGradIndex | ArrayLike<number>;
+  /** The forward's training context (LoRA dropout masks are regenerated from it). */
+  train?: TrainContext;
   positions: Tensor;
   batch: number;
   seqLen: number;
@@ -78,8 +80,22 @@ function linearBackward(
     if (!u) throw new GpuError(`backward: LoRA activation for layer ${l} ${module} was not saved`);
     const g = matmul(gpu, dy, pair.B); // [N, r]
     matmul(gpu, dy, u, { transA: true, alpha: s, accumulate: true, out: grads.dB }); // [out, r]
-    matmul(gpu, g, xIn, { transA: true, alpha: s, accumulate: true, out: grads.dA }); // [r, in]
-    matmul(gpu, g, pair.A, { alpha: s, accumulate: true, out: dx }); // [N, in]
+    const key = acts.loraDropKeys?.[module];
+    const p = opts.lora.dropout ?? 0;
+    if (key && p > 0) {
+      // u = dropout(x)·Aᵀ: dA uses the dropped input, dx gets the mask applied (same key → same mask).
+      const xd = dropout(gpu, xIn, p, key);
+      matmul(gpu, g, xd, { transA: true, alpha: s, accumulate: true, out: grads.dA }); // [r, in]
+      xd.dispose();
+      const gA = matmul(gpu, g, pair.A); // [N, in]
+      const gAd = dropout(gpu, gA, p, key);
+      addInPlace(gpu, dx, gAd, s);
+      gA.dispose();
+      gAd.dispose();
+    } else {
+      matmul(gpu, g, xIn, { transA: true, alpha: s, accumulate: true, out: grads.dA }); // [r, in]
+      matmul(gpu, g, pair.A, { alpha: s, accumulate: true, out: dx }); // [N, in]
+    }
     g.dispose();
   }
   return dx;
@@ -116,7 +132,7 @@ export function modelBackward(model: Transformer, fwd: ForwardResult, dHidden: T
     if (fwd.acts) acts = fwd.acts[l];
     else if (fwd.layerInputs) {
       // Gradient checkpointing: recompute this layer's activations from its saved input.
-      const r = model.layerForward(fwd.layerInputs[l], l, opts.positions, dims, opts.lora, true);
+      const r = model.layerForward(fwd.layerInputs[l], l, opts.positions, dims, opts.lora, true, opts.train);
       r.next.dispose();
       acts = r.acts!;
     } else throw new GpuError('backward: no saved activations');

@@ -156,6 +156,7 @@ export class Trainer {
     if (cfg.mode === 'lora') {
       if (!initialLora) throw new UserError('LoRA training needs an initial adapter');
       this.lora = uploadLora(gpu, model.cfg, initialLora);
+      this.lora.dropout = cfg.lora?.dropout ?? 0;
       this.loraGrads = createLoraGrads(gpu, this.lora);
       this.fullGrads = null;
       this.params = loraParams(this.lora).params;
@@ -286,11 +287,12 @@ export class Trainer {
     const wKl = cfg.distillWeight;
     const results: { ce?: LossResult; kl?: LossResult }[] = [];
     let tokens = 0;
-    for (const mb of mbs) {
+    for (const [a, mb] of mbs.entries()) {
       const B = mb.rows.length;
+      const train = { seed: cfg.seed, micro: this.state.step * cfg.gradAccum + a };
       tokens += mb.rows.reduce((a, r) => a + r.ids.length, 0);
       const inp = this.upload(mb);
-      const fwd = model.forward(inp.ids, inp.pos, B, mb.T, { lora: this.lora, save: true, checkpoint: cfg.checkpointing });
+      const fwd = model.forward(inp.ids, inp.pos, B, mb.T, { lora: this.lora, save: true, checkpoint: cfg.checkpointing, train });
       const r: { ce?: LossResult; kl?: LossResult } = {};
       let dx: Tensor | undefined;
       const norm = Math.max(1, totalTargets);
@@ -327,6 +329,7 @@ export class Trainer {
         loraGrads: this.loraGrads ?? undefined,
         fullGrads: this.fullGrads ?? undefined,
         embedIndex: this.fullGrads ? buildEmbedGradIndex(inp.hostIds, model.cfg.vocabSize) : undefined,
+        train,
         positions: inp.pos,
         batch: B,
         seqLen: mb.T,
