@@ -17,9 +17,9 @@
 //   tiledBM      classic shared-memory tiling (BM×BM output tile, BK = 16 deep, 4×4 outputs per
 //                invocation, two barriers per K step). What pays on real GPUs; slow on lavapipe,
 //                where barriers split the workgroup into coroutine switches.
-//   gemv         small-M path (decode) for x·Wᵀ: one lane per output column (a row of W read
-//                as vec4 along K), up to 8 rows of x per workgroup as uniform broadcasts. Non-transposed
-//                B takes the rowcast layout with a small TM.
+//   gemv         small-M path (decode): the rowcast layout with TM = 4 (M ≤ 4) or 8 and 8 columns
+//                per lane (for x·Wᵀ: 8 rows of W streamed as vec4 runs along K). A one-column-per-lane
+//                GEMV measured 2–4× slower at M = 1 on lavapipe.
 //   gemvsplit    small-M path for real GPUs: one workgroup per output column, 64 lanes stride K with
 //                coalesced reads, tree reduction in workgroup memory.
 //
@@ -55,7 +55,7 @@ interface VariantSpec {
   vn: number;
   /** rowcast: lanes per workgroup. */
   wg: number;
-  /** K-loop unroll factor. */
+  /** rowcast A·B: K-loop unroll factor (default 1; ×4 measured slower on lavapipe, so unused). */
   ku?: number;
 }
 
@@ -66,7 +66,8 @@ const VARIANTS: Record<string, VariantSpec> = {
   rowcast4x2: { kind: 'rowcast', tm: 4, vn: 2, wg: 8 },
   tiled32: { kind: 'tiled', tm: 32, vn: 1, wg: 64 },
   tiled64: { kind: 'tiled', tm: 64, vn: 1, wg: 256 },
-  gemv: { kind: 'gemv', tm: 8, vn: 1, wg: 8 },
+  // Small-M variants: rows per workgroup (and gemv's columns per lane) are set from M in makePlan.
+  gemv: { kind: 'gemv', tm: 8, vn: 2, wg: 8 },
   gemvsplit: { kind: 'gemvsplit', tm: 8, vn: 1, wg: 64 },
 };
 
@@ -80,16 +81,19 @@ export function listMatmulVariants(): string[] {
  * Software adapters (lavapipe, 2-core CI VM). Measured 2026-11 under heavy concurrent load (load
  * average 10–14 on 2 cores, so wall figures are unreliable); the comparison uses GFLOP per CPU-second
  * of this process, which is robust to other processes, N = 512 square:
- *   rowcast8x2w8 NN 5.9–6.4, TN 5.1–7.0 · rowcast8x1 NN 3.7–5.0, NT 3.8–4.9 · rowcast4x2w8 NN 4.9–5.3
- *   rowcast8x1w8 NN 3.0–4.5 · tiled32 1.1–1.4 · naive 0.7–0.9 (GFLOP/cpu-s; ×~2 = wall GFLOP/s on an
- *   idle 2-core machine). Tried and dropped: 1 scalar column per lane with 8–24 rows (1.0–1.8: a
+ *   rowcast8x2 NN 5.9–6.4, TN 5.1–7.0 · rowcast8x1 (64 lanes) NN 3.7–5.0, NT 3.8–4.9 · rowcast4x2
+ *   NN 4.9–5.3 · rowcast8x1 (8 lanes) NN 3.0–4.5 · tiled32 1.1–1.4 · naive 0.7–0.9 (GFLOP/cpu-s;
+ *   ×~2 = wall GFLOP/s on an idle 2-core machine). Tried and dropped: 1 scalar column per lane with 8–24 rows (1.0–1.8: a
  *   lane-varying scalar load costs about as much as a vec4 one), K-loop unrolled ×4 (2.4–3.5: worse),
- *   16 rows × 1 vec4 (2.9–4.3).
- *   x·Wᵀ with W 4864×896 (GFLOP/cpu-s): M=1 gemv 0.9–1.0 vs rowcast8x1 0.4–0.5; M=8 gemv 2.0 vs
- *   rowcast8x1 4.3–4.5; M=32 gemv 1.5–1.9 vs rowcast8x1 4.1–4.5 (rowcast8x2w8 ≈ rowcast8x1).
- *   So: M ≤ 4 → gemv; x·Wᵀ → rowcast8x1; A·B and Aᵀ·B → rowcast8x2w8.
+ *   16 rows × 1 vec4 (2.9–4.3). Rowcast workgroups are 8 lanes (one llvmpipe subgroup): speed is
+ *   within noise of 64 lanes and LLVM compile time is lower.
+ *   x·Wᵀ with W 4864×896 (GFLOP/cpu-s): M=1 gemv (4-row tile) 1.1–1.3 vs rowcast8x1 0.45–0.5 and a
+ *   one-column-per-lane GEMV 0.6–0.9; M=8 gemv 2.7–4.7 ≈ rowcast8x1 3.1–3.7; M=32 rowcast8x1 4.2–4.4
+ *   ≈ gemv 3.8–4.1. Quick bench (wall, same load): M=1 gemv-layout 2.9 GB/s of W vs 0.74 for the
+ *   one-column GEMV. So: M ≤ 4 → gemv; x·Wᵀ → rowcast8x1; A·B and Aᵀ·B → rowcast8x2.
  * Real GPUs (not measured here: no GPU on the dev machine): M ≤ 32 → gemvsplit for x·Wᵀ (coalesced
- * reads of W, tree reduction), rowcast8x1 otherwise; large M → tiled64, or tiled32 when the output has
+ * reads of W, tree reduction), tiled32 otherwise (8-lane rowcast workgroups would leave most of a
+ * real GPU's SIMD width idle); large M → tiled64, or tiled32 when the output has
  * fewer than 16 64×64 tiles (more workgroups in flight).
  */
 export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: number, transB: boolean): string {
@@ -97,7 +101,7 @@ export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: 
     if (M <= 4) return 'gemv';
     return transB ? 'rowcast8x1' : 'rowcast8x2';
   }
-  if (M <= 32) return transB ? 'gemvsplit' : 'rowcast8x1';
+  if (M <= 32) return transB ? 'gemvsplit' : 'tiled32';
   return cdiv(M, 64) * cdiv(N, 64) * batch < 16 ? 'tiled32' : 'tiled64';
 }
 
@@ -301,51 +305,6 @@ ${store.join('\n')}
 }`;
 }
 
-/**
- * GEMV-style x·Wᵀ for small M (lavapipe): one lane per output column n (row n of W, read once per
- * workgroup as vec4 runs along K when K % 4 == 0), TM rows of x as uniform loads, vec4 partial sums
- * reduced horizontally at the end.
- */
-function genGemv(cfg: Config, tm: number, wg: number): string {
-  const vecK = cfg.bVec;
-  const pre: string[] = [];
-  for (let i = 0; i < tm; i++) pre.push(`  let r${i} = min(row0 + ${i}u, u.M - 1u);`);
-  for (let i = 0; i < tm; i++) pre.push(`  var acc${i} = ${vecK ? 'vec4<f32>(0.0)' : '0.0'};`);
-  const body: string[] = [];
-  if (vecK) {
-    body.push(`    let b = B[(bB + nc * u.K + k) / 4u];`);
-    for (let i = 0; i < tm; i++) {
-      if (cfg.aVec) body.push(`    acc${i} = fma(A[(bA + r${i} * u.K + k) / 4u], b, acc${i});`);
-      else
-        body.push(
-          `    acc${i} = fma(vec4<f32>(A[bA + k * u.M + r${i}], A[bA + (k + 1u) * u.M + r${i}], A[bA + (k + 2u) * u.M + r${i}], A[bA + (k + 3u) * u.M + r${i}]), b, acc${i});`,
-        );
-    }
-  } else {
-    body.push(`    let b = B[bB + nc * u.K + k];`);
-    for (let i = 0; i < tm; i++) body.push(`    acc${i} = fma(A[bA + ${cfg.transA ? `k * u.M + r${i}` : `r${i} * u.K + k`}], b, acc${i});`);
-  }
-  // Runtime-bounded store loop (see loopStore for why).
-  const store: string[] = [`  var res: array<f32, ${tm}>;`];
-  for (let i = 0; i < tm; i++) store.push(`  res[${i}] = ${vecK ? `acc${i}.x + acc${i}.y + acc${i}.z + acc${i}.w` : `acc${i}`};`);
-  store.push(`  let rows = min(${tm}u, u.M - row0);\n  for (var i = 0u; i < rows; i++) { storeC(bz, row0 + i, n, res[i]); }`);
-  return `${header(cfg)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let bz = wid.z;
-  let bA = bz * u.sA; let bB = bz * u.sB;
-  let row0 = wid.y * ${tm}u;
-  let n = wid.x * ${wg}u + lid.x;
-  let nc = min(n, u.N - 1u);
-${pre.join('\n')}
-  for (var k = 0u; k < u.K; k += ${vecK ? 4 : 1}u) {
-${body.join('\n')}
-  }
-  if (n >= u.N) { return; }
-${store.join('\n')}
-}`;
-}
-
 /** Small-M x·Wᵀ for real GPUs: one workgroup per column n and TM rows; lanes stride K, tree reduce. */
 function genGemvSplit(cfg: Config, tm: number, wg: number): string {
   const pre: string[] = [];
@@ -444,18 +403,20 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
   let kind = spec.kind;
   let tm = spec.tm;
   let vn = spec.vn;
-  // Small-M variants: rows per workgroup follow M; non-transposed B uses the rowcast layout.
+  // Small-M variants: rows per workgroup follow M. gemv is the rowcast layout with 8 columns per
+  // lane and 4 rows up to M = 4 (at M = 1 the 4-row tile beat a 1-row tile: 1.1–1.3 vs 0.6–0.9
+  // GFLOP/cpu-s, the loop body is otherwise too thin), else 8; gemvsplit is its own kernel for x·Wᵀ.
   if (kind === 'gemv' || kind === 'gemvsplit') {
-    tm = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
-    if (!cfg0.transB) {
+    tm = kind === 'gemv' ? (M <= 4 ? 4 : 8) : M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
+    if (kind === 'gemv' || !cfg0.transB) {
       kind = 'rowcast';
-      vn = 1;
+      vn = 2;
     }
   }
   let aVec = false;
   let bVec = false;
   if (kind === 'rowcast' && !cfg0.transB) bVec = N % 4 === 0;
-  if ((kind === 'rowcast' && cfg0.transB) || kind === 'gemv') {
+  if (kind === 'rowcast' && cfg0.transB) {
     bVec = K % 4 === 0;
     aVec = bVec && !cfg0.transA;
   }
@@ -466,7 +427,6 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
     let code: string;
     if (kind === 'naive') code = genNaive(cfg);
     else if (kind === 'rowcast') code = cfg.transB ? genRowcastNT(cfg, tm, vn, spec.wg) : genRowcastNN(cfg, tm, vn, spec.wg, spec.ku ?? 1);
-    else if (kind === 'gemv') code = genGemv(cfg, tm, spec.wg);
     else if (kind === 'gemvsplit') code = genGemvSplit(cfg, tm, spec.wg);
     else code = genTiled(cfg, tm);
     program = { name: key, code, key };
@@ -475,7 +435,6 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
   let wg: [number, number, number];
   if (kind === 'naive') wg = [cdiv(N, 8), cdiv(M, 8), batch];
   else if (kind === 'rowcast') wg = [cdiv(N, 4 * vn * spec.wg), cdiv(M, tm), batch];
-  else if (kind === 'gemv') wg = [cdiv(N, spec.wg), cdiv(M, tm), batch];
   else if (kind === 'gemvsplit') wg = [N, cdiv(M, tm), batch];
   else wg = [cdiv(N, tm), cdiv(M, tm), batch];
   return { program, workgroups: wg };
