@@ -200,3 +200,15 @@ describe('sumSquares', async () => {
     expect((await gpu.readF32(out))[0]).toBe(0);
   });
 });
+
+describe('transpose2d', () => {
+  it('transposes odd shapes exactly', async () => {
+    const { transpose2d } = await import('../src/kernels/elementwise.ts');
+    const gpu = await getGpu();
+    for (const [R, C] of [[1, 1], [1, 7], [13, 1], [37, 65]] as const) {
+      const x = randn(R * C, R * 100 + C);
+      const y = await gpu.readF32(transpose2d(gpu, gpu.upload(x, [R, C])));
+      for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) expect(y[c * R + r]).toBe(x[r * C + c]);
+    }
+  });
+});

@@ -185,6 +185,19 @@ describe('matmul', () => {
     ]);
   });
 
+  it('default choice for weight gradients (long-K Aᵀ·B → split-K on software adapters) and tall-skinny outputs', async () => {
+    const gpu = await getGpu();
+    await runCases(gpu, [
+      // LoRA dB [out, r] and dA [r, in] over 1100 tokens (K not a multiple of the slice length).
+      { M: 17, N: 8, K: 1100, transA: true, accumulate: true, alpha: 0.5 },
+      { M: 8, N: 61, K: 2111, transA: true, bias: 'row' },
+      { M: 64, N: 48, K: 1536, transA: true, accumulate: true },
+      // x·Aᵀ with rank-8 A: tall-skinny output.
+      { M: 300, N: 8, K: 64, transB: true },
+      { M: 257, N: 13, K: 33, accumulate: true },
+    ]);
+  });
+
   it('default choice on the decode shape class (M = 1, 8, 32)', async () => {
     const gpu = await getGpu();
     await runCases(gpu, [

@@ -193,6 +193,14 @@ export class Gpu {
   /** Counters for benchmarks: dispatches recorded and submits issued since creation. */
   dispatchCount = 0;
   submitCount = 0;
+  /**
+   * Per-kernel GPU time (timestamp queries), when enabled with enableProfiling(): kernel name →
+   * {dispatches, ms}. Every profiled dispatch gets its own compute pass, so keep it for diagnosis.
+   */
+  readonly profile = new Map<string, { dispatches: number; ms: number }>();
+  private profiling: { set: GPUQuerySet; resolve: GPUBuffer; names: string[]; capacity: number } | null = null;
+  private readonly profileReads: Promise<void>[] = [];
+  private pendingProfile: { staging: GPUBuffer; names: string[] } | null = null;
 
   private constructor(info: AcquiredDevice) {
     this.info = info;
@@ -444,6 +452,8 @@ export class Gpu {
       }
     }
     if (x === 0 || y === 0 || z === 0) return;
+    // A full profiling query set: submit what is recorded first (before any uniform of this dispatch).
+    if (this.profiling && this.profiling.names.length >= this.profiling.capacity) this.flush();
     const pipeline = this.pipeline(program);
     const enc = this.ensureEncoder();
     const uni = uniforms ? this.allocUniform(uniforms) : null;
@@ -461,6 +471,21 @@ export class Gpu {
       bg = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: program.name });
       if (this.bindGroups.size >= BIND_GROUP_CACHE_MAX) this.bindGroups.clear();
       this.bindGroups.set(key, bg);
+    }
+    if (this.profiling) {
+      const pr = this.profiling;
+      const e = this.ensureEncoder();
+      this.endPass();
+      const i = pr.names.length;
+      pr.names.push(program.name);
+      const pass = e.beginComputePass({ label: program.name, timestampWrites: { querySet: pr.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bg);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+      this.recordedKernels.push(program.name);
+      this.dispatchCount++;
+      return;
     }
     if (!this.pass) this.pass = enc.beginComputePass({ label: 'compute' });
     this.pass.setPipeline(pipeline);
@@ -480,10 +505,36 @@ export class Gpu {
     enc.copyBufferToBuffer(src.buffer, src.offset + srcElementOffset * 4, dst.buffer, dst.offset + dstElementOffset * 4, elements * 4);
   }
 
+  /** Starts per-kernel GPU timing (needs the 'timestamp-query' feature); see `profile`. */
+  enableProfiling(capacity = 2048): boolean {
+    if (!this.device.features.has('timestamp-query')) return false;
+    this.flush();
+    const set = this.device.createQuerySet({ type: 'timestamp', count: capacity * 2, label: 'profile' });
+    const resolve = this.device.createBuffer({ size: capacity * 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, label: 'profile.resolve' });
+    this.profiling = { set, resolve, names: [], capacity };
+    return true;
+  }
+
+  /** Waits for pending profile readbacks; returns rows sorted by total time. */
+  async profileReport(): Promise<{ kernel: string; dispatches: number; ms: number }[]> {
+    await this.sync();
+    await Promise.all(this.profileReads.splice(0));
+    return [...this.profile].map(([kernel, v]) => ({ kernel, ...v })).sort((a, b) => b.ms - a.ms);
+  }
+
   /** Submits everything recorded so far (one submit), without waiting. */
   flush(): void {
     if (!this.encoder) return;
     this.endPass();
+    if (this.profiling && this.profiling.names.length) {
+      const pr = this.profiling;
+      const n = pr.names.length;
+      const names = pr.names.splice(0);
+      this.encoder.resolveQuerySet(pr.set, 0, n * 2, pr.resolve, 0);
+      const staging = this.device.createBuffer({ size: n * 16, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: 'profile.read' });
+      this.encoder.copyBufferToBuffer(pr.resolve, 0, staging, 0, n * 16);
+      this.pendingProfile = { staging, names };
+    }
     // Uniform data for this batch lands (in queue order) before the command buffer that reads it.
     for (let i = 0; i <= this.uniformChunk && i < this.uniformChunks.length; i++) {
       const c = this.uniformChunks[i];
@@ -493,6 +544,23 @@ export class Gpu {
     const cmd = this.encoder.finish();
     this.device.queue.submit([cmd]);
     this.submitCount++;
+    if (this.pendingProfile) {
+      const { staging, names } = this.pendingProfile;
+      this.pendingProfile = null;
+      this.profileReads.push(
+        staging.mapAsync(GPUMapMode.READ).then(() => {
+          const t = new BigInt64Array(staging.getMappedRange());
+          names.forEach((name, i) => {
+            const e = this.profile.get(name) ?? { dispatches: 0, ms: 0 };
+            e.dispatches++;
+            e.ms += Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+            this.profile.set(name, e);
+          });
+          staging.unmap();
+          staging.destroy();
+        }),
+      );
+    }
     this.encoder = null;
     this.uniformChunk = 0;
     this.uniformOffset = 0;

@@ -603,3 +603,33 @@ export function dropoutRef(x: Vec, p: number, key: readonly [number, number]): F
   const t = dropoutThreshold(p);
   return Float64Array.from(x, (v, i) => (hashRef((hashRef((i ^ key[0]) >>> 0) + key[1]) >>> 0) >= t ? v / (1 - p) : 0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2-D transpose (weight copies in [in, out] layout for the faster A·B matmul form on lavapipe)
+// ---------------------------------------------------------------------------------------------
+
+const transposeProgram: Program = {
+  name: 'transpose2d',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+struct U { R: u32, C: u32 }
+@group(0) @binding(2) var<uniform> u: U;
+@compute @workgroup_size(8, 8)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let c = g.x; let r = g.y;
+  if (r >= u.R || c >= u.C) { return; }
+  y[c * u.R + r] = x[r * u.C + c];
+}`,
+};
+
+/** y [C, R] = xᵀ for x [R, C]. */
+export function transpose2d(gpu: Gpu, x: Tensor, opts: { out?: Tensor } = {}): Tensor {
+  const K = 'transpose2d';
+  const [R, C] = rowsCols(K, 'x', x);
+  const y = outputTensor(gpu, K, opts.out, [C, R]);
+  if (overlaps(y, x)) throw new GpuError(`${K}: out must not overlap x`);
+  if (Math.ceil(R / 8) > 65535 || Math.ceil(C / 8) > 65535) throw new GpuError(`${K}: x ${shapeStr(x)} is too large for one dispatch`);
+  gpu.run(transposeProgram, [x, y], [cdiv(C, 8), cdiv(R, 8)], new Uniforms().u32(R, C));
+  return y;
+}

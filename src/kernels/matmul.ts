@@ -46,7 +46,7 @@ export interface MatmulOptions {
 
 // ------------------------------------------------------------------------------------------ variants
 
-type Kind = 'naive' | 'rowcast' | 'tiled' | 'gemv' | 'gemvsplit';
+type Kind = 'naive' | 'rowcast' | 'tiled' | 'gemv' | 'gemvsplit' | 'skinny';
 interface VariantSpec {
   kind: Kind;
   /** rowcast: rows per workgroup; tiled: output tile edge. */
@@ -69,6 +69,9 @@ const VARIANTS: Record<string, VariantSpec> = {
   // Small-M variants: rows per workgroup (and gemv's columns per lane) are set from M in makePlan.
   gemv: { kind: 'gemv', tm: 8, vn: 2, wg: 8 },
   gemvsplit: { kind: 'gemvsplit', tm: 8, vn: 1, wg: 64 },
+  // Tall-skinny outputs (N ≤ 16, e.g. LoRA's x·Aᵀ with rank r): one lane per output row, 16 columns
+  // per lane; B loads are lane-uniform. Rowcast would leave most lanes of each 8-row workgroup idle.
+  skinny: { kind: 'skinny', tm: 1, vn: 4, wg: 64 },
 };
 
 export function listMatmulVariants(): string[] {
@@ -99,6 +102,7 @@ export function listMatmulVariants(): string[] {
 export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: number, transB: boolean): string {
   if (isSoftware) {
     if (M <= 4) return 'gemv';
+    if (N <= 16 && M >= 64) return 'skinny';
     return transB ? 'rowcast8x1' : 'rowcast8x2';
   }
   if (M <= 32) return transB ? 'gemvsplit' : 'tiled32';
@@ -305,6 +309,35 @@ ${store.join('\n')}
 }`;
 }
 
+/** Tall-skinny: lane = one output row m and 16 columns n0…n0+15 (B loads are lane-uniform broadcasts). */
+function genSkinny(cfg: Config, wg: number): string {
+  const body: string[] = [`    let a = vec4<f32>(ldA(bA, m, k));`];
+  for (let j = 0; j < 4; j++) {
+    body.push(`    acc${j} = fma(a, vec4<f32>(ldB(bB, k, c${j}.x), ldB(bB, k, c${j}.y), ldB(bB, k, c${j}.z), ldB(bB, k, c${j}.w)), acc${j});`);
+  }
+  const pre: string[] = [];
+  for (let j = 0; j < 4; j++) {
+    pre.push(`  let c${j} = min(vec4<u32>(n0 + ${4 * j}u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(u.N - 1u));`);
+    pre.push(`  var acc${j} = vec4<f32>(0.0);`);
+  }
+  return `${header(cfg)}${scalarLoaders(cfg)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = wid.z;
+  let bA = bz * u.sA; let bB = bz * u.sB;
+  let m = wid.x * ${wg}u + lid.x;
+  let n0 = wid.y * 16u;
+  if (m >= u.M) { return; }
+${pre.join('\n')}
+  for (var k = 0u; k < u.K; k++) {
+${body.join('\n')}
+  }
+  var res = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+  let cols = min(16u, u.N - n0);
+  for (var c = 0u; c < cols; c++) { storeC(bz, m, n0 + c, res[c / 4u][c % 4u]); }
+}`;
+}
+
 /** Small-M x·Wᵀ for real GPUs: one workgroup per column n and TM rows; lanes stride K, tree reduce. */
 function genGemvSplit(cfg: Config, tm: number, wg: number): string {
   const pre: string[] = [];
@@ -428,6 +461,7 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
     if (kind === 'naive') code = genNaive(cfg);
     else if (kind === 'rowcast') code = cfg.transB ? genRowcastNT(cfg, tm, vn, spec.wg) : genRowcastNN(cfg, tm, vn, spec.wg, spec.ku ?? 1);
     else if (kind === 'gemvsplit') code = genGemvSplit(cfg, tm, spec.wg);
+    else if (kind === 'skinny') code = genSkinny(cfg, spec.wg);
     else code = genTiled(cfg, tm);
     program = { name: key, code, key };
     programCache.set(key, program);
@@ -436,6 +470,7 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
   if (kind === 'naive') wg = [cdiv(N, 8), cdiv(M, 8), batch];
   else if (kind === 'rowcast') wg = [cdiv(N, 4 * vn * spec.wg), cdiv(M, tm), batch];
   else if (kind === 'gemvsplit') wg = [N, cdiv(M, tm), batch];
+  else if (kind === 'skinny') wg = [cdiv(M, spec.wg), cdiv(N, 16), batch];
   else wg = [cdiv(N, tm), cdiv(M, tm), batch];
   return { program, workgroups: wg };
 }
@@ -531,8 +566,69 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
   } else {
     out = gpu.empty(d.outShape, 'f32', 'matmul_out');
   }
+  const splits = opts.variant ? 0 : splitKCount(gpu, d, opts);
+  if (splits > 1) {
+    splitK(gpu, a, b, out, d, opts, splits);
+    return out;
+  }
   record(gpu, a, b, out, d, opts, { ldc: d.N, cOff: 0, sC: d.M * d.N, biasOff: 0, biasN: d.N }, 'matmul');
   return out;
+}
+
+/**
+ * Split-K for Aᵀ·B with a long K and a small output (weight gradients: dW = dyᵀ·x over thousands of
+ * tokens, LoRA's dA/dB): the K range is cut into S slices computed as one batched matmul into
+ * [S, M, N] partials, then summed by one reduction (plus alpha, bias, accumulate). Both operands are
+ * K-major, so slices are plain views (slice length a multiple of 64 rows keeps offsets aligned).
+ * Software adapters only: there a rowcast grid of a few workgroups leaves a CPU thread idle for the
+ * whole reduction over K. Returns S, or 0 to use the plain kernel.
+ */
+function splitKCount(gpu: Gpu, d: Dims, opts: MatmulOptions): number {
+  if (!gpu.info.isSoftware || !opts.transA || opts.transB || d.batch !== 1 || d.K < 1024) return 0;
+  const workgroups = cdiv(d.M, 8) * cdiv(d.N, 64);
+  if (workgroups >= 64) return 0;
+  const S = Math.min(16, Math.floor(d.K / 256), Math.max(2, Math.floor(128 / workgroups)));
+  return S >= 2 ? S : 0;
+}
+
+const splitKReduceProgram: Program = {
+  name: 'matmul_splitk_reduce',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> P: array<f32>;
+@group(0) @binding(1) var<storage, read_write> C: array<f32>;
+@group(0) @binding(2) var<storage, read> Bias: array<f32>;
+struct U { MN: u32, N: u32, S: u32, flags: u32, nx: u32, alpha: f32 }
+@group(0) @binding(3) var<uniform> u: U;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+  let i = g.x + g.y * u.nx * 64u;
+  if (i >= u.MN) { return; }
+  var s = 0.0;
+  for (var j = 0u; j < u.S; j++) { s += P[j * u.MN + i]; }
+  var r = u.alpha * s;
+  if ((u.flags & 1u) != 0u) { r += Bias[i % u.N]; }
+  if ((u.flags & 2u) != 0u) { r += C[i]; }
+  C[i] = r;
+}`,
+};
+
+function splitK(gpu: Gpu, a: Tensor, b: Tensor, out: Tensor, d: Dims, opts: MatmulOptions, S: number): void {
+  const { M, N, K } = d;
+  const Kc = Math.floor(K / S / 64) * 64;
+  const Ks = Kc * S;
+  const part = matmul(gpu, a.view([S, Kc, M]), b.view([S, Kc, N]), { transA: true, variant: chooseVariant(true, M, N, S, false) });
+  const MN = M * N;
+  const wgs = cdiv(MN, 64);
+  const nx = Math.min(wgs, 65535);
+  const u = new Uniforms().u32(MN, N, S, (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0), nx).f32(opts.alpha ?? 1);
+  gpu.run(splitKReduceProgram, [part, out, opts.bias ?? dummyBias(gpu)], [nx, cdiv(wgs, nx)], u);
+  part.dispose();
+  if (Ks < K) {
+    // The remaining rows of K (fewer than S·64): one plain accumulate.
+    const R = K - Ks;
+    const rest = { ...d, K: R };
+    record(gpu, a.view([R, M], Ks * M), b.view([R, N], Ks * N), out, rest, { ...opts, bias: undefined, accumulate: true }, { ldc: N, cOff: 0, sC: MN, biasOff: 0, biasN: N }, 'matmul');
+  }
 }
 
 /**

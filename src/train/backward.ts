@@ -63,8 +63,10 @@ function linearBackward(
   const gpu = model.gpu;
   const spec = LINEAR_MODULES[module];
   const lw = model.weights.layers[l];
-  const w = lw[spec.key as keyof LayerWeights] as Tensor;
-  const dx = matmul(gpu, dy, w, dxOut ? { out: dxOut, accumulate: true } : {});
+  const dropoutActive = !!(opts.train && opts.lora?.dropout && opts.lora.dropout > 0);
+  // With a merged adapter, dy·W' already holds the LoRA branch's input gradient s·(dy·B)·A.
+  const gw = model.inputGradWeight(l, module, opts.lora, dropoutActive);
+  const dx = matmul(gpu, dy, gw.w, dxOut ? { out: dxOut, accumulate: true } : {});
   const full = opts.fullGrads?.layers[l];
   if (full) {
     const dW = full[spec.key as keyof LayerWeights] as Tensor;
@@ -94,7 +96,7 @@ function linearBackward(
       gAd.dispose();
     } else {
       matmul(gpu, g, xIn, { transA: true, alpha: s, accumulate: true, out: grads.dA }); // [r, in]
-      matmul(gpu, g, pair.A, { alpha: s, accumulate: true, out: dx }); // [N, in]
+      if (!gw.merged) matmul(gpu, g, pair.A, { alpha: s, accumulate: true, out: dx }); // [N, in]
     }
     g.dispose();
   }

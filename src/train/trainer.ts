@@ -164,6 +164,7 @@ export class Trainer {
     } else {
       this.lora = null;
       this.loraGrads = null;
+      model.setWeightsMutable(true);
       this.fullGrads = createFullGrads(gpu, model.weights);
       this.params = fullParamList(model.weights).params;
       this.grads = fullParamList(this.fullGrads).params;
@@ -367,6 +368,7 @@ export class Trainer {
     const finite = Number.isFinite(loss) && Number.isFinite(gn);
     if (finite) {
       this.opt.step(this.grads, { lr, maxGradNorm: clip });
+      if (this.lora) this.lora.version = (this.lora.version ?? 0) + 1; // merged weights are stale now
       this.opt.lastGradNorm?.dispose();
       this.opt.lastGradNorm = null;
     }
@@ -438,6 +440,7 @@ export class Trainer {
     const json = JSON.parse(readFileSync(jf, 'utf8')) as TrainerState & { optimizerStep: number };
     const { params, opt } = decodeState(new Uint8Array(readFileSync(bf)), this.params.map((p) => p.size));
     params.forEach((p, i) => this.gpu.write(this.params[i], p));
+    if (this.lora) this.lora.version = (this.lora.version ?? 0) + 1;
     this.opt.importState(opt);
     this.state = { step: json.step, epoch: json.epoch, stepInEpoch: json.stepInEpoch, losses: json.losses, config: this.cfg };
   }
