@@ -460,9 +460,8 @@ export class Transformer {
    */
   prefill(cache: KvCache, ids: Tensor, positions: Tensor, promptLens: Tensor, batch: number, seqLen: number, lora?: LoraWeights | null): Tensor {
     const { gpu, cfg } = this;
-    const N = batch * seqLen;
     let x = embed(gpu, this.weights.embed, ids);
-    const dims = { batch, seqLen, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim };
+    const dims = this.attentionDims(batch, seqLen);
     for (let l = 0; l < cfg.layers; l++) {
       const lw = this.weights.layers[l];
       const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps);
@@ -481,7 +480,6 @@ export class Transformer {
     cache.setLens(gpu, promptLens);
     const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps);
     x.dispose();
-    void N;
     return fin.y;
   }
 
@@ -491,7 +489,6 @@ export class Transformer {
    */
   decodeStep(cache: KvCache, ids: Tensor, lora?: LoraWeights | null, maxAttendLen?: number): Tensor {
     const { gpu, cfg } = this;
-    const B = cache.batch;
     let x = embed(gpu, this.weights.embed, ids);
     for (let l = 0; l < cfg.layers; l++) {
       const lw = this.weights.layers[l];
@@ -511,7 +508,6 @@ export class Transformer {
     cache.advance(gpu, 1);
     const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps);
     x.dispose();
-    void B;
     return fin.y;
   }
 }
