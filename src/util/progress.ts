@@ -24,6 +24,7 @@ export class Progress {
   private lastLine = 0;
   private lastDecile = -1;
   private lastDraw = 0;
+  private lastPrinted = '';
   private readonly stream: NodeJS.WriteStream;
   private readonly tty: boolean;
 
@@ -80,6 +81,10 @@ export class Progress {
     if (final || decile > this.lastDecile || now - this.lastLine > 30_000) {
       this.lastDecile = decile;
       this.lastLine = now;
+      // The final line would repeat a line already printed for the same state: print it once.
+      const state = `${this.done}/${this.total} ${this.note}`;
+      if (final && state === this.lastPrinted) return;
+      this.lastPrinted = state;
       this.stream.write(this.line() + '\n');
     }
   }
