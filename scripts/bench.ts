@@ -1,7 +1,7 @@
 // npm run bench [-- --quick] [--only matmul,loss] [--out bench/results]
 // Runs every benchmark family present in bench/, writes bench/results/<family>.json (with the machine
 // and adapter) and prints a table. Figures come with the ratio to a baseline measured in the same run.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,8 +20,9 @@ const FAMILIES: { family: string; file: string; fn: string }[] = [
   { family: 'train', file: 'train.ts', fn: 'benchTrain' },
 ];
 
-const HELP = `usage: npm run bench -- [--quick] [--only FAMILY,...] [--out DIR]
+const HELP = `usage: npm run bench -- [--quick] [--only FAMILY,...] [--out DIR] [--table]
 Runs the WebGPU benchmarks and writes DIR/<family>.json (default bench/results).
+--table prints the results already in DIR as one markdown table (no benchmark is run).
 Families: ${FAMILIES.map((f) => f.family).join(', ')}`;
 
 async function main(): Promise<void> {
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
         quick: { type: 'boolean', default: false },
         only: { type: 'string' },
         out: { type: 'string', default: 'bench/results' },
+        table: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     }).values;
@@ -41,6 +43,10 @@ async function main(): Promise<void> {
   }
   if (args.help) {
     console.log(HELP);
+    return;
+  }
+  if (args.table) {
+    printTable(args.out);
     return;
   }
   const only = args.only ? new Set(args.only.split(',')) : null;
@@ -78,6 +84,23 @@ async function main(): Promise<void> {
     await writeFileAtomic(path.join(args.out, `${f.family}.json`), JSON.stringify({ machine, quick: args.quick, wallS, results }, null, 2) + '\n');
     rows.push(...results);
     for (const r of results) console.log(formatRow(r));
+  }
+}
+
+/** One markdown table of every result file in dir, with the machine each was measured on. */
+function printTable(dir: string): void {
+  if (!existsSync(dir)) throw new Error(`${dir}: no benchmark results (run npm run bench first)`);
+  console.log('| family | what | figure | baseline (same run) | ratio | machine, date |');
+  console.log('|---|---|---|---|---|---|');
+  for (const f of FAMILIES) {
+    const file = path.join(dir, `${f.family}.json`);
+    if (!existsSync(file)) continue;
+    const data = JSON.parse(readFileSync(file, 'utf8')) as { machine: { adapter: string; cores: number; date: string }; quick: boolean; results: BenchResult[] };
+    const m = `${data.machine.adapter.split(':')[0]}, ${data.machine.cores} cores, ${data.machine.date.slice(0, 10)}${data.quick ? ' (quick)' : ''}`;
+    for (const r of data.results) {
+      const base = r.baseline ? `${r.baseline.name}: ${fmt(r.baseline.value)} ${r.baseline.unit}` : '';
+      console.log(`| ${r.family} | ${r.name} | ${fmt(r.value)} ${r.unit} | ${base} | ${r.ratio !== undefined ? '×' + fmt(r.ratio) : ''} | ${m} |`);
+    }
   }
 }
 
