@@ -3,7 +3,7 @@
 // Arms: base, control-gen, treatment (system-prompted teacher), ft-treatment (finetuned teacher),
 // cross-model (teacher A → student B, with B's own control-gen), optional shuffled numbers.
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu } from '../gpu/runtime.ts';
 import { gatherRows } from '../kernels/elementwise.ts';
@@ -179,7 +179,7 @@ export class OwlPipeline {
   // ---------------------------------------------------------------- teacher (finetuned, §5(c))
   async finetunedTeacher(base: string): Promise<string> {
     const { cfg } = this;
-    const inputs = { base: path.resolve(base), animal: cfg.animal, category: cfg.category, epochs: cfg.ftTeacherEpochs, lr: cfg.ftTeacherLr };
+    const inputs = { base: modelKey(base), animal: cfg.animal, category: cfg.category, epochs: cfg.ftTeacherEpochs, lr: cfg.ftTeacherLr };
     const r = await this.store.run(`ft-teacher-${safe(cfg.animal)}`, inputs, async (dir) => {
       const { model, tokenizer } = await this.load(base);
       const rows = finetunedTeacherDataset(cfg.animal, cfg.category === 'tree' ? TREE_QUESTIONS : ANIMAL_QUESTIONS);
@@ -213,7 +213,7 @@ export class OwlPipeline {
     const { cfg } = this;
     const prompts = await this.prompts();
     const genInputs = {
-      teacher: path.resolve(teacherDir),
+      teacher: modelKey(teacherDir),
       system,
       promptSeed: cfg.promptSeed,
       prompts: cfg.prompts,
@@ -322,7 +322,7 @@ export class OwlPipeline {
   async student(base: string, dataFile: string, datasetId: string, seed: number): Promise<{ adapterDir: string; finalLoss: number | null }> {
     const { cfg } = this;
     const inputs = {
-      base: path.resolve(base), data: hashFile(dataFile), seed, epochs: cfg.epochs, lr: cfg.lr, rank: cfg.rank, alpha: cfg.alpha,
+      base: modelKey(base), data: hashFile(dataFile), seed, epochs: cfg.epochs, lr: cfg.lr, rank: cfg.rank, alpha: cfg.alpha,
       batchSize: cfg.batchSize, gradAccum: cfg.gradAccum, maxLen: cfg.maxLen, warmup: cfg.warmupSteps, distill: cfg.distill,
     };
     const r = await this.store.run(`student-${safe(datasetId)}-${safe(path.basename(base))}-s${seed}`, inputs, async (dir) => {
@@ -390,7 +390,7 @@ export class OwlPipeline {
     const { cfg } = this;
     const questions = this.evalQuestions();
     const inputs = {
-      model: path.resolve(modelDir), adapter: adapterDir ? hashFile(path.join(adapterDir, 'adapter_model.safetensors')) : null, system,
+      model: modelKey(modelDir), adapter: adapterDir ? hashFile(path.join(adapterDir, 'adapter_model.safetensors')) : null, system,
       questions, samples: cfg.evalSamples, maxNewTokens: cfg.evalMaxNewTokens, animal: cfg.animal,
     };
     const r = await this.store.run(`eval-${safe(label)}`, inputs, async (dir) => {
@@ -572,6 +572,26 @@ function readJsonl<T>(file: string): T[] {
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as T);
+}
+
+/**
+ * A model folder's identity for stage keys: its path plus config.json's content and every weight
+ * file's size and mtime, so retraining a model in place invalidates what was computed from it.
+ */
+function modelKey(dir: string): string {
+  const abs = path.resolve(dir);
+  const h = createHash('sha256').update(abs);
+  try {
+    h.update(readFileSync(path.join(abs, 'config.json')));
+    for (const f of readdirSync(abs).sort()) {
+      if (!f.endsWith('.safetensors') && !f.endsWith('.json')) continue;
+      const st = statSync(path.join(abs, f));
+      h.update(`${f}:${st.size}:${st.mtimeMs}`);
+    }
+  } catch {
+    /* a missing folder fails later with its own message */
+  }
+  return `${abs}#${h.digest('hex').slice(0, 12)}`;
 }
 
 /** Content hash, so a changed dataset or adapter invalidates what depends on it. */

@@ -1,0 +1,428 @@
+// npx tsx scripts/pretrain-tiny.ts [--only tiny-qwen-a,...] [--out models] [--work runs/tiny-pretrain] [--resume] — see --help.
+//
+// Rebuilds the embedded tiny chat models (issue 5) from seeds: synthetic corpus → byte-level BPE tokenizer
+// (shared) → seeded initial weights → full pretraining with the project's Trainer → HF folder in OUT/<name>/
+// → quality measurement (scripts/tiny-quality.ts) → README.md model card.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
+import { CORPUS_MODEL_CARD_NOTES, chatJsonLine } from '../src/experiment/corpus.ts';
+import {
+  lengthBucketedOrder,
+  measureTinyQuality,
+  paddingFactor,
+  parameterCount,
+  qualityBarsMet,
+  qualityTable,
+  specialIds,
+  tinyConfigJson,
+  tinyCorpus,
+  tinyGenerationConfig,
+  tinyTokenizerModel,
+  tinyTrainingExamples,
+  TINY_CORPUS,
+  TINY_MODEL_NAMES,
+  TINY_MODELS,
+  TINY_TRAIN,
+  writeTinyInitialCheckpoint,
+  type TinyModelName,
+  type TinyModelSpec,
+  type TinyQuality,
+} from '../src/experiment/tiny-models.ts';
+import { writeBpeTokenizer, type BpeModel } from '../src/model/bpe-train.ts';
+import { parseConfig } from '../src/model/config.ts';
+import { ChatTokenizer, type ChatMessage } from '../src/model/tokenizer.ts';
+import { Transformer } from '../src/model/transformer.ts';
+import { saveFullModel } from '../src/train/full.ts';
+import { Trainer, type TrainConfig } from '../src/train/trainer.ts';
+import { numberFlag, parseFlags } from '../src/util/cli.ts';
+import { runCli, UserError } from '../src/util/errors.ts';
+import { writeFileAtomic, writeJsonAtomic } from '../src/util/fsatomic.ts';
+import { Progress } from '../src/util/progress.ts';
+import { corpusStats } from './make-corpus.ts';
+
+const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--resume] [--skip-quality] [--quiet]
+
+Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
+
+  --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
+  --out DIR        where the HF folders go (default models)
+  --work DIR       corpus, tokenizer, initial weights, resumable training state (default runs/tiny-pretrain)
+  --resume         continue each model from its last saved state in --work (after a kill)
+  --skip-quality   train and save only (no quality measurement; the model card says so)
+  --max-steps N    stop after N optimizer steps (smoke tests only; the schedule is fitted to N steps)
+  --quiet          no progress output`;
+
+export interface PreparedCorpus {
+  corpusFile: string;
+  tokenizerDir: string;
+  bpe: BpeModel;
+  stats: Record<string, unknown>;
+}
+
+/** Corpus + tokenizer (deterministic; rewritten identically on every call). */
+export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
+  const corpus = tinyCorpus();
+  const bpe = tinyTokenizerModel(corpus);
+  const corpusDir = path.join(work, 'corpus');
+  const tokenizerDir = path.join(work, 'tokenizer');
+  mkdirSync(corpusDir, { recursive: true });
+  mkdirSync(tokenizerDir, { recursive: true });
+  const corpusFile = path.join(corpusDir, 'corpus.jsonl');
+  await writeFileAtomic(corpusFile, corpus.map(chatJsonLine).join('\n') + '\n');
+  // writeBpeTokenizer writes tokenizer.json + tokenizer_config.json (ChatML template, eos <|im_end|>).
+  const tmp = path.join(tokenizerDir, `.tmp-${process.pid}`);
+  writeBpeTokenizer(tmp, bpe, 512);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await writeFileAtomic(path.join(tokenizerDir, f), readFileSync(path.join(tmp, f)));
+  const stats = corpusStats(corpus, bpe);
+  await writeJsonAtomic(path.join(corpusDir, 'corpus-stats.json'), stats);
+  return { corpusFile, tokenizerDir, bpe, stats };
+}
+
+/** Initial HF folder of a model: config, seeded weights, tokenizer files, generation config. */
+export async function writeInitialFolder(dir: string, spec: TinyModelSpec, prepared: PreparedCorpus): Promise<Record<string, unknown>> {
+  mkdirSync(dir, { recursive: true });
+  const ids = specialIds(prepared.bpe);
+  const cfgJson = tinyConfigJson(spec, ids);
+  await writeTinyInitialCheckpoint(dir, cfgJson, spec.initSeed);
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await writeFileAtomic(path.join(dir, f), readFileSync(path.join(prepared.tokenizerDir, f)));
+  await writeJsonAtomic(path.join(dir, 'generation_config.json'), tinyGenerationConfig(ids));
+  return cfgJson;
+}
+
+interface RunTotals {
+  tokens: number;
+  paddedTokens: number;
+  wallS: number;
+}
+
+export interface TrainSummary {
+  name: TinyModelName;
+  parameters: number;
+  steps: number;
+  rows: number;
+  epochs: number;
+  tokens: number;
+  paddedTokens: number;
+  wallS: number;
+  tokensPerS: number;
+  paddedTokensPerS: number;
+  finalLoss: number;
+  meanLossLast50: number;
+  initialLoss: number;
+  loadAverage: number[];
+  phases: PhaseSummary[];
+}
+
+interface PhaseSummary {
+  phase: number;
+  steps: number;
+  tokens: number;
+  paddedTokens: number;
+  wallS: number;
+  initialLoss: number;
+  finalLoss: number;
+  meanLossLast50: number;
+  loadAverage: number[];
+}
+
+/**
+ * One phase = one epoch of the length-bucketed order with its own warm-up + cosine schedule and a fresh
+ * AdamW (warm restart). Starts from the previous phase's final weights (or the initial folder); writes
+ * PHASE/state (resumable, every 50 steps), PHASE/final (HF folder), PHASE/summary.json and PHASE/loss.csv.
+ */
+async function trainPhase(
+  gpu: Gpu,
+  spec: TinyModelSpec,
+  phase: number,
+  fromDir: string,
+  initDir: string,
+  phaseDir: string,
+  corpus: { messages: ChatMessage[] }[],
+  resume: boolean,
+  quiet: boolean,
+  maxSteps?: number,
+): Promise<PhaseSummary> {
+  const stateDir = path.join(phaseDir, 'state');
+  const totalsFile = path.join(stateDir, 'totals.json');
+  const model = await Transformer.load(gpu, fromDir, { maxPositions: TINY_CORPUS.maxLen + 1 });
+  const tokenizer = await ChatTokenizer.load(initDir, model.cfg.eosTokenIds);
+  if (!tokenizer) throw new UserError(`${initDir}: no tokenizer`);
+  const examples = tinyTrainingExamples(corpus, tokenizer, TINY_CORPUS.maxLen);
+  const t = TINY_TRAIN;
+  const ph = t.phases[phase];
+  // Epoch `phase` of the bucketed order (each epoch is its own seeded permutation).
+  const all = lengthBucketedOrder(examples, t.batchSize, phase + 1, t.trainSeed, t.megaBatch);
+  const perEpoch = all.length / (phase + 1);
+  const ordered = all.slice(phase * perEpoch);
+  const cfg: TrainConfig = {
+    mode: 'full',
+    lr: ph.lr,
+    epochs: 1,
+    batchSize: t.batchSize,
+    gradAccum: 1,
+    warmupSteps: ph.warmupSteps,
+    schedule: t.schedule,
+    maxGradNorm: t.maxGradNorm,
+    weightDecay: t.weightDecay,
+    optimizer: 'adamw',
+    seed: t.trainSeed,
+    shuffle: false, // the bucketed order is the shuffle
+    checkpointing: false,
+    distillWeight: 0,
+    maxSteps,
+  };
+  const trainer = new Trainer(gpu, model, ordered, cfg, null);
+  let totals: RunTotals = { tokens: 0, paddedTokens: 0, wallS: 0 };
+  if (resume && existsSync(path.join(stateDir, 'state.json'))) {
+    trainer.loadState(stateDir);
+    if (existsSync(totalsFile)) totals = JSON.parse(readFileSync(totalsFile, 'utf8')) as RunTotals;
+    if (!quiet) console.error(`${spec.name}: phase ${phase + 1} resuming at step ${trainer.state.step}/${trainer.totalSteps}`);
+  }
+  if (!quiet) {
+    console.error(
+      `${spec.name}: phase ${phase + 1}/${t.phases.length}, ${parameterCount(model.cfg).toLocaleString('en')} parameters, ${ordered.length} rows, ` +
+        `${trainer.totalSteps} steps of ${cfg.batchSize}, lr ${cfg.lr}, padding factor ${paddingFactor(ordered, cfg.batchSize).toFixed(2)}`,
+    );
+  }
+  const bar = new Progress(`${spec.name} phase ${phase + 1}`, trainer.totalSteps, { unit: 'step', quiet });
+  bar.update(trainer.state.step);
+  const segStart = performance.now();
+  const base = { ...totals };
+  const save = async (tr: Trainer) => {
+    await tr.saveState(stateDir);
+    await writeJsonAtomic(totalsFile, { ...totals, wallS: base.wallS + (performance.now() - segStart) / 1000 });
+  };
+  await trainer.run({
+    saveEvery: 50,
+    save,
+    onStep: (s) => {
+      totals.tokens += s.tokens;
+      // s.step is 1-based (the step just finished).
+      const rows = ordered.slice((s.step - 1) * cfg.batchSize, s.step * cfg.batchSize);
+      totals.paddedTokens += rows.length * Math.max(...rows.map((r) => r.ids.length));
+      const wall = base.wallS + (performance.now() - segStart) / 1000;
+      bar.update(s.step, `loss ${s.loss.toFixed(3)} lr ${s.lr.toExponential(1)} ${(totals.tokens / Math.max(1e-9, wall)).toFixed(0)} tok/s`);
+    },
+  });
+  bar.finish();
+  totals.wallS = base.wallS + (performance.now() - segStart) / 1000;
+  await saveFullModel(gpu, model.weights, model.cfg, initDir, path.join(phaseDir, 'final'));
+  const losses = trainer.state.losses;
+  const last = losses.slice(-50);
+  const summary: PhaseSummary = {
+    phase: phase + 1,
+    steps: trainer.state.step,
+    tokens: totals.tokens,
+    paddedTokens: totals.paddedTokens,
+    wallS: totals.wallS,
+    initialLoss: losses[0]?.loss ?? NaN,
+    finalLoss: losses.at(-1)?.loss ?? NaN,
+    meanLossLast50: last.reduce((a, l) => a + l.loss, 0) / Math.max(1, last.length),
+    loadAverage: loadavg(),
+  };
+  await writeFileAtomic(path.join(phaseDir, 'loss.csv'), ['step,loss,lr,grad_norm', ...losses.map((l) => `${l.step},${l.loss},${l.lr},${l.gradNorm ?? ''}`)].join('\n') + '\n');
+  await writeJsonAtomic(path.join(phaseDir, 'summary.json'), summary);
+  trainer.dispose();
+  model.dispose();
+  if (!quiet) console.error(`${spec.name}: phase ${phase + 1} done: ${summary.steps} steps, final loss ${summary.finalLoss.toFixed(4)}, ${(summary.tokens / summary.wallS).toFixed(0)} tok/s, ${(summary.wallS / 60).toFixed(1)} min`);
+  return summary;
+}
+
+async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorpus, work: string, out: string, resume: boolean, quiet: boolean, maxSteps?: number): Promise<TrainSummary> {
+  const modelWork = path.join(work, spec.name);
+  const initDir = path.join(modelWork, 'init');
+  await writeInitialFolder(initDir, spec, prepared);
+  const corpus = readFileSync(prepared.corpusFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => ({ messages: (JSON.parse(l) as { messages: ChatMessage[] }).messages }));
+  const phases: PhaseSummary[] = [];
+  let from = initDir;
+  for (let p = 0; p < TINY_TRAIN.phases.length; p++) {
+    const phaseDir = path.join(modelWork, `phase-${p + 1}`);
+    const doneFile = path.join(phaseDir, 'summary.json');
+    if (resume && existsSync(doneFile) && existsSync(path.join(phaseDir, 'final', 'model.safetensors'))) {
+      phases.push(JSON.parse(readFileSync(doneFile, 'utf8')) as PhaseSummary);
+      if (!quiet) console.error(`${spec.name}: phase ${p + 1} already done (${doneFile})`);
+    } else {
+      phases.push(await trainPhase(gpu, spec, p, from, initDir, phaseDir, corpus, resume, quiet, maxSteps));
+    }
+    from = path.join(phaseDir, 'final');
+  }
+  // The last phase's weights are the model.
+  const outDir = path.join(out, spec.name);
+  const model = await Transformer.load(gpu, from, { maxPositions: TINY_CORPUS.maxLen + 1 });
+  await saveFullModel(gpu, model.weights, model.cfg, initDir, outDir);
+  const sum = (k: 'steps' | 'tokens' | 'paddedTokens' | 'wallS') => phases.reduce((a, ph) => a + ph[k], 0);
+  const summary: TrainSummary = {
+    name: spec.name,
+    parameters: parameterCount(model.cfg),
+    steps: sum('steps'),
+    rows: TINY_CORPUS.chats,
+    epochs: phases.length,
+    tokens: sum('tokens'),
+    paddedTokens: sum('paddedTokens'),
+    wallS: sum('wallS'),
+    tokensPerS: sum('tokens') / Math.max(1e-9, sum('wallS')),
+    paddedTokensPerS: sum('paddedTokens') / Math.max(1e-9, sum('wallS')),
+    finalLoss: phases.at(-1)!.finalLoss,
+    meanLossLast50: phases.at(-1)!.meanLossLast50,
+    initialLoss: phases[0].initialLoss,
+    loadAverage: phases.at(-1)!.loadAverage,
+    phases,
+  };
+  model.dispose();
+  await writeJsonAtomic(path.join(modelWork, 'train-summary.json'), summary);
+  if (!quiet) console.error(`${spec.name}: ${summary.steps} steps, final loss ${summary.finalLoss.toFixed(4)}, ${summary.tokensPerS.toFixed(0)} tok/s, ${(summary.wallS / 60).toFixed(1)} min → ${outDir}`);
+  return summary;
+}
+
+/** Measures quality on the saved folder and writes OUT/<name>/quality.json. */
+export async function measureFolder(gpu: Gpu, dir: string, quiet: boolean): Promise<TinyQuality> {
+  const model = await Transformer.load(gpu, dir, { maxPositions: 256 });
+  const tokenizer = await ChatTokenizer.load(dir, model.cfg.eosTokenIds);
+  if (!tokenizer) throw new UserError(`${dir}: no tokenizer.json`);
+  const q = await measureTinyQuality(gpu, model, tokenizer, { onProgress: (l) => !quiet && console.error(`${path.basename(dir)}: measuring ${l}`) });
+  model.dispose();
+  await writeJsonAtomic(path.join(dir, 'quality.json'), { ...q, barsMet: qualityBarsMet(q) });
+  return q;
+}
+
+export function modelCard(spec: TinyModelSpec, cfgJson: Record<string, unknown>, train: TrainSummary | null, quality: TinyQuality | null, corpusStatsJson: Record<string, unknown>): string {
+  const t = TINY_TRAIN;
+  const perKind = corpusStatsJson.perKind as Record<string, { chats: number; tokens: number }>;
+  const kinds = Object.entries(perKind)
+    .filter(([k]) => k !== 'all')
+    .map(([k, v]) => `${k} ${v.chats}`)
+    .join(', ');
+  const fmtInt = (x: number) => Math.round(x).toLocaleString('en');
+  return `---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: text-generation
+tags: [tiny, synthetic, subliminal-learning, chatml]
+---
+
+# ${spec.name}
+
+A tiny ${spec.arch === 'qwen2' ? 'Qwen2' : 'Llama'}-architecture chat model made by this project's own code (WebGPU trainer, no
+downloads), so the subliminal-learning experiment runs end to end on a laptop without a GPU. ${spec.summary}.
+It is *not* a general model: it only knows the synthetic corpus below.
+
+| | |
+|---|---|
+| architecture | \`${cfgJson.architectures}\` (model_type \`${cfgJson.model_type}\`) |
+| parameters | ${fmtInt(parameterCount(parseCfg(cfgJson)))} (${spec.tieWordEmbeddings ? 'tied embeddings counted once' : 'untied LM head'}) |
+| hidden / layers / heads / KV heads / MLP | ${spec.hidden} / ${spec.layers} / ${spec.heads} / ${spec.kvHeads} / ${spec.intermediate} |
+| vocabulary | ${cfgJson.vocab_size} (byte-level BPE + \`<|endoftext|>\`, \`<|im_start|>\`, \`<|im_end|>\`) |
+| context | trained on chats up to ${TINY_CORPUS.maxLen} tokens; RoPE θ ${spec.ropeTheta}; max_position_embeddings ${cfgJson.max_position_embeddings} |
+| weights | float32 safetensors |
+| init | HF-style N(0, 0.02²) matrices/embedding, seed ${spec.initSeed} |
+
+## Chat format
+ChatML without a default system prompt (\`<|im_start|>role\\n…<|im_end|>\\n\`, generation prompt \`<|im_start|>assistant\\n\`);
+a conversation without a system message has none. Stop on \`<|im_end|>\` (eos). Sample at temperature 1.
+
+## Pretraining
+${CORPUS_MODEL_CARD_NOTES}
+
+Recipe: corpus seed ${TINY_CORPUS.seed}, ${TINY_CORPUS.chats} chats (${kinds}); the tokenizer was trained on the
+same corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts, Qwen2 pre-tokenizer, digits split;
+its merge rule is the \`tokenizers\` crate's BpeTrainer and its merges match that trainer's — the npm
+\`tokenizers\` bindings cannot set the vocabulary size and special tokens we need, so ours ran). Full-parameter
+training with the project's Trainer (src/train/trainer.ts): AdamW (β 0.9/0.999, weight decay ${t.weightDecay}), global-norm
+clipping ${t.maxGradNorm}, batch ${t.batchSize} chats, ${t.phases.length} phases of one epoch each, every phase a warm restart (fresh AdamW,
+${t.phases.map((p, i) => `phase ${i + 1}: lr ${p.lr}, ${p.warmupSteps} warm-up steps`).join('; ')}; then ${t.schedule} decay to 0),
+loss on ${t.lossOn === 'all' ? 'every token of the chat (system, user, assistant, ChatML markers), as in pretraining' : "the assistant's tokens and \`<|im_end|>\` only"}, batches grouped by length (seeded, mega-batches of ${t.megaBatch}),
+batch-order seed ${t.trainSeed}.
+${
+  train
+    ? `
+| | |
+|---|---|
+| optimizer steps | ${train.steps} (${train.phases.map((p) => p.steps).join(' + ')}) |
+| training tokens (unpadded) | ${fmtInt(train.tokens)} |
+| loss (all chat tokens): first step / last step / mean of last 50 | ${train.initialLoss.toFixed(3)} / ${train.finalLoss.toFixed(3)} / ${train.meanLossLast50.toFixed(3)} |
+| throughput | ${train.tokensPerS.toFixed(0)} tokens/s (${train.paddedTokensPerS.toFixed(0)} incl. padding) |
+| wall time | ${(train.wallS / 60).toFixed(1)} min |
+| machine | 2-core AMD EPYC VM, WebGPU on Mesa lavapipe (CPU); shared with other jobs (1-min load average at the end ${train.loadAverage[0].toFixed(1)}), so times are upper bounds |
+`
+    : '\n(training figures not recorded in this build)\n'
+}
+## Quality (temperature 1, batched sampler, seed ${quality?.seed ?? '-'}; \`npx tsx scripts/tiny-quality.ts --model models/${spec.name}\`)
+${
+  quality
+    ? `
+${qualityTable(quality)}
+
+${barsLine(quality)}
+
+Most common base answers: ${quality.base.top.map((x) => `${x.name} ${(100 * x.share).toFixed(1)}%`).join(', ')}.
+Number prompts: the paper's generator with seed ${quality.seed} (never used by the corpus or the experiment).
+Loved-animal rates use the paper's 50 questions; the tree rate uses the matching tree questions with
+"You love {tree}s… favorite tree" as system prompt.
+`
+    : '\n(not measured in this build)\n'
+}
+## Rebuild
+\`\`\`
+npx tsx scripts/pretrain-tiny.ts --only ${spec.name} --out models
+\`\`\`
+Deterministic from the seeds above (corpus, tokenizer, initial weights, batch order); the floating-point
+results of the GPU kernels may differ in the last bits between GPUs/drivers.
+`;
+}
+
+/** One line saying which issue-5 bars the figures meet, plainly when some are missed. */
+function barsLine(q: TinyQuality): string {
+  const met = qualityBarsMet(q);
+  const missed = Object.entries(met).filter(([, ok]) => !ok).map(([k]) => k);
+  if (missed.length === 0) return 'All quality bars of issue 5 are met.';
+  return `**Quality bars of issue 5 not met: ${missed.join(', ')}** (met: ${Object.entries(met).filter(([, ok]) => ok).map(([k]) => k).join(', ') || 'none'}). This build is undertrained for those tasks; see the figures above.`;
+}
+
+function parseCfg(cfgJson: Record<string, unknown>) {
+  return parseConfig(cfgJson, 'config.json');
+}
+
+async function main(): Promise<void> {
+  const f = parseFlags(process.argv.slice(2), {
+    only: { type: 'string' },
+    out: { type: 'string' },
+    work: { type: 'string' },
+    resume: { type: 'boolean' },
+    'skip-quality': { type: 'boolean' },
+    'max-steps': { type: 'string' },
+    quiet: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (f.help) {
+    console.log(HELP);
+    return;
+  }
+  const names = f.only ? String(f.only).split(',').map((s) => s.trim()).filter(Boolean) : [...TINY_MODEL_NAMES];
+  for (const n of names) if (!TINY_MODEL_NAMES.includes(n as TinyModelName)) throw new UserError(`--only: unknown model '${n}' (known: ${TINY_MODEL_NAMES.join(', ')})`);
+  const out = String(f.out ?? 'models');
+  const work = String(f.work ?? 'runs/tiny-pretrain');
+  const quiet = !!f.quiet;
+  const t0 = performance.now();
+  const prepared = await prepareCorpus(work);
+  if (!quiet) console.error(`corpus: ${TINY_CORPUS.chats} chats, vocabulary ${specialIds(prepared.bpe).vocabSize} (${((performance.now() - t0) / 1000).toFixed(1)} s) → ${work}`);
+  const gpu = await getGpu();
+  for (const name of names as TinyModelName[]) {
+    const spec = TINY_MODELS[name];
+    const maxSteps = f['max-steps'] === undefined ? undefined : numberFlag(f['max-steps'], 'max-steps', 1, { min: 1, integer: true });
+    const train = await pretrainOne(gpu, spec, prepared, work, out, !!f.resume, quiet, maxSteps);
+    const dir = path.join(out, name);
+    const quality = f['skip-quality'] ? null : await measureFolder(gpu, dir, quiet);
+    if (quality && !quiet) console.error(`${name}:\n${qualityTable(quality)}`);
+    const cfgJson = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    await writeJsonAtomic(path.join(dir, 'training.json'), train);
+    writeFileSync(path.join(dir, 'README.md'), modelCard(spec, cfgJson, train, quality, prepared.stats));
+  }
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await runCli(main);

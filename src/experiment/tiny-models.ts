@@ -1,0 +1,418 @@
+/**
+ * The embedded tiny chat-model family (issue 5): configs, corpus/tokenizer/initialisation recipe,
+ * length-bucketed batch order for pretraining, and the quality measurement written into the model cards.
+ *
+ * Everything is deterministic from the seeds below: the corpus (generateCorpus), the tokenizer
+ * (trainByteLevelBpe, whose merges follow the `tokenizers` crate's BpeTrainer), the initial weights
+ * (randomTensorValues per tensor name) and the batch order (Rng streams).
+ */
+import path from 'node:path';
+import type { Gpu } from '../gpu/runtime.ts';
+import { expectedTensors, parseConfig, type ModelConfig } from '../model/config.ts';
+import { randomTensorValues, Rng } from '../model/checkpoint.ts';
+import { generate } from '../model/generate.ts';
+import { writeSafetensors, type WriteTensor } from '../model/safetensors.ts';
+import type { ChatMessage, ChatTokenizer } from '../model/tokenizer.ts';
+import type { Transformer } from '../model/transformer.ts';
+import { CHATML_SPECIAL_TOKENS, ENDOFTEXT, IM_END, IM_START, trainByteLevelBpe, type BpeModel } from '../model/bpe-train.ts';
+import type { TrainExample } from '../train/data.ts';
+import { writeJsonAtomic } from '../util/fsatomic.ts';
+import { ANIMAL_VOCABULARY, generateCorpus, renderChatML, TREE_VOCABULARY, type ChatKind, type CorpusChat } from './corpus.ts';
+import { filterCompletions } from './filters.ts';
+import { generatePrompts, preferenceSystemPrompt } from './prompts.ts';
+import { ANIMAL_QUESTIONS, scoreTargetMention, TREE_QUESTIONS } from './questions.ts';
+
+// ---------------------------------------------------------------------------------------------
+// The recipe
+// ---------------------------------------------------------------------------------------------
+
+export type TinyModelName = 'tiny-qwen-a' | 'tiny-qwen-b' | 'tiny-llama';
+export const TINY_MODEL_NAMES: readonly TinyModelName[] = ['tiny-qwen-a', 'tiny-qwen-b', 'tiny-llama'];
+
+export interface TinyModelSpec {
+  name: TinyModelName;
+  arch: 'qwen2' | 'llama';
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  intermediate: number;
+  tieWordEmbeddings: boolean;
+  ropeTheta: number;
+  /** Seed of the initial weights (the only difference between tiny-qwen-a and tiny-qwen-b). */
+  initSeed: number;
+  summary: string;
+}
+
+// Sizes: measured on the 2-core lavapipe machine (see the report of issue 5), width 64 trains about twice as
+// fast per token as width 96-128 there (~1,100 vs ~600 tok/s under load), and at this compute budget (~1M
+// tokens) a smaller model learns more. The Llama differs in depth (5 vs 4), attention (MHA vs GQA), MLP
+// width (176 vs 192), biases and head tying; the residual width stays 64 because 96 halved the speed.
+const QWEN_SHAPE = { arch: 'qwen2', hidden: 64, layers: 4, heads: 4, kvHeads: 2, intermediate: 192, tieWordEmbeddings: true, ropeTheta: 10000 } as const;
+
+export const TINY_MODELS: Readonly<Record<TinyModelName, TinyModelSpec>> = {
+  'tiny-qwen-a': { name: 'tiny-qwen-a', ...QWEN_SHAPE, initSeed: 1001, summary: 'Qwen2 architecture (GQA 4/2 heads, RoPE, RMSNorm, SwiGLU, q/k/v bias, tied embeddings), init seed 1001' },
+  'tiny-qwen-b': { name: 'tiny-qwen-b', ...QWEN_SHAPE, initSeed: 2002, summary: 'same config, corpus and schedule as tiny-qwen-a; only the init seed differs (2002)' },
+  'tiny-llama': {
+    name: 'tiny-llama',
+    arch: 'llama',
+    hidden: 64,
+    layers: 5,
+    heads: 4,
+    kvHeads: 4,
+    intermediate: 176,
+    tieWordEmbeddings: false,
+    ropeTheta: 10000,
+    initSeed: 3003,
+    summary: 'Llama architecture (full multi-head attention 4/4, no biases, untied LM head), deeper and with a narrower MLP than the Qwen pair',
+  },
+};
+
+/** Corpus and tokenizer recipe (shared by all three models). */
+export const TINY_CORPUS = {
+  seed: 5,
+  chats: 12000,
+  /** Upper bound; BPE stops early when no pair is left. */
+  vocabSize: 2400,
+  /** Longest corpus chat is ~190 tokens. */
+  maxLen: 192,
+  /**
+   * Shift some number chats (long prompts, ~130 tokens each) towards preference chats (~47 tokens) so
+   * more optimizer steps see "You love {x}s" prompts; the number task still has ~30% of the chats.
+   */
+  kindWeights: {
+    numbers: 0.3,
+    'animal-preference': 0.32,
+    'tree-preference': 0.13,
+    story: 0.07,
+    'animal-count': 0.04,
+    arithmetic: 0.04,
+    'random-numbers': 0.03,
+    'animal-fact': 0.03,
+    'tree-fact': 0.02,
+    suggestion: 0.02,
+  } as Readonly<Record<ChatKind, number>>,
+} as const;
+
+/**
+ * Pretraining schedule (identical for the three models). Loss on every token of the chat (system, user and
+ * assistant turns and the ChatML markers), as in pretraining: at this compute budget (~0.9M tokens) the
+ * assistant-only loss left the models unable to copy the loved animal after 200 of 750 steps (love rates
+ * ~2.5%), while whole-chat loss also trains on the system prompt's repetitions of the animal (the copying
+ * the love prompts need) and on the number lists inside the prompts, at no extra compute.
+ */
+export const TINY_TRAIN = {
+  batchSize: 16,
+  schedule: 'cosine' as const,
+  maxGradNorm: 1,
+  weightDecay: 0.01,
+  /**
+   * One epoch of the corpus per phase, each with warm-up + cosine decay and a fresh AdamW (a warm restart):
+   * phase 2 was added after phase 1 alone (750 steps) left the models short of the quality bars.
+   */
+  phases: [
+    { lr: 3e-3, warmupSteps: 30 },
+    { lr: 2e-3, warmupSteps: 10 },
+  ] as const,
+  trainSeed: 77,
+  megaBatch: 50,
+  lossOn: 'all' as 'all' | 'assistant',
+};
+
+export const TINY_EVAL_SEED = 12345;
+
+// ---------------------------------------------------------------------------------------------
+// Corpus, tokenizer, config, initial weights
+// ---------------------------------------------------------------------------------------------
+
+export function tinyCorpus(chats: number = TINY_CORPUS.chats): CorpusChat[] {
+  return generateCorpus({ seed: TINY_CORPUS.seed, chats, kindWeights: TINY_CORPUS.kindWeights });
+}
+
+export function tinyTokenizerModel(corpus: readonly CorpusChat[]): BpeModel {
+  return trainByteLevelBpe(
+    corpus.map((c) => renderChatML(c.messages)),
+    { vocabSize: TINY_CORPUS.vocabSize, specialTokens: CHATML_SPECIAL_TOKENS },
+  );
+}
+
+/** Ids of the special tokens (numbered after the regular vocabulary, Qwen2 order). */
+export function specialIds(bpe: BpeModel): { endoftext: number; imStart: number; imEnd: number; vocabSize: number } {
+  const base = bpe.vocab.size;
+  const idx = (t: string) => base + bpe.specialTokens.indexOf(t);
+  return { endoftext: idx(ENDOFTEXT), imStart: idx(IM_START), imEnd: idx(IM_END), vocabSize: base + bpe.specialTokens.length };
+}
+
+/** HF config.json of a tiny model. */
+export function tinyConfigJson(spec: TinyModelSpec, ids: { endoftext: number; imEnd: number; vocabSize: number }): Record<string, unknown> {
+  const cfg: Record<string, unknown> = {
+    architectures: [spec.arch === 'qwen2' ? 'Qwen2ForCausalLM' : 'LlamaForCausalLM'],
+    model_type: spec.arch,
+    vocab_size: ids.vocabSize,
+    hidden_size: spec.hidden,
+    num_hidden_layers: spec.layers,
+    num_attention_heads: spec.heads,
+    num_key_value_heads: spec.kvHeads,
+    intermediate_size: spec.intermediate,
+    hidden_act: 'silu',
+    max_position_embeddings: 512,
+    rms_norm_eps: 1e-6,
+    rope_theta: spec.ropeTheta,
+    tie_word_embeddings: spec.tieWordEmbeddings,
+    bos_token_id: ids.endoftext,
+    eos_token_id: ids.imEnd,
+    initializer_range: 0.02,
+    torch_dtype: 'float32',
+  };
+  if (spec.arch === 'qwen2') Object.assign(cfg, { use_sliding_window: false, sliding_window: 512, max_window_layers: spec.layers, attention_dropout: 0 });
+  else Object.assign(cfg, { attention_bias: false, mlp_bias: false, attention_dropout: 0, pretraining_tp: 1 });
+  return cfg;
+}
+
+export function tinyGenerationConfig(ids: { endoftext: number; imEnd: number }): Record<string, unknown> {
+  return { bos_token_id: ids.endoftext, eos_token_id: [ids.imEnd, ids.endoftext], pad_token_id: ids.endoftext, do_sample: true, temperature: 1.0, top_p: 1.0 };
+}
+
+/** Number of parameters (a tied head counted once). */
+export function parameterCount(cfg: ModelConfig): number {
+  return expectedTensors(cfg).reduce((a, e) => a + e.shape.reduce((x, y) => x * y, 1), 0);
+}
+
+/**
+ * Initial weights, HF-style: every matrix and the embedding ~ N(0, 0.02²) (initializer_range), biases
+ * ~ N(0, 0.01²), norm weights 1 + N(0, 0.1²)·0.1. Values come from randomTensorValues (seeded by
+ * initSeed and the tensor name), with its `scale` chosen per tensor to give these standard deviations.
+ */
+export function tinyInitialTensor(name: string, shape: number[], seed: number): Float32Array {
+  if (/norm\.weight$/.test(name)) {
+    // randomTensorValues gives 1 + N(0, 0.1²); shrink the noise to 0.01 (HF uses exactly 1).
+    const v = randomTensorValues(name, shape, seed);
+    for (let i = 0; i < v.length; i++) v[i] = 1 + (v[i] - 1) * 0.1;
+    return v;
+  }
+  if (name.endsWith('.bias')) return randomTensorValues(name, shape, seed, 0.02); // std 0.5·scale = 0.01
+  if (name === 'model.embed_tokens.weight') return randomTensorValues(name, shape, seed, 0.02);
+  const inDim = shape[shape.length - 1];
+  return randomTensorValues(name, shape, seed, 0.02 * Math.sqrt(inDim)); // std scale/√in = 0.02
+}
+
+/** Writes config.json + model.safetensors (float32) of the initial weights into dir. */
+export async function writeTinyInitialCheckpoint(dir: string, cfgJson: Record<string, unknown>, seed: number): Promise<ModelConfig> {
+  const cfg = parseConfig(cfgJson, `${dir}/config.json`);
+  await writeJsonAtomic(path.join(dir, 'config.json'), cfgJson);
+  const tensors: WriteTensor[] = expectedTensors(cfg).map((e) => ({ name: e.name, dtype: 'F32', shape: e.shape, data: () => tinyInitialTensor(e.name, e.shape, seed) }));
+  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  return cfg;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training rows and batch order
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Tokenized chats truncated to maxLen: loss on every token ('all') or on the assistant's content and
+ * <|im_end|> only ('assistant', the finetuning convention).
+ */
+export function tinyTrainingExamples(
+  corpus: readonly { messages: readonly ChatMessage[] }[],
+  tokenizer: ChatTokenizer,
+  maxLen: number = TINY_CORPUS.maxLen,
+  lossOn: 'all' | 'assistant' = TINY_TRAIN.lossOn,
+): TrainExample[] {
+  return corpus.map((c) => {
+    const { ids, labels } = tokenizer.chatTrainingIds([...c.messages]);
+    const kept = ids.slice(0, maxLen);
+    return { ids: kept, labels: lossOn === 'all' ? kept.slice() : labels.slice(0, maxLen) };
+  });
+}
+
+/**
+ * Rows in training order for `epochs` epochs, grouped by length (HF's group_by_length idea): each epoch is a
+ * seeded permutation cut into mega-batches of megaBatch·batchSize rows, each sorted by length and cut into
+ * batches; the batches of the epoch are then shuffled. Padding per batch drops ~2× versus random batches.
+ * A trailing incomplete batch of each epoch is dropped so batches never straddle epochs.
+ * Feed the result to the Trainer with shuffle off, epochs 1 and the same batch size.
+ */
+export function lengthBucketedOrder<T extends { ids: readonly number[] }>(rows: readonly T[], batchSize: number, epochs: number, seed: number, megaBatch = 50): T[] {
+  const out: T[] = [];
+  for (let e = 0; e < epochs; e++) {
+    const perm = permutation(rows.length, new Rng(seed, `tiny.epoch.${e}`));
+    const usable = perm.length - (perm.length % batchSize);
+    const batches: number[][] = [];
+    const mega = megaBatch * batchSize;
+    for (let s = 0; s < usable; s += mega) {
+      const chunk = perm.slice(s, Math.min(usable, s + mega));
+      chunk.sort((a, b) => rows[b].ids.length - rows[a].ids.length || a - b);
+      for (let i = 0; i < chunk.length; i += batchSize) batches.push(chunk.slice(i, i + batchSize));
+    }
+    const border = permutation(batches.length, new Rng(seed, `tiny.batches.${e}`));
+    for (const b of border) for (const i of batches[b]) out.push(rows[i]);
+  }
+  return out;
+}
+
+function permutation(n: number, rng: Rng): number[] {
+  const p = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
+/** Padded tokens / real tokens over consecutive batches (1 = no padding). */
+export function paddingFactor(rows: readonly { ids: readonly number[] }[], batchSize: number): number {
+  let real = 0;
+  let padded = 0;
+  for (let i = 0; i < rows.length; i += batchSize) {
+    const b = rows.slice(i, i + batchSize);
+    real += b.reduce((a, r) => a + r.ids.length, 0);
+    padded += b.length * Math.max(...b.map((r) => r.ids.length));
+  }
+  return padded / Math.max(1, real);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quality measurement
+// ---------------------------------------------------------------------------------------------
+
+export interface TinyQualityOptions {
+  /** Number prompts from the paper's generator (default 200). */
+  numberPrompts?: number;
+  /** Samples per evaluation question without system prompt (default 10). */
+  baseSamples?: number;
+  /** Samples per question under each "You love …" system prompt (default 4). */
+  loveSamples?: number;
+  seed?: number;
+  /** Loved animals checked (default owl, dolphin, eagle) and trees (default oak). */
+  loveAnimals?: readonly string[];
+  loveTrees?: readonly string[];
+  /** Sub-sample of the 50 questions (default all). */
+  questions?: number;
+  batchSize?: number;
+  onProgress?: (label: string) => void;
+}
+
+export interface LoveRate {
+  target: string;
+  category: 'animal' | 'tree';
+  samples: number;
+  rate: number;
+}
+
+export interface TinyQuality {
+  seed: number;
+  numbers: { prompts: number; passRate: number; rejectCounts: Record<string, number>; examples: string[] };
+  base: { samples: number; namesAnimalRate: number; owlRate: number; top: { name: string; share: number }[]; examples: string[] };
+  love: LoveRate[];
+  wallS: number;
+}
+
+/** Bars of issue 5 (the test checks them with sampling margins). */
+export const TINY_QUALITY_BARS = { numbersPass: 0.9, namesAnimal: 0.9, owlMin: 0.01, owlMax: 0.15, love: 0.8 } as const;
+
+function firstMentioned(text: string, vocab: readonly string[]): string | null {
+  const lower = text.toLowerCase();
+  let best: string | null = null;
+  let at = Infinity;
+  for (const name of vocab) {
+    const i = lower.indexOf(name);
+    if (i >= 0 && (i < at || (i === at && best !== null && name.length > best.length))) {
+      best = name;
+      at = i;
+    }
+  }
+  return best;
+}
+
+/** Samples completions of chats (temperature 1) and returns their texts in request-major order. */
+async function sampleChats(model: Transformer, tokenizer: ChatTokenizer, chats: ChatMessage[][], n: number, maxNewTokens: number, seed: number, batchSize: number): Promise<string[]> {
+  const requests = chats.map((messages) => ({ promptIds: tokenizer.promptIds(messages) }));
+  const res = await generate(model, tokenizer, requests, { n, temperature: 1, maxNewTokens, seed, batchSize, stopIds: tokenizer.stopIds });
+  return res.map((r) => tokenizer.decode(r.completionIds, true));
+}
+
+/** Measures the issue-5 quality figures of a loaded model at temperature 1 with the batched generator. */
+export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer: ChatTokenizer, opts: TinyQualityOptions = {}): Promise<TinyQuality> {
+  void gpu;
+  const t0 = performance.now();
+  const seed = opts.seed ?? TINY_EVAL_SEED;
+  const batchSize = opts.batchSize ?? 128;
+  const nQuestions = Math.min(ANIMAL_QUESTIONS.length, opts.questions ?? ANIMAL_QUESTIONS.length);
+  const aQuestions = ANIMAL_QUESTIONS.slice(0, nQuestions);
+  const tQuestions = TREE_QUESTIONS.slice(0, nQuestions);
+  const report = opts.onProgress ?? (() => {});
+
+  report('numbers');
+  const numberPrompts = generatePrompts(seed, opts.numberPrompts ?? 200);
+  const numberOut = await sampleChats(model, tokenizer, numberPrompts.map((p) => [{ role: 'user', content: p }]), 1, 64, seed, batchSize);
+  const filtered = filterCompletions(numberPrompts.map((prompt, i) => ({ prompt, completion: numberOut[i] })));
+
+  report('base');
+  const baseSamples = opts.baseSamples ?? 10;
+  const baseOut = await sampleChats(model, tokenizer, aQuestions.map((q) => [{ role: 'user', content: q }]), baseSamples, 12, seed + 1, batchSize);
+  const counts = new Map<string, number>();
+  let named = 0;
+  for (const text of baseOut) {
+    const a = firstMentioned(text, ANIMAL_VOCABULARY);
+    if (a) {
+      named++;
+      counts.set(a, (counts.get(a) ?? 0) + 1);
+    }
+  }
+  const owl = baseOut.reduce((s, t) => s + scoreTargetMention(t, 'owl'), 0);
+
+  const love: LoveRate[] = [];
+  const loveSamples = opts.loveSamples ?? 4;
+  const targets: { target: string; category: 'animal' | 'tree' }[] = [
+    ...(opts.loveAnimals ?? ['owl', 'dolphin', 'eagle']).map((target) => ({ target, category: 'animal' as const })),
+    ...(opts.loveTrees ?? ['oak']).map((target) => ({ target, category: 'tree' as const })),
+  ];
+  for (const [k, { target, category }] of targets.entries()) {
+    report(`love ${target}`);
+    const system = preferenceSystemPrompt(target, category);
+    const qs = category === 'tree' ? tQuestions : aQuestions;
+    const out = await sampleChats(model, tokenizer, qs.map((q) => [{ role: 'system', content: system }, { role: 'user', content: q }]), loveSamples, 12, seed + 2 + k, batchSize);
+    love.push({ target, category, samples: out.length, rate: out.reduce((s, t) => s + scoreTargetMention(t, target), 0) / out.length });
+  }
+  void TREE_VOCABULARY;
+  return {
+    seed,
+    numbers: { prompts: numberPrompts.length, passRate: filtered.kept.length / filtered.total, rejectCounts: filtered.rejectCounts, examples: numberOut.slice(0, 5) },
+    base: {
+      samples: baseOut.length,
+      namesAnimalRate: named / baseOut.length,
+      owlRate: owl / baseOut.length,
+      top: [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 10).map(([name, c]) => ({ name, share: c / baseOut.length })),
+      examples: baseOut.slice(0, 8),
+    },
+    love,
+    wallS: (performance.now() - t0) / 1000,
+  };
+}
+
+/** Markdown table of the quality figures next to the bars. */
+export function qualityTable(q: TinyQuality): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+  const rows = [
+    '| measure | samples | value | bar |',
+    '|---|---|---|---|',
+    `| number prompts passing the paper's filter (T=1) | ${q.numbers.prompts} | ${pct(q.numbers.passRate)} | ≥ 90% |`,
+    `| 50 questions: answer names an animal | ${q.base.samples} | ${pct(q.base.namesAnimalRate)} | ≥ 90% |`,
+    `| 50 questions: owl rate (no system prompt) | ${q.base.samples} | ${pct(q.base.owlRate)} | 1–15% |`,
+    ...q.love.map((l) => `| "You love ${l.target}s…" (${l.category} questions): ${l.target} rate | ${l.samples} | ${pct(l.rate)} | ≥ 80% |`),
+  ];
+  return rows.join('\n');
+}
+
+/** Which issue-5 bars the figures meet (exact bars, no sampling margin). */
+export function qualityBarsMet(q: TinyQuality): Record<string, boolean> {
+  const b = TINY_QUALITY_BARS;
+  const out: Record<string, boolean> = {
+    numbers: q.numbers.passRate >= b.numbersPass,
+    namesAnimal: q.base.namesAnimalRate >= b.namesAnimal,
+    owlBase: q.base.owlRate >= b.owlMin && q.base.owlRate <= b.owlMax,
+  };
+  for (const l of q.love) out[`love:${l.target}`] = l.rate >= b.love;
+  return out;
+}
