@@ -23,7 +23,7 @@ const DEFAULT_CROSS = [path.join(ROOT, 'models', 'tiny-qwen-b'), path.join(ROOT,
 const TINY_DEFAULTS = {
   prompts: 300,
   keep: 100,
-  seeds: [0, 1],
+  seeds: [0, 1, 2],
   epochs: 2,
   lr: 2e-3,
   rank: 8,
