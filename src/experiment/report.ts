@@ -107,10 +107,16 @@ export function reportMarkdown(res: OwlResults, stats: ArmStats[]): string {
   L.push('');
   L.push(
     sig.length
-      ? `Arms significantly different from their control at α = 0.05 (uncorrected for the ${tested.length} comparisons): ${sig.map((s) => s.label).join('; ')}.`
-      : `No arm differs significantly from its control at α = 0.05 (a null result at this scale: see the intervals).`,
-    '',
+      ? `Arms whose ${c.animal} rate differs significantly from their control at α = 0.05 (uncorrected for the ${tested.length} comparisons): ${sig.map((s) => s.label).join('; ')}.`
+      : `No arm's ${c.animal} rate differs significantly from its control at α = 0.05 (a null result at this scale: see the intervals).`,
   );
+  const sigFirst = tested.filter((s) => Number.isFinite(s.diff!.pFirstToken) && s.diff!.pFirstToken < 0.05);
+  if (sigFirst.length) {
+    L.push(
+      `On the first-token probability, ${sigFirst.map((s) => `${s.label} (${s.diff!.firstTokenProb >= 0 ? '+' : ''}${(100 * s.diff!.firstTokenProb).toFixed(2)} points, p = ${pval(s.diff!.pFirstToken)})`).join('; ')} differ${sigFirst.length === 1 ? 's' : ''} from ${sigFirst.length === 1 ? 'its control' : 'their controls'} at α = 0.05, uncorrected for multiple comparisons — ${sigFirst.some((s) => s.diff!.firstTokenProb > 0) ? 'read it as a lead to test with more students, not as a finding' : 'a shift away from the target, not towards it'}.`,
+    );
+  }
+  L.push('');
   L.push('## Rates by arm', '');
   L.push(`Metric: fraction of sampled answers (temperature 1, ${c.evalSamples} per question, ${c.evalSet} questions) containing "${c.animal}" (paper §3.1 scoring); per-question mean → per-student (seed) mean → mean and 95% t-interval over seeds. For a single model (base) the interval is over questions. "First-token p" is the exact probability that the answer's first token begins "${c.animal}", averaged over questions (lower variance than sampling).`, '');
   L.push('| arm | students | rate | 95% CI | Δ vs control | p | first-token p | Δ first-token | p | final train loss |');
