@@ -5,14 +5,15 @@
  *     [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl]
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { disposeLora, loadPeftAdapter } from '../src/model/adapter.ts';
-import { generate, type GenerateProgress } from '../src/model/generate.ts';
+import { generate } from '../src/model/generate.ts';
 import { ChatTokenizer, type ChatMessage } from '../src/model/tokenizer.ts';
 import { Transformer } from '../src/model/transformer.ts';
+import { parseFlags } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { writeFileAtomic } from '../src/util/fsatomic.ts';
+import { Progress } from '../src/util/progress.ts';
 
 const USAGE = `usage: npx tsx scripts/generate.ts --model DIR [--adapter DIR] [--system STR] (--prompt STR | --prompts FILE.jsonl)
          [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl]
@@ -91,66 +92,23 @@ function readPrompts(file: string): PromptRow[] {
   return rows;
 }
 
-function fmtTime(s: number): string {
-  if (!Number.isFinite(s)) return '?';
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const sec = Math.floor(s % 60);
-  return h ? `${h}h${String(m).padStart(2, '0')}m` : m ? `${m}m${String(sec).padStart(2, '0')}s` : `${sec}s`;
-}
-
-/** A progress bar on a TTY (redrawn in place), plain lines every few seconds otherwise. */
-function progressReporter(): { update: (p: GenerateProgress) => void; end: () => void } {
-  const tty = !!process.stderr.isTTY;
-  const t0 = performance.now();
-  let lastLine = 0;
-  let drawn = false;
-  let finalShown = false;
-  const update = (p: GenerateProgress) => {
-    const el = (performance.now() - t0) / 1000;
-    const rate = p.tokens / Math.max(el, 1e-9);
-    const eta = p.done > 0 ? (el * (p.total - p.done)) / p.done : Infinity;
-    const text = `${p.done}/${p.total} sequences, batch ${p.batch}/${p.batches}, ${p.tokens} tokens, ${rate.toFixed(1)} tok/s, elapsed ${fmtTime(el)}, ETA ${p.done === p.total ? '0s' : fmtTime(eta)}`;
-    if (tty) {
-      const width = 24;
-      const fill = Math.round((width * p.done) / Math.max(1, p.total));
-      process.stderr.write(`\r[${'#'.repeat(fill)}${'.'.repeat(width - fill)}] ${text}\x1b[K`);
-      drawn = true;
-    } else if (el - lastLine >= 5 || (p.done === p.total && !finalShown)) {
-      lastLine = el;
-      finalShown = p.done === p.total;
-      process.stderr.write(`generate: ${text}\n`);
-    }
-  };
-  return { update, end: () => drawn && process.stderr.write('\n') };
-}
-
 async function main(): Promise<void> {
-  let values;
-  try {
-    values = parseArgs({
-      options: {
-        model: { type: 'string' },
-        adapter: { type: 'string' },
-        system: { type: 'string' },
-        prompt: { type: 'string' },
-        prompts: { type: 'string' },
-        n: { type: 'string' },
-        temperature: { type: 'string' },
-        'top-p': { type: 'string' },
-        greedy: { type: 'boolean', default: false },
-        'max-new-tokens': { type: 'string' },
-        seed: { type: 'string' },
-        'batch-size': { type: 'string' },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (e) {
-    throw new UserError(`${(e as Error).message.split('\n')[0]} (see --help)`);
-  }
+  const values = parseFlags(process.argv.slice(2), {
+    model: { type: 'string' },
+    adapter: { type: 'string' },
+    system: { type: 'string' },
+    prompt: { type: 'string' },
+    prompts: { type: 'string' },
+    n: { type: 'string' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    greedy: { type: 'boolean', default: false },
+    'max-new-tokens': { type: 'string' },
+    seed: { type: 'string' },
+    'batch-size': { type: 'string' },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
   if (values.help) {
     process.stdout.write(USAGE + '\n');
     return;
@@ -181,9 +139,12 @@ async function main(): Promise<void> {
   });
   const lora = values.adapter ? await loadPeftAdapter(gpu, values.adapter, model.cfg) : null;
   const stopIds = [...new Set([...tok.stopIds, ...model.cfg.eosTokenIds])];
-  const progress = progressReporter();
-  const results = await generate(model, tok, requests, { n, temperature, topP, greedy: values.greedy, maxNewTokens, seed, batchSize, stopIds, lora, onProgress: progress.update });
-  progress.end();
+  const progress = new Progress('generate', requests.length * n, { unit: 'seq' });
+  const results = await generate(model, tok, requests, {
+    n, temperature, topP, greedy: values.greedy, maxNewTokens, seed, batchSize, stopIds, lora,
+    onProgress: (p) => progress.update(p.done, `batch ${p.batch}/${p.batches}, ${p.tokens} tokens`),
+  });
+  progress.finish();
   const lines = results.map((r) => {
     const row = rows[r.requestIndex];
     return JSON.stringify({

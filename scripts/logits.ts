@@ -4,12 +4,12 @@
  *   npx tsx scripts/logits.ts --model DIR [--adapter DIR] (--ids 1,2,3 | --text STR [--chat]) --out FILE.npy
  */
 import { existsSync, statSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { disposeLora, loadPeftAdapter } from '../src/model/adapter.ts';
 import { sequenceLogits } from '../src/model/generate.ts';
 import { ChatTokenizer } from '../src/model/tokenizer.ts';
 import { Transformer } from '../src/model/transformer.ts';
+import { parseFlags } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { writeNpy } from '../src/util/npy.ts';
 
@@ -26,24 +26,15 @@ Runs the model over one token sequence and writes its logits, float32 [T, vocab]
   --help          show this help`;
 
 async function main(): Promise<void> {
-  let values;
-  try {
-    values = parseArgs({
-      options: {
-        model: { type: 'string' },
-        adapter: { type: 'string' },
-        ids: { type: 'string' },
-        text: { type: 'string' },
-        chat: { type: 'boolean', default: false },
-        out: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
-  } catch (e) {
-    throw new UserError(`${(e as Error).message.split('\n')[0]} (see --help)`);
-  }
+  const values = parseFlags(process.argv.slice(2), {
+    model: { type: 'string' },
+    adapter: { type: 'string' },
+    ids: { type: 'string' },
+    text: { type: 'string' },
+    chat: { type: 'boolean', default: false },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  });
   if (values.help) {
     process.stdout.write(USAGE + '\n');
     return;

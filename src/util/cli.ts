@@ -1,14 +1,15 @@
 // Flag parsing for the CLIs: node's parseArgs in strict mode, every problem a one-line UserError.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+type ParseArgsOptionsConfig = NonNullable<ParseArgsConfig['options']>;
 import { UserError } from './errors.ts';
 
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-export function parseFlags<O extends Options>(argv: string[], options: O): Record<keyof O, string | boolean | undefined> {
+/** node:util parseArgs (strict, no positionals) with every problem turned into a one-line UserError. */
+export function parseFlags<const O extends ParseArgsOptionsConfig>(argv: string[], options: O) {
   try {
     const { values, positionals } = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
     if (positionals.length) throw new UserError(`unexpected argument '${positionals[0]}' (see --help)`);
-    return values as unknown as Record<keyof O, string | boolean | undefined>;
+    return values;
   } catch (err) {
     if (err instanceof UserError) throw err;
     throw new UserError(`${(err as Error).message.split('\n')[0]} (see --help)`);
