@@ -15,11 +15,11 @@ import {
   renderReportMarkdown,
   runMnistExperiment,
   type MnistConfig,
-  type ProgressEvent,
 } from '../src/experiment/mnist.ts';
 import { loadDataset, type DatasetName } from '../src/experiment/mnist-data.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../src/util/fsatomic.ts';
+import { Progress } from '../src/util/progress.ts';
 
 const USAGE = `Usage: npx tsx scripts/mnist.ts [options]
 
@@ -123,52 +123,6 @@ export function parseMnistArgs(argv: string[]): MnistCliOptions | null {
   return o;
 }
 
-function fmtTime(s: number): string {
-  if (!Number.isFinite(s) || s < 0) return '--:--';
-  const m = Math.floor(s / 60);
-  const sec = Math.floor(s % 60);
-  return m >= 60 ? `${Math.floor(m / 60)}:${String(m % 60).padStart(2, '0')}:${String(sec).padStart(2, '0')}` : `${m}:${String(sec).padStart(2, '0')}`;
-}
-
-/** A progress bar with ETA on a TTY; plain lines (at each message change and every 10%) otherwise. */
-function progressPrinter(stream: NodeJS.WriteStream): { update(e: ProgressEvent): void; done(): void } {
-  const t0 = performance.now();
-  const tty = !!stream.isTTY;
-  let lastMessage = '';
-  let lastDecile = -1;
-  let lastDraw = 0;
-  return {
-    update(e) {
-      const frac = e.total > 0 ? Math.min(1, e.done / e.total) : 1;
-      const elapsed = (performance.now() - t0) / 1000;
-      const eta = frac > 0.002 ? (elapsed * (1 - frac)) / frac : NaN;
-      const msg = e.message ?? e.phase;
-      if (tty) {
-        const now = performance.now();
-        if (now - lastDraw < 100 && msg === lastMessage) return;
-        lastDraw = now;
-        const width = 24;
-        const filled = Math.round(frac * width);
-        const bar = '█'.repeat(filled) + '░'.repeat(width - filled);
-        const line = `${bar} ${(100 * frac).toFixed(1).padStart(5)}% ${fmtTime(elapsed)} elapsed, ETA ${fmtTime(eta)} | ${msg}`;
-        const cols = stream.columns || 120;
-        stream.write(`\r\x1b[2K${line.slice(0, cols - 1)}`);
-        if (msg !== lastMessage && /CE|KL/.test(msg)) stream.write('\n');
-      } else {
-        const decile = Math.floor(frac * 10);
-        if (msg !== lastMessage || decile !== lastDecile) {
-          stream.write(`[${(100 * frac).toFixed(1)}% ${fmtTime(elapsed)} elapsed, ETA ${fmtTime(eta)}] ${msg}\n`);
-        }
-        lastDecile = decile;
-      }
-      lastMessage = msg;
-    },
-    done() {
-      if (tty) stream.write('\n');
-    },
-  };
-}
-
 async function main(argv: string[]): Promise<void> {
   const opts = parseMnistArgs(argv);
   if (!opts) {
@@ -185,12 +139,15 @@ async function main(argv: string[]): Promise<void> {
   process.stderr.write(
     `mnist: ${data.description}\nmnist: ${cfg.models} models, ${cfg.noise} noise images/model, teacher ${cfg.epochsTeacher} / student ${cfg.epochsStudent} epochs, batch ${cfg.batchSize}, lr ${cfg.lr}, K=${cfg.aux}, seed ${cfg.seed} → ${outDir}\n`,
   );
-  const printer = progressPrinter(process.stderr);
+  const progress = new Progress('mnist', 1, { noteLines: true });
   const result = await runMnistExperiment(gpu, data, cfg, {
-    onProgress: (e) => printer.update(e),
+    onProgress: (e) => {
+      progress.setTotal(e.total);
+      progress.update(e.done, e.message ?? e.phase);
+    },
     device: `${device}${gpu.info.isSoftware ? ' (software adapter)' : ''}`,
   });
-  printer.done();
+  progress.finish();
   const command = `npx tsx scripts/mnist.ts ${argv.join(' ')}`.trim();
   await writeJsonAtomic(join(outDir, 'report.json'), { ...result, command });
   await writeFileAtomic(join(outDir, 'report.md'), renderReportMarkdown(result, { command }));

@@ -8,6 +8,11 @@ export interface ProgressOptions {
   unit?: string;
   /** Silence everything (tests). */
   quiet?: boolean;
+  /**
+   * Keep every distinct note (e.g. per-epoch losses): a plain line whenever the note changes, and
+   * on a TTY the previous bar is kept on its own line instead of being overwritten.
+   */
+  noteLines?: boolean;
 }
 
 function fmtDuration(s: number): string {
@@ -44,8 +49,9 @@ export class Progress {
   /** Sets the amount done (absolute) and an optional note (e.g. the current loss). */
   update(done: number, note?: string): void {
     this.done = done;
+    const noteChanged = note !== undefined && note !== this.note;
     if (note !== undefined) this.note = note;
-    this.draw(false);
+    this.draw(false, noteChanged && !!this.opts.noteLines);
   }
 
   tick(n = 1, note?: string): void {
@@ -67,18 +73,19 @@ export class Progress {
     return `${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${stats}${note}`;
   }
 
-  private draw(final: boolean): void {
+  private draw(final: boolean, newNote = false): void {
     if (this.opts.quiet) return;
     const now = Date.now();
     if (this.tty) {
-      if (!final && now - this.lastDraw < 100) return;
+      if (!final && !newNote && now - this.lastDraw < 100) return;
+      if (newNote && this.lastDraw > 0) this.stream.write('\n');
       this.lastDraw = now;
       const cols = this.stream.columns || 120;
       this.stream.write(`\r${this.line().slice(0, cols - 1)}\x1b[K${final ? '\n' : ''}`);
       return;
     }
     const decile = this.total > 0 ? Math.floor((10 * this.done) / this.total) : 0;
-    if (final || decile > this.lastDecile || now - this.lastLine > 30_000) {
+    if (final || newNote || decile > this.lastDecile || now - this.lastLine > 30_000) {
       this.lastDecile = decile;
       this.lastLine = now;
       // The final line would repeat a line already printed for the same state: print it once.
