@@ -10,22 +10,9 @@ import { tinyConfigJson } from '../src/model/checkpoint.ts';
 import { expectedTensors, parseConfig } from '../src/model/config.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { uploadWeights } from '../src/model/weights.ts';
+import { randomArray } from './random.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
-/** Uniform values with the given std (xorshift32; weights only need realistic magnitudes). */
-function randomArray(n: number, std: number, seed: number, mean = 0): Float32Array {
-  const a = new Float32Array(n);
-  const k = (2 * Math.sqrt(3) * std) / 4294967296;
-  const off = mean - Math.sqrt(3) * std;
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    a[i] = off + (x >>> 0) * k;
-  }
-  return a;
-}
 
 export async function benchModel(gpu: Gpu, opts: BenchOptions): Promise<BenchResult[]> {
   const layers = opts.quick ? 2 : 24;

@@ -18,6 +18,7 @@ import { uploadWeights } from '../src/model/weights.ts';
 import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';
 import { Trainer, type TrainConfig } from '../src/train/trainer.ts';
 import type { TrainExample } from '../src/train/data.ts';
+import { randomArray } from './random.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
 interface Case {
@@ -109,20 +110,6 @@ async function runCase(gpu: Gpu, c: Case): Promise<BenchResult[]> {
   return results;
 }
 
-/** Uniform values with the given std (xorshift; weights only need realistic magnitudes). */
-function randomArray(n: number, std: number, seed: number, mean = 0): Float32Array {
-  const a = new Float32Array(n);
-  const k = (2 * Math.sqrt(3) * std) / 4294967296;
-  const off = mean - Math.sqrt(3) * std;
-  let x = seed | 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    a[i] = off + (x >>> 0) * k;
-  }
-  return a;
-}
 
 export async function benchTrain(gpu: Gpu, opts: BenchOptions): Promise<BenchResult[]> {
   const spec = TINY_MODELS['tiny-qwen-a'];
