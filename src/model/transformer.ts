@@ -455,47 +455,18 @@ export class Transformer {
   }
 
   /**
-   * Prefill: full forward over right-padded prompts [B, T] writing each layer's k/v rows for
-   * t < promptLens[b] into the cache; returns final hidden states of every position [B·T, hidden].
+   * Inference forward through every layer (residual stream updated in place, nothing saved):
+   * `attend(layer, q, k, v)` is where prefill and decode differ (KV-cache writes, attention kind).
+   * Returns the final normed hidden states.
    */
-  prefill(cache: KvCache, ids: Tensor, positions: Tensor, promptLens: Tensor, batch: number, seqLen: number, lora?: LoraWeights | null): Tensor {
+  private inferenceLayers(ids: Tensor, positions: Tensor, lora: LoraWeights | null | undefined, attend: (l: number, q: Tensor, k: Tensor, v: Tensor) => Tensor): Tensor {
     const { gpu, cfg } = this;
-    let x = embed(gpu, this.weights.embed, ids);
-    const dims = this.attentionDims(batch, seqLen);
+    const x = embed(gpu, this.weights.embed, ids);
     for (let l = 0; l < cfg.layers; l++) {
       const lw = this.weights.layers[l];
       const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps);
       const qkv = this.qkv(n1.y, l, positions, lora, false);
-      cache.prefill(gpu, l, qkv.k, qkv.v, promptLens, seqLen);
-      const att = attention(gpu, qkv.q, qkv.k, qkv.v, dims);
-      const o = this.linear(att.out, l, 'o_proj', lora);
-      addInPlace(gpu, x, o.y);
-      const n2 = rmsnorm(gpu, x, lw.postNorm, cfg.rmsNormEps);
-      const m = this.mlp(n2.y, l, lora);
-      addInPlace(gpu, x, m.out);
-      for (const t of [n1.y, qkv.q, qkv.k, qkv.v, att.out, att.lse, o.y, n2.y, m.gate, m.up, m.act, m.out]) t.dispose();
-      for (const t of Object.values({ ...qkv.loraU, ...m.loraU })) t?.dispose();
-      o.u?.dispose();
-    }
-    cache.setLens(gpu, promptLens);
-    const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps);
-    x.dispose();
-    return fin.y;
-  }
-
-  /**
-   * One decode step: ids u32 [B] (the newest token of each sequence) at positions = cache.lens.
-   * Appends k/v, advances the cache lengths, returns final hidden states [B, hidden].
-   */
-  decodeStep(cache: KvCache, ids: Tensor, lora?: LoraWeights | null, maxAttendLen?: number): Tensor {
-    const { gpu, cfg } = this;
-    let x = embed(gpu, this.weights.embed, ids);
-    for (let l = 0; l < cfg.layers; l++) {
-      const lw = this.weights.layers[l];
-      const n1 = rmsnorm(gpu, x, lw.inputNorm, cfg.rmsNormEps);
-      const qkv = this.qkv(n1.y, l, cache.lens, lora, false);
-      cache.append(gpu, l, qkv.k, qkv.v);
-      const att = attentionDecode(gpu, qkv.q, cache, l, cache.lens, { maxAttendLen });
+      const att = attend(l, qkv.q, qkv.k, qkv.v);
       const o = this.linear(att, l, 'o_proj', lora);
       addInPlace(gpu, x, o.y);
       const n2 = rmsnorm(gpu, x, lw.postNorm, cfg.rmsNormEps);
@@ -505,9 +476,37 @@ export class Transformer {
       for (const t of Object.values({ ...qkv.loraU, ...m.loraU })) t?.dispose();
       o.u?.dispose();
     }
-    cache.advance(gpu, 1);
     const fin = rmsnorm(gpu, x, this.weights.finalNorm, cfg.rmsNormEps);
     x.dispose();
     return fin.y;
+  }
+
+  /**
+   * Prefill: full forward over right-padded prompts [B, T] writing each layer's k/v rows for
+   * t < promptLens[b] into the cache; returns final hidden states of every position [B·T, hidden].
+   */
+  prefill(cache: KvCache, ids: Tensor, positions: Tensor, promptLens: Tensor, batch: number, seqLen: number, lora?: LoraWeights | null): Tensor {
+    const dims = this.attentionDims(batch, seqLen);
+    const hidden = this.inferenceLayers(ids, positions, lora, (l, q, k, v) => {
+      cache.prefill(this.gpu, l, k, v, promptLens, seqLen);
+      const att = attention(this.gpu, q, k, v, dims);
+      att.lse.dispose();
+      return att.out;
+    });
+    cache.setLens(this.gpu, promptLens);
+    return hidden;
+  }
+
+  /**
+   * One decode step: ids u32 [B] (the newest token of each sequence) at positions = cache.lens.
+   * Appends k/v, advances the cache lengths, returns final hidden states [B, hidden].
+   */
+  decodeStep(cache: KvCache, ids: Tensor, lora?: LoraWeights | null, maxAttendLen?: number): Tensor {
+    const hidden = this.inferenceLayers(ids, cache.lens, lora, (l, q, k, v) => {
+      cache.append(this.gpu, l, k, v);
+      return attentionDecode(this.gpu, q, cache, l, cache.lens, { maxAttendLen });
+    });
+    cache.advance(this.gpu, 1);
+    return hidden;
   }
 }
