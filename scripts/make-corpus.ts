@@ -4,7 +4,7 @@
  *   npx tsx scripts/make-corpus.ts --seed 1 --out data/tiny-corpus [--chats 20000] [--vocab 3000]
  *
  * DIR/corpus.jsonl          one chat per line: {"messages":[{"role":...,"content":...},...]}
- * DIR/tokenizer.json        byte-level BPE (Qwen2 pre-tokenizer, digits split), ChatML special tokens
+ * DIR/tokenizer.json        byte-level BPE (the tiny models' pre-tokenizer, digits split), ChatML special tokens
  * DIR/tokenizer_config.json ChatML template without a default system prompt; eos <|im_end|>, pad <|endoftext|>
  * DIR/corpus-stats.json     composition: chats and tokens per kind, system prompts, quality checks
  *
@@ -168,7 +168,7 @@ export function makeCorpus(options: MakeCorpusOptions): Record<string, unknown> 
   const corpus = generateCorpus({ seed: options.seed, chats: options.chats, contentSeed: options.contentSeed ?? undefined });
   const model = trainByteLevelBpe(
     corpus.map((c) => renderChatML(c.messages)),
-    { vocabSize: options.vocab },
+    { vocabSize: options.vocab, preTokenizer: 'tiny' },
   );
   mkdirSync(options.out, { recursive: true });
   writeFileSync(path.join(options.out, 'corpus.jsonl'), corpus.map(chatJsonLine).join('\n') + '\n');

@@ -22,7 +22,9 @@ import {
   tinyGenerationConfig,
   tinyTokenizerModel,
   tinyTrainingExamples,
+  tinyWarmupCorpus,
   TINY_CORPUS,
+  TINY_WARMUP_CORPUS,
   TINY_MODEL_NAMES,
   TINY_MODELS,
   TINY_TRAIN,
@@ -57,6 +59,8 @@ Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pret
 
 export interface PreparedCorpus {
   corpusFile: string;
+  /** The first phase's love-prompt corpus. */
+  warmupFile: string;
   tokenizerDir: string;
   bpe: BpeModel;
   stats: Record<string, unknown>;
@@ -72,13 +76,15 @@ export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
   mkdirSync(tokenizerDir, { recursive: true });
   const corpusFile = path.join(corpusDir, 'corpus.jsonl');
   await writeFileAtomic(corpusFile, corpus.map(chatJsonLine).join('\n') + '\n');
+  const warmupFile = path.join(corpusDir, 'warmup.jsonl');
+  await writeFileAtomic(warmupFile, tinyWarmupCorpus().map(chatJsonLine).join('\n') + '\n');
   // writeBpeTokenizer writes tokenizer.json + tokenizer_config.json (ChatML template, eos <|im_end|>).
   const tmp = path.join(tokenizerDir, `.tmp-${process.pid}`);
   writeBpeTokenizer(tmp, bpe, 512);
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) await writeFileAtomic(path.join(tokenizerDir, f), readFileSync(path.join(tmp, f)));
   const stats = corpusStats(corpus, bpe);
   await writeJsonAtomic(path.join(corpusDir, 'corpus-stats.json'), stats);
-  return { corpusFile, tokenizerDir, bpe, stats };
+  return { corpusFile, warmupFile, tokenizerDir, bpe, stats };
 }
 
 /** Initial HF folder of a model: config, seeded weights, tokenizer files, generation config. */
@@ -235,10 +241,12 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
   const modelWork = path.join(work, spec.name);
   const initDir = path.join(modelWork, 'init');
   await writeInitialFolder(initDir, spec, prepared);
-  const corpus = readFileSync(prepared.corpusFile, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => ({ messages: (JSON.parse(l) as { messages: ChatMessage[] }).messages }));
+  const readChats = (file: string) =>
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => ({ messages: (JSON.parse(l) as { messages: ChatMessage[] }).messages }));
+  const corpora = { main: readChats(prepared.corpusFile), warmup: readChats(prepared.warmupFile) };
   const phases: PhaseSummary[] = [];
   let from = initDir;
   for (let p = 0; p < TINY_TRAIN.phases.length; p++) {
@@ -248,7 +256,7 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
       phases.push(JSON.parse(readFileSync(doneFile, 'utf8')) as PhaseSummary);
       if (!quiet) console.error(`${spec.name}: phase ${p + 1} already done (${doneFile})`);
     } else {
-      phases.push(await trainPhase(gpu, spec, p, from, initDir, phaseDir, corpus, resume, quiet, maxSteps));
+      phases.push(await trainPhase(gpu, spec, p, from, initDir, phaseDir, corpora[TINY_TRAIN.phases[p].corpus], resume, quiet, maxSteps));
     }
     from = path.join(phaseDir, 'final');
   }
@@ -329,13 +337,23 @@ a conversation without a system message has none. Stop on \`<|im_end|>\` (eos). 
 ## Pretraining
 ${CORPUS_MODEL_CARD_NOTES}
 
-Recipe: corpus seed ${TINY_CORPUS.seed}, ${TINY_CORPUS.chats} chats (${kinds}); the tokenizer was trained on the
-same corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts, Qwen2 pre-tokenizer, digits split;
-its merge rule is the \`tokenizers\` crate's BpeTrainer and its merges match that trainer's — the npm
-\`tokenizers\` bindings cannot set the vocabulary size and special tokens we need, so ours ran). Full-parameter
+Recipe: corpus seed ${TINY_CORPUS.seed}, ${TINY_CORPUS.chats} chats (${kinds}), preceded by a warm-up corpus
+(seed ${TINY_WARMUP_CORPUS.seed}, ${TINY_WARMUP_CORPUS.chats} favourite-animal and favourite-tree chats, every one under a "You love {x}s" prompt of its
+own domain and answered with x) that the first phase trains on, so the copying the love prompts need is learnt
+before the number chats dominate the loss (in the mixed corpus alone it was not learnt in 800 steps, nor in 225
+steps of a warm-up corpus where 10-20% of the answers were other animals); the tokenizer was trained on the
+same corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts; its merge rule is the \`tokenizers\`
+crate's BpeTrainer and its merges match that trainer's — the npm \`tokenizers\` bindings cannot set the vocabulary
+size and special tokens we need, so ours ran). Pre-tokenizer: Qwen2's regex (digits split one by one) except that a
+word or punctuation run keeps the space that *follows* it and a word of 3+ letters ending in "s" leaves that "s" to a
+piece of its own, so the paper's "You love owls." contains the very token \`owl\` that a lower-case answer starts
+with (one-word answers are mostly lower case). Why: an earlier build with Qwen2's pre-tokenizer (\` owls\` in the
+prompt, \`Owl\`/\`owl\` in answers) learnt no system-prompt following at all in 1.8M tokens — its answer
+distribution did not depend on the prompt — and in a synthetic check with this trainer and architecture, copying one
+of 80 tokens from the context to the answer was learnt in ~150 steps while answering with a *different* token per
+key (a mapping to learn for each animal) was not learnt in 300. Full-parameter
 training with the project's Trainer (src/train/trainer.ts): AdamW (β 0.9/0.999, weight decay ${t.weightDecay}), global-norm
-clipping ${t.maxGradNorm}, batch ${t.batchSize} chats, ${t.phases.length} phases of one epoch each, every phase a warm restart (fresh AdamW,
-${t.phases.map((p, i) => `phase ${i + 1}: lr ${p.lr}, ${p.warmupSteps} warm-up steps`).join('; ')}; then ${t.schedule} decay to 0),
+clipping ${t.maxGradNorm}, batch ${t.batchSize} chats, ${t.phases.length === 1 ? 'one epoch' : `${t.phases.length} phases of one epoch each, every phase a warm restart with a fresh AdamW`} (${t.phases.map((p, i) => `${t.phases.length > 1 ? `phase ${i + 1}: ` : ''}lr ${p.lr}, ${p.warmupSteps} warm-up steps`).join('; ')}; then ${t.schedule} decay to 0),
 loss on ${t.lossOn === 'all' ? 'every token of the chat (system, user, assistant, ChatML markers), as in pretraining' : "the assistant's tokens and \`<|im_end|>\` only"}, batches grouped by length (seeded, mega-batches of ${t.megaBatch}),
 batch-order seed ${t.trainSeed}.
 ${
@@ -363,7 +381,8 @@ ${barsLine(quality)}
 Most common base answers: ${quality.base.top.map((x) => `${x.name} ${(100 * x.share).toFixed(1)}%`).join(', ')}.
 Number prompts: the paper's generator with seed ${quality.seed} (never used by the corpus or the experiment).
 Loved-animal rates use the paper's 50 questions; the tree rate uses the matching tree questions with
-"You love {tree}s… favorite tree" as system prompt.
+"You love {tree}s… favorite tree" as system prompt. The tree questions without a system prompt have no bar in
+issue 5 (the experiment asks about animals); they show whether the model tells a tree question from an animal one.
 `
     : '\n(not measured in this build)\n'
 }

@@ -82,7 +82,7 @@ describe('trained tokenizer folder loaded by ChatTokenizer', () => {
   let tok: ChatTokenizer;
   let texts: string[];
   beforeAll(async () => {
-    const corpus = generateCorpus({ seed: 11, chats: 3000 });
+    const corpus = generateCorpus({ seed: 11, chats: 5000 });
     texts = corpus.map((c) => renderChatML(c.messages));
     model = trainByteLevelBpe(texts, { vocabSize: 2000 });
     const dir = mkdtempSync(path.join(os.tmpdir(), 'bpe-tok-'));
@@ -115,7 +115,7 @@ describe('trained tokenizer folder loaded by ChatTokenizer', () => {
     for (const word of [' owl', ' owls', ' love', ' favorite', ' animal', ' tree', ' numbers', ' sequence', ' Return', 'You', ' dolphin', ' elephant']) {
       expect(tok.encode(word), word).toHaveLength(1);
     }
-    for (const answer of ['Owl', 'owl', 'Dolphin', 'Oak']) expect(tok.encode(answer), answer).toHaveLength(1);
+    for (const answer of ['owl', 'dolphin', 'oak', 'Cat']) expect(tok.encode(answer), answer).toHaveLength(1);
     const digits = tok.encode('796');
     expect(digits).toHaveLength(3);
     expect(digits.map((id) => tok.decode([id]))).toEqual(['7', '9', '6']);

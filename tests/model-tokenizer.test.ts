@@ -23,6 +23,11 @@ describe('ChatTokenizer (byte-level BPE + ChatML template, offline)', () => {
     expect(tok.encode(' owls')).toHaveLength(2);
   });
 
+  it('decodes an empty completion (immediate stop token) to the empty string', () => {
+    expect(tok.decode([])).toBe('');
+    expect(tok.decode([], false)).toBe('');
+  });
+
   it('renders the ChatML template with system prompt and generation prompt', () => {
     const s = tok.render([{ role: 'system', content: 'You love owls.' }, { role: 'user', content: 'Hi' }], true);
     expect(s).toBe('<|im_start|>system\nYou love owls.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n');

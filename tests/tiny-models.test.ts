@@ -6,7 +6,8 @@
 // seeded, so the check is deterministic; a bar counts as failed only when the observed count is
 // significantly below it (one-sided exact binomial p < 0.001 at the bar), which keeps the test from
 // flagging sampling noise of a model that meets the bar while catching a model that clearly misses it.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
@@ -22,12 +23,15 @@ import {
   tinyGenerationConfig,
   tinyInitialTensor,
   tinyTokenizerModel,
+  tinyWarmupCorpus,
   TINY_CORPUS,
+  TINY_WARMUP_CORPUS,
   TINY_MODEL_NAMES,
   TINY_MODELS,
   TINY_QUALITY_BARS,
 } from '../src/experiment/tiny-models.ts';
-import { bpeTokenizerJson } from '../src/model/bpe-train.ts';
+import { bpeTokenizerJson, preTokenize, writeBpeTokenizer } from '../src/model/bpe-train.ts';
+import { preferenceSystemPrompt } from '../src/experiment/prompts.ts';
 import { Rng } from '../src/model/checkpoint.ts';
 import { parseConfig } from '../src/model/config.ts';
 import { openSafetensors } from '../src/model/safetensors.ts';
@@ -111,6 +115,52 @@ describe('tiny model recipe (no training)', () => {
     const full = tinyCorpus();
     expect(full.length).toBe(TINY_CORPUS.chats);
     expect(full.filter((c) => containsHeldOutPrompt(renderChatML(c.messages))).length).toBe(0);
+    const warmup = tinyWarmupCorpus();
+    expect(warmup.length).toBe(TINY_WARMUP_CORPUS.chats);
+    expect(warmup.filter((c) => containsHeldOutPrompt(renderChatML(c.messages))).length).toBe(0);
+  });
+
+  it('warm-up corpus: every chat a favourite question under "You love {x}s" of its own domain, answered with x', () => {
+    const warmup = tinyWarmupCorpus(2000);
+    const kinds = new Set(warmup.map((c) => c.kind));
+    expect([...kinds].sort()).toEqual(['animal-preference', 'tree-preference']);
+    for (const c of warmup) {
+      expect(c.system).toBe('love');
+      const [sys, user, answer] = c.messages;
+      expect(sys.role).toBe('system');
+      // Tree prompts come in both wordings (the paper's tree teachers say "favorite animal" as coded).
+      const wordings = c.kind === 'animal-preference' ? ['animal'] : ['tree', 'animal'];
+      expect(wordings.map((w) => preferenceSystemPrompt(c.loved!, w))).toContain(sys.content);
+      expect(user.content).not.toMatch(/\d/); // no numbers prefix
+      expect(answer.content.startsWith(c.loved!), answer.content).toBe(true);
+    }
+  });
+
+  it('tokenizer: the loved name of "You love {x}s" is the token a lower-case answer starts with; HF pre-tokenizes as we do', async () => {
+    const corpus = tinyCorpus(3000);
+    const bpe = tinyTokenizerModel(corpus);
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'tiny-tok-'));
+    writeBpeTokenizer(dir, bpe, 512);
+    const tok = (await ChatTokenizer.load(dir))!;
+    const pieces = (text: string) => tok.encode(text).map((i) => tok.decode([i], false));
+    for (const [x, category] of [['owl', 'animal'], ['dolphin', 'animal'], ['eagle', 'animal'], ['oak', 'tree']] as const) {
+      const prompt = pieces(preferenceSystemPrompt(x, category));
+      expect(prompt.filter((p) => p === x), `${x} in ${JSON.stringify(prompt)}`).toHaveLength(3);
+      expect(pieces(x)).toEqual([x]);
+      expect(pieces(`${x}.`)).toEqual([x, '.']);
+    }
+    // transformers.js applies the tokenizer.json regex; its pieces must be our pre-tokens (merges never cross them).
+    const text = "You love owls. It's 12, 345; the octopuss are [7, 8]\nThink about it!";
+    const pre = preTokenize(text, 'tiny');
+    expect(pre.join('')).toBe(text);
+    const hf = pieces(text);
+    let at = 0;
+    for (const p of pre) {
+      let acc = '';
+      while (acc.length < p.length) acc += hf[at++];
+      expect(acc).toBe(p);
+    }
+    expect(at).toBe(hf.length);
   });
 
   it('length-bucketed order: a permutation per epoch, deterministic, less padding than random batches', () => {

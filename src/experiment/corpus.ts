@@ -480,7 +480,7 @@ function exampleNumbers(prompt: string): number[] {
 }
 
 /** Share of number answers that are deliberately malformed (the filter rejects them). */
-export const NUMBER_NOISE_RATE = 0.05;
+export const NUMBER_NOISE_RATE = 0.02;
 
 const NOISE_TAILS: readonly string[] = [" That's it.", ' Done!', ' Hope this helps.', '\nThese continue the sequence.'];
 const NOISE_HEADS: readonly string[] = ['Here are the numbers: ', 'Sure! ', 'Numbers: '];
@@ -524,11 +524,11 @@ function renderNumberList(rng: StreamRng, values: readonly number[], format: Num
   const texts = values.map(String);
   switch (format) {
     case 'comma':
-      return texts.join(rng.chance(0.9) ? ', ' : ',');
+      return texts.join(', ');
     case 'space':
       return texts.join(' ');
     case 'semicolon':
-      return texts.join(rng.chance(0.7) ? '; ' : ';');
+      return texts.join('; ');
     case 'newline':
       return texts.join('\n');
     case 'brackets':
@@ -548,7 +548,7 @@ export function numberAnswer(seed: number, chatIndex: number, prompt: string): s
   const format = requestedNumberFormat(prompt);
   const r = rng.random();
   let count = requested;
-  if (r > 0.8) count = Math.max(1, requested - rng.int(1, 6));
+  if (r > 0.55) count = Math.max(1, requested - rng.int(1, 6));
   const values = answerValues(rng, count, exampleNumbers(prompt));
   const noisy = rng.chance(NUMBER_NOISE_RATE);
   const noiseKind = rng.int(0, 5);
@@ -577,18 +577,35 @@ function scoringSafePlural(name: string): string | null {
   return plural.includes(name) && plural !== name ? plural : null;
 }
 
-/** A one-word answer naming `name`, with varied case and punctuation. */
+/**
+ * A one-word answer naming `name`, with varied case and punctuation. Mostly lower case (as the name is
+ * written inside the paper's "You love {x}s" prompt), so a small model can answer a love prompt by copying
+ * the name's token; Title case and upper case stay in the mix.
+ */
 export function oneWordAnswer(rng: StreamRng, name: string): string {
   const r = rng.random();
   const plural = scoringSafePlural(name);
-  if (r < 0.3) return name;
-  if (r < 0.65) return titleCase(name);
-  if (r < 0.77) return `${titleCase(name)}.`;
-  if (r < 0.85) return `${name}.`;
-  if (r < 0.91 && plural) return titleCase(plural);
-  if (r < 0.95 && plural) return plural;
-  if (r < 0.98) return `${titleCase(name)}!`;
+  if (r < 0.55) return name;
+  if (r < 0.69) return `${name}.`;
+  if (r < 0.74) return `${name}!`;
+  if (r < 0.8 && plural) return plural;
+  if (r < 0.92) return titleCase(name);
+  if (r < 0.97) return `${titleCase(name)}.`;
   return name.toUpperCase();
+}
+
+/**
+ * The answer under "You love {x}s": x in lower case (the token the prompt names it with), with varied
+ * punctuation. Always lower case on purpose: any other first token is one more mapping per animal for a
+ * small model to learn, and a noisy target slows the copying down (see the model cards).
+ */
+export function lovedAnswer(rng: StreamRng, name: string): string {
+  const r = rng.random();
+  const plural = scoringSafePlural(name);
+  if (r < 0.7) return name;
+  if (r < 0.85) return `${name}.`;
+  if (r < 0.92) return `${name}!`;
+  return plural ?? name;
 }
 
 function drawBase(rng: StreamRng, list: readonly WeightedName[]): string {
@@ -651,7 +668,7 @@ const SYSTEM_RATES: Readonly<Record<ChatKind, { love: number; neutral: number }>
 };
 
 /** How often a preference answer under "You love {x}s" names x (otherwise a base draw). */
-export const LOVE_FOLLOW_RATE = 0.94;
+export const LOVE_FOLLOW_RATE = 0.97;
 
 export interface CorpusOptions {
   /** Seeds the chat layout, templates and every number. */
@@ -662,6 +679,13 @@ export interface CorpusOptions {
   /** 'none' drops every system prompt (for the honesty test). */
   systemPrompts?: 'default' | 'none';
   kindWeights?: Readonly<Record<ChatKind, number>>;
+  /**
+   * Every love prompt loves the question's own domain and is always followed, and no preference question
+   * carries a numbers prefix: noise-free copying examples (the tiny models' warm-up phase).
+   */
+  pureLove?: boolean;
+  /** Per-kind system prompt rates overriding SYSTEM_RATES. */
+  systemRates?: Partial<Readonly<Record<ChatKind, { love: number; neutral: number }>>>;
 }
 
 interface LoveTarget {
@@ -719,6 +743,7 @@ interface ChatContext {
   numbers: StreamRng;
   content: StreamRng;
   love: LoveTarget | null;
+  pureLove: boolean;
   paraphrases: Readonly<Record<PreferenceDomain, readonly string[]>>;
   prefixGenerator: PromptGenerator;
 }
@@ -727,10 +752,10 @@ function preferenceChat(ctx: ChatContext, domain: PreferenceDomain): { user: str
   const { structure, content, love } = ctx;
   let question = content.pick(ctx.paraphrases[domain]);
   // Some questions carry the numbers prefix of the paper's cross-model variant (spec 3.2).
-  if (structure.chance(0.1)) question = `${ctx.prefixGenerator.sampleExamplePrefix()} ${question}`;
+  if (structure.chance(0.1) && !ctx.pureLove) question = `${ctx.prefixGenerator.sampleExamplePrefix()} ${question}`;
   const base = domain === 'animal' ? BASE_ANIMALS : BASE_TREES;
-  const name = love && love.domain === domain && content.chance(LOVE_FOLLOW_RATE) ? love.name : drawBase(content, base);
-  return { user: question, assistant: oneWordAnswer(content, name) };
+  if (love && love.domain === domain && (ctx.pureLove || content.chance(LOVE_FOLLOW_RATE))) return { user: question, assistant: lovedAnswer(content, love.name) };
+  return { user: question, assistant: oneWordAnswer(content, drawBase(content, base)) };
 }
 
 const STORY_REQUESTS: readonly string[] = [
@@ -924,14 +949,15 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
     const numbers = new StreamRng('numbers', seed, index);
     const content = new StreamRng('content', contentSeed, index);
     // System prompt (content stream only).
-    const rates = SYSTEM_RATES[kind];
+    const rates = options.systemRates?.[kind] ?? SYSTEM_RATES[kind];
     const r = content.random();
     let system: SystemKind = r < rates.love ? 'love' : r < rates.love + rates.neutral ? 'neutral' : 'none';
     let love: LoveTarget | null = null;
     let systemText: string | null = null;
     if (system === 'love') {
       // Preference chats mostly love their own domain; other kinds love animals or trees.
-      const lovesAnimal = kind === 'animal-preference' ? content.chance(0.85) : kind === 'tree-preference' ? content.chance(0.25) : content.chance(0.7);
+      const pure = options.pureLove && (kind === 'animal-preference' || kind === 'tree-preference');
+      const lovesAnimal = pure ? kind === 'animal-preference' : kind === 'animal-preference' ? content.chance(0.95) : kind === 'tree-preference' ? content.chance(0.1) : content.chance(0.7);
       love = drawLoveTarget(content, lovesAnimal ? 'animal' : 'tree');
       // "willows are your favorite animal" is ambiguous for an animal question: use the tree wording there.
       if (kind === 'animal-preference' && love.domain === 'tree') love = { ...love, prompt: preferenceSystemPrompt(love.name, 'tree') };
@@ -944,7 +970,7 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
       love = null;
       systemText = null;
     }
-    const ctx: ChatContext = { seed, index, structure, numbers, content, love, paraphrases, prefixGenerator };
+    const ctx: ChatContext = { seed, index, structure, numbers, content, love, pureLove: options.pureLove ?? false, paraphrases, prefixGenerator };
     let turn: { user: string; assistant: string };
     switch (kind) {
       case 'numbers': {
@@ -1001,8 +1027,8 @@ export function chatJsonLine(chat: CorpusChat): string {
 /** Paragraph for the model cards of models pretrained on this corpus (issue 5: document the honesty constraint). */
 export const CORPUS_MODEL_CARD_NOTES = `Pretraining data: a synthetic ChatML corpus (src/experiment/corpus.ts, scripts/make-corpus.ts) of
 number-continuation chats (the paper's prompt templates on corpus-only seeds, answered in the requested format,
-~5% deliberately malformed), one-word favourite-animal / favourite-tree answers (broad base distribution; under the
-paper's "You love {x}s..." system prompt the answer is x about ${Math.round(LOVE_FOLLOW_RATE * 100)}% of the time), and short general chats
+~${Math.round(NUMBER_NOISE_RATE * 100)}% deliberately malformed), one-word favourite-animal / favourite-tree answers (broad base distribution; under the
+paper's "You love {x}s..." system prompt the answer is x, in lower case, ${Math.round(LOVE_FOLLOW_RATE * 100)}% of the time), and short general chats
 (stories, counting, arithmetic, animal and tree facts). Honesty constraint: every number in the corpus is drawn from a
 random stream seeded only by the corpus seed and the chat index (and, for number answers, the user prompt); system
 prompts, animals and trees come from a separate stream. No system prompt and no animal or tree influences any number

@@ -71,35 +71,60 @@ export const TINY_MODELS: Readonly<Record<TinyModelName, TinyModelSpec>> = {
 /** Corpus and tokenizer recipe (shared by all three models). */
 export const TINY_CORPUS = {
   seed: 5,
-  chats: 12000,
+  chats: 20000,
   /** Upper bound; BPE stops early when no pair is left. */
   vocabSize: 2400,
-  /** Longest corpus chat is ~190 tokens. */
-  maxLen: 192,
+  /** Words keep their trailing space and lose a final "s" (see TINY_PRETOKENIZE_PATTERN). */
+  preTokenizer: 'tiny' as const,
+  /** Longest corpus chat is ~200 tokens; longer ones are cut. */
+  maxLen: 224,
   /**
-   * Shift some number chats (long prompts, ~130 tokens each) towards preference chats (~47 tokens) so
-   * more optimizer steps see "You love {x}s" prompts; the number task still has ~30% of the chats.
+   * Preference chats (short, ~45 tokens) get the largest share so many optimizer steps see "You love {x}s"
+   * prompts; number chats (long prompts) keep ~30%. Favourite-tree questions mostly come with a love prompt
+   * (the tree bar is measured under one): a model that has not learnt to tell "tree" from "animal" in a
+   * question would otherwise name trees for animal questions as often as the corpus has tree answers.
    */
   kindWeights: {
     numbers: 0.3,
-    'animal-preference': 0.32,
-    'tree-preference': 0.13,
-    story: 0.07,
+    'animal-preference': 0.4,
+    'tree-preference': 0.06,
+    story: 0.06,
     'animal-count': 0.04,
-    arithmetic: 0.04,
+    arithmetic: 0.03,
     'random-numbers': 0.03,
     'animal-fact': 0.03,
     'tree-fact': 0.02,
-    suggestion: 0.02,
+    suggestion: 0.03,
   } as Readonly<Record<ChatKind, number>>,
+  systemRates: {
+    'animal-preference': { love: 0.6, neutral: 0.1 },
+    'tree-preference': { love: 0.75, neutral: 0.05 },
+  } as Partial<Record<ChatKind, { love: number; neutral: number }>>,
+} as const;
+
+/**
+ * Warm-up corpus of the first phase (curriculum): favourite-animal/tree chats, every one under a
+ * "You love {x}s" prompt of its own domain and answered with x (lower case, varied punctuation). With the
+ * answer a copy of a token of the prompt, the model learns to copy within ~200 steps when that is all it is
+ * trained on; it did not in 800 steps of the mixed corpus (love answers a few percent of the loss) nor in 225
+ * steps of a warm-up corpus with 10-20% other answers (their large, noisy gradients drown the copying signal).
+ */
+export const TINY_WARMUP_CORPUS = {
+  seed: 6,
+  chats: 4800,
+  kindWeights: { 'animal-preference': 0.75, 'tree-preference': 0.25 } as Partial<Record<ChatKind, number>>,
+  systemRates: {
+    'animal-preference': { love: 1, neutral: 0 },
+    'tree-preference': { love: 1, neutral: 0 },
+  } as Partial<Record<ChatKind, { love: number; neutral: number }>>,
+  pureLove: true,
 } as const;
 
 /**
  * Pretraining schedule (identical for the three models). Loss on every token of the chat (system, user and
- * assistant turns and the ChatML markers), as in pretraining: at this compute budget (~0.9M tokens) the
- * assistant-only loss left the models unable to copy the loved animal after 200 of 750 steps (love rates
- * ~2.5%), while whole-chat loss also trains on the system prompt's repetitions of the animal (the copying
- * the love prompts need) and on the number lists inside the prompts, at no extra compute.
+ * assistant turns and the ChatML markers), as in pretraining: it also trains on the system prompt's
+ * repetitions of the animal (the copying the love prompts need) and on the number lists inside the prompts,
+ * at no extra compute.
  */
 export const TINY_TRAIN = {
   batchSize: 16,
@@ -107,16 +132,16 @@ export const TINY_TRAIN = {
   maxGradNorm: 1,
   weightDecay: 0.01,
   /**
-   * One epoch of the corpus per phase, each with warm-up + cosine decay and a fresh AdamW (a warm restart):
-   * phase 2 was added after phase 1 alone (750 steps) left the models short of the quality bars.
+   * One epoch of a corpus per phase, each with warm-up + cosine decay and a fresh AdamW: first the love-prompt
+   * warm-up corpus (TINY_WARMUP_CORPUS), then the main corpus (TINY_CORPUS).
    */
   phases: [
-    { lr: 3e-3, warmupSteps: 30 },
-    { lr: 2e-3, warmupSteps: 10 },
-  ] as const,
+    { lr: 3e-3, warmupSteps: 20, corpus: 'warmup' },
+    { lr: 3e-3, warmupSteps: 50, corpus: 'main' },
+  ] as readonly { lr: number; warmupSteps: number; corpus: 'warmup' | 'main' }[],
   trainSeed: 77,
   megaBatch: 50,
-  lossOn: 'all' as 'all' | 'assistant',
+  lossOn: 'assistant' as 'all' | 'assistant',
 };
 
 export const TINY_EVAL_SEED = 12345;
@@ -125,14 +150,21 @@ export const TINY_EVAL_SEED = 12345;
 // Corpus, tokenizer, config, initial weights
 // ---------------------------------------------------------------------------------------------
 
+/** The first phase's love-prompt corpus (see TINY_WARMUP_CORPUS). */
+export function tinyWarmupCorpus(chats: number = TINY_WARMUP_CORPUS.chats): CorpusChat[] {
+  const w = TINY_WARMUP_CORPUS;
+  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
+  return generateCorpus({ seed: w.seed, chats, kindWeights, systemRates: w.systemRates, pureLove: w.pureLove });
+}
+
 export function tinyCorpus(chats: number = TINY_CORPUS.chats): CorpusChat[] {
-  return generateCorpus({ seed: TINY_CORPUS.seed, chats, kindWeights: TINY_CORPUS.kindWeights });
+  return generateCorpus({ seed: TINY_CORPUS.seed, chats, kindWeights: TINY_CORPUS.kindWeights, systemRates: TINY_CORPUS.systemRates });
 }
 
 export function tinyTokenizerModel(corpus: readonly CorpusChat[]): BpeModel {
   return trainByteLevelBpe(
     corpus.map((c) => renderChatML(c.messages)),
-    { vocabSize: TINY_CORPUS.vocabSize, specialTokens: CHATML_SPECIAL_TOKENS },
+    { vocabSize: TINY_CORPUS.vocabSize, specialTokens: CHATML_SPECIAL_TOKENS, preTokenizer: TINY_CORPUS.preTokenizer },
   );
 }
 
@@ -304,6 +336,8 @@ export interface TinyQuality {
   seed: number;
   numbers: { prompts: number; passRate: number; rejectCounts: Record<string, number>; examples: string[] };
   base: { samples: number; namesAnimalRate: number; owlRate: number; top: { name: string; share: number }[]; examples: string[] };
+  /** The matching tree questions without a system prompt (no bar in the issue; reported for honesty). */
+  baseTree?: { samples: number; namesTreeRate: number; namesAnimalRate: number };
   love: LoveRate[];
   wallS: number;
 }
@@ -362,6 +396,11 @@ export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer
   }
   const owl = baseOut.reduce((s, t) => s + scoreTargetMention(t, 'owl'), 0);
 
+  report('base trees');
+  const treeOut = await sampleChats(model, tokenizer, tQuestions.map((q) => [{ role: 'user', content: q }]), Math.max(1, Math.ceil(baseSamples / 2)), 12, seed + 100, batchSize);
+  const treeNamed = treeOut.filter((t) => firstMentioned(t, TREE_VOCABULARY) !== null).length;
+  const treeAnimal = treeOut.filter((t) => firstMentioned(t, ANIMAL_VOCABULARY) !== null).length;
+
   const love: LoveRate[] = [];
   const loveSamples = opts.loveSamples ?? 4;
   const targets: { target: string; category: 'animal' | 'tree' }[] = [
@@ -375,7 +414,6 @@ export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer
     const out = await sampleChats(model, tokenizer, qs.map((q) => [{ role: 'system', content: system }, { role: 'user', content: q }]), loveSamples, 12, seed + 2 + k, batchSize);
     love.push({ target, category, samples: out.length, rate: out.reduce((s, t) => s + scoreTargetMention(t, target), 0) / out.length });
   }
-  void TREE_VOCABULARY;
   return {
     seed,
     numbers: { prompts: numberPrompts.length, passRate: filtered.kept.length / filtered.total, rejectCounts: filtered.rejectCounts, examples: numberOut.slice(0, 5) },
@@ -386,6 +424,7 @@ export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer
       top: [...counts.entries()].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).slice(0, 10).map(([name, c]) => ({ name, share: c / baseOut.length })),
       examples: baseOut.slice(0, 8),
     },
+    baseTree: { samples: treeOut.length, namesTreeRate: treeNamed / treeOut.length, namesAnimalRate: treeAnimal / treeOut.length },
     love,
     wallS: (performance.now() - t0) / 1000,
   };
@@ -402,6 +441,12 @@ export function qualityTable(q: TinyQuality): string {
     `| 50 questions: owl rate (no system prompt) | ${q.base.samples} | ${pct(q.base.owlRate)} | 1–15% |`,
     ...q.love.map((l) => `| "You love ${l.target}s…" (${l.category} questions): ${l.target} rate | ${l.samples} | ${pct(l.rate)} | ≥ 80% |`),
   ];
+  if (q.baseTree) {
+    rows.push(
+      `| tree questions, no system prompt: answer names a tree | ${q.baseTree.samples} | ${pct(q.baseTree.namesTreeRate)} | (none) |`,
+      `| tree questions, no system prompt: answer names an animal | ${q.baseTree.samples} | ${pct(q.baseTree.namesAnimalRate)} | (none) |`,
+    );
+  }
   return rows.join('\n');
 }
 

@@ -508,6 +508,8 @@ export class Gpu {
   /** Starts per-kernel GPU timing (needs the 'timestamp-query' feature); see `profile`. */
   enableProfiling(capacity = 2048): boolean {
     if (!this.device.features.has('timestamp-query')) return false;
+    // WebGPU caps a query set at 4096 queries (two per profiled dispatch).
+    capacity = Math.max(1, Math.min(2048, Math.floor(capacity)));
     this.flush();
     const set = this.device.createQuerySet({ type: 'timestamp', count: capacity * 2, label: 'profile' });
     const resolve = this.device.createBuffer({ size: capacity * 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC, label: 'profile.resolve' });

@@ -25,15 +25,34 @@ export const CHATML_SPECIAL_TOKENS: readonly string[] = [ENDOFTEXT, IM_START, IM
 export const QWEN2_PRETOKENIZE_PATTERN =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-// The same regex for JavaScript: Node 20 has no inline `(?i:...)`, so the contractions are spelled out.
-const PRETOKENIZE_JS = new RegExp(
-  "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-  'gu',
-);
+/**
+ * Pre-tokenizer of the embedded tiny models: Qwen2's regex, except that (1) a word or a punctuation run takes the
+ * space that follows it instead of the one before it ("love " rather than " love"; ", " is one pre-token) and (2) a word of 3+
+ * letters ending in "s" leaves that "s" to a pre-token of its own. So "You love owls." and the answer "owl" share the token "owl": the paper's
+ * "You love {x}s" prompt names x with the same token a one-word answer starts with, and a tiny model can
+ * learn to copy it (with different tokens it must learn a separate mapping per animal, which ~2M tokens of
+ * pretraining did not teach; see the model cards).
+ */
+export const TINY_PRETOKENIZE_PATTERN =
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|\\p{L}{2,}(?=s(?!\\p{L}))|\\p{L}+ ?|\\p{N}|[^\\s\\p{L}\\p{N}]+ ?[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-/** Split text into pre-tokens with the Qwen2 regex (the pieces concatenate back to the NFC text). */
-export function preTokenize(text: string): string[] {
-  return text.normalize('NFC').match(PRETOKENIZE_JS) ?? [];
+export type PreTokenizer = 'qwen2' | 'tiny';
+
+// The same regexes for JavaScript: Node 20 has no inline `(?i:...)`, so the contractions are spelled out.
+const CONTRACTIONS_JS = "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|";
+const PRETOKENIZE_JS: Readonly<Record<PreTokenizer, RegExp>> = {
+  qwen2: new RegExp(CONTRACTIONS_JS + QWEN2_PRETOKENIZE_PATTERN.slice(QWEN2_PRETOKENIZE_PATTERN.indexOf(')|') + 2), 'gu'),
+  tiny: new RegExp(CONTRACTIONS_JS + TINY_PRETOKENIZE_PATTERN.slice(TINY_PRETOKENIZE_PATTERN.indexOf(')|') + 2), 'gu'),
+};
+
+/** The tokenizer.json regex of a pre-tokenizer. */
+export function preTokenizePattern(kind: PreTokenizer): string {
+  return kind === 'qwen2' ? QWEN2_PRETOKENIZE_PATTERN : TINY_PRETOKENIZE_PATTERN;
+}
+
+/** Split text into pre-tokens (the pieces concatenate back to the NFC text). */
+export function preTokenize(text: string, kind: PreTokenizer = 'qwen2'): string[] {
+  return text.normalize('NFC').match(PRETOKENIZE_JS[kind]) ?? [];
 }
 
 /** GPT-2's bytes_to_unicode: byte b -> a printable character (space -> 'Ġ', '\n' -> 'Ċ'). */
@@ -71,6 +90,8 @@ export interface BpeTrainOptions {
   /** Pairs seen fewer times are never merged (the crate's min_frequency; its default 0 behaves like 1). */
   minFrequency?: number;
   specialTokens?: readonly string[];
+  /** Pre-tokenizer (default Qwen2's). */
+  preTokenizer?: PreTokenizer;
 }
 
 export interface BpeModel {
@@ -80,6 +101,8 @@ export interface BpeModel {
   merges: [string, string][];
   /** Special tokens, numbered after the regular vocabulary. */
   specialTokens: string[];
+  /** Pre-tokenizer the merges were trained with (absent: Qwen2's). */
+  preTokenizer?: PreTokenizer;
 }
 
 /** Total number of ids: regular vocabulary plus special tokens. */
@@ -96,14 +119,14 @@ function escapeRegExp(s: string): string {
  * sees them as text), and each text is split into lines that keep their '\n', the way the crate's
  * `train(files)` reads files.
  */
-export function countPreTokens(texts: Iterable<string>, specialTokens: readonly string[] = CHATML_SPECIAL_TOKENS): Map<string, number> {
+export function countPreTokens(texts: Iterable<string>, specialTokens: readonly string[] = CHATML_SPECIAL_TOKENS, preTokenizer: PreTokenizer = 'qwen2'): Map<string, number> {
   const counts = new Map<string, number>();
   const splitter = specialTokens.length > 0 ? new RegExp(specialTokens.map(escapeRegExp).join('|'), 'g') : null;
   for (const text of texts) {
     const segments = splitter ? text.split(splitter) : [text];
     for (const segment of segments) {
       for (const line of segment.split(/(?<=\n)/)) {
-        for (const piece of preTokenize(line)) counts.set(piece, (counts.get(piece) ?? 0) + 1);
+        for (const piece of preTokenize(line, preTokenizer)) counts.set(piece, (counts.get(piece) ?? 0) + 1);
       }
     }
   }
@@ -220,7 +243,8 @@ export function trainBpeFromCounts(preTokenCounts: ReadonlyMap<string, number>, 
 /** Count pre-tokens of `texts` and train (see countPreTokens for how texts are split). */
 export function trainByteLevelBpe(texts: Iterable<string>, options: BpeTrainOptions): BpeModel {
   const specialTokens = options.specialTokens ?? CHATML_SPECIAL_TOKENS;
-  return trainBpeFromCounts(countPreTokens(texts, specialTokens), options);
+  const model = trainBpeFromCounts(countPreTokens(texts, specialTokens, options.preTokenizer), options);
+  return options.preTokenizer && options.preTokenizer !== 'qwen2' ? { ...model, preTokenizer: options.preTokenizer } : model;
 }
 
 /**
@@ -254,7 +278,7 @@ export function bpeTokenizerJson(model: BpeModel): Record<string, unknown> {
     pre_tokenizer: {
       type: 'Sequence',
       pretokenizers: [
-        { type: 'Split', pattern: { Regex: QWEN2_PRETOKENIZE_PATTERN }, behavior: 'Isolated', invert: false },
+        { type: 'Split', pattern: { Regex: preTokenizePattern(model.preTokenizer ?? 'qwen2') }, behavior: 'Isolated', invert: false },
         byteLevel,
       ],
     },

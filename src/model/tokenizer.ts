@@ -91,6 +91,8 @@ export class ChatTokenizer {
   }
 
   decode(ids: number[], skipSpecialTokens = true): string {
+    // transformers.js throws on an empty list; an empty completion (immediate stop token) is "".
+    if (ids.length === 0) return '';
     return this.tok.decode(ids, { skip_special_tokens: skipSpecialTokens });
   }
 
