@@ -48,6 +48,8 @@ import { corpusStats } from './make-corpus.ts';
 const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--resume] [--skip-quality] [--quiet]
 
 Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
+Note: the models committed in models/ come from an earlier recipe (commit 90e38fc); this recipe's models follow
+love prompts but do not yet write valid number lists (docs/tiny-models-recipe.md) — use --out elsewhere to compare.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
