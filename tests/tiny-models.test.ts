@@ -30,7 +30,7 @@ import {
   TINY_MODELS,
   TINY_QUALITY_BARS,
 } from '../src/experiment/tiny-models.ts';
-import { bpeTokenizerJson, preTokenize, writeBpeTokenizer } from '../src/model/bpe-train.ts';
+import { BpeEncoder, bpeTokenizerJson, preTokenize, writeBpeTokenizer } from '../src/model/bpe-train.ts';
 import { preferenceSystemPrompt } from '../src/experiment/prompts.ts';
 import { Rng } from '../src/model/checkpoint.ts';
 import { parseConfig } from '../src/model/config.ts';
@@ -161,6 +161,13 @@ describe('tiny model recipe (no training)', () => {
       expect(acc).toBe(p);
     }
     expect(at).toBe(hf.length);
+    // The reference encoder (corpus statistics) splits with the model's own pre-tokenizer too.
+    const encoder = new BpeEncoder(bpe);
+    for (const c of corpus.slice(0, 200)) {
+      const rendered = renderChatML(c.messages);
+      expect(encoder.encode(rendered)).toEqual(tok.encode(rendered));
+    }
+    expect(encoder.encode(text)).toEqual(tok.encode(text));
   });
 
   it('length-bucketed order: a permutation per epoch, deterministic, less padding than random batches', () => {

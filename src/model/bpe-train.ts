@@ -352,7 +352,7 @@ export class BpeEncoder {
         ids.push(special);
         continue;
       }
-      for (const piece of preTokenize(segment)) ids.push(...this.encodePiece(piece));
+      for (const piece of preTokenize(segment, this.model.preTokenizer)) ids.push(...this.encodePiece(piece));
     }
     return ids;
   }
