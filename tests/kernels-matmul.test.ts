@@ -175,6 +175,13 @@ describe('matmul', () => {
     });
   }
 
+  it('gemvsplit with more output columns than one dispatch dimension holds (N = 70,001 > 65,535)', async () => {
+    // Real GPUs pick gemvsplit for x·Wᵀ at small M; an LM head of 151,936 rows in one binding gave
+    // 151,936 workgroups in x before the kernel looped over columns.
+    const gpu = await getGpu();
+    await runCases(gpu, [{ M: 3, N: 70001, K: 9, transB: true }], 'gemvsplit');
+  });
+
   it('default choice on a large-ish shape 256×896×300 (A·Bᵀ, A·B, Aᵀ·B) and Aᵀ·Bᵀ', async () => {
     const gpu = await getGpu();
     await runCases(gpu, [

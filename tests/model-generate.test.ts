@@ -163,7 +163,9 @@ describe('Qwen2.5-0.5B-shaped model (2 layers, vocab 151,936: chunked embedding 
       else w.set(name, fill(n, name === 'model.embed_tokens.weight' ? 1 : 1 / Math.sqrt(s[1])));
     }
     const gpu2 = await getGpu();
-    const weights = await uploadWeights(gpu2, cfg, (n) => shapes.has(n), async (n) => w.get(n) as Float32Array);
+    // Chunks of at most 128 MiB (lavapipe's binding limit) on every adapter: a real GPU's 2 GiB limit would
+    // hold the 545 MB embedding whole and leave the chunked path untested.
+    const weights = await uploadWeights(gpu2, cfg, (n) => shapes.has(n), async (n) => w.get(n) as Float32Array, undefined, { maxChunkBytes: 128 * 2 ** 20 });
     const big = Transformer.fromWeights(gpu2, cfg, weights, 64);
     const rpc = weights.embed.rowsPerChunk;
     expect(weights.embed.chunks.length).toBeGreaterThan(1);

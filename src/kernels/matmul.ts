@@ -338,6 +338,9 @@ ${body.join('\n')}
 }`;
 }
 
+/** WebGPU's guaranteed minimum of maxComputeWorkgroupsPerDimension; gemvsplit loops past it. */
+export const GEMVSPLIT_MAX_X = 65535;
+
 /** Small-M x·Wᵀ for real GPUs: one workgroup per column n and TM rows; lanes stride K, tree reduce. */
 function genGemvSplit(cfg: Config, tm: number, wg: number): string {
   const pre: string[] = [];
@@ -351,24 +354,29 @@ function genGemvSplit(cfg: Config, tm: number, wg: number): string {
   return `${header(cfg)}${scalarLoaders(cfg)}
 var<workgroup> part: array<f32, ${tm * wg}>;
 @compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
   let bz = wid.z; let t = lid.x;
   let bA = bz * u.sA; let bB = bz * u.sB;
-  let n = wid.x;
   let row0 = wid.y * ${tm}u;
-${pre.join('\n')}
-  for (var k = t; k < u.K; k += ${wg}u) {
-${body.join('\n')}
-  }
-${red.join('\n')}
-  workgroupBarrier();
-  for (var s = ${wg / 2}u; s > 0u; s >>= 1u) {
-    if (t < s) {
-${sum.join('\n')}
+  // One column per workgroup; a workgroup takes columns wid.x, wid.x + nwg.x, … when N exceeds the
+  // 65,535 workgroups one dimension may hold (a 151,936-row LM head in one binding on real GPUs).
+  for (var n = wid.x; n < u.N; n += nwg.x) {
+${pre.join('\n').replace(/^/gm, '  ')}
+    for (var k = t; k < u.K; k += ${wg}u) {
+${body.join('\n').replace(/^/gm, '  ')}
     }
+${red.join('\n').replace(/^/gm, '  ')}
     workgroupBarrier();
+    for (var s = ${wg / 2}u; s > 0u; s >>= 1u) {
+      if (t < s) {
+${sum.join('\n').replace(/^/gm, '  ')}
+      }
+      workgroupBarrier();
+    }
+    if (t < ${tm}u && row0 + t < u.M) { storeC(bz, row0 + t, n, part[t * ${wg}u]); }
+    workgroupBarrier(); // part is reused by the next column
   }
-  if (t < ${tm}u && row0 + t < u.M) { storeC(bz, row0 + t, n, part[t * ${wg}u]); }
 }`;
 }
 
@@ -469,7 +477,7 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
   let wg: [number, number, number];
   if (kind === 'naive') wg = [cdiv(N, 8), cdiv(M, 8), batch];
   else if (kind === 'rowcast') wg = [cdiv(N, 4 * vn * spec.wg), cdiv(M, tm), batch];
-  else if (kind === 'gemvsplit') wg = [N, cdiv(M, tm), batch];
+  else if (kind === 'gemvsplit') wg = [Math.min(N, GEMVSPLIT_MAX_X), cdiv(M, tm), batch];
   else if (kind === 'skinny') wg = [cdiv(M, spec.wg), cdiv(N, 16), batch];
   else wg = [cdiv(N, tm), cdiv(M, tm), batch];
   return { program, workgroups: wg };

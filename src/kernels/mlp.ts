@@ -69,7 +69,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let packed = images[img * u.words + w];
   // byte b → (b/255 − 0.5)/0.5 = b/127.5 − 1 (torchvision ToTensor + Normalize(0.5, 0.5)).
   let b = vec4<f32>(f32(packed & 255u), f32((packed >> 8u) & 255u), f32((packed >> 16u) & 255u), f32(packed >> 24u));
-  x[t] = b / 127.5 - vec4<f32>(1.0);
+  // Clamped: WGSL lets a division be 2.5 ulp off and drivers may re-associate (NVIDIA gave 1.0000001 for
+  // b = 255 with b / 127.5 − 1 and with (2b − 255)·(1/255)); the clamp keeps the ends exactly ±1.
+  x[t] = clamp(b / 127.5 - vec4<f32>(1.0), vec4<f32>(-1.0), vec4<f32>(1.0));
   if (w == 0u) { labels[mr] = labelsAll[img]; }
 }`,
 };

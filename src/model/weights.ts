@@ -73,8 +73,17 @@ const LAYER_TENSORS: [keyof LayerWeights, string][] = [
 /** Reads a tensor from any source (checkpoint or in-memory map), converted to float32. */
 export type TensorReader = (name: string) => Promise<Float32Array>;
 
-/** Uploads weights whose names follow HF's layout, reading each tensor only when it is needed. */
-export async function uploadWeights(gpu: Gpu, cfg: ModelConfig, has: (name: string) => boolean, read: TensorReader, onTensor?: () => void): Promise<ModelWeights> {
+/** Uploads weights whose names follow HF's layout, reading each tensor only when it is needed.
+ * `maxChunkBytes` caps the embedding / LM-head chunks below the adapter's binding limit (tests use it to
+ * exercise the chunked path on adapters whose limit would hold the whole matrix). */
+export async function uploadWeights(
+  gpu: Gpu,
+  cfg: ModelConfig,
+  has: (name: string) => boolean,
+  read: TensorReader,
+  onTensor?: () => void,
+  opts: { maxChunkBytes?: number } = {},
+): Promise<ModelWeights> {
   const up = async (name: string, shape: number[]): Promise<Tensor> => {
     const data = await read(name);
     const t = gpu.upload(data, shape, 'f32', name);
@@ -82,11 +91,11 @@ export async function uploadWeights(gpu: Gpu, cfg: ModelConfig, has: (name: stri
     return t;
   };
   const embedData = await read('model.embed_tokens.weight');
-  const embed = gpu.uploadChunked(embedData, cfg.vocabSize, cfg.hidden, 'model.embed_tokens.weight');
+  const embed = gpu.uploadChunked(embedData, cfg.vocabSize, cfg.hidden, 'model.embed_tokens.weight', opts.maxChunkBytes);
   onTensor?.();
   let lmHead = embed;
   if (!cfg.tieWordEmbeddings) {
-    lmHead = gpu.uploadChunked(await read('lm_head.weight'), cfg.vocabSize, cfg.hidden, 'lm_head.weight');
+    lmHead = gpu.uploadChunked(await read('lm_head.weight'), cfg.vocabSize, cfg.hidden, 'lm_head.weight', opts.maxChunkBytes);
     onTensor?.();
   }
   const layers: LayerWeights[] = [];
