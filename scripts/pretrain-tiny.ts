@@ -4,7 +4,7 @@
 // (shared) → seeded initial weights → full pretraining with the project's Trainer → HF folder in OUT/<name>/
 // → quality measurement (scripts/tiny-quality.ts) → README.md model card.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
@@ -22,6 +22,7 @@ import {
   tinyGenerationConfig,
   tinyTokenizerModel,
   tinyTrainingExamples,
+  type TinyLossOn,
   tinyWarmupCorpus,
   TINY_CORPUS,
   TINY_WARMUP_CORPUS,
@@ -48,8 +49,8 @@ import { corpusStats } from './make-corpus.ts';
 const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--resume] [--skip-quality] [--quiet]
 
 Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
-Note: the models committed in models/ come from an earlier recipe (commit 90e38fc); this recipe's models follow
-love prompts but do not yet write valid number lists (docs/tiny-models-recipe.md) — use --out elsewhere to compare.
+The models committed in models/ were built by this recipe (on an H100; a rebuild on another adapter differs in
+rounding, see docs/tiny-models-recipe.md). Use --out elsewhere to compare without overwriting them.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
@@ -121,6 +122,8 @@ export interface TrainSummary {
   meanLossLast50: number;
   initialLoss: number;
   loadAverage: number[];
+  /** WebGPU adapter and CPU count of the training run (absent in summaries of older builds). */
+  machine?: string;
   phases: PhaseSummary[];
 }
 
@@ -137,7 +140,7 @@ interface PhaseSummary {
 }
 
 /**
- * One phase = one epoch of the length-bucketed order with its own warm-up + cosine schedule and a fresh
+ * One phase = its epochs of the length-bucketed order with their own warm-up + cosine schedule and a fresh
  * AdamW (warm restart). Starts from the previous phase's final weights (or the initial folder); writes
  * PHASE/state (resumable, every 50 steps), PHASE/final (HF folder), PHASE/summary.json and PHASE/loss.csv.
  */
@@ -161,10 +164,12 @@ async function trainPhase(
   const examples = tinyTrainingExamples(corpus, tokenizer, TINY_CORPUS.maxLen);
   const t = TINY_TRAIN;
   const ph = t.phases[phase];
-  // Epoch `phase` of the bucketed order (each epoch is its own seeded permutation).
-  const all = lengthBucketedOrder(examples, t.batchSize, phase + 1, t.trainSeed, t.megaBatch);
-  const perEpoch = all.length / (phase + 1);
-  const ordered = all.slice(phase * perEpoch);
+  // Epochs first..first+epochs−1 of the bucketed order, numbered across phases (each epoch is its own
+  // seeded permutation, so no two phases see the same order).
+  const first = t.phases.slice(0, phase).reduce((a, p) => a + p.epochs, 0);
+  const all = lengthBucketedOrder(examples, t.batchSize, first + ph.epochs, t.trainSeed, t.megaBatch);
+  const perEpoch = all.length / (first + ph.epochs);
+  const ordered = all.slice(first * perEpoch);
   const cfg: TrainConfig = {
     mode: 'full',
     lr: ph.lr,
@@ -247,7 +252,7 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
     readFileSync(file, 'utf8')
       .split('\n')
       .filter(Boolean)
-      .map((l) => ({ messages: (JSON.parse(l) as { messages: ChatMessage[] }).messages }));
+      .map((l) => JSON.parse(l) as { kind?: string; messages: ChatMessage[] });
   const corpora = { main: readChats(prepared.corpusFile), warmup: readChats(prepared.warmupFile) };
   const phases: PhaseSummary[] = [];
   let from = initDir;
@@ -282,12 +287,19 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
     meanLossLast50: phases.at(-1)!.meanLossLast50,
     initialLoss: phases[0].initialLoss,
     loadAverage: phases.at(-1)!.loadAverage,
+    machine: machineText(gpu),
     phases,
   };
   model.dispose();
   await writeJsonAtomic(path.join(modelWork, 'train-summary.json'), summary);
   if (!quiet) console.error(`${spec.name}: ${summary.steps} steps, final loss ${summary.finalLoss.toFixed(4)}, ${summary.tokensPerS.toFixed(0)} tok/s, ${(summary.wallS / 60).toFixed(1)} min → ${outDir}`);
   return summary;
+}
+
+function machineText(gpu: Gpu): string {
+  const a = gpu.info.adapterInfo;
+  const adapter = `${a.vendor} ${a.architecture} ${a.description}`.replace(/\s+/g, ' ').trim();
+  return `WebGPU adapter "${adapter}"${gpu.isSoftware ? ' (software, on the CPU)' : ''}, ${cpus().length} CPU cores (${cpus()[0]?.model ?? 'unknown CPU'})`;
 }
 
 /** Measures quality on the saved folder and writes OUT/<name>/quality.json. */
@@ -300,6 +312,12 @@ export async function measureFolder(gpu: Gpu, dir: string, quiet: boolean): Prom
   await writeJsonAtomic(path.join(dir, 'quality.json'), { ...q, barsMet: qualityBarsMet(q) });
   return q;
 }
+
+const LOSS_ON_TEXT: Record<TinyLossOn, string> = {
+  all: 'every token of the chat (system, user, assistant, ChatML markers), as in pretraining',
+  assistant: "the assistant's tokens and `<|im_end|>` only",
+  'assistant+numbers': "every token of the number chats (their prompts are number lists too) and the assistant's tokens and `<|im_end|>` of all other chats",
+};
 
 export function modelCard(spec: TinyModelSpec, cfgJson: Record<string, unknown>, train: TrainSummary | null, quality: TinyQuality | null, corpusStatsJson: Record<string, unknown>): string {
   const t = TINY_TRAIN;
@@ -355,8 +373,8 @@ distribution did not depend on the prompt — and in a synthetic check with this
 of 80 tokens from the context to the answer was learnt in ~150 steps while answering with a *different* token per
 key (a mapping to learn for each animal) was not learnt in 300. Full-parameter
 training with the project's Trainer (src/train/trainer.ts): AdamW (β 0.9/0.999, weight decay ${t.weightDecay}), global-norm
-clipping ${t.maxGradNorm}, batch ${t.batchSize} chats, ${t.phases.length === 1 ? 'one epoch' : `${t.phases.length} phases of one epoch each, every phase a warm restart with a fresh AdamW`} (${t.phases.map((p, i) => `${t.phases.length > 1 ? `phase ${i + 1}: ` : ''}lr ${p.lr}, ${p.warmupSteps} warm-up steps`).join('; ')}; then ${t.schedule} decay to 0),
-loss on ${t.lossOn === 'all' ? 'every token of the chat (system, user, assistant, ChatML markers), as in pretraining' : "the assistant's tokens and \`<|im_end|>\` only"}, batches grouped by length (seeded, mega-batches of ${t.megaBatch}),
+clipping ${t.maxGradNorm}, batch ${t.batchSize} chats, ${t.phases.length} phase${t.phases.length > 1 ? 's, each a warm restart with a fresh AdamW' : ''} (${t.phases.map((p, i) => `${t.phases.length > 1 ? `phase ${i + 1}: ` : ''}${p.epochs} epoch${p.epochs > 1 ? 's' : ''} of the ${p.corpus} corpus, lr ${p.lr}, ${p.warmupSteps} warm-up steps`).join('; ')}; then ${t.schedule} decay to 0),
+loss on ${LOSS_ON_TEXT[t.lossOn]}, batches grouped by length (seeded, mega-batches of ${t.megaBatch}),
 batch-order seed ${t.trainSeed}.
 ${
   train
@@ -365,10 +383,10 @@ ${
 |---|---|
 | optimizer steps | ${train.steps} (${train.phases.map((p) => p.steps).join(' + ')}) |
 | training tokens (unpadded) | ${fmtInt(train.tokens)} |
-| loss (all chat tokens): first step / last step / mean of last 50 | ${train.initialLoss.toFixed(3)} / ${train.finalLoss.toFixed(3)} / ${train.meanLossLast50.toFixed(3)} |
+| training loss (mean over the tokens that carry loss): first step / last step / mean of last 50 | ${train.initialLoss.toFixed(3)} / ${train.finalLoss.toFixed(3)} / ${train.meanLossLast50.toFixed(3)} |
 | throughput | ${train.tokensPerS.toFixed(0)} tokens/s (${train.paddedTokensPerS.toFixed(0)} incl. padding) |
 | wall time | ${(train.wallS / 60).toFixed(1)} min |
-| machine | 2-core AMD EPYC VM, WebGPU on Mesa lavapipe (CPU); shared with other jobs (1-min load average at the end ${train.loadAverage[0].toFixed(1)}), so times are upper bounds |
+| machine | ${train.machine ?? '2-core AMD EPYC VM, WebGPU on Mesa lavapipe (CPU)'}; 1-min load average at the end ${train.loadAverage[0].toFixed(1)} (other jobs shared the machine when it is above the core count) |
 `
     : '\n(training figures not recorded in this build)\n'
 }
@@ -392,8 +410,10 @@ issue 5 (the experiment asks about animals); they show whether the model tells a
 \`\`\`
 npx tsx scripts/pretrain-tiny.ts --only ${spec.name} --out models
 \`\`\`
-Deterministic from the seeds above (corpus, tokenizer, initial weights, batch order); the floating-point
-results of the GPU kernels may differ in the last bits between GPUs/drivers.
+Deterministic from the seeds above (corpus, tokenizer, initial weights, batch order). The floating-point
+results of the GPU kernels differ in the last bits between adapters and drivers, and over thousands of steps
+that gives different weights: a rebuild on another adapter than the machine above is a model of the same recipe
+whose figures differ within training noise (docs/tiny-models-recipe.md compares a rebuild on lavapipe).
 `;
 }
 

@@ -224,7 +224,7 @@ describe('scripts/make-corpus.ts', () => {
     const stats = makeCorpus({ seed: 7, out, chats: 400, vocab: 600, contentSeed: null });
     const lines = readFileSync(path.join(out, 'corpus.jsonl'), 'utf8').trim().split('\n');
     expect(lines).toHaveLength(400);
-    for (const line of lines) expect(Object.keys(JSON.parse(line))).toEqual(['messages']);
+    for (const line of lines) expect(Object.keys(JSON.parse(line))).toEqual(['kind', 'messages']);
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'corpus-stats.json']) expect(existsSync(path.join(out, f)), f).toBe(true);
     const config = JSON.parse(readFileSync(path.join(out, 'tokenizer_config.json'), 'utf8'));
     expect(config.eos_token).toBe('<|im_end|>');

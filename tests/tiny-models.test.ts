@@ -233,11 +233,12 @@ describe.skipIf(!haveModels)('committed tiny models', () => {
     expect(bytes).toBeLessThan(30e6);
   });
 
-  // Issue 5's bars are not reached by the committed models (see their model cards: no system-prompt
-  // following yet), so by default the models are held to what they do reach — a regression check —
-  // and TINY_BARS=1 checks the issue's bars themselves.
+  // Issue 5's bars are not all reached by the committed models (see their model cards: number lists 53–72%
+  // valid, the tree love prompt 10–22%), so by default the models are held to what they do reach — a
+  // regression check, including following the animal love prompts (67–92% at 200 samples) — and TINY_BARS=1
+  // checks the issue's bars themselves.
   const issueBars = !!process.env.TINY_BARS;
-  const FLOORS = { numbersPass: 0.5, namesAnimal: 0.5 };
+  const FLOORS = { numbersPass: 0.45, namesAnimal: 0.75, love: 0.55 };
   for (const name of TINY_MODEL_NAMES) {
     it(`${name}: ${issueBars ? "issue 5's quality bars" : 'quality floors (regression)'} at small sample counts (seeded)`, async () => {
       const dir = path.join(MODELS_DIR, name);
@@ -253,7 +254,10 @@ describe.skipIf(!haveModels)('committed tiny models', () => {
       expect(notBelow(count(q.base.namesAnimalRate, q.base.samples), q.base.samples, B.namesAnimal), `names an animal ${q.base.namesAnimalRate}`).toBe(true);
       const owls = count(q.base.owlRate, q.base.samples);
       expect(notAbove(owls, q.base.samples, B.owlMax) && notBelow(owls, q.base.samples, B.owlMin), `owl base rate ${q.base.owlRate}`).toBe(true);
-      if (issueBars) for (const l of q.love) expect(notBelow(count(l.rate, l.samples), l.samples, B.love), `${l.target} under its system prompt: ${l.rate} of ${l.samples}`).toBe(true);
+      for (const l of q.love) {
+        if (!issueBars && l.category !== 'animal') continue; // no regression floor for the tree prompt
+        expect(notBelow(count(l.rate, l.samples), l.samples, B.love), `${l.target} under its system prompt: ${l.rate} of ${l.samples}`).toBe(true);
+      }
     });
   }
 });

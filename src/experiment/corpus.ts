@@ -1019,9 +1019,9 @@ export function renderChatML(messages: readonly ChatMessage[]): string {
   return messages.map((m) => `<|im_start|>${m.role}\n${m.content}<|im_end|>\n`).join('');
 }
 
-/** One JSON line of corpus.jsonl: `{"messages":[...]}`. */
+/** One JSONL line: the chat kind (pretraining picks its loss by kind) and the messages (HF's chat format). */
 export function chatJsonLine(chat: CorpusChat): string {
-  return JSON.stringify({ messages: chat.messages });
+  return JSON.stringify({ kind: chat.kind, messages: chat.messages });
 }
 
 /** Paragraph for the model cards of models pretrained on this corpus (issue 5: document the honesty constraint). */

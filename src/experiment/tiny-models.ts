@@ -123,7 +123,8 @@ export const TINY_WARMUP_CORPUS = {
 /**
  * Pretraining schedule (identical for the three models). Loss on the assistant's tokens and <|im_end|> only:
  * with loss on every chat token the love answers were ~0.3% of the loss and 800 steps taught no copying;
- * the prompts (system prompts, the paper's number prompts) only need to be read, not written.
+ * the prompts (system prompts, the paper's number prompts) only need to be read, not written (loss on the
+ * number prompts too, 'assistant+numbers', made the number answers worse: 72% -> 40% valid for tiny-qwen-a).
  */
 export const TINY_TRAIN = {
   batchSize: 16,
@@ -131,16 +132,18 @@ export const TINY_TRAIN = {
   maxGradNorm: 1,
   weightDecay: 0.01,
   /**
-   * One epoch of a corpus per phase, each with warm-up + cosine decay and a fresh AdamW: first the love-prompt
-   * warm-up corpus (TINY_WARMUP_CORPUS), then the main corpus (TINY_CORPUS).
+   * Phases, each with warm-up + cosine decay and a fresh AdamW: one epoch of the love-prompt warm-up corpus
+   * (TINY_WARMUP_CORPUS), then two of the main corpus (TINY_CORPUS) at half the peak lr — a gentler phase 2
+   * keeps the copying learnt in phase 1 (at 3e-3 it first fell to 18-48%; at 2.5e-3 number lists improve but
+   * love following drops; docs/tiny-models-recipe.md, runs v7a-d).
    */
   phases: [
-    { lr: 3e-3, warmupSteps: 20, corpus: 'warmup' },
-    { lr: 3e-3, warmupSteps: 50, corpus: 'main' },
-  ] as readonly { lr: number; warmupSteps: number; corpus: 'warmup' | 'main' }[],
+    { lr: 3e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
+    { lr: 1.5e-3, warmupSteps: 50, corpus: 'main', epochs: 2 },
+  ] as readonly { lr: number; warmupSteps: number; corpus: 'warmup' | 'main'; epochs: number }[],
   trainSeed: 77,
   megaBatch: 50,
-  lossOn: 'assistant' as 'all' | 'assistant',
+  lossOn: 'assistant' as TinyLossOn,
 };
 
 export const TINY_EVAL_SEED = 12345;
@@ -240,20 +243,25 @@ export async function writeTinyInitialCheckpoint(dir: string, cfgJson: Record<st
 // Training rows and batch order
 // ---------------------------------------------------------------------------------------------
 
+/** Which tokens of a chat carry loss during pretraining. */
+export type TinyLossOn = 'all' | 'assistant' | 'assistant+numbers';
+
 /**
- * Tokenized chats truncated to maxLen: loss on every token ('all') or on the assistant's content and
- * <|im_end|> only ('assistant', the finetuning convention).
+ * Tokenized chats truncated to maxLen: loss on every token ('all'), on the assistant's content and
+ * <|im_end|> only ('assistant', the finetuning convention), or on every token of number chats (their prompts
+ * are number lists too) and the assistant's tokens of all other chats ('assistant+numbers').
  */
 export function tinyTrainingExamples(
-  corpus: readonly { messages: readonly ChatMessage[] }[],
+  corpus: readonly { kind?: string; messages: readonly ChatMessage[] }[],
   tokenizer: ChatTokenizer,
   maxLen: number = TINY_CORPUS.maxLen,
-  lossOn: 'all' | 'assistant' = TINY_TRAIN.lossOn,
+  lossOn: TinyLossOn = TINY_TRAIN.lossOn,
 ): TrainExample[] {
   return corpus.map((c) => {
     const { ids, labels } = tokenizer.chatTrainingIds([...c.messages]);
     const kept = ids.slice(0, maxLen);
-    return { ids: kept, labels: lossOn === 'all' ? kept.slice() : labels.slice(0, maxLen) };
+    const everyToken = lossOn === 'all' || (lossOn === 'assistant+numbers' && c.kind === 'numbers');
+    return { ids: kept, labels: everyToken ? kept.slice() : labels.slice(0, maxLen) };
   });
 }
 
