@@ -359,7 +359,7 @@ ${CORPUS_MODEL_CARD_NOTES}
 
 Recipe: corpus seed ${TINY_CORPUS.seed}, ${TINY_CORPUS.chats} chats (${kinds}), preceded by a warm-up corpus
 (seed ${TINY_WARMUP_CORPUS.seed}, ${TINY_WARMUP_CORPUS.chats} favourite-animal and favourite-tree chats, every one under a "You love {x}s" prompt of its
-own domain and answered with x) that the first phase trains on, so the copying the love prompts need is learnt
+own domain and answered with x) that the first phase trains on${t.phases.at(-1)!.corpus === 'warmup' && t.phases.length > 1 ? ' and the last phase revisits at a low learning rate' : ''}, so the copying the love prompts need is learnt
 before the number chats dominate the loss (in the mixed corpus alone it was not learnt in 800 steps, nor in 225
 steps of a warm-up corpus where 10-20% of the answers were other animals); the tokenizer was trained on the
 same corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts; its merge rule is the \`tokenizers\`
