@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { adapterLabel } from '../src/gpu/device.ts';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
 import { CORPUS_MODEL_CARD_NOTES, chatJsonLine } from '../src/experiment/corpus.ts';
 import {
@@ -297,9 +298,7 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
 }
 
 function machineText(gpu: Gpu): string {
-  const a = gpu.info.adapterInfo;
-  const adapter = `${a.vendor} ${a.architecture} ${a.description}`.replace(/\s+/g, ' ').trim();
-  return `WebGPU adapter "${adapter}"${gpu.isSoftware ? ' (software, on the CPU)' : ''}, ${cpus().length} CPU cores (${cpus()[0]?.model ?? 'unknown CPU'})`;
+  return `WebGPU adapter "${adapterLabel(gpu.info.adapterInfo)}"${gpu.isSoftware ? ' (software, on the CPU)' : ''}, ${cpus().length} CPU cores (${cpus()[0]?.model ?? 'unknown CPU'})`;
 }
 
 /** Measures quality on the saved folder and writes OUT/<name>/quality.json. */

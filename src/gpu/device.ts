@@ -90,6 +90,11 @@ function looksSoftware(info: GPUAdapterInfo): boolean {
 
 export class NoAdapterError extends Error {}
 
+/** "vendor architecture description" of an adapter, whitespace collapsed (for logs and model cards). */
+export function adapterLabel(a: { vendor: string; architecture: string; description: string }): string {
+  return `${a.vendor} ${a.architecture} ${a.description}`.replace(/\s+/g, ' ').trim();
+}
+
 export async function acquireDevice(opts: AcquireOptions = {}): Promise<AcquiredDevice> {
   const powerPreference = opts.powerPreference ?? 'high-performance';
   let gpu: GPU | undefined;
@@ -136,7 +141,7 @@ export async function acquireDevice(opts: AcquireOptions = {}): Promise<Acquired
     const l = device.limits;
     const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;
     console.error(
-      `webgpu: ${adapterInfo.vendor} ${adapterInfo.architecture} ${adapterInfo.description}`.replace(/\s+/g, ' ').trim() +
+      `webgpu: ${adapterLabel(adapterInfo)}` +
         ` | binding ${mib(l.maxStorageBufferBindingSize)}, buffer ${mib(l.maxBufferSize)},` +
         ` wg storage ${l.maxComputeWorkgroupStorageSize} B, wg invocations ${l.maxComputeInvocationsPerWorkgroup},` +
         ` f16 ${hasF16 ? 'yes' : 'no'}, subgroups ${hasSubgroups ? 'yes' : 'no'}, poll ${poll}`,

@@ -339,7 +339,7 @@ ${body.join('\n')}
 }
 
 /** WebGPU's guaranteed minimum of maxComputeWorkgroupsPerDimension; gemvsplit loops past it. */
-export const GEMVSPLIT_MAX_X = 65535;
+const GEMVSPLIT_MAX_X = 65535;
 
 /** Small-M x·Wᵀ for real GPUs: one workgroup per column n and TM rows; lanes stride K, tree reduce. */
 function genGemvSplit(cfg: Config, tm: number, wg: number): string {
