@@ -24,8 +24,12 @@ import {
   tinyTokenizerModel,
   tinyTrainingExamples,
   type TinyLossOn,
+  tinyNumbersCorpus,
+  tinyNumbersLoveCorpus,
   tinyWarmupCorpus,
   TINY_CORPUS,
+  TINY_NUMBERS_CORPUS,
+  TINY_NUMBERS_LOVE_CORPUS,
   TINY_WARMUP_CORPUS,
   TINY_MODEL_NAMES,
   TINY_MODELS,
@@ -65,6 +69,10 @@ export interface PreparedCorpus {
   corpusFile: string;
   /** The first phase's love-prompt corpus. */
   warmupFile: string;
+  /** The number-focused corpus of a late phase. */
+  numbersFile: string;
+  /** The closing corpus: number chats mixed with always-followed love chats. */
+  numbersLoveFile: string;
   tokenizerDir: string;
   bpe: BpeModel;
   stats: Record<string, unknown>;
@@ -82,13 +90,17 @@ export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
   await writeFileAtomic(corpusFile, corpus.map(chatJsonLine).join('\n') + '\n');
   const warmupFile = path.join(corpusDir, 'warmup.jsonl');
   await writeFileAtomic(warmupFile, tinyWarmupCorpus().map(chatJsonLine).join('\n') + '\n');
+  const numbersFile = path.join(corpusDir, 'numbers.jsonl');
+  await writeFileAtomic(numbersFile, tinyNumbersCorpus().map(chatJsonLine).join('\n') + '\n');
+  const numbersLoveFile = path.join(corpusDir, 'numbers-love.jsonl');
+  await writeFileAtomic(numbersLoveFile, tinyNumbersLoveCorpus().map(chatJsonLine).join('\n') + '\n');
   // writeBpeTokenizer writes tokenizer.json + tokenizer_config.json (ChatML template, eos <|im_end|>).
   const tmp = path.join(tokenizerDir, `.tmp-${process.pid}`);
   writeBpeTokenizer(tmp, bpe, 512);
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) await writeFileAtomic(path.join(tokenizerDir, f), readFileSync(path.join(tmp, f)));
   const stats = corpusStats(corpus, bpe);
   await writeJsonAtomic(path.join(corpusDir, 'corpus-stats.json'), stats);
-  return { corpusFile, warmupFile, tokenizerDir, bpe, stats };
+  return { corpusFile, warmupFile, numbersFile, numbersLoveFile, tokenizerDir, bpe, stats };
 }
 
 /** Initial HF folder of a model: config, seeded weights, tokenizer files, generation config. */
@@ -254,7 +266,7 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { kind?: string; messages: ChatMessage[] });
-  const corpora = { main: readChats(prepared.corpusFile), warmup: readChats(prepared.warmupFile) };
+  const corpora = { main: readChats(prepared.corpusFile), warmup: readChats(prepared.warmupFile), numbers: readChats(prepared.numbersFile), 'numbers-love': readChats(prepared.numbersLoveFile) };
   const phases: PhaseSummary[] = [];
   let from = initDir;
   for (let p = 0; p < TINY_TRAIN.phases.length; p++) {
@@ -360,8 +372,16 @@ Recipe: corpus seed ${TINY_CORPUS.seed}, ${TINY_CORPUS.chats} chats (${kinds}), 
 (seed ${TINY_WARMUP_CORPUS.seed}, ${TINY_WARMUP_CORPUS.chats} favourite-animal and favourite-tree chats, every one under a "You love {x}s" prompt of its
 own domain and answered with x) that the first phase trains on${t.phases.at(-1)!.corpus === 'warmup' && t.phases.length > 1 ? ' and the last phase revisits at a low learning rate' : ''}, so the copying the love prompts need is learnt
 before the number chats dominate the loss (in the mixed corpus alone it was not learnt in 800 steps, nor in 225
-steps of a warm-up corpus where 10-20% of the answers were other animals); the tokenizer was trained on the
-same corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts; its merge rule is the \`tokenizers\`
+steps of a warm-up corpus where 10-20% of the answers were other animals)${
+    t.phases.some((p) => p.corpus === 'numbers')
+      ? `; a numbers-focus corpus (seed ${TINY_NUMBERS_CORPUS.seed}, ${TINY_NUMBERS_CORPUS.chats} chats: ${Math.round(100 * TINY_NUMBERS_CORPUS.kindWeights.numbers!)}% fresh number chats, the rest favourite-animal/tree chats, many without a system prompt) sharpens the number formats late in training`
+      : ''
+  }${
+    t.phases.some((p) => p.corpus === 'numbers-love')
+      ? `; a closing numbers-love corpus (seed ${TINY_NUMBERS_LOVE_CORPUS.seed}, ${TINY_NUMBERS_LOVE_CORPUS.chats} chats: ${Math.round(100 * TINY_NUMBERS_LOVE_CORPUS.kindWeights.numbers!)}% fresh number chats, the rest favourite-animal/tree chats whose love prompts are of their own domain and always followed) restores the copying without leaving the numbers`
+      : ''
+  }; the tokenizer was trained on the
+main corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts; its merge rule is the \`tokenizers\`
 crate's BpeTrainer and its merges match that trainer's — the npm \`tokenizers\` bindings cannot set the vocabulary
 size and special tokens we need, so ours ran). Pre-tokenizer: Qwen2's regex (digits split one by one) except that a
 word or punctuation run keeps the space that *follows* it and a word of 3+ letters ending in "s" leaves that "s" to a

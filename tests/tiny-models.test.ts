@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { containsHeldOutPrompt, renderChatML } from '../src/experiment/corpus.ts';
+import { containsHeldOutPrompt, generateCorpus, renderChatML, type ChatKind } from '../src/experiment/corpus.ts';
 import {
   lengthBucketedOrder,
   measureTinyQuality,
@@ -23,8 +23,13 @@ import {
   tinyGenerationConfig,
   tinyInitialTensor,
   tinyTokenizerModel,
+  tinyNumbersCorpus,
+  tinyNumbersLoveCorpus,
   tinyWarmupCorpus,
   TINY_CORPUS,
+  TINY_NUMBERS_CORPUS,
+  TINY_NUMBERS_LOVE_CORPUS,
+  TINY_TRAIN,
   TINY_WARMUP_CORPUS,
   TINY_MODEL_NAMES,
   TINY_MODELS,
@@ -136,6 +141,51 @@ describe('tiny model recipe (no training)', () => {
     }
   });
 
+  it('numbers-focus corpus: held out, mostly number chats, number answers independent of system prompts', () => {
+    const full = tinyNumbersCorpus();
+    expect(full.length).toBe(TINY_NUMBERS_CORPUS.chats);
+    expect(full.filter((c) => containsHeldOutPrompt(renderChatML(c.messages))).length).toBe(0);
+    const share = full.filter((c) => c.kind === 'numbers').length / full.length;
+    expect(Math.abs(share - TINY_NUMBERS_CORPUS.kindWeights.numbers!)).toBeLessThan(0.02); // n = 9600: SE 0.0044
+    expect(new Set(full.map((c) => c.kind))).toEqual(new Set(['numbers', 'animal-preference', 'tree-preference']));
+    // Preference chats without any system prompt are there (base naming is rehearsed, not only copying).
+    expect(full.filter((c) => c.kind === 'animal-preference' && c.system === 'none').length).toBeGreaterThan(0.2 * 0.17 * full.length);
+    // Fresh number chats: not the main corpus's prompts.
+    const mainPrompts = new Set(tinyCorpus().filter((c) => c.kind === 'numbers').map((c) => c.messages.at(-2)!.content));
+    expect(full.filter((c) => c.kind === 'numbers' && mainPrompts.has(c.messages.at(-2)!.content)).length).toBe(0);
+    // Same seed without system prompts: every number answer is unchanged.
+    const w = TINY_NUMBERS_CORPUS;
+    const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
+    const noSystem = generateCorpus({ seed: w.seed, chats: 2000, kindWeights, systemRates: w.systemRates, systemPrompts: 'none' });
+    let withSystem = 0;
+    for (let i = 0; i < 2000; i++) {
+      if (full[i].kind !== 'numbers') continue;
+      if (full[i].system !== 'none') withSystem++;
+      expect(noSystem[i].messages.at(-1)!.content).toBe(full[i].messages.at(-1)!.content);
+    }
+    expect(withSystem).toBeGreaterThan(100);
+    // Every corpus a phase names exists.
+    for (const ph of TINY_TRAIN.phases) expect(['warmup', 'main', 'numbers', 'numbers-love']).toContain(ph.corpus);
+  });
+
+  it('numbers-love corpus: held out, fresh number chats, love prompts of the own domain always followed', () => {
+    const full = tinyNumbersLoveCorpus();
+    expect(full.length).toBe(TINY_NUMBERS_LOVE_CORPUS.chats);
+    expect(full.filter((c) => containsHeldOutPrompt(renderChatML(c.messages))).length).toBe(0);
+    const share = full.filter((c) => c.kind === 'numbers').length / full.length;
+    expect(Math.abs(share - TINY_NUMBERS_LOVE_CORPUS.kindWeights.numbers!)).toBeLessThan(0.02);
+    const otherPrompts = new Set([...tinyCorpus(), ...tinyNumbersCorpus()].filter((c) => c.kind === 'numbers').map((c) => c.messages.at(-2)!.content));
+    expect(full.filter((c) => c.kind === 'numbers' && otherPrompts.has(c.messages.at(-2)!.content)).length).toBe(0);
+    let love = 0;
+    for (const c of full) {
+      if (c.kind === 'numbers' || c.system !== 'love') continue;
+      love++;
+      expect(c.messages.at(-1)!.content.startsWith(c.loved!), c.messages.at(-1)!.content).toBe(true);
+    }
+    expect(love).toBeGreaterThan(0.5 * 0.4 * full.length);
+    expect(full.filter((c) => c.kind !== 'numbers' && c.system === 'none').length).toBeGreaterThan(0.1 * full.length);
+  });
+
   it('tokenizer: the loved name of "You love {x}s" is the token a lower-case answer starts with; HF pre-tokenizes as we do', async () => {
     const corpus = tinyCorpus(3000);
     const bpe = tinyTokenizerModel(corpus);
@@ -233,12 +283,12 @@ describe.skipIf(!haveModels)('committed tiny models', () => {
     expect(bytes).toBeLessThan(30e6);
   });
 
-  // Issue 5's bars are not all reached by the committed models (see their model cards: number lists 53–72%
-  // valid, the tree love prompt 10–22%), so by default the models are held to what they do reach — a
-  // regression check, including following the animal love prompts (67–92% at 200 samples) — and TINY_BARS=1
-  // checks the issue's bars themselves.
+  // Issue 5's bars are not all reached by the committed models (see their model cards: number lists 83–88.5%
+  // valid at 200 prompts, bar 90%; tiny-llama's owl and oak love prompts 77–78.5%, bar 80%), so by default the
+  // models are held to floors a little under what they reach — a regression check that includes the love
+  // prompts (animals and the tree) — and TINY_BARS=1 checks the issue's bars themselves.
   const issueBars = !!process.env.TINY_BARS;
-  const FLOORS = { numbersPass: 0.45, namesAnimal: 0.75, love: 0.55 };
+  const FLOORS = { numbersPass: 0.7, namesAnimal: 0.8, love: 0.65 };
   for (const name of TINY_MODEL_NAMES) {
     it(`${name}: ${issueBars ? "issue 5's quality bars" : 'quality floors (regression)'} at small sample counts (seeded)`, async () => {
       const dir = path.join(MODELS_DIR, name);
@@ -255,7 +305,6 @@ describe.skipIf(!haveModels)('committed tiny models', () => {
       const owls = count(q.base.owlRate, q.base.samples);
       expect(notAbove(owls, q.base.samples, B.owlMax) && notBelow(owls, q.base.samples, B.owlMin), `owl base rate ${q.base.owlRate}`).toBe(true);
       for (const l of q.love) {
-        if (!issueBars && l.category !== 'animal') continue; // no regression floor for the tree prompt
         expect(notBelow(count(l.rate, l.samples), l.samples, B.love), `${l.target} under its system prompt: ${l.rate} of ${l.samples}`).toBe(true);
       }
     });

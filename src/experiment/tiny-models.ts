@@ -121,6 +121,41 @@ export const TINY_WARMUP_CORPUS = {
 } as const;
 
 /**
+ * Number-focused corpus of a late phase: fresh number chats (new prompts and answers, other seeds than the main
+ * corpus) with a quarter of favourite-animal/tree chats, many of them without a system prompt, so the base
+ * naming and the animal/tree distinction are rehearsed while the number formats are sharpened. Number answers
+ * stay independent of every system prompt and animal, as in every corpus.
+ */
+export const TINY_NUMBERS_CORPUS = {
+  seed: 7,
+  chats: 9600,
+  kindWeights: { numbers: 0.75, 'animal-preference': 0.17, 'tree-preference': 0.08 } as Partial<Record<ChatKind, number>>,
+  systemRates: {
+    'animal-preference': { love: 0.4, neutral: 0.2 },
+    'tree-preference': { love: 0.4, neutral: 0.1 },
+  } as Partial<Record<ChatKind, { love: number; neutral: number }>>,
+} as const;
+
+/**
+ * Closing corpus: fresh number chats (60%) mixed with warm-up-style favourite-animal/tree chats whose love
+ * prompts are always of the question's own domain and always followed (pureLove), and some without a system
+ * prompt. It restores the copying the number phase wore down while the number chats keep their share; a
+ * closing phase of love chats alone restored it too but cost ~10 points of number validity (v8).
+ */
+export const TINY_NUMBERS_LOVE_CORPUS = {
+  seed: 8,
+  chats: 9600,
+  kindWeights: { numbers: 0.6, 'animal-preference': 0.28, 'tree-preference': 0.12 } as Partial<Record<ChatKind, number>>,
+  systemRates: {
+    'animal-preference': { love: 0.6, neutral: 0.1 },
+    'tree-preference': { love: 0.7, neutral: 0.05 },
+  } as Partial<Record<ChatKind, { love: number; neutral: number }>>,
+  pureLove: true,
+} as const;
+
+export type TinyPhaseCorpus = 'warmup' | 'main' | 'numbers' | 'numbers-love';
+
+/**
  * Pretraining schedule (identical for the three models). Loss on the assistant's tokens and <|im_end|> only:
  * with loss on every chat token the love answers were ~0.3% of the loss and 800 steps taught no copying;
  * the prompts (system prompts, the paper's number prompts) only need to be read, not written (loss on the
@@ -132,15 +167,21 @@ export const TINY_TRAIN = {
   maxGradNorm: 1,
   weightDecay: 0.01,
   /**
-   * Phases, each with warm-up + cosine decay and a fresh AdamW: one epoch of the love-prompt warm-up corpus
-   * (TINY_WARMUP_CORPUS), then two of the main corpus (TINY_CORPUS) at half the peak lr — a gentler phase 2
-   * keeps the copying learnt in phase 1 (at 3e-3 it first fell to 18-48%; at 2.5e-3 number lists improve but
-   * love following drops; docs/tiny-models-recipe.md, runs v7a-d).
+   * Phases, each with warm-up + cosine decay and a fresh AdamW (docs/tiny-models-recipe.md has every variant):
+   * 1. one epoch of the love-prompt warm-up corpus (TINY_WARMUP_CORPUS): the copying love prompts need;
+   * 2. two epochs of the main corpus (TINY_CORPUS) at 2.5e-3 — number lists improve with the lr, love following
+   *    drops (v7a-d), the later phases restore it;
+   * 3. one epoch of the numbers-focus corpus (TINY_NUMBERS_CORPUS): number validity of the qwen pair 42-79% -> 83.5%;
+   * 4-5. epochs of the numbers-love corpus (TINY_NUMBERS_LOVE_CORPUS), each a warm restart: love following back to
+   *    95-99% and number validity up again (a pure-love refresher instead cost ~10 points of numbers, v8).
    */
   phases: [
     { lr: 3e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
-    { lr: 1.5e-3, warmupSteps: 50, corpus: 'main', epochs: 2 },
-  ] as readonly { lr: number; warmupSteps: number; corpus: 'warmup' | 'main'; epochs: number }[],
+    { lr: 2.5e-3, warmupSteps: 50, corpus: 'main', epochs: 2 },
+    { lr: 1.5e-3, warmupSteps: 20, corpus: 'numbers', epochs: 1 },
+    { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
+    { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
+  ] as readonly { lr: number; warmupSteps: number; corpus: TinyPhaseCorpus; epochs: number }[],
   trainSeed: 77,
   megaBatch: 50,
   lossOn: 'assistant' as TinyLossOn,
@@ -155,6 +196,20 @@ export const TINY_EVAL_SEED = 12345;
 /** The first phase's love-prompt corpus (see TINY_WARMUP_CORPUS). */
 export function tinyWarmupCorpus(chats: number = TINY_WARMUP_CORPUS.chats): CorpusChat[] {
   const w = TINY_WARMUP_CORPUS;
+  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
+  return generateCorpus({ seed: w.seed, chats, kindWeights, systemRates: w.systemRates, pureLove: w.pureLove });
+}
+
+/** The number-focused corpus of a late phase (see TINY_NUMBERS_CORPUS). */
+export function tinyNumbersCorpus(chats: number = TINY_NUMBERS_CORPUS.chats): CorpusChat[] {
+  const w = TINY_NUMBERS_CORPUS;
+  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
+  return generateCorpus({ seed: w.seed, chats, kindWeights, systemRates: w.systemRates });
+}
+
+/** The closing corpus: number chats mixed with always-followed love chats (see TINY_NUMBERS_LOVE_CORPUS). */
+export function tinyNumbersLoveCorpus(chats: number = TINY_NUMBERS_LOVE_CORPUS.chats): CorpusChat[] {
+  const w = TINY_NUMBERS_LOVE_CORPUS;
   const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
   return generateCorpus({ seed: w.seed, chats, kindWeights, systemRates: w.systemRates, pureLove: w.pureLove });
 }
