@@ -11,8 +11,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { containsHeldOutPrompt, generateCorpus, renderChatML, type ChatKind } from '../src/experiment/corpus.ts';
+import { containsHeldOutPrompt, renderChatML } from '../src/experiment/corpus.ts';
 import {
+  generateRecipeCorpus,
   lengthBucketedOrder,
   measureTinyQuality,
   paddingFactor,
@@ -154,9 +155,7 @@ describe('tiny model recipe (no training)', () => {
     const mainPrompts = new Set(tinyCorpus().filter((c) => c.kind === 'numbers').map((c) => c.messages.at(-2)!.content));
     expect(full.filter((c) => c.kind === 'numbers' && mainPrompts.has(c.messages.at(-2)!.content)).length).toBe(0);
     // Same seed without system prompts: every number answer is unchanged.
-    const w = TINY_NUMBERS_CORPUS;
-    const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
-    const noSystem = generateCorpus({ seed: w.seed, chats: 2000, kindWeights, systemRates: w.systemRates, systemPrompts: 'none' });
+    const noSystem = generateRecipeCorpus(TINY_NUMBERS_CORPUS, 2000, 'none');
     let withSystem = 0;
     for (let i = 0; i < 2000; i++) {
       if (full[i].kind !== 'numbers') continue;

@@ -193,25 +193,33 @@ export const TINY_EVAL_SEED = 12345;
 // Corpus, tokenizer, config, initial weights
 // ---------------------------------------------------------------------------------------------
 
+/** A corpus recipe that names only some chat kinds (the others get weight 0). */
+export interface TinyPartialCorpusRecipe {
+  seed: number;
+  kindWeights: Partial<Record<ChatKind, number>>;
+  systemRates: Partial<Record<ChatKind, { love: number; neutral: number }>>;
+  pureLove?: boolean;
+}
+
+/** Generates a phase corpus from its recipe; `systemPrompts: 'none'` drops every system prompt (honesty tests). */
+export function generateRecipeCorpus(recipe: TinyPartialCorpusRecipe, chats: number, systemPrompts: 'default' | 'none' = 'default'): CorpusChat[] {
+  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, recipe.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
+  return generateCorpus({ seed: recipe.seed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, systemPrompts });
+}
+
 /** The first phase's love-prompt corpus (see TINY_WARMUP_CORPUS). */
 export function tinyWarmupCorpus(chats: number = TINY_WARMUP_CORPUS.chats): CorpusChat[] {
-  const w = TINY_WARMUP_CORPUS;
-  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: w.seed, chats, kindWeights, systemRates: w.systemRates, pureLove: w.pureLove });
+  return generateRecipeCorpus(TINY_WARMUP_CORPUS, chats);
 }
 
 /** The number-focused corpus of a late phase (see TINY_NUMBERS_CORPUS). */
 export function tinyNumbersCorpus(chats: number = TINY_NUMBERS_CORPUS.chats): CorpusChat[] {
-  const w = TINY_NUMBERS_CORPUS;
-  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: w.seed, chats, kindWeights, systemRates: w.systemRates });
+  return generateRecipeCorpus(TINY_NUMBERS_CORPUS, chats);
 }
 
 /** The closing corpus: number chats mixed with always-followed love chats (see TINY_NUMBERS_LOVE_CORPUS). */
 export function tinyNumbersLoveCorpus(chats: number = TINY_NUMBERS_LOVE_CORPUS.chats): CorpusChat[] {
-  const w = TINY_NUMBERS_LOVE_CORPUS;
-  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, w.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: w.seed, chats, kindWeights, systemRates: w.systemRates, pureLove: w.pureLove });
+  return generateRecipeCorpus(TINY_NUMBERS_LOVE_CORPUS, chats);
 }
 
 export function tinyCorpus(chats: number = TINY_CORPUS.chats): CorpusChat[] {
