@@ -54,15 +54,19 @@ import { corpusStats } from './make-corpus.ts';
 const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--resume] [--skip-quality] [--quiet]
 
 Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
-The models committed in models/ were built by this recipe (on an H100; a rebuild on another adapter differs in
-rounding, see docs/tiny-models-recipe.md). Use --out elsewhere to compare without overwriting them.
+The models committed in models/ were built by this recipe (on the 2-core lavapipe machine: the machine line of
+each model card; a rebuild on another adapter differs in rounding, see docs/tiny-models-recipe.md). ${TINY_TRAIN.phases.length} phases,
+~47 min per qwen model and ~57 for the llama alone on that machine. Use --out elsewhere to compare without
+overwriting them.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
   --work DIR       corpus, tokenizer, initial weights, resumable training state (default runs/tiny-pretrain)
-  --resume         continue each model from its last saved state in --work (after a kill)
+  --resume         continue each model from its last saved state in --work (after a kill): finished phases
+                   are kept, the running one resumes from its last 50-step checkpoint
   --skip-quality   train and save only (no quality measurement; the model card says so)
-  --max-steps N    stop after N optimizer steps (smoke tests only; the schedule is fitted to N steps)
+  --max-steps N    stop each phase after N optimizer steps (smoke tests and speed checks; each phase's
+                   schedule is fitted to N steps)
   --quiet          no progress output`;
 
 export interface PreparedCorpus {
