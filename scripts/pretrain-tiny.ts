@@ -9,7 +9,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { adapterLabel } from '../src/gpu/device.ts';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { CORPUS_MODEL_CARD_NOTES, chatJsonLine } from '../src/experiment/corpus.ts';
+import { CORPUS_MODEL_CARD_NOTES, chatJsonLine, type CorpusChat } from '../src/experiment/corpus.ts';
 import {
   lengthBucketedOrder,
   measureTinyQuality,
@@ -24,6 +24,7 @@ import {
   tinyTokenizerModel,
   tinyTrainingExamples,
   type TinyLossOn,
+  type TinyPhaseCorpus,
   tinyNumbersCorpus,
   tinyNumbersLoveCorpus,
   tinyWarmupCorpus,
@@ -70,17 +71,15 @@ overwriting them.
   --quiet          no progress output`;
 
 export interface PreparedCorpus {
-  corpusFile: string;
-  /** The first phase's love-prompt corpus. */
-  warmupFile: string;
-  /** The number-focused corpus of a late phase. */
-  numbersFile: string;
-  /** The closing corpus: number chats mixed with always-followed love chats. */
-  numbersLoveFile: string;
+  /** JSONL file of each corpus a phase can train on (WORK/corpus/). */
+  phaseFiles: Record<TinyPhaseCorpus, string>;
   tokenizerDir: string;
   bpe: BpeModel;
   stats: Record<string, unknown>;
 }
+
+/** File name of each phase corpus in WORK/corpus (the main corpus keeps the name make-corpus gives it). */
+const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl' };
 
 /** Corpus + tokenizer (deterministic; rewritten identically on every call). */
 export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
@@ -90,21 +89,19 @@ export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
   const tokenizerDir = path.join(work, 'tokenizer');
   mkdirSync(corpusDir, { recursive: true });
   mkdirSync(tokenizerDir, { recursive: true });
-  const corpusFile = path.join(corpusDir, 'corpus.jsonl');
-  await writeFileAtomic(corpusFile, corpus.map(chatJsonLine).join('\n') + '\n');
-  const warmupFile = path.join(corpusDir, 'warmup.jsonl');
-  await writeFileAtomic(warmupFile, tinyWarmupCorpus().map(chatJsonLine).join('\n') + '\n');
-  const numbersFile = path.join(corpusDir, 'numbers.jsonl');
-  await writeFileAtomic(numbersFile, tinyNumbersCorpus().map(chatJsonLine).join('\n') + '\n');
-  const numbersLoveFile = path.join(corpusDir, 'numbers-love.jsonl');
-  await writeFileAtomic(numbersLoveFile, tinyNumbersLoveCorpus().map(chatJsonLine).join('\n') + '\n');
+  const generators: Record<TinyPhaseCorpus, () => CorpusChat[]> = { main: () => corpus, warmup: () => tinyWarmupCorpus(), numbers: () => tinyNumbersCorpus(), 'numbers-love': () => tinyNumbersLoveCorpus() };
+  const phaseFiles = {} as Record<TinyPhaseCorpus, string>;
+  for (const [name, file] of Object.entries(PHASE_CORPUS_FILES) as [TinyPhaseCorpus, string][]) {
+    phaseFiles[name] = path.join(corpusDir, file);
+    await writeFileAtomic(phaseFiles[name], generators[name]().map(chatJsonLine).join('\n') + '\n');
+  }
   // writeBpeTokenizer writes tokenizer.json + tokenizer_config.json (ChatML template, eos <|im_end|>).
   const tmp = path.join(tokenizerDir, `.tmp-${process.pid}`);
   writeBpeTokenizer(tmp, bpe, 512);
   for (const f of ['tokenizer.json', 'tokenizer_config.json']) await writeFileAtomic(path.join(tokenizerDir, f), readFileSync(path.join(tmp, f)));
   const stats = corpusStats(corpus, bpe);
   await writeJsonAtomic(path.join(corpusDir, 'corpus-stats.json'), stats);
-  return { corpusFile, warmupFile, numbersFile, numbersLoveFile, tokenizerDir, bpe, stats };
+  return { phaseFiles, tokenizerDir, bpe, stats };
 }
 
 /** Initial HF folder of a model: config, seeded weights, tokenizer files, generation config. */
@@ -270,7 +267,12 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
       .split('\n')
       .filter(Boolean)
       .map((l) => JSON.parse(l) as { kind?: string; messages: ChatMessage[] });
-  const corpora = { main: readChats(prepared.corpusFile), warmup: readChats(prepared.warmupFile), numbers: readChats(prepared.numbersFile), 'numbers-love': readChats(prepared.numbersLoveFile) };
+  // Only the corpora the phases name are read, each once.
+  const corpora = new Map<TinyPhaseCorpus, { kind?: string; messages: ChatMessage[] }[]>();
+  const corpusOf = (name: TinyPhaseCorpus) => {
+    if (!corpora.has(name)) corpora.set(name, readChats(prepared.phaseFiles[name]));
+    return corpora.get(name)!;
+  };
   const phases: PhaseSummary[] = [];
   let from = initDir;
   for (let p = 0; p < TINY_TRAIN.phases.length; p++) {
@@ -280,7 +282,7 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
       phases.push(JSON.parse(readFileSync(doneFile, 'utf8')) as PhaseSummary);
       if (!quiet) console.error(`${spec.name}: phase ${p + 1} already done (${doneFile})`);
     } else {
-      phases.push(await trainPhase(gpu, spec, p, from, initDir, phaseDir, corpora[TINY_TRAIN.phases[p].corpus], resume, quiet, maxSteps));
+      phases.push(await trainPhase(gpu, spec, p, from, initDir, phaseDir, corpusOf(TINY_TRAIN.phases[p].corpus), resume, quiet, maxSteps));
     }
     from = path.join(phaseDir, 'final');
   }
