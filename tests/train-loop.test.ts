@@ -7,7 +7,12 @@ import { describe, expect, it } from 'vitest';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
 import { Transformer } from '../src/model/transformer.ts';
+import { buildEmbedGradIndex } from '../src/kernels/embedding.ts';
+import { lmHeadCrossEntropy } from '../src/kernels/loss.ts';
+import type { Arch } from '../src/model/config.ts';
+import { modelBackward } from '../src/train/backward.ts';
 import type { TrainExample } from '../src/train/data.ts';
+import { createFullGrads, fullParamList } from '../src/train/full.ts';
 import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';
 import { epochOrder, scheduleFactor, stepsPerEpoch, Trainer, type TrainConfig } from '../src/train/trainer.ts';
 
@@ -41,9 +46,9 @@ const BASE: TrainConfig = {
   distillWeight: 0,
 };
 
-async function model() {
+async function model(arch: Arch = 'qwen2') {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'loop-'));
-  await writeRandomCheckpoint(dir, tinyConfigJson('qwen2'), { dtype: 'F32', seed: 5 });
+  await writeRandomCheckpoint(dir, tinyConfigJson(arch), { dtype: 'F32', seed: 5 });
   const gpu = await getGpu();
   return { gpu, model: await Transformer.load(gpu, dir, { maxPositions: 64 }) };
 }
@@ -129,5 +134,69 @@ describe('training loop', () => {
     expect(ra.losses[1].loss).toBeLessThan(ra.losses[0].loss + 1);
     a.dispose();
     b.dispose();
+  });
+
+  // The Trainer sends only the rows that carry a label through the LM head and scatters the gradient back.
+  // Checked against the plain path (every row of the padded batch through the LM head, -100 rows giving
+  // zero): one SGD step at lr 1 without clipping or decay moves each weight by minus its gradient.
+  // Tolerance: both are float32 sums of the same terms in another order (~1e-7 relative) plus the rounding
+  // of w − g (ulp of |w| ≤ ~2 is 2.4e-7): |Δw + g| ≤ 1e-4·max|g| + 1e-6.
+  it.each(['qwen2', 'llama'] as Arch[])('completion-only CE on the labelled rows alone: an SGD step equals the full-row gradient (%s)', async (arch) => {
+    const { gpu, model: m } = await model(arch);
+    const data = examples(4, 9, 11); // lengths 9, 8, 7, 9: padded rows and masked prompt rows both present
+    const params = fullParamList(m.weights).params;
+    const before = (await gpu.readMany(params)) as Float32Array[];
+
+    const B = data.length;
+    const T = Math.max(...data.map((r) => r.ids.length));
+    const ids = new Uint32Array(B * T);
+    const pos = new Uint32Array(B * T);
+    const tgt = new Int32Array(B * T).fill(-100);
+    data.forEach((r, b) => {
+      for (let t = 0; t < T; t++) {
+        ids[b * T + t] = t < r.ids.length ? r.ids[t] : 0;
+        pos[b * T + t] = t;
+        if (t + 1 < r.labels.length) tgt[b * T + t] = r.labels[t + 1];
+      }
+    });
+    const count = tgt.filter((x) => x !== -100).length;
+    expect(count).toBeGreaterThan(0);
+    expect(count).toBeLessThan(B * T);
+    const grads = createFullGrads(gpu, m.weights);
+    const idsT = gpu.upload(ids, [B * T], 'u32');
+    const posT = gpu.upload(pos, [B * T], 'u32');
+    const fwd = m.forward(idsT, posT, B, T, { save: true });
+    const loss = lmHeadCrossEntropy(gpu, fwd.hidden, m.lmHead, gpu.upload(tgt, [B * T], 'i32'), { dW: grads.lmHead, normalizer: count });
+    modelBackward(m, fwd, loss.dx!, { fullGrads: grads, embedIndex: buildEmbedGradIndex(ids, m.cfg.vocabSize), positions: posT, batch: B, seqLen: T });
+    const g = (await gpu.readMany(fullParamList(grads).params)) as Float32Array[];
+
+    const cfg: TrainConfig = {
+      ...BASE,
+      mode: 'full',
+      lora: undefined,
+      optimizer: 'sgd',
+      lr: 1,
+      warmupSteps: 0,
+      schedule: 'constant',
+      maxGradNorm: 0,
+      weightDecay: 0,
+      shuffle: false,
+      batchSize: B,
+      gradAccum: 1,
+      epochs: 1,
+      maxSteps: 1,
+    };
+    const tr = new Trainer(gpu, m, data, cfg, null);
+    const res = await tr.run();
+    const after = (await gpu.readMany(params)) as Float32Array[];
+    const scale = Math.max(...g.map((x) => x.reduce((a, v) => Math.max(a, Math.abs(v)), 0)));
+    expect(scale).toBeGreaterThan(1e-3); // not vacuous
+    let worst = 0;
+    g.forEach((gp, p) => gp.forEach((gv, i) => (worst = Math.max(worst, Math.abs(after[p][i] - before[p][i] + gv)))));
+    expect(worst).toBeLessThan(1e-4 * scale + 1e-6);
+    const lossValue = (await gpu.readF32(loss.result))[0];
+    expect(Math.abs(res.losses[0].loss - lossValue)).toBeLessThan(1e-5 * Math.abs(lossValue));
+    tr.dispose();
+    loss.dispose();
   });
 });

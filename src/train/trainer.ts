@@ -222,11 +222,34 @@ export class Trainer {
         mask: this.gpu.upload(mask, [B * T], 'f32', 'distill_mask'),
       };
     }
+    // Completion-only CE needs the LM head only at rows that carry a label: gather them (prompt rows are
+    // most of a chat) and scatter the gradient back. `inverse` maps each row to its compact row, or past the
+    // end (gatherRows writes zeros there).
+    let targets = 0;
+    for (let i = 0; i < tgt.length; i++) if (tgt[i] !== -100) targets++;
+    let compact: { rows: Tensor; inverse: Tensor; tgt: Tensor } | null = null;
+    if (targets > 0 && targets < B * T) {
+      const rows = new Uint32Array(targets);
+      const inverse = new Uint32Array(B * T).fill(0xffffffff);
+      const ct = new Int32Array(targets);
+      for (let i = 0, j = 0; i < tgt.length; i++) {
+        if (tgt[i] === -100) continue;
+        rows[j] = i;
+        inverse[i] = j;
+        ct[j++] = tgt[i];
+      }
+      compact = {
+        rows: this.gpu.upload(rows, [targets], 'u32', 'target_rows'),
+        inverse: this.gpu.upload(inverse, [B * T], 'u32', 'target_rows.inverse'),
+        tgt: this.gpu.upload(ct, [targets], 'i32', 'targets'),
+      };
+    }
     return {
       hostIds: ids,
       ids: this.gpu.upload(ids, [B * T], 'u32', 'ids'),
       pos: this.gpu.upload(pos, [B * T], 'u32', 'positions'),
-      tgt: this.gpu.upload(tgt, [B * T], 'i32', 'targets'),
+      tgt: compact ? null : this.gpu.upload(tgt, [B * T], 'i32', 'targets'),
+      compact,
       topk,
     };
   }
@@ -297,12 +320,18 @@ export class Trainer {
       const r: { ce?: LossResult; kl?: LossResult } = {};
       let dx: Tensor | undefined;
       const norm = Math.max(1, totalTargets);
+      let dxOwned: Tensor | undefined; // the scattered-back CE gradient, freed after the backward
       if (wCe > 0) {
-        r.ce = lmHeadCrossEntropy(gpu, fwd.hidden, model.lmHead, inp.tgt, {
-          normalizer: norm / wCe,
-          dW: this.fullGrads ? this.fullGrads.lmHead : false,
-        });
-        dx = r.ce.dx;
+        const ceOpts = { normalizer: norm / wCe, dW: this.fullGrads ? this.fullGrads.lmHead : (false as const) };
+        if (inp.compact) {
+          const h = gatherRows(gpu, fwd.hidden, inp.compact.rows);
+          r.ce = lmHeadCrossEntropy(gpu, h, model.lmHead, inp.compact.tgt, ceOpts);
+          h.dispose();
+          dx = dxOwned = gatherRows(gpu, r.ce.dx!, inp.compact.inverse);
+        } else {
+          r.ce = lmHeadCrossEntropy(gpu, fwd.hidden, model.lmHead, inp.tgt!, ceOpts);
+          dx = r.ce.dx;
+        }
       }
       if (wKl > 0) {
         const student = { x: fwd.hidden, w: model.lmHead };
@@ -336,7 +365,8 @@ export class Trainer {
         seqLen: mb.T,
       });
       fwd.hidden.dispose();
-      for (const t of [inp.ids, inp.pos, inp.tgt, inp.topk?.indices, inp.topk?.logprobs, inp.topk?.mask]) t?.dispose();
+      dxOwned?.dispose();
+      for (const t of [inp.ids, inp.pos, inp.tgt, inp.compact?.rows, inp.compact?.inverse, inp.compact?.tgt, inp.topk?.indices, inp.topk?.logprobs, inp.topk?.mask]) t?.dispose();
       results.push(r);
     }
     const k = this.state.step;
