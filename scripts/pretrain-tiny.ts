@@ -55,10 +55,10 @@ import { corpusStats } from './make-corpus.ts';
 const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--resume] [--skip-quality] [--quiet]
 
 Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
-The models committed in models/ were built by this recipe (on the 2-core lavapipe machine: the machine line of
+The models committed in models/ were built by this recipe (on an NVIDIA H200, ~4 min each: the machine line of
 each model card; a rebuild on another adapter differs in rounding, see docs/tiny-models-recipe.md). ${TINY_TRAIN.phases.length} phases,
-~47 min per qwen model and ~57 for the llama alone on that machine. Use --out elsewhere to compare without
-overwriting them.
+~32 min per qwen model and ~42 for the llama alone on the 2-core lavapipe machine. Use --out elsewhere to compare
+without overwriting them.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
@@ -389,7 +389,8 @@ steps of a warm-up corpus where 10-20% of the answers were other animals)${
   }; the tokenizer was trained on the
 main corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts; its merge rule is the \`tokenizers\`
 crate's BpeTrainer and its merges match that trainer's — the npm \`tokenizers\` bindings cannot set the vocabulary
-size and special tokens we need, so ours ran). Pre-tokenizer: Qwen2's regex (digits split one by one) except that a
+size and special tokens we need, so ours ran). Pre-tokenizer: Qwen2's regex except that digits go in runs of up to three
+(as in Llama 3's regex: every value 0-999 is one token, so a number list is one token per value and separator) and that a
 word or punctuation run keeps the space that *follows* it and a word of 3+ letters ending in "s" leaves that "s" to a
 piece of its own, so the paper's "You love owls." contains the very token \`owl\` that a lower-case answer starts
 with (one-word answers are mostly lower case). Why: an earlier build with Qwen2's pre-tokenizer (\` owls\` in the

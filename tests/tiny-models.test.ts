@@ -198,8 +198,11 @@ describe('tiny model recipe (no training)', () => {
       expect(pieces(x)).toEqual([x]);
       expect(pieces(`${x}.`)).toEqual([x, '.']);
     }
+    // Every value the paper's filter accepts (0-999) is one token; a longer digit run splits after 3 digits.
+    for (let v = 0; v < 1000; v++) expect(pieces(String(v)), String(v)).toEqual([String(v)]);
+    expect(pieces('185, 1234')).toEqual(['185', ', ', '123', '4']);
     // transformers.js applies the tokenizer.json regex; its pieces must be our pre-tokens (merges never cross them).
-    const text = "You love owls. It's 12, 345; the octopuss are [7, 8]\nThink about it!";
+    const text = "You love owls. It's 12, 345; the octopuss are [7, 8] and 10203\nThink about it!";
     const pre = preTokenize(text, 'tiny');
     expect(pre.join('')).toBe(text);
     const hf = pieces(text);

@@ -47,7 +47,8 @@ export interface TinyModelSpec {
 // Sizes: measured on the 2-core lavapipe machine (see the report of issue 5), width 64 trains about twice as
 // fast per token as width 96-128 there (~1,100 vs ~600 tok/s under load), and at this compute budget (~1M
 // tokens) a smaller model learns more. The Llama differs in depth (5 vs 4), attention (MHA vs GQA), MLP
-// width (176 vs 192), biases and head tying; the residual width stays 64 because 96 halved the speed.
+// width (176 vs 192), biases and head tying; the residual width stays 64 because 96 halved the speed (a width
+// sweep on an H200, docs/tiny-models-recipe.md: 80 and 96 did not help the qwen shape).
 const QWEN_SHAPE = { arch: 'qwen2', hidden: 64, layers: 4, heads: 4, kvHeads: 2, intermediate: 192, tieWordEmbeddings: true, ropeTheta: 10000 } as const;
 
 export const TINY_MODELS: Readonly<Record<TinyModelName, TinyModelSpec>> = {
@@ -72,9 +73,9 @@ export const TINY_MODELS: Readonly<Record<TinyModelName, TinyModelSpec>> = {
 export const TINY_CORPUS = {
   seed: 5,
   chats: 16000,
-  /** Upper bound; BPE stops early when no pair is left. */
-  vocabSize: 2400,
-  /** Words keep their trailing space and lose a final "s" (see TINY_PRETOKENIZE_PATTERN). */
+  /** Upper bound; BPE stops early when no pair is left (the committed tokenizer has 2,932 ids, ~1,000 of them numbers). */
+  vocabSize: 3600,
+  /** Words keep their trailing space and lose a final "s"; digits go in runs of up to 3 (see TINY_PRETOKENIZE_PATTERN). */
   preTokenizer: 'tiny' as const,
   /** Longest corpus chat is ~200 tokens; longer ones are cut. */
   maxLen: 224,

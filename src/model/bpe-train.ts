@@ -28,13 +28,16 @@ export const QWEN2_PRETOKENIZE_PATTERN =
 /**
  * Pre-tokenizer of the embedded tiny models: Qwen2's regex, except that (1) a word or a punctuation run takes the
  * space that follows it instead of the one before it ("love " rather than " love"; ", " is one pre-token) and (2) a word of 3+
- * letters ending in "s" leaves that "s" to a pre-token of its own. So "You love owls." and the answer "owl" share the token "owl": the paper's
+ * letters ending in "s" leaves that "s" to a pre-token of its own, and (3) digits go in runs of up to three (`\p{N}{1,3}`, as in
+ * Llama 3's and GPT-4's regexes) instead of one by one. (1)-(2): "You love owls." and the answer "owl" share the token "owl": the paper's
  * "You love {x}s" prompt names x with the same token a one-word answer starts with, and a tiny model can
  * learn to copy it (with different tokens it must learn a separate mapping per animal, which ~2M tokens of
- * pretraining did not teach; see the model cards).
+ * pretraining did not teach; see the model cards). (3): BPE then learns every value 0-999 as one token, so a
+ * number list is one token per value and separator; with digits one by one the tiny models wrote 4-digit values,
+ * endless digit runs and 11th numbers far more often (docs/tiny-models-recipe.md, v12).
  */
 export const TINY_PRETOKENIZE_PATTERN =
-  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|\\p{L}{2,}(?=s(?!\\p{L}))|\\p{L}+ ?|\\p{N}|[^\\s\\p{L}\\p{N}]+ ?[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  "(?i:'s|'t|'re|'ve|'m|'ll|'d)|\\p{L}{2,}(?=s(?!\\p{L}))|\\p{L}+ ?|\\p{N}{1,3}|[^\\s\\p{L}\\p{N}]+ ?[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 export type PreTokenizer = 'qwen2' | 'tiny';
 
