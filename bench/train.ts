@@ -8,7 +8,8 @@
 //    and on hardware adapters also 24 layers at batch 22 × 64.
 // Baselines in the same process: the full-mode figure's baseline is the forward-only (prefill, no saved
 // activations) throughput of the same model and batch, so ratio = training / inference cost per token
-// (ideal ≈ 1/3); the LoRA figure's baseline is the full-mode figure. Peak GPU memory per configuration
+// (ideal ≈ 1/3); the LoRA figure's baseline is the full-mode figure; a third LoRA run with loss on the last 25% of
+// each row (completion-only) has the every-token LoRA figure as its baseline. Peak GPU memory per configuration
 // comes from gpu.stats (the pool's peak live bytes, reset before each configuration).
 import type { Gpu } from '../src/gpu/runtime.ts';
 import { tinyConfigJson, tinyInitialTensor, TINY_MODELS } from '../src/experiment/tiny-models.ts';
@@ -123,7 +124,7 @@ async function runCase(gpu: Gpu, c: Case): Promise<BenchResult[]> {
 
 export async function benchTrain(gpu: Gpu, opts: BenchOptions): Promise<BenchResult[]> {
   const spec = TINY_MODELS['tiny-qwen-a'];
-  // Vocabulary of the first build's tokenizer (2,335 ids; the committed one has 1,942): any size of that order
+  // Vocabulary of the first build's tokenizer (2,335 ids; the committed one has 2,932): any size of that order
   // gives the same figure, and the README's and bench/pytorch_baseline.py's figures use this one.
   const tinyCfg = parseConfig(tinyConfigJson(spec, { endoftext: 2332, imEnd: 2334, vocabSize: 2335 }));
   const big = opts.quick ? 2 : 24;

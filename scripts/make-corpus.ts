@@ -4,7 +4,7 @@
  *   npx tsx scripts/make-corpus.ts --seed 1 --out data/tiny-corpus [--chats 20000] [--vocab 3000]
  *
  * DIR/corpus.jsonl          one chat per line: {"kind":...,"messages":[{"role":...,"content":...},...]}
- * DIR/tokenizer.json        byte-level BPE (the tiny models' pre-tokenizer, digits split), ChatML special tokens
+ * DIR/tokenizer.json        byte-level BPE (the tiny models' pre-tokenizer: numbers in runs of up to 3 digits), ChatML special tokens
  * DIR/tokenizer_config.json ChatML template without a default system prompt; eos <|im_end|>, pad <|endoftext|>
  * DIR/corpus-stats.json     composition: chats and tokens per kind, system prompts, quality checks
  *
