@@ -285,12 +285,13 @@ describe.skipIf(!haveModels)('committed tiny models', () => {
     expect(bytes).toBeLessThan(30e6);
   });
 
-  // Issue 5's bars are not all reached by the committed models (see their model cards: number lists 83–88.5%
-  // valid at 200 prompts, bar 90%; tiny-llama's owl and oak love prompts 77–78.5%, bar 80%), so by default the
-  // models are held to floors a little under what they reach — a regression check that includes the love
-  // prompts (animals and the tree) — and TINY_BARS=1 checks the issue's bars themselves.
+  // Issue 5's bars are not all reached by the committed models (see their model cards: tiny-qwen-a and tiny-llama
+  // name an animal in 85–89% of answers at 500 samples, bar 90%; number lists 89.6–90.5% valid at 1,000 prompts,
+  // bar 90%), so by default the models are held to floors a little under what they reach — a regression check
+  // that includes the love prompts (animals and the tree, 95–98.5%) — and TINY_BARS=1 checks the issue's bars
+  // themselves (it passes at these small sample counts, with their binomial margin).
   const issueBars = !!process.env.TINY_BARS;
-  const FLOORS = { numbersPass: 0.7, namesAnimal: 0.8, love: 0.65 };
+  const FLOORS = { numbersPass: 0.8, namesAnimal: 0.8, love: 0.8 };
   for (const name of TINY_MODEL_NAMES) {
     it(`${name}: ${issueBars ? "issue 5's quality bars" : 'quality floors (regression)'} at small sample counts (seeded)`, async () => {
       const dir = path.join(MODELS_DIR, name);
