@@ -8,7 +8,8 @@ import { getGpu } from '../src/gpu/runtime.ts';
 import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { buildEmbedGradIndex } from '../src/kernels/embedding.ts';
-import { lmHeadCrossEntropy } from '../src/kernels/loss.ts';
+import { addInPlace } from '../src/kernels/elementwise.ts';
+import { klDistillation, lmHeadCrossEntropy, topKDistillation } from '../src/kernels/loss.ts';
 import type { Arch } from '../src/model/config.ts';
 import { modelBackward } from '../src/train/backward.ts';
 import type { TrainExample } from '../src/train/data.ts';
@@ -46,9 +47,9 @@ const BASE: TrainConfig = {
   distillWeight: 0,
 };
 
-async function model(arch: Arch = 'qwen2') {
+async function model(arch: Arch = 'qwen2', seed = 5) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'loop-'));
-  await writeRandomCheckpoint(dir, tinyConfigJson(arch), { dtype: 'F32', seed: 5 });
+  await writeRandomCheckpoint(dir, tinyConfigJson(arch), { dtype: 'F32', seed });
   const gpu = await getGpu();
   return { gpu, model: await Transformer.load(gpu, dir, { maxPositions: 64 }) };
 }
@@ -141,9 +142,32 @@ describe('training loop', () => {
   // zero): one SGD step at lr 1 without clipping or decay moves each weight by minus its gradient.
   // Tolerance: both are float32 sums of the same terms in another order (~1e-7 relative) plus the rounding
   // of w − g (ulp of |w| ≤ ~2 is 2.4e-7): |Δw + g| ≤ 1e-4·max|g| + 1e-6.
-  it.each(['qwen2', 'llama'] as Arch[])('completion-only CE on the labelled rows alone: an SGD step equals the full-row gradient (%s)', async (arch) => {
+  // Distillation: 'topk' rows carry a stored teacher top-k (3 ids per position) and the loss is ½ CE + ½ KL to
+  // the renormalised top-k; 'teacher' is an online teacher (another random model) and the loss ½ CE + ½ full KL.
+  // Both on the labelled rows; the reference adds both gradients.
+  it.each([
+    ['qwen2', 0, 'none'],
+    ['llama', 0, 'none'],
+    ['qwen2', 0.5, 'topk'],
+    ['llama', 0.5, 'teacher'],
+  ] as [Arch, number, 'none' | 'topk' | 'teacher'][])('completion-only loss on the labelled rows alone: an SGD step equals the full-row gradient (%s, distillWeight %s, %s)', async (arch, distillWeight, source) => {
     const { gpu, model: m } = await model(arch);
+    const teacher = source === 'teacher' ? (await model(arch, 99)).model : null;
     const data = examples(4, 9, 11); // lengths 9, 8, 7, 9: padded rows and masked prompt rows both present
+    const K = 3;
+    if (source === 'topk') {
+      let s = 17;
+      const next = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+      for (const r of data) {
+        const indices = r.ids.map(() => [0, 1, 2].map((j) => 3 + ((Math.floor(next() * 30) * 3 + j) % 90)));
+        const logprobs = r.ids.map(() => {
+          const p = [0, 1, 2].map(() => 0.1 + next());
+          const z = p.reduce((a, v) => a + v, 0);
+          return p.map((v) => Math.log(v / z));
+        });
+        r.teacherTopK = { indices, logprobs };
+      }
+    }
     const params = fullParamList(m.weights).params;
     const before = (await gpu.readMany(params)) as Float32Array[];
 
@@ -166,7 +190,44 @@ describe('training loop', () => {
     const idsT = gpu.upload(ids, [B * T], 'u32');
     const posT = gpu.upload(pos, [B * T], 'u32');
     const fwd = m.forward(idsT, posT, B, T, { save: true });
-    const loss = lmHeadCrossEntropy(gpu, fwd.hidden, m.lmHead, gpu.upload(tgt, [B * T], 'i32'), { dW: grads.lmHead, normalizer: count });
+    const wCe = 1 - distillWeight;
+    const loss = lmHeadCrossEntropy(gpu, fwd.hidden, m.lmHead, gpu.upload(tgt, [B * T], 'i32'), { dW: grads.lmHead, normalizer: count / wCe });
+    let klValue = 0;
+    const labelMask = new Float32Array(B * T).map((_, i) => (tgt[i] !== -100 ? 1 : 0));
+    if (teacher) {
+      const th = teacher.forward(idsT, posT, B, T, {}).hidden;
+      const kl = klDistillation(gpu, { x: fwd.hidden, w: m.lmHead }, { x: th, w: teacher.lmHead }, {
+        mask: gpu.upload(labelMask, [B * T], 'f32'),
+        normalizer: count / distillWeight,
+        dW: grads.lmHead,
+      });
+      addInPlace(gpu, loss.dx!, kl.dx!);
+      klValue = (await gpu.readF32(kl.result))[0];
+      expect(klValue).toBeGreaterThan(1e-4); // the KL term is not vacuous
+    }
+    if (source === 'topk') {
+      const ind = new Uint32Array(B * T * K).fill(0xffffffff);
+      const lp = new Float32Array(B * T * K).fill(-Infinity);
+      const mask = new Float32Array(B * T);
+      data.forEach((r, b) => {
+        for (let t = 0; t + 1 < r.ids.length; t++) {
+          if (r.labels[t + 1] === -100) continue;
+          mask[b * T + t] = 1;
+          for (let j = 0; j < K; j++) {
+            ind[(b * T + t) * K + j] = r.teacherTopK!.indices[t][j];
+            lp[(b * T + t) * K + j] = r.teacherTopK!.logprobs[t][j];
+          }
+        }
+      });
+      const kl = topKDistillation(gpu, { x: fwd.hidden, w: m.lmHead }, gpu.upload(ind, [B * T, K], 'u32'), gpu.upload(lp, [B * T, K], 'f32'), {
+        mask: gpu.upload(mask, [B * T], 'f32'),
+        normalizer: count / distillWeight,
+        dW: grads.lmHead,
+      });
+      addInPlace(gpu, loss.dx!, kl.dx!);
+      klValue = (await gpu.readF32(kl.result))[0];
+      expect(klValue).toBeGreaterThan(1e-3); // the KL term is not vacuous
+    }
     modelBackward(m, fwd, loss.dx!, { fullGrads: grads, embedIndex: buildEmbedGradIndex(ids, m.cfg.vocabSize), positions: posT, batch: B, seqLen: T });
     const g = (await gpu.readMany(fullParamList(grads).params)) as Float32Array[];
 
@@ -185,8 +246,9 @@ describe('training loop', () => {
       gradAccum: 1,
       epochs: 1,
       maxSteps: 1,
+      distillWeight,
     };
-    const tr = new Trainer(gpu, m, data, cfg, null);
+    const tr = new Trainer(gpu, m, data, cfg, null, teacher ? { model: teacher } : null);
     const res = await tr.run();
     const after = (await gpu.readMany(params)) as Float32Array[];
     const scale = Math.max(...g.map((x) => x.reduce((a, v) => Math.max(a, Math.abs(v)), 0)));
@@ -194,7 +256,8 @@ describe('training loop', () => {
     let worst = 0;
     g.forEach((gp, p) => gp.forEach((gv, i) => (worst = Math.max(worst, Math.abs(after[p][i] - before[p][i] + gv)))));
     expect(worst).toBeLessThan(1e-4 * scale + 1e-6);
-    const lossValue = (await gpu.readF32(loss.result))[0];
+    // Each result's [0] is Σ/normalizer, i.e. already weighted: ½ CE + ½ KL = ce[0] + kl[0].
+    const lossValue = (await gpu.readF32(loss.result))[0] + klValue;
     expect(Math.abs(res.losses[0].loss - lossValue)).toBeLessThan(1e-5 * Math.abs(lossValue));
     tr.dispose();
     loss.dispose();

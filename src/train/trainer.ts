@@ -7,6 +7,7 @@
 //    in the whole step (transformers' num_items_in_batch normalisation);
 //  - schedule factor of optimizer step k (0-based) is lambda(k) (the first step of a warmup runs at 0);
 //  - AdamW as torch.optim.AdamW; clipping as torch.nn.utils.clip_grad_norm_ (eps 1e-6).
+// Only the rows that carry a label go through the LM head (both losses); the rest get a zero gradient.
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
@@ -182,7 +183,7 @@ export class Trainer {
     return stepsPerEpoch(this.examples.length, this.cfg.batchSize, this.cfg.gradAccum);
   }
 
-  /** Uploads one micro-batch: ids, positions, shifted targets (i32), teacher top-k if any. */
+  /** Uploads one micro-batch: ids, positions, shifted targets (i32), the labelled rows, teacher top-k if any. */
   private upload(mb: MicroBatch) {
     const B = mb.rows.length;
     const T = mb.T;
@@ -196,52 +197,57 @@ export class Trainer {
         if (t + 1 < r.labels.length) tgt[b * T + t] = r.labels[t + 1];
       }
     });
-    let topk: { indices: Tensor; logprobs: Tensor; mask: Tensor } | null = null;
-    if (this.cfg.distillWeight > 0 && !this.teacher) {
-      const k = Math.max(...mb.rows.map((r) => (r.teacherTopK ? Math.max(...r.teacherTopK.indices.map((x) => x.length)) : 0)));
-      if (k === 0) throw new UserError('distillation from stored top-k needs "teacher_topk" on every row (or --distill-from a teacher model)');
-      const ind = new Uint32Array(B * T * k).fill(0xffffffff);
-      const lp = new Float32Array(B * T * k).fill(-Infinity);
-      const mask = new Float32Array(B * T);
-      mb.rows.forEach((r, b) => {
-        if (!r.teacherTopK) throw new UserError('every row needs "teacher_topk" for offline distillation');
-        for (let t = 0; t + 1 < r.ids.length; t++) {
-          if (r.labels[t + 1] === -100) continue;
-          mask[b * T + t] = 1;
-          const idx = r.teacherTopK.indices[t];
-          const lps = r.teacherTopK.logprobs[t];
-          for (let j = 0; j < idx.length; j++) {
-            ind[(b * T + t) * k + j] = idx[j];
-            lp[(b * T + t) * k + j] = lps[j];
-          }
-        }
-      });
-      topk = {
-        indices: this.gpu.upload(ind, [B * T, k], 'u32', 'teacher_topk.indices'),
-        logprobs: this.gpu.upload(lp, [B * T, k], 'f32', 'teacher_topk.logprobs'),
-        mask: this.gpu.upload(mask, [B * T], 'f32', 'distill_mask'),
-      };
-    }
-    // Completion-only CE needs the LM head only at rows that carry a label: gather them (prompt rows are
+    // Completion-only losses need the LM head only at rows that carry a label: gather them (prompt rows are
     // most of a chat) and scatter the gradient back. `inverse` maps each row to its compact row, or past the
     // end (gatherRows writes zeros there).
     let targets = 0;
     for (let i = 0; i < tgt.length; i++) if (tgt[i] !== -100) targets++;
+    const useCompact = targets > 0 && targets < B * T;
+    const rowList = new Uint32Array(useCompact ? targets : B * T);
     let compact: { rows: Tensor; inverse: Tensor; tgt: Tensor } | null = null;
-    if (targets > 0 && targets < B * T) {
-      const rows = new Uint32Array(targets);
+    if (useCompact) {
       const inverse = new Uint32Array(B * T).fill(0xffffffff);
       const ct = new Int32Array(targets);
       for (let i = 0, j = 0; i < tgt.length; i++) {
         if (tgt[i] === -100) continue;
-        rows[j] = i;
+        rowList[j] = i;
         inverse[i] = j;
         ct[j++] = tgt[i];
       }
       compact = {
-        rows: this.gpu.upload(rows, [targets], 'u32', 'target_rows'),
+        rows: this.gpu.upload(rowList, [targets], 'u32', 'target_rows'),
         inverse: this.gpu.upload(inverse, [B * T], 'u32', 'target_rows.inverse'),
         tgt: this.gpu.upload(ct, [targets], 'i32', 'targets'),
+      };
+    } else {
+      for (let i = 0; i < rowList.length; i++) rowList[i] = i;
+    }
+    // Stored teacher top-k, one row per LM-head row (the compact rows when compacting).
+    let topk: { indices: Tensor; logprobs: Tensor; mask: Tensor } | null = null;
+    if (this.cfg.distillWeight > 0 && !this.teacher) {
+      const k = Math.max(...mb.rows.map((r) => (r.teacherTopK ? Math.max(...r.teacherTopK.indices.map((x) => x.length)) : 0)));
+      if (k === 0) throw new UserError('distillation from stored top-k needs "teacher_topk" on every row (or --distill-from a teacher model)');
+      for (const r of mb.rows) if (!r.teacherTopK) throw new UserError('every row needs "teacher_topk" for offline distillation');
+      const M = rowList.length;
+      const ind = new Uint32Array(M * k).fill(0xffffffff);
+      const lp = new Float32Array(M * k).fill(-Infinity);
+      const mask = new Float32Array(M);
+      rowList.forEach((flat, row) => {
+        if (tgt[flat] === -100) return;
+        const r = mb.rows[Math.floor(flat / T)];
+        const t = flat % T;
+        mask[row] = 1;
+        const idx = r.teacherTopK!.indices[t];
+        const lps = r.teacherTopK!.logprobs[t];
+        for (let j = 0; j < idx.length; j++) {
+          ind[row * k + j] = idx[j];
+          lp[row * k + j] = lps[j];
+        }
+      });
+      topk = {
+        indices: this.gpu.upload(ind, [M, k], 'u32', 'teacher_topk.indices'),
+        logprobs: this.gpu.upload(lp, [M, k], 'f32', 'teacher_topk.logprobs'),
+        mask: this.gpu.upload(mask, [M], 'f32', 'distill_mask'),
       };
     }
     return {
@@ -318,30 +324,30 @@ export class Trainer {
       const inp = this.upload(mb);
       const fwd = model.forward(inp.ids, inp.pos, B, mb.T, { lora: this.lora, save: true, checkpoint: cfg.checkpointing, train });
       const r: { ce?: LossResult; kl?: LossResult } = {};
-      let dx: Tensor | undefined;
       const norm = Math.max(1, totalTargets);
-      let dxOwned: Tensor | undefined; // the scattered-back CE gradient, freed after the backward
+      // Both losses read the LM head at the labelled rows only when compacting; dh is their gradient there.
+      const c = inp.compact;
+      const hidden = c ? gatherRows(gpu, fwd.hidden, c.rows) : fwd.hidden;
+      let dh: Tensor | undefined;
       if (wCe > 0) {
-        const ceOpts = { normalizer: norm / wCe, dW: this.fullGrads ? this.fullGrads.lmHead : (false as const) };
-        if (inp.compact) {
-          const h = gatherRows(gpu, fwd.hidden, inp.compact.rows);
-          r.ce = lmHeadCrossEntropy(gpu, h, model.lmHead, inp.compact.tgt, ceOpts);
-          h.dispose();
-          dx = dxOwned = gatherRows(gpu, r.ce.dx!, inp.compact.inverse);
-        } else {
-          r.ce = lmHeadCrossEntropy(gpu, fwd.hidden, model.lmHead, inp.tgt!, ceOpts);
-          dx = r.ce.dx;
-        }
+        r.ce = lmHeadCrossEntropy(gpu, hidden, model.lmHead, c ? c.tgt : inp.tgt!, {
+          normalizer: norm / wCe,
+          dW: this.fullGrads ? this.fullGrads.lmHead : false,
+        });
+        dh = r.ce.dx;
       }
       if (wKl > 0) {
-        const student = { x: fwd.hidden, w: model.lmHead };
+        const student = { x: hidden, w: model.lmHead };
         if (this.teacher) {
           const th = this.teacherHidden(mb, mb.T);
-          r.kl = klDistillation(gpu, student, { x: th.hidden, w: this.teacher.model.lmHead }, {
-            mask: th.mask,
+          // Teacher rows are aligned with the student's, with mask 1 exactly at the labelled rows.
+          const tx = c ? gatherRows(gpu, th.hidden, c.rows) : th.hidden;
+          r.kl = klDistillation(gpu, student, { x: tx, w: this.teacher.model.lmHead }, {
+            mask: c ? undefined : th.mask,
             normalizer: norm / wKl,
             dW: this.fullGrads ? this.fullGrads.lmHead : false,
           });
+          if (c) tx.dispose();
           th.hidden.dispose();
           th.mask.dispose();
         } else {
@@ -351,10 +357,11 @@ export class Trainer {
             dW: this.fullGrads ? this.fullGrads.lmHead : false,
           });
         }
-        if (dx) addInPlace(gpu, dx, r.kl.dx!); // both losses: their input gradients add up
-        else dx = r.kl.dx;
+        if (dh) addInPlace(gpu, dh, r.kl.dx!); // both losses: their input gradients add up
+        else dh = r.kl.dx;
       }
-      modelBackward(model, fwd, dx!, {
+      const dx = c ? gatherRows(gpu, dh!, c.inverse) : dh!;
+      modelBackward(model, fwd, dx, {
         lora: this.lora,
         loraGrads: this.loraGrads ?? undefined,
         fullGrads: this.fullGrads ?? undefined,
@@ -365,7 +372,10 @@ export class Trainer {
         seqLen: mb.T,
       });
       fwd.hidden.dispose();
-      dxOwned?.dispose();
+      if (c) {
+        hidden.dispose();
+        dx.dispose();
+      }
       for (const t of [inp.ids, inp.pos, inp.tgt, inp.compact?.rows, inp.compact?.inverse, inp.compact?.tgt, inp.topk?.indices, inp.topk?.logprobs, inp.topk?.mask]) t?.dispose();
       results.push(r);
     }
