@@ -56,9 +56,9 @@ const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR]
 
 Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
 The models committed in models/ were built by this recipe (on an NVIDIA H200, ~4 min each: the machine line of
-each model card; a rebuild on another adapter differs in rounding, see docs/tiny-models-recipe.md). ${TINY_TRAIN.phases.length} phases,
-~32 min per qwen model and ~42 for the llama alone on the 2-core lavapipe machine. Use --out elsewhere to compare
-without overwriting them.
+each model card; a rebuild on another adapter differs in rounding and can come out much weaker, see
+docs/tiny-models-recipe.md). ${TINY_TRAIN.phases.length} phases, alone on the 2-core lavapipe machine ~35 min for a qwen
+model (measured) and ~45 for the llama (estimated). Use --out elsewhere to compare without overwriting them.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
@@ -438,8 +438,10 @@ npx tsx scripts/pretrain-tiny.ts --only ${spec.name} --out models
 \`\`\`
 Deterministic from the seeds above (corpus, tokenizer, initial weights, batch order). The floating-point
 results of the GPU kernels differ in the last bits between adapters and drivers, and over thousands of steps
-that gives different weights: a rebuild on another adapter than the machine above is a model of the same recipe
-whose figures differ within training noise (docs/tiny-models-recipe.md compares a rebuild on lavapipe).
+that gives different weights: a rebuild on another adapter than the machine above is another draw of the same
+recipe, and its figures can differ a lot — a rebuild of tiny-qwen-a on lavapipe learnt the love-prompt copying
+less well in the warm-up phase and followed the love prompts 56–72% of the time instead of 96–98.5%
+(docs/tiny-models-recipe.md).
 `;
 }
 
