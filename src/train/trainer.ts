@@ -204,7 +204,7 @@ export class Trainer {
     for (let i = 0; i < tgt.length; i++) if (tgt[i] !== -100) targets++;
     const useCompact = targets > 0 && targets < B * T;
     const rowList = new Uint32Array(useCompact ? targets : B * T);
-    let compact: { rows: Tensor; inverse: Tensor; tgt: Tensor } | null = null;
+    let compact: { hostRows: Uint32Array; rows: Tensor; inverse: Tensor; tgt: Tensor } | null = null;
     if (useCompact) {
       const inverse = new Uint32Array(B * T).fill(0xffffffff);
       const ct = new Int32Array(targets);
@@ -215,6 +215,7 @@ export class Trainer {
         ct[j++] = tgt[i];
       }
       compact = {
+        hostRows: rowList,
         rows: this.gpu.upload(rowList, [targets], 'u32', 'target_rows'),
         inverse: this.gpu.upload(inverse, [B * T], 'u32', 'target_rows.inverse'),
         tgt: this.gpu.upload(ct, [targets], 'i32', 'targets'),
@@ -260,8 +261,8 @@ export class Trainer {
     };
   }
 
-  /** Teacher hidden states aligned with the student's rows (online distillation). */
-  private teacherHidden(mb: MicroBatch, studentT: number): { hidden: Tensor; mask: Tensor } {
+  /** Teacher hidden states aligned with the student's rows, or with `studentRows` only (then no mask is needed). */
+  private teacherHidden(mb: MicroBatch, studentT: number, studentRows?: Uint32Array): { hidden: Tensor; mask: Tensor | null } {
     const teacher = this.teacher!;
     const gpu = this.gpu;
     // Teacher sequences: the same conversation, with the teacher's system prompt when given.
@@ -298,13 +299,15 @@ export class Trainer {
     const idsT = gpu.upload(ids, [B * T], 'u32', 'teacher.ids');
     const posT = gpu.upload(pos, [B * T], 'u32', 'teacher.positions');
     const fwd = teacher.model.forward(idsT, posT, B, T, { lora: teacher.lora });
-    const idx = gpu.upload(gather, [B * studentT], 'u32', 'teacher.gather');
+    // With studentRows (the labelled rows, all of mask 1) the teacher rows are gathered straight to those.
+    const rows = studentRows ? studentRows.map((i) => gather[i]) : gather;
+    const idx = gpu.upload(rows, [rows.length], 'u32', 'teacher.gather');
     const aligned = gatherRows(gpu, fwd.hidden, idx);
     fwd.hidden.dispose();
     idsT.dispose();
     posT.dispose();
     idx.dispose();
-    return { hidden: aligned, mask: gpu.upload(mask, [B * studentT], 'f32', 'distill_mask') };
+    return { hidden: aligned, mask: studentRows ? null : gpu.upload(mask, [B * studentT], 'f32', 'distill_mask') };
   }
 
   /** Runs one optimizer step (all micro-batches); returns the step's losses read back once. */
@@ -339,17 +342,14 @@ export class Trainer {
       if (wKl > 0) {
         const student = { x: hidden, w: model.lmHead };
         if (this.teacher) {
-          const th = this.teacherHidden(mb, mb.T);
-          // Teacher rows are aligned with the student's, with mask 1 exactly at the labelled rows.
-          const tx = c ? gatherRows(gpu, th.hidden, c.rows) : th.hidden;
-          r.kl = klDistillation(gpu, student, { x: tx, w: this.teacher.model.lmHead }, {
-            mask: c ? undefined : th.mask,
+          const th = this.teacherHidden(mb, mb.T, c?.hostRows);
+          r.kl = klDistillation(gpu, student, { x: th.hidden, w: this.teacher.model.lmHead }, {
+            mask: th.mask ?? undefined,
             normalizer: norm / wKl,
             dW: this.fullGrads ? this.fullGrads.lmHead : false,
           });
-          if (c) tx.dispose();
           th.hidden.dispose();
-          th.mask.dispose();
+          th.mask?.dispose();
         } else {
           r.kl = topKDistillation(gpu, student, inp.topk!.indices, inp.topk!.logprobs, {
             mask: inp.topk!.mask,
