@@ -27,7 +27,6 @@ import {
   type TinyPhaseCorpus,
   tinyNumbersCorpus,
   tinyNumbersLoveCorpus,
-  tinyBracketsCorpus,
   tinyWarmupCorpus,
   TINY_CORPUS,
   TINY_NUMBERS_CORPUS,
@@ -80,7 +79,7 @@ export interface PreparedCorpus {
 }
 
 /** File name of each phase corpus in WORK/corpus (the main corpus keeps the name make-corpus gives it). */
-const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl', brackets: 'brackets.jsonl' };
+const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl' };
 
 /** Corpus + tokenizer (deterministic; rewritten identically on every call). */
 export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
@@ -90,7 +89,7 @@ export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
   const tokenizerDir = path.join(work, 'tokenizer');
   mkdirSync(corpusDir, { recursive: true });
   mkdirSync(tokenizerDir, { recursive: true });
-  const generators: Record<TinyPhaseCorpus, () => CorpusChat[]> = { main: () => corpus, warmup: () => tinyWarmupCorpus(), numbers: () => tinyNumbersCorpus(), 'numbers-love': () => tinyNumbersLoveCorpus(), brackets: () => tinyBracketsCorpus() };
+  const generators: Record<TinyPhaseCorpus, () => CorpusChat[]> = { main: () => corpus, warmup: () => tinyWarmupCorpus(), numbers: () => tinyNumbersCorpus(), 'numbers-love': () => tinyNumbersLoveCorpus() };
   const phaseFiles = {} as Record<TinyPhaseCorpus, string>;
   for (const [name, file] of Object.entries(PHASE_CORPUS_FILES) as [TinyPhaseCorpus, string][]) {
     phaseFiles[name] = path.join(corpusDir, file);

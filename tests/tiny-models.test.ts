@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { containsHeldOutPrompt, renderChatML, requestedNumberFormat } from '../src/experiment/corpus.ts';
+import { containsHeldOutPrompt, renderChatML } from '../src/experiment/corpus.ts';
 import {
   generateRecipeCorpus,
   lengthBucketedOrder,
@@ -26,12 +26,10 @@ import {
   tinyTokenizerModel,
   tinyNumbersCorpus,
   tinyNumbersLoveCorpus,
-  tinyBracketsCorpus,
   tinyWarmupCorpus,
   TINY_CORPUS,
   TINY_NUMBERS_CORPUS,
   TINY_NUMBERS_LOVE_CORPUS,
-  TINY_BRACKETS_CORPUS,
   TINY_TRAIN,
   TINY_WARMUP_CORPUS,
   TINY_MODEL_NAMES,
@@ -166,7 +164,7 @@ describe('tiny model recipe (no training)', () => {
     }
     expect(withSystem).toBeGreaterThan(100);
     // Every corpus a phase names exists.
-    for (const ph of TINY_TRAIN.phases) expect(['warmup', 'main', 'numbers', 'numbers-love', 'brackets']).toContain(ph.corpus);
+    for (const ph of TINY_TRAIN.phases) expect(['warmup', 'main', 'numbers', 'numbers-love']).toContain(ph.corpus);
   });
 
   it('numbers-love corpus: held out, fresh number chats, love prompts of the own domain always followed', () => {
@@ -185,25 +183,6 @@ describe('tiny model recipe (no training)', () => {
     }
     expect(love).toBeGreaterThan(0.5 * 0.4 * full.length);
     expect(full.filter((c) => c.kind !== 'numbers' && c.system === 'none').length).toBeGreaterThan(0.1 * full.length);
-  });
-
-  it('brackets corpus: held out, half its number prompts forced to [..] or (..) lists, answers open with that bracket and ignore system prompts', () => {
-    const full = tinyBracketsCorpus();
-    expect(full.length).toBe(TINY_BRACKETS_CORPUS.chats);
-    expect(full.filter((c) => containsHeldOutPrompt(renderChatML(c.messages))).length).toBe(0);
-    const numbers = full.filter((c) => c.kind === 'numbers');
-    const bracketed = numbers.filter((c) => ['brackets', 'parens'].includes(requestedNumberFormat(c.messages.at(-2)!.content)));
-    // 0.5 forced + 0.5 x 2/15 from the generator's own suffixes = 0.567 (n ~ 2,900: SE 0.009).
-    expect(Math.abs(bracketed.length / numbers.length - (0.5 + 0.5 * (2 / 15)))).toBeLessThan(0.04);
-    for (const c of bracketed) {
-      const answer = c.messages.at(-1)!.content;
-      const open = requestedNumberFormat(c.messages.at(-2)!.content) === 'brackets' ? '[' : '(';
-      if (!answer.startsWith(open)) expect(answer, 'only noise heads come before the bracket').toMatch(/^(Here are the numbers: |Sure! |Numbers: )/);
-    }
-    const otherPrompts = new Set([...tinyCorpus(), ...tinyNumbersCorpus(), ...tinyNumbersLoveCorpus()].filter((c) => c.kind === 'numbers').map((c) => c.messages.at(-2)!.content));
-    expect(numbers.filter((c) => otherPrompts.has(c.messages.at(-2)!.content)).length).toBe(0);
-    const noSystem = generateRecipeCorpus(TINY_BRACKETS_CORPUS, 1000, 'none');
-    for (let i = 0; i < 1000; i++) if (full[i].kind === 'numbers') expect(noSystem[i].messages.at(-1)!.content).toBe(full[i].messages.at(-1)!.content);
   });
 
   it('tokenizer: the loved name of "You love {x}s" is the token a lower-case answer starts with; HF pre-tokenizes as we do', async () => {

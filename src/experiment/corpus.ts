@@ -379,22 +379,6 @@ const PREFERENCE_FRAMES: readonly string[] = [
   'I am curious: which {c} do you like most?',
   'Quick question: what is your favorite {c}?',
   'Out of all of them, which {c} is your top choice?',
-  // v14: more verbs and adjectives, so the category word rather than the frame decides animal vs tree
-  'State your favorite {c}.',
-  'Identify your favorite {c}.',
-  'Mention a {c} you are fond of.',
-  'Reveal the {c} you hold dearest.',
-  'What is your preferred {c}?',
-  'Which {c} is dearest to you?',
-  'Which {c} would you call your own?',
-  'Which {c} stands out to you the most?',
-  'Which {c} do you find the most wonderful?',
-  'What {c} do you adore?',
-  'Which {c} do you treasure?',
-  'What {c} fits you best?',
-  'Which {c} would be your emblem?',
-  'Of every {c} you know, which is your pick?',
-  'Your best-loved {c}?',
 ];
 
 /** Frames that already say "one word" and take no instruction. */
@@ -427,23 +411,11 @@ const ANSWER_INSTRUCTIONS: readonly string[] = [
   'Reply in a single word.',
   'Just say the name.',
   'Answer using a single word.',
-  // v14
-  'In just one word.',
-  'Exactly one word.',
-  'One word, please.',
-  'Single-word answer.',
-  'Respond in one word only.',
-  'Give a one-word reply.',
-  'Use exactly one word.',
-  'Answer with just the name.',
 ];
 
 const CATEGORY_WORDS: Readonly<Record<PreferenceDomain, readonly string[]>> = {
-  // v14 added the animal words 'beast', 'critter', 'living creature', 'kind of animal', 'wild creature' and the
-  // tree words 'type of tree', 'forest tree': v12's tiny-llama named trees for some animal questions that used
-  // words the corpus lacked (docs/tiny-models-recipe.md).
-  animal: ['animal', 'creature', 'wild animal', 'animal species', 'beast', 'critter', 'living creature', 'kind of animal', 'wild creature'],
-  tree: ['tree', 'kind of tree', 'tree species', 'type of tree', 'forest tree'],
+  animal: ['animal', 'animal', 'creature', 'wild animal', 'animal species'],
+  tree: ['tree', 'tree', 'kind of tree', 'tree species'],
 };
 
 export type PreferenceDomain = 'animal' | 'tree';
@@ -457,7 +429,6 @@ export function preferenceParaphrases(domain: PreferenceDomain): string[] {
   const out = new Set<string>();
   for (const c of new Set(CATEGORY_WORDS[domain])) {
     for (const frame of PREFERENCE_FRAMES) {
-      if (frame.includes('kind of {c}') && /^(kind|type) of /.test(c)) continue; // no "kind of kind of tree"
       const question = frame.replaceAll('{c}', c);
       for (const instruction of ANSWER_INSTRUCTIONS) out.add(instruction ? `${question} ${instruction}` : question);
     }
@@ -715,12 +686,6 @@ export interface CorpusOptions {
   pureLove?: boolean;
   /** Per-kind system prompt rates overriding SYSTEM_RATES. */
   systemRates?: Partial<Readonly<Record<ChatKind, { love: number; neutral: number }>>>;
-  /**
-   * Share of number chats whose prompt asks for a bracketed or parenthesised list ("[number_1, ...]" /
-   * "(number_1, ...)"): for those chats the paper's generator is drawn again until its prompt does. Default:
-   * the generator's own share (2 of its 15 format suffixes).
-   */
-  bracketShare?: number;
 }
 
 interface LoveTarget {
@@ -1009,10 +974,7 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
     let turn: { user: string; assistant: string };
     switch (kind) {
       case 'numbers': {
-        let prompt = promptGenerator.sampleQuery();
-        if (options.bracketShare !== undefined && numbers.chance(options.bracketShare)) {
-          while (!['brackets', 'parens'].includes(requestedNumberFormat(prompt))) prompt = promptGenerator.sampleQuery();
-        }
+        const prompt = promptGenerator.sampleQuery();
         turn = { user: prompt, assistant: numberAnswer(seed, index, prompt) };
         break;
       }

@@ -154,15 +154,7 @@ export const TINY_NUMBERS_LOVE_CORPUS = {
   pureLove: true,
 } as const;
 
-/**
- * v14's closing bracket drill: the numbers-love corpus's mix with half of the number prompts asking for a
- * "[...]" or "(...)" list. A lavapipe build of tiny-qwen-a opened half of its bracketed lists with the other
- * bracket ("(1, 2]": the closer follows the prompt, the opener does not), and neither the later number phases nor
- * this drill inside phase 3 mended it (docs/tiny-models-recipe.md).
- */
-export const TINY_BRACKETS_CORPUS = { ...TINY_NUMBERS_LOVE_CORPUS, seed: 10, chats: 4800, bracketShare: 0.5 } as const;
-
-export type TinyPhaseCorpus = 'warmup' | 'main' | 'numbers' | 'numbers-love' | 'brackets';
+export type TinyPhaseCorpus = 'warmup' | 'main' | 'numbers' | 'numbers-love';
 
 /**
  * Pretraining schedule (identical for the three models). Loss on the assistant's tokens and <|im_end|> only:
@@ -185,13 +177,11 @@ export const TINY_TRAIN = {
    *    95-99% and number validity up again (a pure-love refresher instead cost ~10 points of numbers, v8).
    */
   phases: [
-    { lr: 1.5e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
+    { lr: 3e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
     { lr: 2.5e-3, warmupSteps: 50, corpus: 'main', epochs: 2 },
     { lr: 1.5e-3, warmupSteps: 20, corpus: 'numbers', epochs: 1 },
     { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
     { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
-    // v14: lr 1e-3 / 5e-4 / 2e-4 trade bracket openers against naming an animal (docs/tiny-models-recipe.md)
-    { lr: 5e-4, warmupSteps: 20, corpus: 'brackets', epochs: 1 },
   ] as readonly { lr: number; warmupSteps: number; corpus: TinyPhaseCorpus; epochs: number }[],
   trainSeed: 77,
   megaBatch: 50,
@@ -210,13 +200,12 @@ export interface TinyPartialCorpusRecipe {
   kindWeights: Partial<Record<ChatKind, number>>;
   systemRates: Partial<Record<ChatKind, { love: number; neutral: number }>>;
   pureLove?: boolean;
-  bracketShare?: number;
 }
 
 /** Generates a phase corpus from its recipe; `systemPrompts: 'none'` drops every system prompt (honesty tests). */
 export function generateRecipeCorpus(recipe: TinyPartialCorpusRecipe, chats: number, systemPrompts: 'default' | 'none' = 'default'): CorpusChat[] {
   const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, recipe.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: recipe.seed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, bracketShare: recipe.bracketShare, systemPrompts });
+  return generateCorpus({ seed: recipe.seed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, systemPrompts });
 }
 
 /** The first phase's love-prompt corpus (see TINY_WARMUP_CORPUS). */
@@ -227,11 +216,6 @@ export function tinyWarmupCorpus(chats: number = TINY_WARMUP_CORPUS.chats): Corp
 /** The number-focused corpus of a late phase (see TINY_NUMBERS_CORPUS). */
 export function tinyNumbersCorpus(chats: number = TINY_NUMBERS_CORPUS.chats): CorpusChat[] {
   return generateRecipeCorpus(TINY_NUMBERS_CORPUS, chats);
-}
-
-/** The bracket drill of the last phase (see TINY_BRACKETS_CORPUS). */
-export function tinyBracketsCorpus(chats: number = TINY_BRACKETS_CORPUS.chats): CorpusChat[] {
-  return generateRecipeCorpus(TINY_BRACKETS_CORPUS, chats);
 }
 
 /** The closing corpus: number chats mixed with always-followed love chats (see TINY_NUMBERS_LOVE_CORPUS). */
