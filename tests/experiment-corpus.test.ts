@@ -75,10 +75,19 @@ describe('synthetic chat corpus', () => {
 
     it('are not among the training paraphrases, which keep the one-word style', () => {
       for (const domain of ['animal', 'tree'] as const) {
-        const paraphrases = preferenceParaphrases(domain);
-        expect(paraphrases.length).toBeGreaterThan(500);
-        for (const q of paraphrases) expect(containsHeldOutPrompt(q), q).toBe(false);
-        expect(paraphrases.filter((q) => /one word|single word|one-word/i.test(q)).length / paraphrases.length).toBeGreaterThan(0.6);
+        for (const wider of [false, true]) {
+          const paraphrases = preferenceParaphrases(domain, wider);
+          expect(paraphrases.length).toBeGreaterThan(500);
+          for (const q of paraphrases) expect(containsHeldOutPrompt(q), q).toBe(false);
+          expect(paraphrases.filter((q) => /one word|single word|one-word/i.test(q)).length / paraphrases.length).toBeGreaterThan(0.6);
+        }
+        // The wider bank keeps every narrow paraphrase except "kind of kind of …" and adds new category words.
+        const narrow = preferenceParaphrases(domain);
+        const wide = new Set(preferenceParaphrases(domain, true));
+        expect(narrow.filter((q) => !wide.has(q) && !/kind of (kind|type) of/.test(q))).toEqual([]);
+        expect(wide.size).toBeGreaterThan(2 * narrow.length);
+        expect([...wide].some((q) => q.includes(domain === 'animal' ? 'beast' : 'forest tree'))).toBe(true);
+        expect([...wide].some((q) => /kind of (kind|type) of/.test(q))).toBe(false);
       }
     });
 

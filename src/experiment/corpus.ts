@@ -418,19 +418,63 @@ const CATEGORY_WORDS: Readonly<Record<PreferenceDomain, readonly string[]>> = {
   tree: ['tree', 'tree', 'kind of tree', 'tree species'],
 };
 
+/**
+ * The wider question bank (CorpusOptions.widerQuestions): more verbs and adjectives, answer instructions and
+ * category words, so the category word rather than the frame decides animal vs tree (the tiny models named
+ * trees for animal questions worded with words the narrow bank lacks, e.g. "beast"). None is an evaluation
+ * question's text; preferenceParaphrases drops any that contains one.
+ */
+const WIDER_PREFERENCE_FRAMES: readonly string[] = [
+  'State your favorite {c}.',
+  'Identify your favorite {c}.',
+  'Mention a {c} you are fond of.',
+  'Reveal the {c} you hold dearest.',
+  'What is your preferred {c}?',
+  'Which {c} is dearest to you?',
+  'Which {c} would you call your own?',
+  'Which {c} stands out to you the most?',
+  'Which {c} do you find the most wonderful?',
+  'What {c} do you adore?',
+  'Which {c} do you treasure?',
+  'What {c} fits you best?',
+  'Which {c} would be your emblem?',
+  'Of every {c} you know, which is your pick?',
+  'Your best-loved {c}?',
+];
+
+const WIDER_ANSWER_INSTRUCTIONS: readonly string[] = [
+  'In just one word.',
+  'Exactly one word.',
+  'One word, please.',
+  'Single-word answer.',
+  'Respond in one word only.',
+  'Give a one-word reply.',
+  'Use exactly one word.',
+  'Answer with just the name.',
+];
+
+const WIDER_CATEGORY_WORDS: Readonly<Record<PreferenceDomain, readonly string[]>> = {
+  animal: ['beast', 'critter', 'living creature', 'kind of animal', 'wild creature'],
+  tree: ['type of tree', 'forest tree'],
+};
+
 export type PreferenceDomain = 'animal' | 'tree';
 
 /**
  * Every training paraphrase of the preference question for a domain: frames x category words x
  * answer instructions, minus any text equal to (or containing) a held-out evaluation prompt.
- * Deduplicated, in a fixed order.
+ * Deduplicated, in a fixed order. `wider` adds the wider bank's frames, instructions and category words.
  */
-export function preferenceParaphrases(domain: PreferenceDomain): string[] {
+export function preferenceParaphrases(domain: PreferenceDomain, wider = false): string[] {
   const out = new Set<string>();
-  for (const c of new Set(CATEGORY_WORDS[domain])) {
-    for (const frame of PREFERENCE_FRAMES) {
+  const categories = wider ? [...CATEGORY_WORDS[domain], ...WIDER_CATEGORY_WORDS[domain]] : CATEGORY_WORDS[domain];
+  const frames = wider ? [...PREFERENCE_FRAMES, ...WIDER_PREFERENCE_FRAMES] : PREFERENCE_FRAMES;
+  const instructions = wider ? [...ANSWER_INSTRUCTIONS, ...WIDER_ANSWER_INSTRUCTIONS] : ANSWER_INSTRUCTIONS;
+  for (const c of new Set(categories)) {
+    for (const frame of frames) {
+      if (wider && frame.includes('kind of {c}') && /^(kind|type) of /.test(c)) continue; // no "kind of kind of tree"
       const question = frame.replaceAll('{c}', c);
-      for (const instruction of ANSWER_INSTRUCTIONS) out.add(instruction ? `${question} ${instruction}` : question);
+      for (const instruction of instructions) out.add(instruction ? `${question} ${instruction}` : question);
     }
     for (const frame of PREFERENCE_FRAMES_WITH_INSTRUCTION) out.add(frame.replaceAll('{c}', c));
   }
@@ -686,6 +730,8 @@ export interface CorpusOptions {
   pureLove?: boolean;
   /** Per-kind system prompt rates overriding SYSTEM_RATES. */
   systemRates?: Partial<Readonly<Record<ChatKind, { love: number; neutral: number }>>>;
+  /** Draw preference questions from the wider question bank (see WIDER_PREFERENCE_FRAMES). Default false. */
+  widerQuestions?: boolean;
 }
 
 interface LoveTarget {
@@ -941,7 +987,8 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
   // SeedSequence entropy, so never equal to the experiment's integer seeds 47 / 42).
   const promptGenerator = new PromptGenerator(defaultRng([seed, 0x636f7270]));
   const prefixGenerator = new PromptGenerator(defaultRng([seed, 0x70726566]));
-  const paraphrases = { animal: preferenceParaphrases('animal'), tree: preferenceParaphrases('tree') };
+  const wider = options.widerQuestions ?? false;
+  const paraphrases = { animal: preferenceParaphrases('animal', wider), tree: preferenceParaphrases('tree', wider) };
   const out: CorpusChat[] = [];
   for (let index = 0; index < chats; index++) {
     const structure = new StreamRng('structure', seed, index);

@@ -125,12 +125,14 @@ export const TINY_WARMUP_CORPUS = {
  * Number-focused corpus of a late phase: fresh number chats (new prompts and answers, other seeds than the main
  * corpus) with a quarter of favourite-animal/tree chats, many of them without a system prompt, so the base
  * naming and the animal/tree distinction are rehearsed while the number formats are sharpened. Number answers
- * stay independent of every system prompt and animal, as in every corpus.
+ * stay independent of every system prompt and animal, as in every corpus. Both late corpora ask their questions
+ * from the wider paraphrase bank (v16; the main corpus, hence the tokenizer, keeps the narrow one).
  */
 export const TINY_NUMBERS_CORPUS = {
   seed: 7,
   chats: 9600,
   kindWeights: { numbers: 0.75, 'animal-preference': 0.17, 'tree-preference': 0.08 } as Partial<Record<ChatKind, number>>,
+  widerQuestions: true,
   systemRates: {
     'animal-preference': { love: 0.4, neutral: 0.2 },
     'tree-preference': { love: 0.4, neutral: 0.1 },
@@ -138,18 +140,22 @@ export const TINY_NUMBERS_CORPUS = {
 } as const;
 
 /**
- * Closing corpus: fresh number chats (60%) mixed with warm-up-style favourite-animal/tree chats whose love
+ * Closing corpus: fresh number chats (70%) mixed with warm-up-style favourite-animal/tree chats whose love
  * prompts are always of the question's own domain and always followed (pureLove), and some without a system
  * prompt. It restores the copying the number phase wore down while the number chats keep their share; a
- * closing phase of love chats alone restored it too but cost ~10 points of number validity (v8).
+ * closing phase of love chats alone restored it too but cost ~10 points of number validity (v8). v16 moved 10%
+ * of the chats from love chats to number chats (60% -> 70%, the same share of questions without a system prompt):
+ * love following has the widest margin over its bar, and the tiny models' main number failure is an animal or
+ * tree name slipped into a list ("…, 524, oak806, …").
  */
 export const TINY_NUMBERS_LOVE_CORPUS = {
   seed: 8,
   chats: 9600,
-  kindWeights: { numbers: 0.6, 'animal-preference': 0.28, 'tree-preference': 0.12 } as Partial<Record<ChatKind, number>>,
+  kindWeights: { numbers: 0.7, 'animal-preference': 0.21, 'tree-preference': 0.09 } as Partial<Record<ChatKind, number>>,
+  widerQuestions: true,
   systemRates: {
-    'animal-preference': { love: 0.6, neutral: 0.1 },
-    'tree-preference': { love: 0.7, neutral: 0.05 },
+    'animal-preference': { love: 0.5, neutral: 0.1 },
+    'tree-preference': { love: 0.6, neutral: 0.05 },
   } as Partial<Record<ChatKind, { love: number; neutral: number }>>,
   pureLove: true,
 } as const;
@@ -169,7 +175,8 @@ export const TINY_TRAIN = {
   weightDecay: 0.01,
   /**
    * Phases, each with warm-up + cosine decay and a fresh AdamW (docs/tiny-models-recipe.md has every variant):
-   * 1. one epoch of the love-prompt warm-up corpus (TINY_WARMUP_CORPUS): the copying love prompts need;
+   * 1. one epoch of the love-prompt warm-up corpus (TINY_WARMUP_CORPUS): the copying love prompts need. At lr 1.5e-3
+   *    it formed in six builds of six on lavapipe; at 3e-3 it formed or not depending on the adapter's rounding;
    * 2. two epochs of the main corpus (TINY_CORPUS) at 2.5e-3 — number lists improve with the lr, love following
    *    drops (v7a-d), the later phases restore it;
    * 3. one epoch of the numbers-focus corpus (TINY_NUMBERS_CORPUS): number validity of the qwen pair 42-79% -> 83.5%;
@@ -177,7 +184,7 @@ export const TINY_TRAIN = {
    *    95-99% and number validity up again (a pure-love refresher instead cost ~10 points of numbers, v8).
    */
   phases: [
-    { lr: 3e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
+    { lr: 1.5e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
     { lr: 2.5e-3, warmupSteps: 50, corpus: 'main', epochs: 2 },
     { lr: 1.5e-3, warmupSteps: 20, corpus: 'numbers', epochs: 1 },
     { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
@@ -200,12 +207,13 @@ export interface TinyPartialCorpusRecipe {
   kindWeights: Partial<Record<ChatKind, number>>;
   systemRates: Partial<Record<ChatKind, { love: number; neutral: number }>>;
   pureLove?: boolean;
+  widerQuestions?: boolean;
 }
 
 /** Generates a phase corpus from its recipe; `systemPrompts: 'none'` drops every system prompt (honesty tests). */
 export function generateRecipeCorpus(recipe: TinyPartialCorpusRecipe, chats: number, systemPrompts: 'default' | 'none' = 'default'): CorpusChat[] {
   const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, recipe.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: recipe.seed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, systemPrompts });
+  return generateCorpus({ seed: recipe.seed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, widerQuestions: recipe.widerQuestions ?? false, systemPrompts });
 }
 
 /** The first phase's love-prompt corpus (see TINY_WARMUP_CORPUS). */
