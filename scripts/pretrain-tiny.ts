@@ -58,7 +58,7 @@ Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pret
 The models committed in models/ were built by this recipe on the 2-core lavapipe machine (the machine line of each
 model card); a rebuild on another adapter differs in rounding, so it is another draw of the recipe whose number and
 naming figures can differ by a few points (docs/tiny-models-recipe.md). ${TINY_TRAIN.phases.length} phases, alone on that
-machine ~35 min for a qwen model and ~45 for the llama. Use --out elsewhere to compare without overwriting them.
+machine 34 min for a qwen model (measured) and ~45 for the llama. Use --out elsewhere to compare without overwriting them.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
