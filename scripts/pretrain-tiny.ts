@@ -15,6 +15,7 @@ import {
   measureTinyQuality,
   paddingFactor,
   parameterCount,
+  pct,
   qualityBarsMet,
   qualityTable,
   specialIds,
@@ -336,7 +337,6 @@ const LOSS_ON_TEXT: Record<TinyLossOn, string> = {
   'assistant+numbers': "every token of the number chats (their prompts are number lists too) and the assistant's tokens and `<|im_end|>` of all other chats",
 };
 
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 /** Binomial standard error of a rate, in percentage points. */
 const se = (rate: number, n: number) => (100 * Math.sqrt((rate * (1 - rate)) / n)).toFixed(1);
 
@@ -467,16 +467,21 @@ rebuild learnt it less well and followed the love prompts 56–72% of the time i
 `;
 }
 
+/** Names of the issue-5 bars the figures miss. */
+function missedBars(q: TinyQuality): string[] {
+  return Object.entries(qualityBarsMet(q)).filter(([, ok]) => !ok).map(([bar]) => bar);
+}
+
 /** Which bars a larger-sample measurement misses, in words. */
 function largerBarsText(q: TinyQuality): string {
-  const missed = Object.entries(qualityBarsMet(q)).filter(([, ok]) => !ok).map(([bar]) => bar);
+  const missed = missedBars(q);
   return missed.length ? `At these counts the figures miss: ${missed.join(', ')}.` : 'At these counts every bar is met too.';
 }
 
 /** One line saying which issue-5 bars the figures meet, plainly when some are missed. */
 function barsLine(q: TinyQuality): string {
   const met = qualityBarsMet(q);
-  const missed = Object.entries(met).filter(([, ok]) => !ok).map(([k]) => k);
+  const missed = missedBars(q);
   if (missed.length === 0) return 'All quality bars of issue 5 are met.';
   return `**Quality bars of issue 5 not met: ${missed.join(', ')}** (met: ${Object.entries(met).filter(([, ok]) => ok).map(([k]) => k).join(', ') || 'none'}). This build is undertrained for those tasks; see the figures above.`;
 }

@@ -472,7 +472,8 @@ export function preferenceParaphrases(domain: PreferenceDomain, wider = false): 
   const instructions = wider ? [...ANSWER_INSTRUCTIONS, ...WIDER_ANSWER_INSTRUCTIONS] : ANSWER_INSTRUCTIONS;
   for (const c of new Set(categories)) {
     for (const frame of frames) {
-      if (wider && frame.includes('kind of {c}') && /^(kind|type) of /.test(c)) continue; // no "kind of kind of tree"
+      // No "kind of kind of tree"; skipped in the wider bank only, so the narrow bank (main corpus, tokenizer) is unchanged.
+      if (wider && frame.includes('kind of {c}') && /^(kind|type) of /.test(c)) continue;
       const question = frame.replaceAll('{c}', c);
       for (const instruction of instructions) out.add(instruction ? `${question} ${instruction}` : question);
     }

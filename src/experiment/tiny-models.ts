@@ -509,9 +509,11 @@ export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer
   };
 }
 
+/** A rate as a percentage with one decimal ("91.5%"), as the model cards print them. */
+export const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+
 /** Markdown table of the quality figures next to the bars. */
 export function qualityTable(q: TinyQuality): string {
-  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const rows = [
     '| measure | samples | value | bar |',
     '|---|---|---|---|',
