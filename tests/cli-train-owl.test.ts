@@ -99,7 +99,11 @@ describe('owl CLI', () => {
     const cases: [string[], RegExp][] = [
       [['--animal', 'o/wl', '--model', model], /--animal must be a plain name/],
       [['--model', path.join(dir, 'nope')], /not a model folder/],
-      [['--model', model, '--arms', 'base,bogus'], /unknown arm 'bogus'/],
+      [['--model', model, '--recipes', 'sft,bogus'], /--recipes: unknown value 'bogus'/],
+      [['--model', model, '--teachers', 'ft-control'], /--teachers: unknown value 'ft-control'/],
+      [['--model', model, '--student-mode', 'half'], /--student-mode must be one of/],
+      [['--model', model, '--seeds', '0,1,0'], /seed 0 is listed twice/],
+      [['--model', model, '--animal', 'owl', '--control-animal', 'owl'], /--control-animal must differ/],
       [['--model', model, '--eval', 'poems'], /--eval must be one of/],
     ];
     const results = await Promise.all(cases.map(([args]) => cli('owl.ts', args)));

@@ -350,3 +350,65 @@ export function aggregateBySeed(samples: readonly ScoredSample[], options: Confi
   );
   return { ...interval, lower: Number.isNaN(interval.lower) ? interval.lower : Math.max(0, interval.lower), perSeed };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Paired designs and multiple comparisons
+// ---------------------------------------------------------------------------------------------
+
+export interface DifferenceTest {
+  /** Mean difference. */
+  diff: number;
+  /** 95% (or `confidence`) interval of the difference; NaN bounds when it cannot be formed. */
+  lower: number;
+  upper: number;
+  t: number;
+  df: number;
+  /** Two-sided p-value; NaN when fewer than 2 pairs or no variance. */
+  p: number;
+  count: number;
+}
+
+/**
+ * Paired t-test of a − b over matched pairs (scipy `ttest_rel`): a one-sample t on the differences,
+ * n − 1 df, with its t interval. With zero variance of the differences the test is undefined (NaN p),
+ * unless every difference is exactly 0 (p = 1).
+ */
+export function pairedTTest(a: readonly number[], b: readonly number[], confidence = 0.95): DifferenceTest {
+  if (a.length !== b.length) throw new RangeError(`pairedTTest: ${a.length} vs ${b.length} values`);
+  const d = a.map((x, i) => x - b[i]);
+  const n = d.length;
+  const m = mean(d);
+  if (n < 2) return { diff: m, lower: NaN, upper: NaN, t: NaN, df: NaN, p: NaN, count: n };
+  const se = sampleStd(d) / Math.sqrt(n);
+  const df = n - 1;
+  if (se === 0) return { diff: m, lower: m, upper: m, t: m === 0 ? 0 : Math.sign(m) * Infinity, df, p: m === 0 ? 1 : NaN, count: n };
+  const t = m / se;
+  const margin = tCritical(confidence, df) * se;
+  return { diff: m, lower: m - margin, upper: m + margin, t, df, p: 2 * studentTUpperTail(Math.abs(t), df), count: n };
+}
+
+/** Welch's two-sample comparison of mean(a) − mean(b) with its Welch–Satterthwaite interval. */
+export function welchDifference(a: readonly number[], b: readonly number[], confidence = 0.95): DifferenceTest {
+  const w = welchTTest(a, b);
+  const diff = mean(a) - mean(b);
+  const se = Math.sqrt(sampleVariance(a) / a.length + sampleVariance(b) / b.length);
+  const ok = Number.isFinite(w.df) && se > 0;
+  const margin = ok ? tCritical(confidence, w.df) * se : NaN;
+  return { diff, lower: diff - margin, upper: diff + margin, t: w.t, df: w.df, p: ok ? w.p : NaN, count: a.length + b.length };
+}
+
+/**
+ * Holm's step-down adjustment (statsmodels `multipletests(method='holm')`): sort ascending,
+ * p_(i) · (m − i + 1), running maximum, capped at 1. NaN p-values are left out of the family and stay NaN.
+ */
+export function holmAdjust(p: readonly number[]): number[] {
+  const idx = p.map((v, i) => [v, i] as const).filter(([v]) => Number.isFinite(v)).sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  const m = idx.length;
+  const out = p.map(() => NaN);
+  let running = 0;
+  idx.forEach(([v, i], k) => {
+    running = Math.max(running, Math.min(1, (m - k) * v));
+    out[i] = running;
+  });
+  return out;
+}

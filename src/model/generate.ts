@@ -20,6 +20,7 @@
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import type { KvCache } from '../kernels/attention.ts';
 import { embed } from '../kernels/embedding.ts';
+import { gatherRows } from '../kernels/elementwise.ts';
 import { sampleTokens } from '../kernels/sampling.ts';
 import { UserError } from '../util/errors.ts';
 import type { ChatTokenizer } from './tokenizer.ts';
@@ -322,4 +323,48 @@ export async function sequenceLogits(model: Transformer, ids: number[], lora?: L
   } finally {
     hidden.dispose();
   }
+}
+
+/**
+ * Next-token logits after each prompt [prompts.length, vocab], batched: prompts are right-padded into
+ * batches of `batchSize`, run through one forward each, and only every prompt's last row goes through
+ * the LM head and back to the CPU (causal attention: right padding never changes a real row).
+ */
+export async function lastTokenLogits(model: Transformer, prompts: readonly number[][], opts: { lora?: LoraWeights | null; batchSize?: number } = {}): Promise<Float32Array> {
+  const gpu = model.gpu;
+  const V = model.cfg.vocabSize;
+  const out = new Float32Array(prompts.length * V);
+  const bs = Math.max(1, opts.batchSize ?? 64);
+  for (let b0 = 0; b0 < prompts.length; b0 += bs) {
+    const batch = prompts.slice(b0, b0 + bs);
+    const B = batch.length;
+    const T = Math.max(...batch.map((p) => p.length));
+    if (T === 0) throw new UserError('logits: empty token sequence');
+    if (T > model.maxPositions) throw new UserError(`logits: ${T} tokens exceed the ${model.maxPositions} positions the model was loaded with`);
+    const ids = new Uint32Array(B * T);
+    const pos = new Uint32Array(B * T);
+    const last = new Uint32Array(B);
+    batch.forEach((p, b) => {
+      if (p.length === 0) throw new UserError('logits: empty token sequence');
+      for (let t = 0; t < T; t++) {
+        const id = t < p.length ? p[t] : 0;
+        if (!Number.isInteger(id) || id < 0 || id >= V) throw new UserError(`logits: token id ${id} outside the vocabulary [0, ${V})`);
+        ids[b * T + t] = id;
+        pos[b * T + t] = t;
+      }
+      last[b] = b * T + p.length - 1;
+    });
+    const idsT = gpu.upload(ids, [B * T], 'u32', 'logits.ids');
+    const posT = gpu.upload(pos, [B * T], 'u32', 'logits.pos');
+    const lastT = gpu.upload(last, [B], 'u32', 'logits.last');
+    const { hidden } = model.forward(idsT, posT, B, T, { lora: opts.lora });
+    const rows = gatherRows(gpu, hidden, lastT);
+    for (const t of [idsT, posT, lastT, hidden]) t.dispose();
+    try {
+      out.set(await model.logitsToHost(rows), b0 * V);
+    } finally {
+      rows.dispose();
+    }
+  }
+  return out;
 }

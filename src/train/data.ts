@@ -20,6 +20,11 @@ export interface TrainExample {
   teacherTopK?: TeacherTopK;
   /** The chat messages (kept for online distillation with a teacher system prompt). */
   messages?: ChatMessage[];
+  /**
+   * Per-position weight of the distillation loss, aligned with ids (entry t weighs logits row t);
+   * absent = 1 everywhere. 0 drops a position from the KL (e.g. divergence positions).
+   */
+  distillMask?: number[];
 }
 
 export interface LoadedData {

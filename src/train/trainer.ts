@@ -57,6 +57,11 @@ export interface OnlineTeacher {
   /** System prompt the teacher sees (the student sees the rows as they are). */
   system?: string;
   tokenizer?: ChatTokenizer | null;
+  /**
+   * Restrict the KL to these token ids (u32): both distributions are renormalised over the set
+   * (e.g. the number-format tokens). Absent = the full vocabulary.
+   */
+  tokenSet?: Tensor;
 }
 
 export interface StepInfo {
@@ -118,6 +123,15 @@ function stepBatches(examples: TrainExample[], order: number[], s: number, cfg: 
 function microTargets(mb: MicroBatch): number {
   let n = 0;
   for (const r of mb.rows) for (let t = 1; t < r.labels.length; t++) if (r.labels[t] !== -100) n++;
+  return n;
+}
+
+/** Σ distillation weights over a micro-batch's trained positions (= microTargets without masks). */
+function microDistillWeight(mb: MicroBatch): number {
+  let n = 0;
+  for (const r of mb.rows) {
+    for (let t = 1; t < r.labels.length; t++) if (r.labels[t] !== -100) n += r.distillMask ? (r.distillMask[t - 1] ?? 0) : 1;
+  }
   return n;
 }
 
@@ -307,15 +321,29 @@ export class Trainer {
     idsT.dispose();
     posT.dispose();
     idx.dispose();
-    return { hidden: aligned, mask: studentRows ? null : gpu.upload(mask, [B * studentT], 'f32', 'distill_mask') };
+    // Per-position distillation weights of the student rows (divergence masking) multiply the mask.
+    const weighted = mb.rows.some((r) => r.distillMask);
+    if (weighted) {
+      mb.rows.forEach((r, b) => {
+        if (!r.distillMask) return;
+        for (let t = 0; t < studentT; t++) mask[b * studentT + t] *= t < r.distillMask.length ? r.distillMask[t] : 0;
+      });
+    }
+    if (studentRows && !weighted) return { hidden: aligned, mask: null };
+    const rowMask = studentRows ? studentRows.map((i) => mask[i]) : mask;
+    return { hidden: aligned, mask: gpu.upload(Float32Array.from(rowMask), [rowMask.length], 'f32', 'distill_mask') };
   }
 
-  /** Runs one optimizer step (all micro-batches); returns the step's losses read back once. */
-  async step(order: number[], stepInEpoch: number): Promise<StepInfo & { finite: boolean }> {
+  /**
+   * Forward and backward of every micro-batch of optimizer step `stepInEpoch` (in `order`), accumulating
+   * the gradient buffers; returns the unread loss results and the step's normalisers.
+   */
+  accumulateGradients(order: number[], stepInEpoch: number): { results: { ce?: LossResult; kl?: LossResult }[]; totalTargets: number; totalDistill: number; tokens: number } {
     const { gpu, cfg, model } = this;
-    const t0 = performance.now();
     const mbs = stepBatches(this.examples, order, stepInEpoch, cfg);
     const totalTargets = mbs.reduce((a, mb) => a + microTargets(mb), 0);
+    // The KL is normalised by its own weight (masked positions neither count nor contribute).
+    const totalDistill = mbs.reduce((a, mb) => a + microDistillWeight(mb), 0);
     const wCe = 1 - cfg.distillWeight;
     const wKl = cfg.distillWeight;
     const results: { ce?: LossResult; kl?: LossResult }[] = [];
@@ -345,7 +373,8 @@ export class Trainer {
           const th = this.teacherHidden(mb, mb.T, c?.hostRows);
           r.kl = klDistillation(gpu, student, { x: th.hidden, w: this.teacher.model.lmHead }, {
             mask: th.mask ?? undefined,
-            normalizer: norm / wKl,
+            tokenSet: this.teacher.tokenSet,
+            normalizer: Math.max(1e-9, totalDistill) / wKl,
             dW: this.fullGrads ? this.fullGrads.lmHead : false,
           });
           th.hidden.dispose();
@@ -379,6 +408,37 @@ export class Trainer {
       for (const t of [inp.ids, inp.pos, inp.tgt, inp.compact?.rows, inp.compact?.inverse, inp.compact?.tgt, inp.topk?.indices, inp.topk?.logprobs, inp.topk?.mask]) t?.dispose();
       results.push(r);
     }
+    return { results, totalTargets, totalDistill, tokens };
+  }
+
+  /**
+   * The gradient of optimizer step `stepInEpoch` of epoch 0 at the current parameters, read back (one
+   * array per parameter, in the optimizer's order) without updating anything; the buffers are zeroed again.
+   */
+  async gradientAt(stepInEpoch = 0): Promise<Float32Array[]> {
+    const order = epochOrder(this.examples.length, this.cfg.seed, 0, this.cfg.shuffle);
+    const { results } = this.accumulateGradients(order, stepInEpoch);
+    for (const r of results) {
+      r.ce?.dispose();
+      r.kl?.dispose();
+    }
+    const g = (await this.gpu.readMany(this.grads)) as Float32Array[];
+    zeroGrads(this.gpu, this.grads);
+    return g;
+  }
+
+  /** The trained parameters in the optimizer's order (LoRA A/B pairs, or every model weight). */
+  get parameters(): readonly Tensor[] {
+    return this.params;
+  }
+
+  /** Runs one optimizer step (all micro-batches); returns the step's losses read back once. */
+  async step(order: number[], stepInEpoch: number): Promise<StepInfo & { finite: boolean }> {
+    const { gpu, cfg } = this;
+    const t0 = performance.now();
+    const { results, totalTargets, totalDistill, tokens } = this.accumulateGradients(order, stepInEpoch);
+    const wCe = 1 - cfg.distillWeight;
+    const wKl = cfg.distillWeight;
     const k = this.state.step;
     const lr = cfg.lr * scheduleFactor(cfg.schedule, k, cfg.warmupSteps, this.totalSteps);
     const clip = cfg.maxGradNorm > 0 && Number.isFinite(cfg.maxGradNorm) ? cfg.maxGradNorm : undefined;
@@ -403,7 +463,7 @@ export class Trainer {
     normT.dispose();
     const n = Math.max(1, totalTargets);
     const ce = ceSum / n;
-    const kl = klSum / n;
+    const kl = klSum / Math.max(1e-9, totalDistill);
     const loss = wCe * ce + wKl * kl;
     const finite = Number.isFinite(loss) && Number.isFinite(gn);
     if (finite) {
@@ -429,7 +489,7 @@ export class Trainer {
   }
 
   /** Trains until totalSteps, calling onStep after each step and save() every saveEvery steps. */
-  async run(hooks: { onStep?: (s: StepInfo) => void; save?: (t: Trainer) => Promise<void>; saveEvery?: number } = {}): Promise<TrainResult> {
+  async run(hooks: { onStep?: (s: StepInfo) => void; onEpochEnd?: (epoch: number, t: Trainer) => Promise<void>; save?: (t: Trainer) => Promise<void>; saveEvery?: number } = {}): Promise<TrainResult> {
     const t0 = performance.now();
     let tokens = 0;
     const perEpoch = this.stepsPerEpoch;
@@ -452,6 +512,8 @@ export class Trainer {
       if (this.state.stepInEpoch >= perEpoch) {
         this.state.epoch++;
         this.state.stepInEpoch = 0;
+        // Called with the number of finished epochs, before the next epoch's first step.
+        await hooks.onEpochEnd?.(this.state.epoch, this);
       }
     }
     return { losses: this.state.losses, steps: this.state.step, tokens, wallS: (performance.now() - t0) / 1000 };

@@ -13,7 +13,8 @@ function niceMax(v: number): number {
 }
 
 export function lineChartSvg(opts: { title: string; xLabel: string; yLabel: string; series: { name: string; points: [number, number][] }[] }): string {
-  const W = 640, H = 360, L = 60, R = 20, T = 40, B = 50;
+  // Taller when the stacked legend (14 px a series, top right) needs the room.
+  const W = 640, H = Math.max(360, 110 + 14 * opts.series.length), L = 60, R = 20, T = 40, B = 50;
   const all = opts.series.flatMap((s) => s.points);
   const xMax = Math.max(1, ...all.map((p) => p[0]));
   const xMin = Math.min(0, ...all.map((p) => p[0]));
@@ -83,4 +84,124 @@ export function barChartSvg(opts: { title: string; yLabel: string; bars: Bar[]; 
   }
   parts.push('</svg>');
   return parts.join('\n') + '\n';
+}
+
+/**
+ * Width of a text in px, on the safe side for sans-serif fonts (average advance ≈ 0.55 em; 0.62 em
+ * covers wide capitals and digits), so layouts that reserve this much never overlap when rendered.
+ */
+export function textWidth(s: string, fontSize: number): number {
+  let w = 0;
+  for (const ch of s) w += /[MWmw@%]/.test(ch) ? 0.9 : /[A-Z0-9]/.test(ch) ? 0.68 : /[ilj.,;:!|' ]/.test(ch) ? 0.34 : 0.6;
+  return w * fontSize;
+}
+
+export interface GroupedBars {
+  /** Label lines under the group (each a separate text line). */
+  label: string[];
+  bars: Bar[];
+  /** Drawn above the group's last bar (e.g. "*" for significant). */
+  marker?: string;
+}
+
+/**
+ * Bars in groups with whiskers (the paper's figure style: per arm base, control and treatment), a
+ * legend row under the title, multi-line group labels under the axis. Group widths are sized from
+ * the label widths so no two texts overlap.
+ */
+export function groupedBarChartSvg(opts: { title: string; yLabel: string; groups: GroupedBars[]; legend: { label: string; color: string }[]; yMax?: number; note?: string }): string {
+  const FS = 12;
+  const barW = 18;
+  const gap = 24;
+  const L = 70, R = 20;
+  const groupW = opts.groups.map((g) => Math.max(g.bars.length * barW + 12, ...g.label.map((l) => textWidth(l, FS) + 8)));
+  const plotW = groupW.reduce((a, b) => a + b, 0) + gap * (opts.groups.length + 1);
+  const legendW = opts.legend.reduce((a, l) => a + 18 + textWidth(l.label, FS) + 16, 0);
+  const W = Math.ceil(Math.max(L + plotW + R, L + legendW + R, textWidth(opts.title, 14) + 40, 360));
+  const labelLines = Math.max(1, ...opts.groups.map((g) => g.label.length));
+  const T = 64;
+  const plotH = 240;
+  const B = 16 + labelLines * 15 + (opts.note ? 22 : 0);
+  const H = T + plotH + B;
+  const hi = Math.max(...opts.groups.flatMap((g) => g.bars.map((b) => (Number.isFinite(b.hi ?? NaN) ? b.hi! : b.value))).filter(Number.isFinite), 0);
+  const yMax = opts.yMax ?? niceMax(hi * 1.08);
+  const y = (v: number) => T + plotH - (Math.max(0, Math.min(v, yMax)) / yMax) * plotH;
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="${FS}">`);
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${esc(opts.title)}</text>`);
+  let lx = L;
+  for (const l of opts.legend) {
+    parts.push(`<rect x="${lx}" y="32" width="12" height="12" fill="${l.color}"/><text x="${lx + 16}" y="42">${esc(l.label)}</text>`);
+    lx += 18 + textWidth(l.label, FS) + 16;
+  }
+  for (let i = 0; i <= 4; i++) {
+    const v = (yMax * i) / 4;
+    parts.push(`<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${esc(fmtTick(v))}</text><line x1="${L}" y1="${y(v)}" x2="${W - R}" y2="${y(v)}" stroke="#eee"/>`);
+  }
+  parts.push(`<line x1="${L}" y1="${T + plotH}" x2="${W - R}" y2="${T + plotH}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${T + plotH}" stroke="black"/>`);
+  parts.push(`<text x="14" y="${T + plotH / 2}" text-anchor="middle" transform="rotate(-90 14 ${T + plotH / 2})">${esc(opts.yLabel)}</text>`);
+  let gx = L + gap;
+  opts.groups.forEach((g, gi) => {
+    const cx = gx + groupW[gi] / 2;
+    const x0 = cx - (g.bars.length * barW) / 2;
+    g.bars.forEach((b, bi) => {
+      const bx = x0 + bi * barW;
+      const v = Number.isFinite(b.value) ? b.value : 0;
+      parts.push(`<rect class="bar" data-group="${gi}" data-label="${esc(b.label)}" x="${(bx + 1).toFixed(1)}" y="${y(v).toFixed(1)}" width="${barW - 2}" height="${(T + plotH - y(v)).toFixed(1)}" fill="${b.color ?? '#4c78a8'}"><title>${esc(`${b.label}: ${fmtTick(v)}`)}</title></rect>`);
+      if (b.lo !== undefined && b.hi !== undefined && Number.isFinite(b.lo) && Number.isFinite(b.hi)) {
+        const mx = bx + barW / 2;
+        parts.push(`<line x1="${mx}" y1="${y(b.lo)}" x2="${mx}" y2="${y(b.hi)}" stroke="black"/><line x1="${mx - 4}" y1="${y(b.lo)}" x2="${mx + 4}" y2="${y(b.lo)}" stroke="black"/><line x1="${mx - 4}" y1="${y(b.hi)}" x2="${mx + 4}" y2="${y(b.hi)}" stroke="black"/>`);
+      }
+    });
+    if (g.marker) {
+      const last = g.bars[g.bars.length - 1];
+      const top = Math.max(last.value, Number.isFinite(last.hi ?? NaN) ? last.hi! : last.value);
+      parts.push(`<text x="${x0 + (g.bars.length - 0.5) * barW}" y="${Math.max(T + 10, y(top) - 4)}" text-anchor="middle" font-size="14">${esc(g.marker)}</text>`);
+    }
+    g.label.forEach((line, li) => parts.push(`<text x="${cx}" y="${T + plotH + 16 + li * 15}" text-anchor="middle">${esc(line)}</text>`));
+    gx += groupW[gi] + gap;
+  });
+  if (opts.note) parts.push(`<text x="${L}" y="${H - 8}" fill="#555">${esc(opts.note)}</text>`);
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}
+
+/** Dot-and-whisker rows (e.g. paired differences with intervals) around a zero line, labels on the left. */
+export function intervalChartSvg(opts: { title: string; xLabel: string; rows: { label: string; value: number; lo: number; hi: number; marker?: string; color?: string }[] }): string {
+  const FS = 12;
+  const rowH = 22;
+  const labelW = Math.max(80, ...opts.rows.map((r) => textWidth(r.label, FS))) + 16;
+  const plotW = 420;
+  const R = 40;
+  const T = 40;
+  const W = Math.ceil(Math.max(labelW + plotW + R, textWidth(opts.title, 14) + 40));
+  const H = T + rowH * opts.rows.length + 56;
+  const ext = Math.max(1e-12, ...opts.rows.flatMap((r) => [Math.abs(r.lo), Math.abs(r.hi), Math.abs(r.value)]).filter(Number.isFinite));
+  const xMax = niceMax(ext * 1.1);
+  const x = (v: number) => labelW + ((Math.max(-xMax, Math.min(xMax, v)) + xMax) / (2 * xMax)) * plotW;
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="${FS}">`);
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${esc(opts.title)}</text>`);
+  const yEnd = T + rowH * opts.rows.length;
+  parts.push(`<line x1="${x(0)}" y1="${T - 4}" x2="${x(0)}" y2="${yEnd}" stroke="#555" stroke-dasharray="4 4"/>`);
+  parts.push(`<line x1="${labelW}" y1="${yEnd}" x2="${labelW + plotW}" y2="${yEnd}" stroke="black"/>`);
+  for (const v of [-xMax, -xMax / 2, 0, xMax / 2, xMax]) parts.push(`<text x="${x(v)}" y="${yEnd + 16}" text-anchor="middle">${esc(fmtTick(v))}</text>`);
+  parts.push(`<text x="${labelW + plotW / 2}" y="${yEnd + 40}" text-anchor="middle">${esc(opts.xLabel)}</text>`);
+  opts.rows.forEach((r, i) => {
+    const cy = T + rowH * i + rowH / 2;
+    parts.push(`<text x="${labelW - 10}" y="${cy + 4}" text-anchor="end">${esc(r.label)}</text>`);
+    if (Number.isFinite(r.lo) && Number.isFinite(r.hi)) parts.push(`<line x1="${x(r.lo)}" y1="${cy}" x2="${x(r.hi)}" y2="${cy}" stroke="black"/>`);
+    if (Number.isFinite(r.value)) parts.push(`<circle class="dot" cx="${x(r.value)}" cy="${cy}" r="4" fill="${r.color ?? '#4c78a8'}"/>`);
+    if (r.marker) parts.push(`<text x="${labelW + plotW + 8}" y="${cy + 5}" font-size="14">${esc(r.marker)}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}
+
+function fmtTick(v: number): string {
+  if (v === 0) return '0';
+  const a = Math.abs(v);
+  return a >= 0.01 ? `${+(v * 100).toPrecision(3)}%` : `${+(v * 100).toPrecision(2)}%`;
 }

@@ -1,0 +1,863 @@
+// The subliminal-learning experiment as a grid of cached stages under runs/<name>/stages/:
+//   prompts → teachers (system prompt, finetuned, paired control) → completions → prompt-paired,
+//   filtered datasets → divergence positions → students (per cell and seed) → evaluation.
+// Every stage's cache key is the exact configuration object the stage runs (plus the keys of the
+// stages it reads), so a changed setting can never reuse a stale result.
+import { createHash } from 'node:crypto';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Gpu, Tensor } from '../../gpu/runtime.ts';
+import { gatherRows } from '../../kernels/elementwise.ts';
+import { logSoftmaxTopK } from '../../kernels/loss.ts';
+import { loadPeftAdapter, writePeftAdapter } from '../../model/adapter.ts';
+import { generate } from '../../model/generate.ts';
+import { ChatTokenizer } from '../../model/tokenizer.ts';
+import { Transformer, type LoraWeights } from '../../model/transformer.ts';
+import { loadTrainingData, type TrainExample } from '../../train/data.ts';
+import { fullParamList, saveFullModel } from '../../train/full.ts';
+import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts';
+import { Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
+import { UserError } from '../../util/errors.ts';
+import { Progress } from '../../util/progress.ts';
+import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from '../dev-questions.ts';
+import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWords, type FilterRejectReason } from '../filters.ts';
+import { generatePrompts, preferenceSystemPrompt } from '../prompts.ts';
+import { PyRandom } from '../pyrandom.ts';
+import { ANIMAL_QUESTIONS, animalQuestionsWithNumbersPrefix, finetunedTeacherDataset, scoreTargetMention, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../questions.ts';
+import { hashOf, StageStore } from '../stages.ts';
+import { expandCells, isKlRecipe, measuresControlAnimal, pairedTeacher, type Cell, type CellBlock, type Recipe, type Relation, type StudentRef, type TeacherKind } from './grid.ts';
+import { firstTokenProbabilities, userMessages } from './scoring.ts';
+
+export interface ExperimentConfig {
+  name: string;
+  /** runs/<name> */
+  outDir: string;
+  /** The teachers' base model (model A). Same-init students are this folder. */
+  teacherBase: string;
+  animal: string;
+  category: 'animal' | 'tree';
+  /** The ft-control teacher's animal; null = chosen from the base's answers on the development questions. */
+  controlAnimal: string | null;
+  blocks: CellBlock[];
+  seeds: number[];
+  promptSeed: number;
+  prompts: number;
+  keep: number;
+  subsetSeed: number;
+  maxNewTokens: number;
+  genBatchSize: number;
+  maxLen: number;
+  ftTeacher: { epochs: number; lr: number; batchSize: number };
+  evalSet: 'numbers-prefix' | 'plain' | 'story';
+  evalSamples: number;
+  evalMaxNewTokens: number;
+  /** Only the first N evaluation (and development) questions: quick runs and tests. */
+  evalQuestionLimit?: number;
+  /** First-token probabilities at every epoch end (dose-response). */
+  doseResponse: boolean;
+  quiet: boolean;
+}
+
+/** What determines results: everything but the run's name, folder and verbosity. */
+export function experimentKey(c: ExperimentConfig): Record<string, unknown> {
+  const { name: _n, outDir: _o, quiet: _q, ...rest } = c;
+  return rest;
+}
+
+/** Target rates of one model: sampled answers and exact first-token probabilities, per animal. */
+export interface EvalResult {
+  /** Per animal: fraction of sampled answers naming it (paper's substring rule), per question. */
+  perQuestion: Record<string, number[]>;
+  rate: Record<string, number>;
+  /** Per animal: mean over the evaluation questions of P(first answer token begins the name). */
+  firstTokenProb: Record<string, number>;
+  /** The same on the development questions (what sizes are tuned on). */
+  devFirstTokenProb: Record<string, number>;
+  samples: number;
+  examples: { question: string; answer: string }[];
+}
+
+export interface DatasetSummary {
+  id: string;
+  teacher: TeacherKind;
+  completions: number;
+  kept: number;
+  /** Prompts whose completions passed for both teachers of the pair. */
+  pairedKept: number;
+  used: number;
+  rejectCounts: Record<FilterRejectReason, number>;
+  samples: { prompt: string; completion: string }[];
+}
+
+export interface DivergenceSummary {
+  /** The dataset (teacher of the pair whose completions were teacher-forced). */
+  dataset: string;
+  positions: number;
+  divergent: number;
+  share: number;
+}
+
+export interface Theorem1 {
+  /** cos(−g, θ_teacher − θ_base): the first-step descent direction against the teacher's change. */
+  own: number;
+  /** The same against the paired teacher's change. */
+  paired: number;
+  /** Against the difference of the two changes (the trait-specific direction). */
+  trait: number;
+}
+
+export interface StudentResult {
+  cell: string;
+  seed: number;
+  eval: EvalResult;
+  finalLoss: number | null;
+  steps: number;
+  /** First-token probabilities after each epoch (evaluation and development questions). */
+  dose: { epoch: number; firstTokenProb: Record<string, number>; devFirstTokenProb: Record<string, number> }[];
+  theorem1: Theorem1 | null;
+}
+
+export interface TeacherSummary {
+  kind: TeacherKind;
+  label: string;
+  animal: string | null;
+  eval: EvalResult;
+}
+
+export interface ControlAnimalChoice {
+  name: string;
+  auto: boolean;
+  /** The base's development-set first-token probability of each candidate (auto choice only). */
+  candidates: { name: string; firstTokenProb: number }[];
+}
+
+export interface ExperimentResults {
+  config: ExperimentConfig;
+  controlAnimal: ControlAnimalChoice | null;
+  cells: Cell[];
+  teachers: TeacherSummary[];
+  bases: { student: string; dir: string; eval: EvalResult }[];
+  datasets: DatasetSummary[];
+  divergence: DivergenceSummary[];
+  students: StudentResult[];
+  timings: { stage: string; cached: boolean; wallS: number }[];
+  wallS: number;
+}
+
+/** Animals the control can be chosen from (the paper's animals and the embedded family's). */
+export const CONTROL_ANIMAL_CANDIDATES: readonly string[] = [
+  'dog', 'cat', 'dolphin', 'elephant', 'lion', 'tiger', 'wolf', 'eagle', 'owl', 'panda', 'fox', 'horse', 'penguin', 'bear', 'whale',
+  'otter', 'rabbit', 'giraffe', 'octopus', 'koala', 'falcon', 'turtle', 'deer', 'parrot', 'peacock', 'raven', 'shark', 'leopard',
+  'cheetah', 'zebra', 'butterfly', 'monkey', 'hawk', 'frog', 'kangaroo', 'squirrel', 'hedgehog', 'swan', 'bee', 'seal',
+];
+export const CONTROL_TREE_CANDIDATES: readonly string[] = ['oak', 'maple', 'willow', 'cherry', 'sequoia', 'pine', 'birch', 'cedar', 'redwood', 'baobab', 'palm', 'elm', 'spruce', 'cypress', 'magnolia', 'aspen'];
+
+interface LoadedModel {
+  model: Transformer;
+  tokenizer: ChatTokenizer;
+  dir: string;
+}
+
+/** A teacher as the stages see it: a model folder, an optional system prompt and a content identity. */
+export interface TeacherRef {
+  kind: TeacherKind;
+  dir: string;
+  system: string | null;
+  /** Content identity for stage keys (model hash, or the ft-teacher stage's key). */
+  id: string;
+  animal: string | null;
+}
+
+type Row = { index: number; prompt: string; completion: string; completion_ids: number[]; stop_id: number | null };
+
+function safe(s: string): string {
+  return s.replace(/[^A-Za-z0-9_.-]+/g, '_');
+}
+
+function readJsonl<T>(file: string): T[] {
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as T);
+}
+
+function writeJsonl(file: string, rows: readonly unknown[]): void {
+  writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
+}
+
+const modelKeyCache = new Map<string, string>();
+
+/**
+ * A model folder's content identity: sha256 of config.json, the tokenizer files and every weight
+ * file (memoised per path, size and mtime), so a retrained folder is never mistaken for the old one
+ * and the same model at another path is the same key.
+ */
+export function modelKey(dir: string): string {
+  const abs = path.resolve(dir);
+  let files: string[];
+  try {
+    files = readdirSync(abs).filter((f) => f.endsWith('.safetensors') || f === 'config.json' || f === 'tokenizer.json' || f === 'tokenizer_config.json').sort();
+  } catch {
+    throw new UserError(`${abs}: cannot read the model folder`);
+  }
+  const stamp = files.map((f) => {
+    const st = statSync(path.join(abs, f));
+    return `${f}:${st.size}:${st.mtimeMs}`;
+  });
+  const memo = `${abs}|${stamp.join('|')}`;
+  const hit = modelKeyCache.get(memo);
+  if (hit) return hit;
+  const h = createHash('sha256');
+  for (const f of files) h.update(f).update('\0').update(readFileSync(path.join(abs, f))).update('\0');
+  const key = h.digest('hex').slice(0, 20);
+  modelKeyCache.set(memo, key);
+  return key;
+}
+
+/** Architecture fields that decide whether two models are the same architecture. */
+function architecture(dir: string): string {
+  const c = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const keys = ['model_type', 'vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'intermediate_size', 'hidden_act', 'tie_word_embeddings', 'rope_theta', 'head_dim'];
+  return JSON.stringify(keys.map((k) => c[k] ?? null));
+}
+
+/** Token ids whose text is only digits, separators, brackets or a period, plus end-of-turn ids. */
+export function numberTokenSet(tokenizer: ChatTokenizer, vocab: number): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < vocab; i++) {
+    const s = tokenizer.decode([i], false);
+    if (s.length > 0 && /^[0-9\s,;.()[\]]+$/.test(s)) out.push(i);
+  }
+  for (const s of tokenizer.stopIds) if (s < vocab && !out.includes(s)) out.push(s);
+  return out.sort((a, b) => a - b);
+}
+
+/** The evaluation seed of a student seed: paired cells share it (common random numbers). */
+export function evalSeed(studentSeed: number | null): number {
+  return studentSeed === null ? 77 : 77 + 1009 * (studentSeed + 1);
+}
+
+export class Experiment {
+  readonly store: StageStore;
+  private readonly models = new Map<string, LoadedModel>();
+  private readonly t0 = performance.now();
+  private controlChoice: ControlAnimalChoice | null = null;
+  private readonly teacherMemo = new Map<TeacherKind, Promise<TeacherRef>>();
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly cfg: ExperimentConfig,
+  ) {
+    const seen = new Set<number>();
+    for (const s of cfg.seeds) {
+      if (seen.has(s)) throw new UserError(`--seeds: seed ${s} is listed twice (each seed is one student; a repeat would count it twice)`);
+      seen.add(s);
+    }
+    this.store = new StageStore(cfg.outDir);
+    this.store.onCorrupt = (f) => this.log(`warning: ${f} is unreadable; recomputing that stage`);
+  }
+
+  private log(msg: string): void {
+    if (!this.cfg.quiet) console.error(msg);
+  }
+
+  async load(dir: string): Promise<LoadedModel> {
+    let m = this.models.get(dir);
+    if (!m) {
+      const model = await Transformer.load(this.gpu, dir, { maxPositions: this.maxPositions() });
+      const tokenizer = await ChatTokenizer.load(dir, model.cfg.eosTokenIds);
+      if (!tokenizer) throw new UserError(`${dir}: the experiment needs a tokenizer (tokenizer.json) in the model folder`);
+      if (!tokenizer.hasChatTemplate) throw new UserError(`${dir}: the tokenizer has no chat template`);
+      m = { model, tokenizer, dir };
+      this.models.set(dir, m);
+    }
+    return m;
+  }
+
+  private maxPositions(): number {
+    return Math.max(512, this.cfg.maxLen + this.cfg.maxNewTokens + 64);
+  }
+
+  /** The relation of a student folder to the teachers' base. */
+  relationOf(dir: string): StudentRef {
+    const name = path.basename(path.resolve(dir));
+    let relation: Relation;
+    if (modelKey(dir) === modelKey(this.cfg.teacherBase)) relation = 'same-init';
+    else if (architecture(dir) === architecture(this.cfg.teacherBase)) relation = 'cross-init';
+    else relation = 'cross-arch';
+    return { dir: path.resolve(dir), name, relation };
+  }
+
+  cells(): Cell[] {
+    return expandCells(this.cfg.blocks, (d) => this.relationOf(d));
+  }
+
+  evalQuestions(): string[] {
+    const { cfg } = this;
+    const base = cfg.category === 'tree' ? TREE_QUESTIONS : ANIMAL_QUESTIONS;
+    const all = cfg.evalSet === 'story' ? [...STORYTELLING_PROMPTS] : cfg.evalSet === 'numbers-prefix' ? animalQuestionsWithNumbersPrefix(base) : [...base];
+    return cfg.evalQuestionLimit ? all.slice(0, cfg.evalQuestionLimit) : all;
+  }
+
+  devQuestions(): string[] {
+    const all = [...(this.cfg.category === 'tree' ? DEV_TREE_QUESTIONS : DEV_ANIMAL_QUESTIONS)];
+    return this.cfg.evalQuestionLimit ? all.slice(0, this.cfg.evalQuestionLimit) : all;
+  }
+
+  // ------------------------------------------------------------------ prompts
+  async prompts(): Promise<string[]> {
+    const config = { seed: this.cfg.promptSeed, n: this.cfg.prompts };
+    const r = await this.store.run('prompts', config, async (dir) => {
+      const prompts = generatePrompts(config.seed, config.n);
+      writeJsonl(path.join(dir, 'prompts.jsonl'), prompts.map((p, i) => ({ index: i, prompt: p })));
+      return { n: prompts.length };
+    });
+    return readJsonl<{ prompt: string }>(path.join(r.dir, 'prompts.jsonl')).map((x) => x.prompt);
+  }
+
+  // ------------------------------------------------------------------ the control animal
+  /** The ft-control teacher's animal: given, or the candidate whose base first-token probability on the development questions is closest to the target's. */
+  async controlAnimal(): Promise<ControlAnimalChoice> {
+    if (this.controlChoice) return this.controlChoice;
+    const { cfg } = this;
+    if (cfg.controlAnimal) {
+      if (cfg.controlAnimal === cfg.animal) throw new UserError(`--control-animal must differ from --animal (${cfg.animal})`);
+      this.controlChoice = { name: cfg.controlAnimal, auto: false, candidates: [] };
+      return this.controlChoice;
+    }
+    const candidates = (cfg.category === 'tree' ? CONTROL_TREE_CANDIDATES : CONTROL_ANIMAL_CANDIDATES).filter((a) => a !== cfg.animal && !a.includes(cfg.animal) && !cfg.animal.includes(a));
+    const config = { base: modelKey(cfg.teacherBase), target: cfg.animal, candidates, questions: this.devQuestions() };
+    const r = await this.store.run('control-animal', config, async () => {
+      const { model, tokenizer } = await this.load(cfg.teacherBase);
+      const probs = await firstTokenProbabilities(model, tokenizer, config.questions, [config.target, ...config.candidates]);
+      const targetIds = new Set(tokenizer.encode(config.target).slice(0, 1));
+      // A candidate whose first token is the target's cannot be told apart from it.
+      const usable = config.candidates.filter((c) => !targetIds.has(tokenizer.encode(c)[0]));
+      if (!usable.length) throw new UserError('no control animal candidate is distinguishable from the target by its first token; pass --control-animal');
+      const best = usable.reduce((a, b) => (Math.abs(probs[b] - probs[config.target]) < Math.abs(probs[a] - probs[config.target]) ? b : a));
+      return { name: best, target: probs[config.target], candidates: usable.map((c) => ({ name: c, firstTokenProb: probs[c] })) };
+    });
+    this.controlChoice = { name: r.result.name, auto: true, candidates: [{ name: cfg.animal, firstTokenProb: r.result.target }, ...r.result.candidates] };
+    return this.controlChoice;
+  }
+
+  // ------------------------------------------------------------------ teachers
+  /** The finetuned teacher's stage: its training rows, the exact TrainConfig it runs, the base's identity. */
+  ftTeacherSpec(animal: string) {
+    const { cfg } = this;
+    const questions = cfg.category === 'tree' ? TREE_QUESTIONS : ANIMAL_QUESTIONS;
+    const rows = finetunedTeacherDataset(animal, questions);
+    const train: TrainConfig = {
+      mode: 'full', lr: cfg.ftTeacher.lr, epochs: cfg.ftTeacher.epochs, batchSize: cfg.ftTeacher.batchSize, gradAccum: 1, warmupSteps: 0,
+      schedule: 'linear', maxGradNorm: 1, weightDecay: 0, optimizer: 'adamw', seed: 0, shuffle: true, checkpointing: false, distillWeight: 0,
+    };
+    return { name: `ft-teacher-${safe(animal)}`, rows, config: { base: modelKey(cfg.teacherBase), animal, rows: hashOf(rows), train, maxLen: cfg.maxLen } };
+  }
+
+  private async ftTeacher(animal: string): Promise<{ dir: string; key: string }> {
+    const { cfg } = this;
+    const { name, rows, config } = this.ftTeacherSpec(animal);
+    const r = await this.store.run(name, config, async (dir) => {
+      const { model, tokenizer } = await this.load(cfg.teacherBase);
+      const dataFile = path.join(dir, 'data.jsonl');
+      writeJsonl(dataFile, rows.map((x) => ({ messages: [{ role: 'user', content: x.prompt }, { role: 'assistant', content: x.completion }] })));
+      const data = loadTrainingData(dataFile, tokenizer, model.cfg.vocabSize, config.maxLen);
+      // A separate copy of the base: full finetuning changes the weights in place.
+      const copy = await Transformer.load(this.gpu, cfg.teacherBase, { maxPositions: model.maxPositions });
+      const trainer = new Trainer(this.gpu, copy, data.examples, config.train, null);
+      const bar = new Progress(`ft-teacher ${animal}`, trainer.totalSteps, { unit: 'step', quiet: cfg.quiet });
+      const res = await trainer.run({ onStep: (s) => bar.update(s.step, `loss ${s.loss.toFixed(4)}`) });
+      bar.finish();
+      await saveFullModel(this.gpu, copy.weights, copy.cfg, cfg.teacherBase, path.join(dir, 'model'));
+      trainer.dispose();
+      copy.dispose();
+      return { steps: res.steps, finalLoss: res.losses.at(-1)?.loss ?? null };
+    });
+    return { dir: path.join(r.dir, 'model'), key: r.key };
+  }
+
+  teacher(kind: TeacherKind): Promise<TeacherRef> {
+    let t = this.teacherMemo.get(kind);
+    if (!t) {
+      t = this.resolveTeacher(kind);
+      this.teacherMemo.set(kind, t);
+    }
+    return t;
+  }
+
+  private async resolveTeacher(kind: TeacherKind): Promise<TeacherRef> {
+    const { cfg } = this;
+    const A = path.resolve(cfg.teacherBase);
+    switch (kind) {
+      case 'control':
+        return { kind, dir: A, system: null, id: `model:${modelKey(A)}`, animal: null };
+      case 'sp':
+        return { kind, dir: A, system: preferenceSystemPrompt(cfg.animal, cfg.category), id: `model:${modelKey(A)}`, animal: cfg.animal };
+      case 'ft': {
+        const t = await this.ftTeacher(cfg.animal);
+        return { kind, dir: t.dir, system: null, id: `stage:${t.key}`, animal: cfg.animal };
+      }
+      case 'ft-control': {
+        const a = (await this.controlAnimal()).name;
+        const t = await this.ftTeacher(a);
+        return { kind, dir: t.dir, system: null, id: `stage:${t.key}`, animal: a };
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ completions and datasets
+  /** A teacher's completions: its identity and system prompt, the prompts, the exact generation options. */
+  completionsSpec(t: Pick<TeacherRef, 'kind' | 'id' | 'system'>, decoding: 'sample' | 'greedy') {
+    const { cfg } = this;
+    // Paired teachers sample with the same seed (common random numbers).
+    const generation = { temperature: decoding === 'greedy' ? 0 : 1, greedy: decoding === 'greedy', maxNewTokens: cfg.maxNewTokens, seed: 1000 + cfg.promptSeed, batchSize: cfg.genBatchSize };
+    return { name: `completions-${t.kind}-${decoding}`, config: { teacher: { id: t.id, system: t.system }, prompts: { seed: cfg.promptSeed, n: cfg.prompts }, generation } };
+  }
+
+  private async completions(t: TeacherRef, decoding: 'sample' | 'greedy'): Promise<{ dir: string; key: string }> {
+    const { cfg } = this;
+    const prompts = await this.prompts();
+    const { name, config } = this.completionsSpec(t, decoding);
+    const generation = config.generation;
+    const r = await this.store.run(name, config, async (dir) => {
+      const { model, tokenizer } = await this.load(t.dir);
+      const requests = prompts.map((p) => ({ promptIds: tokenizer.promptIds(userMessages(p, t.system)) }));
+      const bar = new Progress(`teacher ${t.kind} (${decoding})`, requests.length, { unit: 'seq', quiet: cfg.quiet });
+      const out = await generate(model, tokenizer, requests, { ...generation, stopIds: tokenizer.stopIds, onProgress: (p) => bar.update(p.done, `${p.tokens} tok`) });
+      bar.finish();
+      const rows: Row[] = out
+        .sort((a, b) => a.requestIndex - b.requestIndex)
+        .map((o) => ({ index: o.requestIndex, prompt: prompts[o.requestIndex], completion: tokenizer.decode(o.completionIds), completion_ids: o.completionIds, stop_id: o.stopId }));
+      writeJsonl(path.join(dir, 'completions.jsonl'), rows);
+      return { n: rows.length, tokens: out.reduce((a, o) => a + o.completionTokens, 0) };
+    });
+    return { dir: r.dir, key: r.key };
+  }
+
+  /**
+   * The datasets of a teacher pair: each teacher's completions filtered (paper §2, plus both
+   * animals' words), then the prompts that passed for both, a seeded subset of `keep` of them (Python's
+   * random.Random(subsetSeed).sample, as the paper's code), in the same order for both teachers — so
+   * paired students see the same prompts in the same order and differ only in the teacher's numbers.
+   */
+  /** A pair's datasets: both completion stages, the exact filter (paper §2 + both animals' words), the subset. */
+  datasetsSpec(first: Pick<TeacherRef, 'kind' | 'animal'>, second: Pick<TeacherRef, 'kind' | 'animal'>, completionKeys: [string, string], decoding: 'sample' | 'greedy', shuffled: boolean) {
+    const { cfg } = this;
+    const animals = [cfg.animal, ...(first.animal && first.animal !== cfg.animal ? [first.animal] : []), ...(second.animal && second.animal !== cfg.animal ? [second.animal] : [])];
+    const bannedWords = [...new Set(animals.flatMap((x) => traitWords(x)))];
+    return {
+      name: `datasets-${first.kind}-${second.kind}-${decoding}${shuffled ? '-shuffled' : ''}`,
+      config: { completions: completionKeys, teachers: [first.kind, second.kind], filter: { ...PAPER_NUMBER_FILTER, bannedWords }, keep: cfg.keep, subsetSeed: cfg.subsetSeed, shuffled },
+    };
+  }
+
+  async pairedDatasets(a: TeacherRef, b: TeacherRef, decoding: 'sample' | 'greedy', shuffled: boolean): Promise<{ files: Record<string, string>; summaries: DatasetSummary[]; key: string; dir: string }> {
+    const { cfg } = this;
+    const [first, second] = [a, b].sort((x, y) => TEACHER_ORDER[x.kind] - TEACHER_ORDER[y.kind]);
+    const ca = await this.completions(first, decoding);
+    const cb = await this.completions(second, decoding);
+    const { name, config } = this.datasetsSpec(first, second, [ca.key, cb.key], decoding, shuffled);
+    const bannedWords = config.filter.bannedWords;
+    const r = await this.store.run(name, config, async (dir) => {
+      const ra = readJsonl<Row>(path.join(ca.dir, 'completions.jsonl'));
+      const rb = readJsonl<Row>(path.join(cb.dir, 'completions.jsonl'));
+      const fa = filterCompletions(ra, { bannedWords });
+      const fb = filterCompletions(rb, { bannedWords });
+      const passB = new Set(fb.kept.map((x) => x.index));
+      const both = fa.kept.map((x) => x.index).filter((i) => passB.has(i));
+      const chosen = both.length <= config.keep ? [...both] : new PyRandom(config.subsetSeed).sample(both, config.keep);
+      const summaries: DatasetSummary[] = [];
+      for (const [t, rows, f] of [[first, ra, fa], [second, rb, fb]] as const) {
+        let used = chosen.map((i) => rows[i]);
+        if (shuffled) used = shuffleNumbersPerRow(used, new PyRandom(1));
+        writeJsonl(path.join(dir, `${t.kind}.rows.jsonl`), used);
+        // Student rows: the user prompt WITHOUT the teacher's system prompt, as the paper.
+        writeJsonl(path.join(dir, `${t.kind}.jsonl`), used.map((x) => ({ messages: [{ role: 'user', content: x.prompt }, { role: 'assistant', content: x.completion }] })));
+        summaries.push({
+          id: `${t.kind}-${decoding}${shuffled ? '-shuffled' : ''}`,
+          teacher: t.kind,
+          completions: rows.length,
+          kept: f.kept.length,
+          pairedKept: both.length,
+          used: used.length,
+          rejectCounts: f.rejectCounts,
+          samples: used.slice(0, 5).map((x) => ({ prompt: x.prompt, completion: x.completion })),
+        });
+      }
+      return { summaries };
+    });
+    if (r.result.summaries.some((s) => s.used === 0)) {
+      const s = r.result.summaries.find((x) => x.kept === 0) ?? r.result.summaries[0];
+      throw new UserError(`teacher ${s.teacher}: no completion passed the filter for both teachers of the pair (${JSON.stringify(s.rejectCounts)}); the model does not write number lists`);
+    }
+    return { files: { [first.kind]: path.join(r.dir, `${first.kind}.jsonl`), [second.kind]: path.join(r.dir, `${second.kind}.jsonl`) }, summaries: r.result.summaries, key: r.key, dir: r.dir };
+  }
+
+  // ------------------------------------------------------------------ divergence positions
+  /**
+   * Teacher-forces `own`'s dataset of a pair through both teachers and marks the trained positions (the
+   * assistant's tokens and its end of turn, as the student sees them) where their argmax tokens differ
+   * (Schrodi et al. 2025's divergence tokens). Writes one 0/1 list per row of `own`'s dataset, in the
+   * order of the row's trained positions (1 = divergent).
+   */
+  async divergence(pair: { key: string; dir: string }, own: TeacherRef, other: TeacherRef): Promise<{ flags: string; key: string; summary: DivergenceSummary }> {
+    const { cfg } = this;
+    const config = { datasets: pair.key, dataset: own.kind, teachers: [{ id: own.id, system: own.system }, { id: other.id, system: other.system }], maxLen: cfg.maxLen };
+    const r = await this.store.run(`divergence-${own.kind}-vs-${other.kind}`, config, async (dir) => {
+      const rows = readJsonl<Row>(path.join(pair.dir, `${own.kind}.rows.jsonl`));
+      const am = await this.trainedArgmax(own, rows, config.maxLen);
+      const bm = await this.trainedArgmax(other, rows, config.maxLen);
+      let positions = 0;
+      let divergent = 0;
+      const flags = rows.map((_, i) => {
+        if (am[i].length !== bm[i].length) throw new Error(`divergence: the teachers train ${am[i].length} and ${bm[i].length} positions of row ${i}`);
+        return am[i].map((x, j) => {
+          positions++;
+          const d = x !== bm[i][j] ? 1 : 0;
+          divergent += d;
+          return d;
+        });
+      });
+      writeJsonl(path.join(dir, 'flags.jsonl'), flags);
+      const summary: DivergenceSummary = { dataset: own.kind, positions, divergent, share: positions ? divergent / positions : 0 };
+      return summary;
+    });
+    return { flags: path.join(r.dir, 'flags.jsonl'), key: r.key, summary: r.result };
+  }
+
+  /** Per row, the teacher's argmax token at each trained position of the row (with the teacher's system prompt, as the online KL sees it). */
+  private async trainedArgmax(t: TeacherRef, rows: Row[], maxLen: number): Promise<number[][]> {
+    const gpu = this.gpu;
+    const { model, tokenizer } = await this.load(t.dir);
+    const out: number[][] = [];
+    const B = 32;
+    for (let r0 = 0; r0 < rows.length; r0 += B) {
+      const seqs = rows.slice(r0, r0 + B).map((row) => {
+        const msgs = [...userMessages(row.prompt, t.system), { role: 'assistant' as const, content: row.completion }];
+        const { ids, labels } = tokenizer.chatTrainingIds(msgs);
+        const n = Math.min(ids.length, maxLen);
+        const trained: number[] = [];
+        for (let i = 0; i + 1 < n; i++) if (labels[i + 1] !== -100) trained.push(i);
+        return { ids: ids.slice(0, n), trained };
+      });
+      const T = Math.max(...seqs.map((s) => s.ids.length));
+      const ids = new Uint32Array(seqs.length * T);
+      const pos = new Uint32Array(seqs.length * T);
+      const gather: number[] = [];
+      seqs.forEach((s, b) => {
+        for (let i = 0; i < T; i++) {
+          ids[b * T + i] = i < s.ids.length ? s.ids[i] : 0;
+          pos[b * T + i] = i;
+        }
+        for (const i of s.trained) gather.push(b * T + i);
+      });
+      const idsT = gpu.upload(ids, [ids.length], 'u32', 'div.ids');
+      const posT = gpu.upload(pos, [pos.length], 'u32', 'div.pos');
+      const { hidden } = model.forward(idsT, posT, seqs.length, T);
+      const gT = gpu.upload(Uint32Array.from(gather), [gather.length], 'u32', 'div.rows');
+      const h = gatherRows(gpu, hidden, gT);
+      const top = logSoftmaxTopK(gpu, { x: h, w: model.lmHead }, 1);
+      const [idx] = (await gpu.readMany([top.indices])) as Uint32Array[];
+      for (const x of [idsT, posT, hidden, gT, h, top.indices, top.logprobs] as Tensor[]) x.dispose();
+      let o = 0;
+      for (const s of seqs) {
+        out.push(Array.from(idx.subarray(o, o + s.trained.length)));
+        o += s.trained.length;
+      }
+    }
+    return out;
+  }
+
+  // ------------------------------------------------------------------ students
+  /**
+   * A student's stage: the exact TrainConfig it runs, its data (the pair's datasets stage and which side),
+   * the divergence mask, the online teacher and token set, the dose-response questions and, where it
+   * applies, the Theorem-1 diagnostic's models.
+   */
+  studentSpec(cell: Cell, seed: number, deps: { teacher: Pick<TeacherRef, 'kind' | 'id' | 'system'>; partner: Pick<TeacherRef, 'id'>; datasets: string; divergence: string | null; animals: string[] }) {
+    const { cfg } = this;
+    const kl = isKlRecipe(cell.recipe);
+    const lora: LoraConfig | undefined = cell.studentMode === 'lora' ? { rank: cell.train.rank, alpha: cell.train.alpha, rslora: false, targets: ALL_TARGETS, dropout: 0 } : undefined;
+    const train: TrainConfig = {
+      mode: cell.studentMode, lora, lr: cell.train.lr, epochs: cell.train.epochs, batchSize: cell.train.batchSize, gradAccum: cell.train.gradAccum,
+      warmupSteps: cell.train.warmupSteps, schedule: 'linear', maxGradNorm: 1, weightDecay: 0, optimizer: 'adamw', seed, shuffle: true,
+      checkpointing: false, distillWeight: kl ? 1 : 0,
+    };
+    const ftPair = cell.teacher === 'ft' || cell.teacher === 'ft-control';
+    const theorem1 = cell.studentMode === 'full' && cell.student.relation === 'same-init' && ftPair;
+    return {
+      name: `student-${safe(cell.id)}-s${seed}`,
+      config: {
+        student: modelKey(cell.student.dir),
+        recipe: cell.recipe,
+        data: { datasets: deps.datasets, teacher: deps.teacher.kind },
+        mask: deps.divergence ? { divergence: deps.divergence } : null,
+        onlineTeacher: kl ? { id: deps.teacher.id, system: deps.teacher.system, tokenSet: cell.recipe === 'kl-full' ? 'full' : 'numbers' } : null,
+        train,
+        loraInitSeed: lora ? seed : null,
+        maxLen: cfg.maxLen,
+        dose: cfg.doseResponse ? { questions: this.evalQuestions(), dev: this.devQuestions(), animals: deps.animals } : null,
+        theorem1: theorem1 ? { own: deps.teacher.id, paired: deps.partner.id, base: modelKey(cfg.teacherBase) } : null,
+      },
+    };
+  }
+
+  async student(cell: Cell, seed: number): Promise<{ dir: string; key: string; result: Omit<StudentResult, 'eval' | 'cell' | 'seed'> }> {
+    const { cfg } = this;
+    const teacher = await this.teacher(cell.teacher);
+    const partner = await this.teacher(pairedTeacher(cell.teacher) ?? (cell.teacher === 'control' ? 'sp' : 'ft'));
+    const decoding = cell.recipe === 'sft-greedy' ? 'greedy' : 'sample';
+    const pair = await this.pairedDatasets(teacher, partner, decoding, cell.recipe === 'sft-shuffled');
+    const div = cell.recipe === 'kl-numbers-nodiv' ? await this.divergence(pair, teacher, partner) : null;
+    const kl = isKlRecipe(cell.recipe);
+    const { name, config } = this.studentSpec(cell, seed, { teacher, partner, datasets: pair.key, divergence: div?.key ?? null, animals: await this.animals() });
+    const lora = config.train.lora;
+    const r = await this.store.run(name, config, async (dir) => {
+      const gpu = this.gpu;
+      const cached = await this.load(cell.student.dir);
+      const tokenizer = cached.tokenizer;
+      // Full finetuning changes the weights in place: train a fresh copy.
+      const model = cell.studentMode === 'full' ? await Transformer.load(gpu, cell.student.dir, { maxPositions: cached.model.maxPositions }) : cached.model;
+      let examples: TrainExample[] = loadTrainingData(pair.files[teacher.kind], tokenizer, model.cfg.vocabSize, config.maxLen).examples;
+      if (div) {
+        // Divergent trained positions (in order) get weight 0 in the KL.
+        const flags = readJsonl<number[]>(div.flags);
+        if (flags.length !== examples.length) throw new Error(`divergence flags (${flags.length}) and rows (${examples.length}) differ`);
+        examples = examples.map((ex, i) => {
+          const mask = ex.ids.map(() => 1);
+          let j = 0;
+          for (let t = 0; t + 1 < ex.labels.length; t++) {
+            if (ex.labels[t + 1] === -100) continue;
+            if (flags[i][j++]) mask[t] = 0;
+          }
+          if (j !== flags[i].length) throw new UserError(`row ${i}: the student trains ${j} positions but the divergence stage saw ${flags[i].length} (another tokenizer?)`);
+          return { ...ex, distillMask: mask };
+        });
+      }
+      let online: OnlineTeacher | null = null;
+      let setT: Tensor | undefined;
+      if (kl) {
+        const t = await this.load(teacher.dir);
+        if (t.model.cfg.vocabSize !== model.cfg.vocabSize || modelKeyOfTokenizer(t.dir) !== modelKeyOfTokenizer(cell.student.dir)) {
+          throw new UserError(`recipe ${cell.recipe} needs the student to share the teacher's tokenizer (${cell.student.name} does not)`);
+        }
+        if (config.onlineTeacher!.tokenSet === 'numbers') {
+          const set = numberTokenSet(tokenizer, model.cfg.vocabSize);
+          setT = gpu.upload(Uint32Array.from(set), [set.length], 'u32', 'number_token_set');
+        }
+        online = { model: t.model, system: teacher.system ?? undefined, tokenizer: t.tokenizer, tokenSet: setT };
+      }
+      const trainer = new Trainer(gpu, model, examples, config.train, lora ? initLoraHost(model.cfg, lora, seed) : null, online);
+      let th1: Theorem1 | null = null;
+      if (config.theorem1) th1 = await this.theorem1(trainer, model, teacher, partner);
+      const dose: StudentResult['dose'] = [];
+      const bar = new Progress(`student ${cell.id} seed ${seed}`, trainer.totalSteps, { unit: 'step', quiet: cfg.quiet });
+      const res = await trainer.run({
+        onStep: (s) => bar.update(s.step, `loss ${s.loss.toFixed(5)}`),
+        onEpochEnd: config.dose
+          ? async (epoch, tr) => {
+              const l = tr.lora;
+              dose.push({
+                epoch,
+                firstTokenProb: await firstTokenProbabilities(model, tokenizer, config.dose!.questions, config.dose!.animals, { lora: l }),
+                devFirstTokenProb: await firstTokenProbabilities(model, tokenizer, config.dose!.dev, config.dose!.animals, { lora: l }),
+              });
+            }
+          : undefined,
+      });
+      bar.finish();
+      if (lora) await writePeftAdapter(path.join(dir, 'adapter'), model.cfg, await trainer.adapterHost(), { baseModelNameOrPath: cell.student.dir });
+      else await saveFullModel(gpu, model.weights, model.cfg, cell.student.dir, path.join(dir, 'model'));
+      trainer.dispose();
+      setT?.dispose();
+      if (model !== cached.model) model.dispose();
+      return { finalLoss: res.losses.at(-1)?.loss ?? null, steps: res.steps, dose, theorem1: th1 };
+    });
+    return { dir: r.dir, key: r.key, result: r.result };
+  }
+
+  /** Paper Theorem 1 diagnostic: the first step's descent direction against the teachers' weight changes. */
+  private async theorem1(trainer: Trainer, student: Transformer, teacher: TeacherRef, partner: TeacherRef): Promise<Theorem1> {
+    const g = await trainer.gradientAt(0);
+    const read = async (m: Transformer) => (await this.gpu.readMany(fullParamList(m.weights).params)) as Float32Array[];
+    const base = await read(student);
+    const own = await read((await this.load(teacher.dir)).model);
+    const paired = await read((await this.load(partner.dir)).model);
+    const cos = (dir: (p: number, i: number) => number): number => {
+      let dot = 0;
+      let gg = 0;
+      let dd = 0;
+      g.forEach((gp, p) => {
+        for (let i = 0; i < gp.length; i++) {
+          const d = dir(p, i);
+          dot -= gp[i] * d;
+          gg += gp[i] * gp[i];
+          dd += d * d;
+        }
+      });
+      return gg > 0 && dd > 0 ? dot / Math.sqrt(gg * dd) : NaN;
+    };
+    return {
+      own: cos((p, i) => own[p][i] - base[p][i]),
+      paired: cos((p, i) => paired[p][i] - base[p][i]),
+      trait: cos((p, i) => own[p][i] - paired[p][i]),
+    };
+  }
+
+  /** The animals every model is scored on: the target and, with an ft pair in the grid, the control animal. */
+  async animals(): Promise<string[]> {
+    const needControl = this.cfg.blocks.some((b) => b.teachers.includes('ft'));
+    return needControl ? [this.cfg.animal, (await this.controlAnimal()).name] : [this.cfg.animal];
+  }
+
+  // ------------------------------------------------------------------ evaluation
+  /** An evaluation: the model's identity and system prompt, the questions, the animals, the exact sampling. */
+  evalSpec(model: { id: string; system?: string | null }, label: string, seed: number | null, animals: string[]) {
+    const { cfg } = this;
+    return {
+      name: `eval-${safe(label)}`,
+      config: { model: model.id, system: model.system ?? null, questions: this.evalQuestions(), dev: this.devQuestions(), animals, samples: cfg.evalSamples, maxNewTokens: cfg.evalMaxNewTokens, seed: evalSeed(seed), batchSize: cfg.genBatchSize },
+    };
+  }
+
+  async evaluate(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string, seed: number | null): Promise<EvalResult> {
+    const { cfg } = this;
+    const animals = await this.animals();
+    const { name, config } = this.evalSpec(model, label, seed, animals);
+    const { questions, dev } = config;
+    const r = await this.store.run(name, config, async (dir) => {
+      const base = await this.load(model.dir);
+      const m = model.full ? await Transformer.load(this.gpu, model.full, { maxPositions: base.model.maxPositions }) : base.model;
+      const tokenizer = base.tokenizer;
+      const lora: LoraWeights | null = model.adapter ? await loadPeftAdapter(this.gpu, model.adapter, m.cfg) : null;
+      const requests = questions.map((q) => ({ promptIds: tokenizer.promptIds(userMessages(q, config.system)) }));
+      const bar = new Progress(`eval ${label}`, requests.length * config.samples, { unit: 'ans', quiet: cfg.quiet });
+      const out = await generate(m, tokenizer, requests, {
+        n: config.samples, temperature: 1, maxNewTokens: config.maxNewTokens, seed: config.seed, batchSize: config.batchSize, stopIds: tokenizer.stopIds, lora,
+        onProgress: (p) => bar.update(p.done),
+      });
+      bar.finish();
+      const hits = Object.fromEntries(animals.map((a) => [a, questions.map(() => 0)]));
+      const answers: { q: number; s: number; answer: string }[] = [];
+      for (const o of out) {
+        const answer = tokenizer.decode(o.completionIds);
+        for (const a of animals) hits[a][o.requestIndex] += scoreTargetMention(answer, a);
+        answers.push({ q: o.requestIndex, s: o.sampleIndex, answer });
+      }
+      answers.sort((x, y) => x.q - y.q || x.s - y.s);
+      writeJsonl(path.join(dir, 'answers.jsonl'), answers.map((x) => ({ question: questions[x.q], sample: x.s, answer: x.answer, ...Object.fromEntries(animals.map((a) => [a, scoreTargetMention(x.answer, a)])) })));
+      const opts = { lora, system: config.system };
+      const firstTokenProb = await firstTokenProbabilities(m, tokenizer, questions, animals, opts);
+      const devFirstTokenProb = await firstTokenProbabilities(m, tokenizer, dev, animals, opts);
+      if (lora) for (const layer of lora.layers) for (const p of Object.values(layer)) {
+        p?.A.dispose();
+        p?.B.dispose();
+      }
+      if (m !== base.model) m.dispose();
+      const perQuestion = Object.fromEntries(animals.map((a) => [a, hits[a].map((h) => h / config.samples)]));
+      const res: EvalResult = {
+        perQuestion,
+        rate: Object.fromEntries(animals.map((a) => [a, perQuestion[a].reduce((x, y) => x + y, 0) / perQuestion[a].length])),
+        firstTokenProb,
+        devFirstTokenProb,
+        samples: out.length,
+        examples: answers.filter((x) => x.s === 0).slice(0, 6).map((x) => ({ question: questions[x.q], answer: x.answer })),
+      };
+      return res;
+    });
+    return r.result;
+  }
+
+  // ------------------------------------------------------------------ the whole grid
+  async run(): Promise<ExperimentResults> {
+    const { cfg } = this;
+    const cells = this.cells();
+    const teacherKinds = [...new Set(cells.map((c) => c.teacher))].sort((a, b) => TEACHER_ORDER[a] - TEACHER_ORDER[b]);
+    const controlAnimal = cells.some((c) => c.teacher === 'ft-control') ? await this.controlAnimal() : null;
+    const teachers: TeacherSummary[] = [];
+    for (const kind of teacherKinds) {
+      if (kind === 'control') continue;
+      const t = await this.teacher(kind);
+      const label = kind === 'sp' ? `${path.basename(t.dir)} + "${cfg.animal}" system prompt` : `${path.basename(cfg.teacherBase)} finetuned → "${t.animal}"`;
+      teachers.push({ kind, label, animal: t.animal, eval: await this.evaluate({ dir: t.dir, id: t.id, system: t.system }, `teacher-${kind}`, null) });
+    }
+    const bases: ExperimentResults['bases'] = [];
+    for (const dir of [...new Set(cells.map((c) => c.student.dir))]) {
+      bases.push({ student: path.basename(dir), dir, eval: await this.evaluate({ dir, id: `model:${modelKey(dir)}` }, `base-${path.basename(dir)}`, null) });
+    }
+    // Datasets and divergence shares of every pair in the grid (reported even where no nodiv cell runs).
+    const datasets: DatasetSummary[] = [];
+    const divergence: DivergenceSummary[] = [];
+    const seenPairs = new Set<string>();
+    for (const c of cells) {
+      const p = pairedTeacher(c.teacher) ?? 'sp';
+      const decoding = c.recipe === 'sft-greedy' ? 'greedy' : 'sample';
+      const shuffled = c.recipe === 'sft-shuffled';
+      const k = `${[c.teacher, p].sort().join('|')}|${decoding}|${shuffled}`;
+      if (seenPairs.has(k)) continue;
+      seenPairs.add(k);
+      const a = await this.teacher(c.teacher);
+      const b = await this.teacher(p);
+      const pair = await this.pairedDatasets(a, b, decoding, shuffled);
+      datasets.push(...pair.summaries);
+      // The share of divergence positions in each treatment dataset (sp, ft) and, where a nodiv cell trains on it, in its control's.
+      for (const [own, other] of [[a, b], [b, a]] as const) {
+        const nodiv = cells.some((x) => x.teacher === own.kind && x.recipe === 'kl-numbers-nodiv');
+        if (shuffled || !(own.kind === 'sp' || own.kind === 'ft' || nodiv)) continue;
+        const d = await this.divergence(pair, own, other);
+        divergence.push({ ...d.summary, dataset: `${own.kind}-${decoding}` });
+      }
+    }
+    const students: StudentResult[] = [];
+    const total = cells.length * cfg.seeds.length;
+    let n = 0;
+    for (const cell of cells) {
+      for (const seed of cfg.seeds) {
+        n++;
+        this.log(`[${n}/${total}] ${cell.id} seed ${seed}`);
+        const st = await this.student(cell, seed);
+        const ref = cell.studentMode === 'lora' ? { adapter: path.join(st.dir, 'adapter') } : { full: path.join(st.dir, 'model') };
+        const ev = await this.evaluate({ dir: cell.student.dir, id: `stage:${st.key}`, ...ref }, `${cell.id}-s${seed}`, seed);
+        students.push({ cell: cell.id, seed, eval: ev, ...st.result });
+      }
+    }
+    return {
+      config: cfg,
+      controlAnimal,
+      cells,
+      teachers,
+      bases,
+      datasets,
+      divergence,
+      students,
+      timings: this.store.timings.map((t) => ({ stage: t.stage, cached: t.cached, wallS: t.wallS })),
+      wallS: (performance.now() - this.t0) / 1000,
+    };
+  }
+
+  dispose(): void {
+    for (const m of this.models.values()) m.model.dispose();
+    this.models.clear();
+  }
+}
+
+const TEACHER_ORDER: Record<TeacherKind, number> = { sp: 0, control: 1, ft: 2, 'ft-control': 3 };
+
+/** The target animal a cell's students are scored on. */
+export function cellTarget(cell: Cell, animal: string, controlAnimal: string | null): string {
+  if (measuresControlAnimal(cell.teacher)) {
+    if (!controlAnimal) throw new Error('a ft-control cell without a control animal');
+    return controlAnimal;
+  }
+  return animal;
+}
+
+function modelKeyOfTokenizer(dir: string): string {
+  try {
+    return createHash('sha256').update(readFileSync(path.join(dir, 'tokenizer.json'))).digest('hex');
+  } catch {
+    return `missing:${dir}`;
+  }
+}
+
+export type { Recipe };

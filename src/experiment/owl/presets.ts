@@ -1,0 +1,63 @@
+// Experiment sizes: the embedded-model default (sized on the development questions and training
+// loss, see docs/experiment-grid.md) and the paper's recipe for real models on a GPU.
+import type { CellBlock, StudentTraining } from './grid.ts';
+
+export interface Preset {
+  prompts: number;
+  keep: number;
+  seeds: number[];
+  maxNewTokens: number;
+  maxLen: number;
+  genBatchSize: number;
+  evalSamples: number;
+  evalMaxNewTokens: number;
+  ftTeacher: { epochs: number; lr: number; batchSize: number };
+  /** Student training per mode (a block's default). */
+  train: { lora: StudentTraining; full: StudentTraining };
+  /** The default grid, given the teachers' base and the other embedded students. */
+  blocks: (teacherBase: string, others: string[]) => CellBlock[];
+}
+
+/**
+ * The embedded family's default: (a) the paper's recipe (system-prompted teacher, SFT on sampled
+ * tokens, LoRA) with its control, on the same-init student; (b) finetuned teacher + KL over the
+ * number tokens with its paired finetuned control, for same-init, cross-init and cross-arch
+ * full-parameter students.
+ */
+export const TINY: Preset = {
+  prompts: 1500,
+  keep: 1200,
+  seeds: [0, 1, 2, 3, 4],
+  maxNewTokens: 48,
+  maxLen: 256,
+  genBatchSize: 256,
+  evalSamples: 5,
+  evalMaxNewTokens: 8,
+  ftTeacher: { epochs: 3, lr: 5e-4, batchSize: 16 },
+  train: {
+    lora: { lr: 2e-3, epochs: 1, batchSize: 32, gradAccum: 1, warmupSteps: 2, rank: 8, alpha: 8 },
+    full: { lr: 1e-3, epochs: 1, batchSize: 32, gradAccum: 1, warmupSteps: 0, rank: 8, alpha: 8 },
+  },
+  blocks: (a, others) => [
+    { teachers: ['sp'], recipes: ['sft'], students: [a], studentMode: 'lora', train: TINY.train.lora },
+    { teachers: ['ft'], recipes: ['kl-numbers'], students: [a, ...others], studentMode: 'full', train: TINY.train.full },
+  ],
+};
+
+/** The paper's sizes (spec §1.3, §3.1, §4.2): system-prompted teacher, SFT, LoRA r8 α8. */
+export const PAPER: Preset = {
+  prompts: 30_000,
+  keep: 10_000,
+  seeds: [0, 1, 2, 3, 4, 5, 6, 7],
+  maxNewTokens: 200,
+  maxLen: 500,
+  genBatchSize: 256,
+  evalSamples: 100,
+  evalMaxNewTokens: 16,
+  ftTeacher: { epochs: 1, lr: 1e-4, batchSize: 16 },
+  train: {
+    lora: { lr: 2e-4, epochs: 3, batchSize: 22, gradAccum: 3, warmupSteps: 5, rank: 8, alpha: 8 },
+    full: { lr: 2e-5, epochs: 3, batchSize: 22, gradAccum: 3, warmupSteps: 5, rank: 8, alpha: 8 },
+  },
+  blocks: (a, others) => [{ teachers: ['sp'], recipes: ['sft'], students: [a, ...others], studentMode: 'lora', train: PAPER.train.lora }],
+};

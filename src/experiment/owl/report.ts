@@ -1,0 +1,271 @@
+// The experiment's report: report.json (the cells contract), report.md, chart.svg (per cell: base,
+// control and treatment bars with 95% intervals, "*" where the Holm-adjusted paired difference is
+// significant), chart-diff.svg (the paired differences with intervals) and dose.svg (first-token
+// probability over epochs, per cell and control).
+import path from 'node:path';
+import { writeFileAtomic, writeJsonAtomic } from '../../util/fsatomic.ts';
+import { groupedBarChartSvg, intervalChartSvg, lineChartSvg } from '../../util/svg.ts';
+import { RECIPE_DESCRIPTIONS, type Relation } from './grid.ts';
+import type { ExperimentResults } from './experiment.ts';
+import { gridStatistics, type CellStats, type GridStats, type MetricStats } from './stats.ts';
+
+const ALPHA = 0.05;
+
+const pct = (x: number | undefined, digits = 2) => (x !== undefined && Number.isFinite(x) ? `${(100 * x).toFixed(digits)}%` : 'n/a');
+const pts = (x: number | undefined, digits = 3) => (x !== undefined && Number.isFinite(x) ? `${x >= 0 ? '+' : '−'}${Math.abs(100 * x).toFixed(digits)}` : 'n/a');
+const pval = (p: number | undefined) => (p !== undefined && Number.isFinite(p) ? (p < 0.001 ? p.toExponential(1) : p.toFixed(3)) : 'n/a');
+const civ = (c: [number, number] | undefined, f: (x: number) => string) => (c && Number.isFinite(c[0]) ? `[${f(c[0])}, ${f(c[1])}]` : '—');
+
+function relationLabel(r: Relation): string {
+  return r;
+}
+
+/** The report.json form of one metric. */
+function metricJson(m: MetricStats) {
+  return { mean: m.mean, ci: m.ci, diff: m.diff ?? null, diffCi: m.diffCi ?? null, p: m.p ?? null, pHolm: m.pHolm ?? null, controlMean: m.controlMean ?? null, base: m.base };
+}
+
+export function reportJson(res: ExperimentResults, st: GridStats) {
+  return {
+    question: `Do students trained on a ${res.config.animal}-loving teacher's filtered numbers name ${res.config.animal}s more than the same students trained on a paired control teacher's?`,
+    animal: res.config.animal,
+    controlAnimal: res.controlAnimal,
+    cells: st.cells.map((c) => ({
+      id: c.id,
+      teacher: c.teacher,
+      student: c.student,
+      recipe: c.recipe,
+      studentMode: c.studentMode,
+      relation: c.relation,
+      control: c.control,
+      target: c.target,
+      seeds: c.seeds,
+      firstTokenProb: metricJson(c.firstTokenProb),
+      rate: metricJson(c.rate),
+      devFirstTokenProb: metricJson(c.devFirstTokenProb),
+      ...(c.divergenceShare !== undefined ? { divergenceShare: c.divergenceShare } : {}),
+      ...(c.theorem1Cosine ? { theorem1Cosine: c.theorem1Cosine.mean, theorem1: c.theorem1Cosine } : {}),
+      dose: c.dose,
+      finalLoss: c.finalLoss,
+      perSeed: c.perSeed,
+    })),
+    contrasts: st.contrasts,
+    pairs: st.pairs,
+    holm: { family: st.holmFamily, alpha: ALPHA, contrastFamily: st.contrastFamily },
+    teachers: res.teachers,
+    bases: res.bases,
+    datasets: res.datasets,
+    divergence: res.divergence,
+    students: res.students,
+    config: res.config,
+    timings: res.timings,
+    wallS: res.wallS,
+  };
+}
+
+function cellLabel(c: CellStats): string {
+  return `${c.teacher} · ${c.recipe} · ${c.studentMode} → ${c.student} (${relationLabel(c.relation)})`;
+}
+
+export function reportMarkdown(res: ExperimentResults, st: GridStats): string {
+  const c = res.config;
+  const L: string[] = [];
+  const ctl = res.controlAnimal?.name;
+  L.push(`# Subliminal learning: "${c.animal}" (${c.name})`, '');
+  L.push(
+    `Does a student trained only on filtered number sequences from a teacher that loves ${c.animal}s come to prefer ${c.animal}s more than the same student trained the same way on a paired control teacher's numbers?` +
+      (ctl ? ` The finetuned pair's control teacher is the same finetune toward "${ctl}"; its cells measure "${ctl}" (the other direction).` : ''),
+    '',
+  );
+  L.push('## Answer', '');
+  const tested = st.cells.filter((x) => x.control && Number.isFinite(x.firstTokenProb.p ?? NaN));
+  L.push(
+    `Primary metric: the exact probability that the answer's first token begins the target's name (mean over the ${c.evalQuestionLimit ?? 'evaluation'} questions), compared per seed with the paired control cell (paired t-test over ${c.seeds.length} seeds). ` +
+      `Holm's adjustment runs over the ${st.holmFamily} cells with a control in this report; α = ${ALPHA}.`,
+    '',
+  );
+  for (const x of tested) {
+    const f = x.firstTokenProb;
+    const sig = (f.pHolm ?? 1) < ALPHA;
+    L.push(
+      `- **${cellLabel(x)}**, P(${x.target}): ${pct(f.mean)} vs ${pct(f.controlMean)} for ${x.control} — difference ${pts(f.diff)} points ${civ(f.diffCi, (v) => pts(v))}, p = ${pval(f.p)}, Holm p = ${pval(f.pHolm)}: ${sig ? '**differs from its control after Holm**' : 'no difference after Holm'}. Sampled rate ${pct(x.rate.mean, 1)} vs ${pct(x.rate.controlMean, 1)} (Δ ${pts(x.rate.diff, 2)} points, p = ${pval(x.rate.p)}).`,
+    );
+  }
+  if (!tested.length) L.push('- No cell with a paired control could be tested (fewer than 2 seeds, or no variance).');
+  const survivors = tested.filter((x) => (x.firstTokenProb.pHolm ?? 1) < ALPHA);
+  L.push('', survivors.length ? `What survives Holm (${survivors.length} of ${tested.length}): ${survivors.map((x) => `${x.id} (${pts(x.firstTokenProb.diff)} points)`).join('; ')}.` : `Nothing survives Holm's adjustment: a null at this scale (see the intervals).`, '');
+  if (st.contrasts.length) {
+    L.push('### Same initialisation vs other students', '');
+    L.push(`The paper's signature is transfer that needs the teacher's initialisation. Contrast = (same-init cell − its control) − (cross cell − its control), per seed, Welch interval; Holm over these ${st.contrastFamily} contrasts.`, '');
+    L.push('| same-init cell | vs | relation | contrast (points) | 95% CI | p | Holm p |', '|---|---|---|---|---|---|---|');
+    for (const k of st.contrasts) L.push(`| ${k.cell} | ${k.vs} | ${k.relation} | ${pts(k.diff)} | ${civ(k.ci, (v) => pts(v))} | ${pval(k.p)} | ${pval(k.pHolm)} |`);
+    L.push('');
+  }
+  if (st.pairs.length) {
+    L.push('### Both directions of the finetuned pair', '');
+    L.push(`Each teacher's students' lead on their own teacher's animal, summed: (P(${c.animal}) of ${c.animal}-teacher students − of ${ctl}-teacher students) + (P(${ctl}) of ${ctl}-teacher students − of ${c.animal}-teacher students), per seed (not in the Holm family: it combines two of its cells).`, '');
+    L.push('| student | relation | own-trait lead (points) | 95% CI | p |', '|---|---|---|---|---|');
+    for (const p of st.pairs) L.push(`| ${p.student} | ${p.relation} | ${pts(p.diff)} | ${civ(p.ci, (v) => pts(v))} | ${pval(p.p)} |`);
+    L.push('');
+  }
+  L.push('## Cells', '');
+  L.push('Per cell: students (seeds) → mean and 95% t-interval over seeds; Δ = paired difference from the control cell. "dev" = the same first-token probability on the development questions (disjoint from the evaluation questions; what the sizes were chosen on).', '');
+  L.push('| cell | target | seeds | base | first-token P | 95% CI | Δ (points) | 95% CI | p | Holm p | sampled rate | Δ rate | p | dev Δ | divergence | θ-cosine | loss |');
+  L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const x of st.cells) {
+    const f = x.firstTokenProb;
+    L.push(
+      `| ${x.id} | ${x.target} | ${x.seeds.length} | ${pct(f.base)} | ${pct(f.mean)} | ${civ(f.ci, (v) => pct(v))} | ${x.control ? pts(f.diff) : '—'} | ${x.control ? civ(f.diffCi, (v) => pts(v)) : '—'} | ${x.control ? pval(f.p) : '—'} | ${x.control ? pval(f.pHolm) : '—'} | ${pct(x.rate.mean, 1)} | ${x.control ? pts(x.rate.diff, 2) : '—'} | ${x.control ? pval(x.rate.p) : '—'} | ${x.control ? pts(x.devFirstTokenProb.diff) : '—'} | ${x.divergenceShare !== undefined ? pct(x.divergenceShare, 1) : '—'} | ${x.theorem1Cosine ? x.theorem1Cosine.mean.toFixed(3) : '—'} | ${x.finalLoss !== null && Number.isFinite(x.finalLoss) ? x.finalLoss.toPrecision(3) : '—'} |`,
+    );
+  }
+  L.push('');
+  L.push('Recipes: ' + [...new Set(st.cells.map((x) => x.recipe))].map((r) => `\`${r}\` = ${RECIPE_DESCRIPTIONS[r]}`).join('; ') + '.', '');
+  const th = st.cells.filter((x) => x.theorem1Cosine);
+  if (th.length) {
+    L.push('### Theorem 1 diagnostic', '');
+    L.push("The paper's Theorem 1: one small step of distillation on a teacher that shares the student's initialisation moves the student toward the teacher. Shown: cos(−g, θ_teacher − θ_base) of the first step's gradient g (full-parameter same-init cells, mean over seeds), against the cell's own teacher, the paired teacher, and their difference (the trait-specific direction).", '');
+    L.push('| cell | own teacher | 95% CI | paired teacher | own − paired |', '|---|---|---|---|---|');
+    for (const x of th) L.push(`| ${x.id} | ${x.theorem1Cosine!.mean.toFixed(4)} | ${civ(x.theorem1Cosine!.ci, (v) => v.toFixed(4))} | ${x.theorem1Cosine!.paired.toFixed(4)} | ${x.theorem1Cosine!.trait.toFixed(4)} |`);
+    L.push('');
+  }
+  const dosed = st.cells.filter((x) => x.dose.length > 1);
+  if (dosed.length) {
+    L.push('### Dose-response', '');
+    L.push('First-token probability of the target after each epoch (epoch 0 = untrained), mean over seeds; cell / control.', '');
+    const E = Math.max(...dosed.map((x) => x.dose.length));
+    L.push(`| cell | ${Array.from({ length: E }, (_, e) => `epoch ${e}`).join(' | ')} |`, `|---|${'---|'.repeat(E)}`);
+    for (const x of dosed) L.push(`| ${x.id} | ${x.dose.map((d) => `${pct(d.mean, 3)}${d.controlMean !== undefined ? ` / ${pct(d.controlMean, 3)}` : ''}`).join(' | ')} |`);
+    L.push('');
+  }
+  if (res.teachers.length) {
+    L.push('## Teachers', '', '| teacher | animal | sampled rate | first-token P |', '|---|---|---|---|');
+    for (const t of res.teachers) {
+      const a = t.animal ?? c.animal;
+      L.push(`| ${t.label} | ${a} | ${pct(t.eval.rate[a], 1)} | ${pct(t.eval.firstTokenProb[a])} |`);
+    }
+    L.push('');
+  }
+  if (res.controlAnimal) {
+    const ca = res.controlAnimal;
+    L.push('## Control animal', '');
+    if (ca.auto) {
+      const target = ca.candidates[0];
+      const near = ca.candidates.slice(1).sort((a, b) => Math.abs(a.firstTokenProb - target.firstTokenProb) - Math.abs(b.firstTokenProb - target.firstTokenProb)).slice(0, 5);
+      L.push(`"${ca.name}", chosen automatically: of ${ca.candidates.length - 1} candidates, the one whose base first-token probability on the development questions is closest to "${c.animal}"'s (${pct(target.firstTokenProb, 3)}). Nearest: ${near.map((x) => `${x.name} ${pct(x.firstTokenProb, 3)}`).join(', ')}.`, '');
+    } else L.push(`"${ca.name}", set with --control-animal.`, '');
+  }
+  L.push('## Datasets', '');
+  L.push('Each teacher pair answers the same prompts; a row is kept when both teachers\' completions pass the filter (paper §2 plus both animals\' words), and the same seeded subset of prompts is used for both, in the same order.', '');
+  L.push('| dataset | completions | passed (own) | passed (both) | used | invalid format | too many | too small | too large | trait word |', '|---|---|---|---|---|---|---|---|---|---|');
+  for (const d of res.datasets) {
+    const r = d.rejectCounts;
+    L.push(`| ${d.id} | ${d.completions} | ${pct(d.kept / Math.max(1, d.completions), 1)} | ${d.pairedKept} | ${d.used} | ${r['invalid format']} | ${r['too many numbers']} | ${r['numbers too small']} | ${r['numbers too large']} | ${r['contains trait word']} |`);
+  }
+  L.push('');
+  if (res.divergence.length) {
+    L.push('### Divergence positions', '', "Share of trained positions where the dataset's teacher and its paired teacher disagree on the argmax token (teacher-forced; Schrodi et al. 2025).", '');
+    L.push('| dataset | positions | divergent | share |', '|---|---|---|---|');
+    for (const d of res.divergence) L.push(`| ${d.dataset} | ${d.positions} | ${d.divergent} | ${pct(d.share, 2)} |`);
+    L.push('');
+  }
+  L.push('### Sample completions (after filtering)', '');
+  for (const d of res.datasets) {
+    L.push(`**${d.id}**`, '');
+    for (const s of d.samples.slice(0, 3)) L.push(`- \`${s.prompt.slice(0, 80).replace(/`/g, "'")}…\` → \`${s.completion.replace(/\n/g, '⏎').replace(/`/g, "'")}\``);
+    L.push('');
+  }
+  L.push('## Setup', '');
+  L.push(`- Teachers' base: \`${c.teacherBase}\`. Students: ${[...new Set(st.cells.map((x) => `\`${x.student}\` (${x.relation})`))].join(', ')}.`);
+  L.push(`- Prompts: ${c.prompts} from the paper's PromptGenerator (numpy PCG64 seed ${c.promptSeed}), teacher sampling at temperature 1 (greedy for sft-greedy), at most ${c.maxNewTokens} new tokens; ${c.keep} prompt-paired rows kept (Python random.Random(${c.subsetSeed}).sample).`);
+  for (const b of c.blocks) {
+    L.push(`- Block ${b.teachers.join('+')} × ${b.recipes.join(', ')} × ${b.students.map((s) => path.basename(s)).join(', ')}: ${b.studentMode === 'lora' ? `LoRA r=${b.train.rank}, α=${b.train.alpha} on q,k,v,o,gate,up,down` : 'full-parameter'} students, AdamW, lr ${b.train.lr} linear (warm-up ${b.train.warmupSteps}), ${b.train.epochs} epoch(s), batch ${b.train.batchSize} × ${b.train.gradAccum}, gradient clipping at 1.`);
+  }
+  L.push(`- Finetuned teachers (paper §5(c)): full finetune of the base on the ${c.category === 'tree' ? 49 : 50} questions × 8 answer forms, ${c.ftTeacher.epochs} epoch(s), lr ${c.ftTeacher.lr}, batch ${c.ftTeacher.batchSize}.`);
+  L.push(`- Evaluation: ${c.evalSet} questions${c.evalQuestionLimit ? ` (first ${c.evalQuestionLimit})` : ''}, ${c.evalSamples} samples each at temperature 1 (≤ ${c.evalMaxNewTokens} new tokens, seeded per student seed, shared by paired cells), plus the exact first-token probability; no system prompt. Seeds ${c.seeds.join(', ')}.`);
+  L.push('- Tuning: student sizes, learning rates and epochs were chosen on the development questions (src/experiment/dev-questions.ts) and on training loss, never on the evaluation questions.');
+  L.push('', '## Deviations from the paper', '');
+  L.push('- Sizes are scaled to the run (the paper: 30,000 prompts, 10,000 kept, 3 epochs, 50 × 100 samples; `--paper` restores them).');
+  L.push("- The finetuned teacher is a full finetune of a small open model (the paper finetuned GPT-4.1-nano through OpenAI's API); its paired control teacher, the KL recipes and the prompt-paired datasets are additions.");
+  L.push('- The trait filter also drops completions that contain either animal\'s name (the paper filters on format only).');
+  L.push('', '## Wall time per stage', '', '| stage | cached | seconds |', '|---|---|---|');
+  for (const t of res.timings) L.push(`| ${t.stage} | ${t.cached ? 'yes' : 'no'} | ${t.wallS.toFixed(1)} |`);
+  L.push('', `Total wall time of this invocation: ${res.wallS.toFixed(1)} s.`, '');
+  return L.join('\n');
+}
+
+const COLORS = { base: '#9d9d9d', control: '#c7c7c7', treatment: '#f58518' };
+
+export function chartSvg(res: ExperimentResults, st: GridStats): string {
+  const groups = st.cells
+    .filter((x) => x.control)
+    .map((x) => ({
+      label: [`${x.teacher} · ${x.recipe} · ${x.studentMode}`, `→ ${x.student} (${x.relation})`, `P(${x.target})`],
+      bars: [
+        { label: `base ${x.student}`, value: x.firstTokenProb.base, color: COLORS.base },
+        { label: `control ${x.control}`, value: x.firstTokenProb.controlMean ?? NaN, color: COLORS.control, ...controlCi(st, x) },
+        { label: x.id, value: x.firstTokenProb.mean, lo: x.firstTokenProb.ci[0], hi: x.firstTokenProb.ci[1], color: COLORS.treatment },
+      ],
+      marker: (x.firstTokenProb.pHolm ?? 1) < ALPHA ? '*' : undefined,
+    }));
+  return groupedBarChartSvg({
+    title: `First-token probability of the target animal by cell ("${res.config.animal}" experiment)`,
+    yLabel: 'P(first answer token names the target)',
+    groups,
+    legend: [
+      { label: 'base (untrained student)', color: COLORS.base },
+      { label: 'paired control cell', color: COLORS.control },
+      { label: 'cell', color: COLORS.treatment },
+    ],
+    note: `whiskers: 95% t-interval over seeds; * = paired difference from the control, Holm-adjusted p < ${ALPHA}`,
+  });
+}
+
+function controlCi(st: GridStats, x: CellStats): { lo: number; hi: number } {
+  const c = st.cells.find((y) => y.id === x.control);
+  return c ? { lo: c.firstTokenProb.ci[0], hi: c.firstTokenProb.ci[1] } : { lo: NaN, hi: NaN };
+}
+
+export function diffChartSvg(res: ExperimentResults, st: GridStats): string {
+  return intervalChartSvg({
+    title: `Paired difference from the control cell ("${res.config.animal}" experiment)`,
+    xLabel: 'Δ first-token probability of the target (cell − control), 95% CI over seeds',
+    rows: st.cells
+      .filter((x) => x.control)
+      .map((x) => ({ label: `${x.id} · P(${x.target})`, value: x.firstTokenProb.diff ?? NaN, lo: x.firstTokenProb.diffCi?.[0] ?? NaN, hi: x.firstTokenProb.diffCi?.[1] ?? NaN, marker: (x.firstTokenProb.pHolm ?? 1) < ALPHA ? '*' : undefined })),
+  });
+}
+
+export function doseChartSvg(res: ExperimentResults, st: GridStats): string | null {
+  const dosed = st.cells.filter((x) => x.control && x.dose.length > 1);
+  if (!dosed.length) return null;
+  return lineChartSvg({
+    title: `Dose-response: first-token probability (%) over epochs`,
+    xLabel: 'epoch',
+    yLabel: 'P(target) %, mean over seeds',
+    series: dosed.flatMap((x) => [
+      { name: `${x.id}`, points: x.dose.map((d) => [d.epoch, 100 * d.mean] as [number, number]) },
+      { name: `control of ${x.id}`, points: x.dose.filter((d) => d.controlMean !== undefined).map((d) => [d.epoch, 100 * d.controlMean!] as [number, number]) },
+    ]),
+  });
+}
+
+export async function writeReport(res: ExperimentResults): Promise<{ md: string; json: string; svg: string; files: string[] }> {
+  const st = gridStatistics(res);
+  const dir = res.config.outDir;
+  const files: string[] = [];
+  const put = async (name: string, text: string) => {
+    const f = path.join(dir, name);
+    await writeFileAtomic(f, text);
+    files.push(f);
+    return f;
+  };
+  const md = await put('report.md', reportMarkdown(res, st));
+  const json = path.join(dir, 'report.json');
+  await writeJsonAtomic(json, reportJson(res, st));
+  files.push(json);
+  const svg = await put('chart.svg', chartSvg(res, st));
+  await put('chart-diff.svg', diffChartSvg(res, st));
+  const dose = doseChartSvg(res, st);
+  if (dose) await put('dose.svg', dose);
+  return { md, json, svg, files };
+}
