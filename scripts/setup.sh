@@ -4,6 +4,7 @@
 #  2. if Node's `webgpu` package cannot create an adapter, install Mesa's lavapipe (CPU Vulkan)
 #     from bookworm-backports — bookworm's own Mesa 22 is rejected by Dawn.
 #  3. XDG_RUNTIME_DIR set to a writable folder when unset (the Vulkan loader wants one).
+# SETUP_TESTS=1 (scripts/test.sh) also installs what the tests need: Debian's chromium-headless-shell.
 # Optional: SETUP_FASHION_MNIST=1 also installs Debian's dataset-fashion-mnist.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -63,6 +64,13 @@ if ! node scripts/check-webgpu.mjs >/dev/null 2>&1; then
   if ! node scripts/check-webgpu.mjs >&2; then
     log "still no WebGPU adapter after installing lavapipe"; exit 1
   fi
+fi
+
+# The test suite renders the report's charts (and, later, pages) in Debian's headless Chromium.
+if [ "${SETUP_TESTS:-0}" = 1 ] && ! command -v chromium-headless-shell >/dev/null 2>&1; then
+  log "installing chromium-headless-shell (the tests render charts in a real browser)"
+  apt_update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium-headless-shell >&2
 fi
 
 if [ "${SETUP_FASHION_MNIST:-0}" = 1 ] && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then

@@ -205,3 +205,54 @@ function fmtTick(v: number): string {
   const a = Math.abs(v);
   return a >= 0.01 ? `${+(v * 100).toPrecision(3)}%` : `${+(v * 100).toPrecision(2)}%`;
 }
+
+/**
+ * Small multiples: one panel per series pair (a solid line and a dashed reference line, e.g. a cell
+ * and its control) over integer x (epochs), each panel with its own y range, ticks at every x.
+ */
+export function smallMultiplesSvg(opts: { title: string; legend: [string, string]; xLabel: string; panels: { title: string; solid: [number, number][]; dashed: [number, number][] }[]; format?: (v: number) => string }): string {
+  const FS = 11;
+  const cols = Math.min(3, Math.max(1, opts.panels.length));
+  const rows = Math.ceil(opts.panels.length / cols);
+  const titleW = Math.max(...opts.panels.map((p) => textWidth(p.title, FS)));
+  const pw = Math.max(240, Math.ceil(titleW) + 16);
+  const ph = 170;
+  const padL = 58, padT = 26, padB = 34, padR = 12;
+  const W = Math.ceil(Math.max(cols * (pw + padL + padR) + 20, textWidth(opts.title, 14) + 40));
+  const top = 60;
+  const H = top + rows * (ph + padT + padB) + 10;
+  const fmt = opts.format ?? ((v: number) => `${+v.toPrecision(3)}`);
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="${FS}">`);
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(`<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${esc(opts.title)}</text>`);
+  parts.push(`<line x1="20" y1="38" x2="44" y2="38" stroke="#f58518" stroke-width="2"/><text x="50" y="42">${esc(opts.legend[0])}</text>`);
+  const lx = 50 + textWidth(opts.legend[0], FS) + 24;
+  parts.push(`<line x1="${lx}" y1="38" x2="${lx + 24}" y2="38" stroke="#555" stroke-width="2" stroke-dasharray="4 3"/><text x="${lx + 30}" y="42">${esc(opts.legend[1])}</text>`);
+  opts.panels.forEach((p, i) => {
+    const ox = 10 + (i % cols) * (pw + padL + padR) + padL;
+    const oy = top + Math.floor(i / cols) * (ph + padT + padB) + padT;
+    const pts = [...p.solid, ...p.dashed].filter((q) => Number.isFinite(q[1]));
+    const xs = pts.map((q) => q[0]);
+    const x0 = Math.min(...xs), x1 = Math.max(...xs);
+    let y0 = Math.min(...pts.map((q) => q[1])), y1 = Math.max(...pts.map((q) => q[1]));
+    const pad = (y1 - y0) * 0.1 || Math.abs(y1) * 0.05 || 1;
+    y0 -= pad;
+    y1 += pad;
+    const X = (v: number) => ox + ((v - x0) / (x1 - x0 || 1)) * pw;
+    const Y = (v: number) => oy + ph - ((v - y0) / (y1 - y0)) * ph;
+    parts.push(`<text x="${ox + pw / 2}" y="${oy - 8}" text-anchor="middle">${esc(p.title)}</text>`);
+    parts.push(`<rect x="${ox}" y="${oy}" width="${pw}" height="${ph}" fill="none" stroke="#999"/>`);
+    for (let k = 0; k <= 2; k++) {
+      const v = y0 + ((y1 - y0) * k) / 2;
+      parts.push(`<text x="${ox - 4}" y="${Y(v) + 4}" text-anchor="end">${esc(fmt(v))}</text>`);
+    }
+    for (let x = Math.ceil(x0); x <= x1; x++) parts.push(`<text x="${X(x)}" y="${oy + ph + 14}" text-anchor="middle">${x}</text>`);
+    parts.push(`<text x="${ox + pw / 2}" y="${oy + ph + 28}" text-anchor="middle" fill="#555">${esc(opts.xLabel)}</text>`);
+    const line = (q: [number, number][]) => q.filter((z) => Number.isFinite(z[1])).map((z) => `${X(z[0]).toFixed(1)},${Y(z[1]).toFixed(1)}`).join(' ');
+    parts.push(`<polyline fill="none" stroke="#555" stroke-width="1.5" stroke-dasharray="4 3" points="${line(p.dashed)}"/>`);
+    parts.push(`<polyline fill="none" stroke="#f58518" stroke-width="2" points="${line(p.solid)}"/>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}

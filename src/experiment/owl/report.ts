@@ -4,7 +4,7 @@
 // probability over epochs, per cell and control).
 import path from 'node:path';
 import { writeFileAtomic, writeJsonAtomic } from '../../util/fsatomic.ts';
-import { groupedBarChartSvg, intervalChartSvg, lineChartSvg } from '../../util/svg.ts';
+import { groupedBarChartSvg, intervalChartSvg, smallMultiplesSvg } from '../../util/svg.ts';
 import { RECIPE_DESCRIPTIONS, type Relation } from './grid.ts';
 import type { ExperimentResults } from './experiment.ts';
 import { gridStatistics, type CellStats, type GridStats, type MetricStats } from './stats.ts';
@@ -238,14 +238,16 @@ export function diffChartSvg(res: ExperimentResults, st: GridStats): string {
 export function doseChartSvg(res: ExperimentResults, st: GridStats): string | null {
   const dosed = st.cells.filter((x) => x.control && x.dose.length > 1);
   if (!dosed.length) return null;
-  return lineChartSvg({
-    title: `Dose-response: first-token probability (%) over epochs`,
+  return smallMultiplesSvg({
+    title: `Dose-response: first-token probability of the target after each epoch ("${res.config.animal}" experiment)`,
+    legend: ['cell (mean over seeds)', 'its paired control cell'],
     xLabel: 'epoch',
-    yLabel: 'P(target) %, mean over seeds',
-    series: dosed.flatMap((x) => [
-      { name: `${x.id}`, points: x.dose.map((d) => [d.epoch, 100 * d.mean] as [number, number]) },
-      { name: `control of ${x.id}`, points: x.dose.filter((d) => d.controlMean !== undefined).map((d) => [d.epoch, 100 * d.controlMean!] as [number, number]) },
-    ]),
+    format: (v) => `${(100 * v).toFixed(2)}%`,
+    panels: dosed.map((x) => ({
+      title: `${x.id} · P(${x.target})`,
+      solid: x.dose.map((d) => [d.epoch, d.mean] as [number, number]),
+      dashed: x.dose.filter((d) => d.controlMean !== undefined).map((d) => [d.epoch, d.controlMean!] as [number, number]),
+    })),
   });
 }
 
