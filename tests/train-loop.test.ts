@@ -15,7 +15,7 @@ import { modelBackward } from '../src/train/backward.ts';
 import type { TrainExample } from '../src/train/data.ts';
 import { createFullGrads, fullParamList } from '../src/train/full.ts';
 import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';
-import { epochOrder, scheduleFactor, stepsPerEpoch, Trainer, type TrainConfig } from '../src/train/trainer.ts';
+import { computeTeacherRows, epochOrder, scheduleFactor, stepsPerEpoch, Trainer, type TrainConfig } from '../src/train/trainer.ts';
 
 function examples(n: number, len: number, seed: number): TrainExample[] {
   const out: TrainExample[] = [];
@@ -154,12 +154,14 @@ describe('training loop', () => {
     ['qwen2', 0.5, 'topk'],
     ['llama', 0.5, 'teacher'],
     ['qwen2', 1, 'numbers'],
-  ] as [Arch, number, 'none' | 'topk' | 'teacher' | 'numbers'][])('completion-only loss on the labelled rows alone: an SGD step equals the full-row gradient (%s, distillWeight %s, %s)', async (arch, distillWeight, source) => {
+    ['llama', 1, 'numbers-cached'],
+  ] as [Arch, number, 'none' | 'topk' | 'teacher' | 'numbers' | 'numbers-cached'][])('completion-only loss on the labelled rows alone: an SGD step equals the full-row gradient (%s, distillWeight %s, %s)', async (arch, distillWeight, source) => {
     const { gpu, model: m } = await model(arch);
-    const teacher = source === 'teacher' || source === 'numbers' ? (await model(arch, 99)).model : null;
+    const numbers = source === 'numbers' || source === 'numbers-cached';
+    const teacher = source === 'teacher' || numbers ? (await model(arch, 99)).model : null;
     const data = examples(4, 9, 11); // lengths 9, 8, 7, 9: padded rows and masked prompt rows both present
-    const tokenSet = source === 'numbers' ? Uint32Array.from([...Array(m.cfg.vocabSize).keys()].filter((v) => v % 3 !== 1)) : null;
-    if (source === 'numbers') data.forEach((r, b) => (r.distillMask = r.ids.map((_, t) => ((t + b) % 4 === 0 ? 0 : 1))));
+    const tokenSet = numbers ? Uint32Array.from([...Array(m.cfg.vocabSize).keys()].filter((v) => v % 3 !== 1)) : null;
+    if (numbers) data.forEach((r, b) => (r.distillMask = r.ids.map((_, t) => ((t + b) % 4 === 0 ? 0 : 1))));
     const K = 3;
     if (source === 'topk') {
       let s = 17;
@@ -208,8 +210,8 @@ describe('training loop', () => {
       const w = new Float32Array(B * T).map((_, i) => (tgt[i] !== -100 ? (data[Math.floor(i / T)].distillMask?.[i % T] ?? 1) : 0));
       const mask = gpu.upload(w, [B * T], 'f32');
       const wSum = w.reduce((a, v) => a + v, 0);
-      if (source === 'numbers') expect(wSum).toBeLessThan(count); // some labelled rows are masked
-      const opts = { mask, normalizer: (source === 'numbers' ? wSum : count) / distillWeight, dW: grads.lmHead, tokenSet: tokenSet ? gpu.upload(tokenSet, [tokenSet.length], 'u32') : undefined };
+      if (numbers) expect(wSum).toBeLessThan(count); // some labelled rows are masked
+      const opts = { mask, normalizer: (numbers ? wSum : count) / distillWeight, dW: grads.lmHead, tokenSet: tokenSet ? gpu.upload(tokenSet, [tokenSet.length], 'u32') : undefined };
       const student = { x: fwd.hidden, w: m.lmHead };
       let kl;
       if (teacher) {
@@ -252,7 +254,10 @@ describe('training loop', () => {
       maxSteps: 1,
       distillWeight,
     };
-    const tr = new Trainer(gpu, m, data, cfg, null, teacher ? { model: teacher, tokenSet: tokenSet ? gpu.upload(tokenSet, [tokenSet.length], 'u32') : undefined } : null);
+    const online = teacher ? { model: teacher, tokenSet: tokenSet ? gpu.upload(tokenSet, [tokenSet.length], 'u32') : undefined } : null;
+    // 'numbers-cached': the teacher's hidden rows precomputed once (computeTeacherRows), no teacher forward per step.
+    if (source === 'numbers-cached') (await computeTeacherRows(gpu, online!, data, 3)).forEach((rows, i) => (data[i].teacherRows = rows));
+    const tr = new Trainer(gpu, m, data, cfg, null, online);
     const res = await tr.run();
     const after = (await gpu.readMany(params)) as Float32Array[];
     const scale = Math.max(...g.map((x) => x.reduce((a, v) => Math.max(a, Math.abs(v)), 0)));

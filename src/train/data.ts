@@ -25,6 +25,11 @@ export interface TrainExample {
    * absent = 1 everywhere. 0 drops a position from the KL (e.g. divergence positions).
    */
   distillMask?: number[];
+  /**
+   * The online teacher's final hidden states at this row's trained positions, in order ([n × hidden]),
+   * computed once for a dataset so every student of the teacher skips the teacher's forward pass.
+   */
+  teacherRows?: Float32Array;
 }
 
 export interface LoadedData {

@@ -277,6 +277,7 @@ export class Trainer {
 
   /** Teacher hidden states aligned with the student's rows, or with `studentRows` only (then no mask is needed). */
   private teacherHidden(mb: MicroBatch, studentT: number, studentRows?: Uint32Array): { hidden: Tensor; mask: Tensor | null } {
+    if (studentRows && mb.rows.every((r) => r.teacherRows)) return this.cachedTeacherHidden(mb, studentT, studentRows);
     const teacher = this.teacher!;
     const gpu = this.gpu;
     // Teacher sequences: the same conversation, with the teacher's system prompt when given.
@@ -332,6 +333,32 @@ export class Trainer {
     if (studentRows && !weighted) return { hidden: aligned, mask: null };
     const rowMask = studentRows ? studentRows.map((i) => mask[i]) : mask;
     return { hidden: aligned, mask: gpu.upload(Float32Array.from(rowMask), [rowMask.length], 'f32', 'distill_mask') };
+  }
+
+  /** The precomputed teacher rows (TrainExample.teacherRows) gathered for the labelled student rows. */
+  private cachedTeacherHidden(mb: MicroBatch, studentT: number, studentRows: Uint32Array): { hidden: Tensor; mask: Tensor | null } {
+    const H = this.teacher!.model.cfg.hidden;
+    const out = new Float32Array(studentRows.length * H);
+    const mask = new Float32Array(studentRows.length);
+    // Trained position t of row b is the j-th trained position of that row: count them in order.
+    const ordinal = new Map<number, number>();
+    mb.rows.forEach((r, b) => {
+      let j = 0;
+      for (let t = 0; t + 1 < r.labels.length; t++) if (r.labels[t + 1] !== -100) ordinal.set(b * studentT + t, j++);
+      if (j * H !== r.teacherRows!.length) throw new UserError(`teacher rows hold ${r.teacherRows!.length / H} positions but the row trains ${j}`);
+    });
+    studentRows.forEach((flat, i) => {
+      const b = Math.floor(flat / studentT);
+      const r = mb.rows[b];
+      const j = ordinal.get(flat)!;
+      out.set(r.teacherRows!.subarray(j * H, (j + 1) * H), i * H);
+      mask[i] = r.distillMask ? (r.distillMask[flat % studentT] ?? 0) : 1;
+    });
+    const weighted = mb.rows.some((r) => r.distillMask);
+    return {
+      hidden: this.gpu.upload(out, [studentRows.length, H], 'f32', 'teacher.cached'),
+      mask: weighted ? this.gpu.upload(mask, [studentRows.length], 'f32', 'distill_mask') : null,
+    };
   }
 
   /**
@@ -553,4 +580,48 @@ export class Trainer {
     if (this.lora) for (const p of loraParams(this.lora).params) p.dispose();
     if (this.fullGrads) for (const g of fullParamList(this.fullGrads).params) g.dispose();
   }
+}
+
+/**
+ * The online teacher's final hidden states at every trained position of every example (in order), for
+ * TrainExample.teacherRows: one batched teacher forward over the dataset instead of one per student step.
+ * The teacher sees the same conversation, with its system prompt when it has one.
+ */
+export async function computeTeacherRows(gpu: Gpu, teacher: OnlineTeacher, examples: readonly TrainExample[], batchSize = 32): Promise<Float32Array[]> {
+  const H = teacher.model.cfg.hidden;
+  const out: Float32Array[] = [];
+  for (let b0 = 0; b0 < examples.length; b0 += batchSize) {
+    const batch = examples.slice(b0, b0 + batchSize).map((r) => {
+      if (!teacher.system) return { ids: r.ids, labels: r.labels };
+      if (!r.messages || !teacher.tokenizer) throw new UserError('a teacher system prompt needs chat rows and a tokenizer');
+      return teacher.tokenizer.chatTrainingIds([{ role: 'system', content: teacher.system }, ...r.messages.filter((m) => m.role !== 'system')]);
+    });
+    const T = Math.max(...batch.map((r) => r.ids.length));
+    const ids = new Uint32Array(batch.length * T);
+    const pos = new Uint32Array(batch.length * T);
+    const rows: number[] = [];
+    const counts: number[] = [];
+    batch.forEach((r, b) => {
+      for (let t = 0; t < T; t++) {
+        ids[b * T + t] = t < r.ids.length ? r.ids[t] : 0;
+        pos[b * T + t] = t;
+      }
+      let n = 0;
+      for (let t = 0; t + 1 < r.labels.length; t++) if (r.labels[t + 1] !== -100) (rows.push(b * T + t), n++);
+      counts.push(n);
+    });
+    const idsT = gpu.upload(ids, [ids.length], 'u32', 'teacher.ids');
+    const posT = gpu.upload(pos, [pos.length], 'u32', 'teacher.positions');
+    const fwd = teacher.model.forward(idsT, posT, batch.length, T, { lora: teacher.lora });
+    const idx = gpu.upload(Uint32Array.from(rows), [rows.length], 'u32', 'teacher.gather');
+    const g = gatherRows(gpu, fwd.hidden, idx);
+    const [host] = (await gpu.readMany([g])) as Float32Array[];
+    for (const t of [idsT, posT, fwd.hidden, idx, g]) t.dispose();
+    let o = 0;
+    for (const n of counts) {
+      out.push(host.slice(o * H, (o + n) * H));
+      o += n;
+    }
+  }
+  return out;
 }

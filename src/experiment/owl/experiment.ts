@@ -16,7 +16,7 @@ import { Transformer, type LoraWeights } from '../../model/transformer.ts';
 import { loadTrainingData, type TrainExample } from '../../train/data.ts';
 import { fullParamList, saveFullModel } from '../../train/full.ts';
 import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts';
-import { Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
+import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
 import { Progress } from '../../util/progress.ts';
 import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from '../dev-questions.ts';
@@ -646,6 +646,9 @@ export class Experiment {
           setT = gpu.upload(Uint32Array.from(set), [set.length], 'u32', 'number_token_set');
         }
         online = { model: t.model, system: teacher.system ?? undefined, tokenizer: t.tokenizer, tokenSet: setT };
+        // The teacher's hidden rows once per dataset (shared by every student of it), when they fit in memory.
+        const rows = await this.teacherRows(`${teacher.id}|${pair.key}|${teacher.kind}|${config.maxLen}`, online, examples);
+        if (rows) examples = examples.map((ex, i) => ({ ...ex, teacherRows: rows[i] }));
       }
       const trainer = new Trainer(gpu, model, examples, config.train, lora ? initLoraHost(model.cfg, lora, seed) : null, online);
       let th1: Theorem1 | null = null;
@@ -674,6 +677,20 @@ export class Experiment {
       return { finalLoss: res.losses.at(-1)?.loss ?? null, steps: res.steps, dose, theorem1: th1 };
     });
     return { dir: r.dir, key: r.key, result: r.result };
+  }
+
+  private readonly teacherRowsMemo = new Map<string, Promise<Float32Array[] | null>>();
+
+  /** computeTeacherRows for a dataset, memoised for the process; null when they would take over 256 MB. */
+  private teacherRows(key: string, online: OnlineTeacher, examples: TrainExample[]): Promise<Float32Array[] | null> {
+    let p = this.teacherRowsMemo.get(key);
+    if (!p) {
+      let positions = 0;
+      for (const ex of examples) for (let t = 1; t < ex.labels.length; t++) if (ex.labels[t] !== -100) positions++;
+      p = positions * online.model.cfg.hidden * 4 > 256 * 2 ** 20 ? Promise.resolve(null) : computeTeacherRows(this.gpu, online, examples);
+      this.teacherRowsMemo.set(key, p);
+    }
+    return p;
   }
 
   /** Paper Theorem 1 diagnostic: the first step's descent direction against the teachers' weight changes. */
