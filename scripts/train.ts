@@ -179,7 +179,7 @@ async function main(): Promise<void> {
         const diff = runDiff(prev, runKey);
         const what = folder.marker.complete ? 'a finished' : 'an unfinished';
         if (diff.length) throw new UserError(`${outDir} holds ${what} run with other inputs or settings (${diff.join('; ')}); rerun with the same flags and files to continue it, or pass --overwrite to replace it`);
-        if (folder.marker.complete) throw new UserError(`${outDir} already holds this training run, finished${f.resume ? '; nothing to resume' : ''}; pass --overwrite to train it again`);
+        if (folder.marker.complete) throw new UserError(`${outDir} already holds a training run of these flags and files, finished${f.resume ? ', so nothing to resume' : ''}; pass --overwrite to train it again`);
         action = 'continue';
       }
     } else {
