@@ -138,6 +138,7 @@ async function main(): Promise<void> {
   const progress = new Progress('generate', requests.length * n, { unit: 'seq' });
   const results = await generate(model, tok, requests, {
     n, temperature, topP, greedy: values.greedy, maxNewTokens, seed, batchSize, stopIds, lora,
+    modelName: `${values.model}${values.adapter ? ` with adapter ${values.adapter}` : ''}`,
     onProgress: (p) => progress.update(p.done, `batch ${p.batch}/${p.batches}, ${p.tokens} tokens`),
   });
   progress.finish();
