@@ -168,6 +168,7 @@ async function main(): Promise<void> {
   }
   // Before the corpus is generated: the folder must be writable, and new, empty or an earlier make-corpus run.
   checkOutDir(options.out);
+  assertRunFolderUsable(options.out, TOOL); // before the lock, so a user's folder is never written to
   const { lock, created } = await runLock(options.out, TOOL);
   try {
     assertRunFolderUsable(options.out, TOOL);

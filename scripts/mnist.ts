@@ -119,6 +119,7 @@ async function main(argv: string[]): Promise<void> {
   const outDir = opts.out ?? join('runs', `mnist-${name}`);
   // The output folder is checked before minutes of training: writable, and new or an earlier mnist.ts run.
   checkOutDir(outDir);
+  assertRunFolderUsable(outDir, TOOL); // before the lock, so a user's folder is never written to
   const { lock, created } = await runLock(outDir, TOOL);
   try {
     assertRunFolderUsable(outDir, TOOL);

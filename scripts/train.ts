@@ -144,6 +144,7 @@ async function main(): Promise<void> {
     if (dir !== null && (!existsSync(dir) || !statSync(dir).isDirectory())) throw new UserError(`--${flag} ${dir}: folder not found`);
   }
   checkOutDir(outDir);
+  assertRunFolderUsable(outDir, TOOL); // before the lock, so a user's folder is never written to
 
   // One live run per output folder; a folder this call created is removed again if the run is refused.
   const { lock, created } = await runLock(outDir, TOOL);
