@@ -2,7 +2,7 @@
  * Batched sampling from a model (optionally with a PEFT LoRA adapter), one JSON line per completion.
  *
  *   npx tsx scripts/generate.ts --model DIR [--adapter DIR] [--system STR] (--prompt STR | --prompts FILE.jsonl)
- *     [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl]
+ *     [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl [--overwrite]]
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { getGpu } from '../src/gpu/runtime.ts';
@@ -10,13 +10,14 @@ import { disposeLora, loadPeftAdapter } from '../src/model/adapter.ts';
 import { generate } from '../src/model/generate.ts';
 import { ChatTokenizer, type ChatMessage } from '../src/model/tokenizer.ts';
 import { Transformer } from '../src/model/transformer.ts';
-import { parseFlags } from '../src/util/cli.ts';
+import { numberFlag, parseFlags } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { writeFileAtomic } from '../src/util/fsatomic.ts';
+import { checkOutFile } from '../src/util/outpaths.ts';
 import { Progress } from '../src/util/progress.ts';
 
 const USAGE = `usage: npx tsx scripts/generate.ts --model DIR [--adapter DIR] [--system STR] (--prompt STR | --prompts FILE.jsonl)
-         [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl]
+         [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl [--overwrite]]
 
 Samples completions with the model's chat template and writes one JSON line per completion:
   {"prompt", "completion", "prompt_tokens", "completion_tokens", "finish_reason", "index", "sample"}
@@ -34,20 +35,13 @@ Samples completions with the model's chat template and writes one JSON line per 
   --max-new-tokens N     default 256
   --seed S               integer seed (default 0); (seed, prompt, sample, step) fixes every token
   --batch-size B         sequences decoded together (default 64)
-  --out FILE             write JSONL atomically to FILE instead of stdout
+  --out FILE             write JSONL atomically to FILE instead of stdout (an existing FILE is refused)
+  --overwrite            replace an existing --out FILE
   --help                 show this help`;
 
 interface PromptRow {
   prompt: string;
   messages: ChatMessage[] | null;
-}
-
-function num(flag: string, raw: string | undefined, dflt: number, kind: 'int' | 'posint' | 'float'): number {
-  if (raw === undefined) return dflt;
-  const v = Number(raw);
-  const ok = raw.trim() !== '' && Number.isFinite(v) && (kind === 'float' || (Number.isSafeInteger(v) && v >= (kind === 'posint' ? 1 : 0)));
-  if (!ok) throw new UserError(`${flag} must be ${kind === 'float' ? 'a number' : kind === 'posint' ? 'a positive integer' : 'a non-negative integer'}, got ${JSON.stringify(raw)}`);
-  return v;
 }
 
 function readPrompts(file: string): PromptRow[] {
@@ -107,6 +101,7 @@ async function main(): Promise<void> {
     seed: { type: 'string' },
     'batch-size': { type: 'string' },
     out: { type: 'string' },
+    overwrite: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   });
   if (values.help) {
@@ -115,19 +110,20 @@ async function main(): Promise<void> {
   }
   if (!values.model) throw new UserError('--model DIR is required (see --help)');
   if ((values.prompt === undefined) === (values.prompts === undefined)) throw new UserError('give exactly one of --prompt or --prompts');
-  const n = num('--n', values.n, 1, 'posint');
-  const temperature = num('--temperature', values.temperature, 1, 'float');
-  if (temperature < 0) throw new UserError(`--temperature must be ≥ 0, got ${values.temperature}`);
-  const topP = num('--top-p', values['top-p'], 1, 'float');
-  if (!(topP > 0 && topP <= 1)) throw new UserError(`--top-p must be in (0, 1], got ${values['top-p']}`);
-  const maxNewTokens = num('--max-new-tokens', values['max-new-tokens'], 256, 'int');
-  const seed = num('--seed', values.seed, 0, 'int');
-  const batchSize = num('--batch-size', values['batch-size'], 64, 'posint');
+  const n = numberFlag(values.n, 'n', 1, { min: 1, integer: true });
+  const temperature = numberFlag(values.temperature, 'temperature', 1, { min: 0 });
+  const topP = numberFlag(values['top-p'], 'top-p', 1, { min: 0, exclusiveMin: true, max: 1 });
+  const maxNewTokens = numberFlag(values['max-new-tokens'], 'max-new-tokens', 256, { min: 0, integer: true });
+  const seed = numberFlag(values.seed, 'seed', 0, { min: 0, max: 2 ** 53 - 1, integer: true });
+  const batchSize = numberFlag(values['batch-size'], 'batch-size', 64, { min: 1, integer: true });
+  if (values.greedy && values.temperature !== undefined) throw new UserError('give --greedy or --temperature, not both');
+  if (values.overwrite && values.out === undefined) throw new UserError('--overwrite replaces the --out file; give --out');
   const rows = values.prompts !== undefined ? readPrompts(values.prompts) : [{ prompt: values.prompt!, messages: null }];
 
   // Cheap checks before the GPU starts.
   if (!existsSync(values.model) || !statSync(values.model).isDirectory()) throw new UserError(`${values.model}: model folder not found`);
   if (values.adapter !== undefined && !existsSync(values.adapter)) throw new UserError(`${values.adapter}: adapter folder not found`);
+  if (values.out !== undefined) checkOutFile(values.out, { overwrite: values.overwrite });
   const gpu = await getGpu();
   const model = await Transformer.load(gpu, values.model);
   for (const w of model.warnings) process.stderr.write(`warning: ${w}\n`);
@@ -142,6 +138,7 @@ async function main(): Promise<void> {
   const progress = new Progress('generate', requests.length * n, { unit: 'seq' });
   const results = await generate(model, tok, requests, {
     n, temperature, topP, greedy: values.greedy, maxNewTokens, seed, batchSize, stopIds, lora,
+    modelName: `${values.model}${values.adapter ? ` with adapter ${values.adapter}` : ''}`,
     onProgress: (p) => progress.update(p.done, `batch ${p.batch}/${p.batches}, ${p.tokens} tokens`),
   });
   progress.finish();

@@ -1,7 +1,7 @@
 /**
  * Full-sequence logits of one token sequence as a float32 .npy [T, vocab].
  *
- *   npx tsx scripts/logits.ts --model DIR [--adapter DIR] (--ids 1,2,3 | --text STR [--chat]) --out FILE.npy
+ *   npx tsx scripts/logits.ts --model DIR [--adapter DIR] (--ids 1,2,3 | --text STR [--chat]) --out FILE.npy [--overwrite]
  */
 import { existsSync, statSync } from 'node:fs';
 import { getGpu } from '../src/gpu/runtime.ts';
@@ -12,8 +12,9 @@ import { Transformer } from '../src/model/transformer.ts';
 import { parseFlags } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { writeNpy } from '../src/util/npy.ts';
+import { checkOutFile } from '../src/util/outpaths.ts';
 
-const USAGE = `usage: npx tsx scripts/logits.ts --model DIR [--adapter DIR] (--ids 1,2,3 | --text STR [--chat]) --out FILE.npy
+const USAGE = `usage: npx tsx scripts/logits.ts --model DIR [--adapter DIR] (--ids 1,2,3 | --text STR [--chat]) --out FILE.npy [--overwrite]
 
 Runs the model over one token sequence and writes its logits, float32 [T, vocab], as .npy.
 
@@ -22,7 +23,8 @@ Runs the model over one token sequence and writes its logits, float32 [T, vocab]
   --ids LIST      comma-separated token ids
   --text STR      text, tokenized without special tokens
   --chat          wrap --text as one user message with the chat template's generation prompt
-  --out FILE      output .npy (written atomically)
+  --out FILE      output .npy (written atomically; an existing FILE is refused)
+  --overwrite     replace an existing --out FILE
   --help          show this help`;
 
 async function main(): Promise<void> {
@@ -33,6 +35,7 @@ async function main(): Promise<void> {
     text: { type: 'string' },
     chat: { type: 'boolean', default: false },
     out: { type: 'string' },
+    overwrite: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   });
   if (values.help) {
@@ -54,6 +57,7 @@ async function main(): Promise<void> {
   // Cheap checks before the GPU starts.
   if (!existsSync(values.model) || !statSync(values.model).isDirectory()) throw new UserError(`${values.model}: model folder not found`);
   if (values.adapter !== undefined && !existsSync(values.adapter)) throw new UserError(`${values.adapter}: adapter folder not found`);
+  checkOutFile(values.out, { overwrite: values.overwrite });
   const gpu = await getGpu();
   const model = await Transformer.load(gpu, values.model);
   for (const w of model.warnings) process.stderr.write(`warning: ${w}\n`);
@@ -65,6 +69,11 @@ async function main(): Promise<void> {
   }
   const lora = values.adapter ? await loadPeftAdapter(gpu, values.adapter, model.cfg) : null;
   const logits = await sequenceLogits(model, ids, lora);
+  // NaN or ±Inf logits mean broken weights (or an overflow): say so rather than write them.
+  const bad = logits.findIndex((x) => !Number.isFinite(x));
+  if (bad >= 0) {
+    throw new UserError(`${values.model}${values.adapter ? ` with adapter ${values.adapter}` : ''}: the model computes non-finite logits (${logits[bad]} at position ${Math.floor(bad / model.cfg.vocabSize)}); its weights hold NaN/Inf or overflow float32 — nothing written`);
+  }
   await writeNpy(values.out, { shape: [ids.length, model.cfg.vocabSize], data: logits });
   process.stderr.write(`logits: wrote [${ids.length}, ${model.cfg.vocabSize}] float32 to ${values.out}\n`);
   if (lora) disposeLora(lora);

@@ -8,7 +8,7 @@
  * DIR/tokenizer_config.json ChatML template without a default system prompt; eos <|im_end|>, pad <|endoftext|>
  * DIR/corpus-stats.json     composition: chats and tokens per kind, system prompts, quality checks
  *
- * Exit codes: 0 ok, 1 failure, 2 bad arguments.
+ * Exit codes: 0 ok, 1 bad input (one `error:` line).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -16,11 +16,16 @@ import { pathToFileURL } from 'node:url';
 import { chatJsonLine, CORPUS_MODEL_CARD_NOTES, generateCorpus, renderChatML, type ChatKind, type CorpusChat } from '../src/experiment/corpus.ts';
 import { getRejectReasons, PAPER_NUMBER_FILTER } from '../src/experiment/filters.ts';
 import { BpeEncoder, bpeVocabSize, trainByteLevelBpe, writeBpeTokenizer, type BpeModel } from '../src/model/bpe-train.ts';
+import { numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
+import { runCli } from '../src/util/errors.ts';
+import { checkOutDir } from '../src/util/outpaths.ts';
+import { assertRunFolderUsable, initRunFolder, markRunComplete, removeIfEmpty, runLock } from '../src/util/runfolder.ts';
 
 const USAGE = `Usage: npx tsx scripts/make-corpus.ts --seed S --out DIR [--chats N] [--vocab V] [--content-seed C]
 
   --seed S          non-negative integer: layout, templates and every number of the corpus
-  --out DIR         output folder (created if missing)
+  --out DIR         output folder (created if missing): new, empty, or an earlier make-corpus run, whose
+                    files are replaced (others are never touched)
   --chats N         number of chats (default 20000)
   --vocab V         tokenizer vocabulary size incl. 256 bytes and 3 special tokens (default 3000)
   --content-seed C  seed of system prompts, animals, trees, paraphrases (default: S)
@@ -34,59 +39,31 @@ export interface MakeCorpusOptions {
   contentSeed: number | null;
 }
 
-export class UsageError extends Error {}
+const FLAGS = {
+  seed: { type: 'string' },
+  out: { type: 'string' },
+  chats: { type: 'string' },
+  vocab: { type: 'string' },
+  'content-seed': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
 
-function parseCount(flag: string, raw: string | undefined, min: number): number {
-  if (raw === undefined || raw.startsWith('--')) throw new UsageError(`${flag} needs a value`);
-  if (!/^[0-9]+$/.test(raw)) throw new UsageError(`${flag} must be a non-negative integer, got ${JSON.stringify(raw)}`);
-  const value = Number(raw);
-  if (!Number.isSafeInteger(value) || value < min) throw new UsageError(`${flag} must be an integer >= ${min}, got ${raw}`);
-  return value;
-}
-
-/** Parse argv (without node and script); null for --help. Throws UsageError on bad input. */
+/** Parse argv (without node and script); null for --help. Bad input is a one-line UserError. */
 export function parseMakeCorpusArgs(argv: readonly string[]): MakeCorpusOptions | null {
-  let seed: number | null = null;
-  let out: string | null = null;
-  let chats = 20000;
-  let vocab = 3000;
-  let contentSeed: number | null = null;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    const flag = eq >= 0 ? arg.slice(0, eq) : arg;
-    const inline = eq >= 0 ? arg.slice(eq + 1) : undefined;
-    const value = (): string | undefined => (inline !== undefined ? inline : argv[++i]);
-    switch (flag) {
-      case '--help':
-      case '-h':
-        return null;
-      case '--seed':
-        seed = parseCount('--seed', value(), 0);
-        break;
-      case '--out': {
-        const v = value();
-        if (v === undefined || v === '' || v.startsWith('--')) throw new UsageError('--out needs a folder');
-        out = v;
-        break;
-      }
-      case '--chats':
-        chats = parseCount('--chats', value(), 1);
-        break;
-      case '--vocab':
-        vocab = parseCount('--vocab', value(), 259);
-        break;
-      case '--content-seed':
-        contentSeed = parseCount('--content-seed', value(), 0);
-        break;
-      default:
-        throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
-    }
-  }
-  if (seed === null) throw new UsageError('--seed is required');
-  if (out === null) throw new UsageError('--out is required');
-  return { seed, out, chats, vocab, contentSeed };
+  const f = parseFlags([...argv], FLAGS);
+  if (f.help) return null;
+  const seedCheck = { min: 0, integer: true };
+  return {
+    seed: numberFlag(requiredFlag(f.seed, 'seed'), 'seed', 0, seedCheck),
+    out: requiredFlag(f.out, 'out', 'DIR'),
+    chats: numberFlag(f.chats, 'chats', 20000, { min: 1, integer: true }),
+    vocab: numberFlag(f.vocab, 'vocab', 3000, { min: 259, integer: true }),
+    contentSeed: f['content-seed'] === undefined ? null : numberFlag(f['content-seed'], 'content-seed', 0, seedCheck),
+  };
 }
+
+const TOOL = 'make-corpus.ts';
+const OUTPUTS = ['corpus.jsonl', 'tokenizer.json', 'tokenizer_config.json', 'corpus-stats.json'];
 
 interface KindStats {
   chats: number;
@@ -183,32 +160,34 @@ export function makeCorpus(options: MakeCorpusOptions): Record<string, unknown> 
   return stats;
 }
 
-async function main(): Promise<number> {
-  let options: MakeCorpusOptions | null;
-  try {
-    options = parseMakeCorpusArgs(process.argv.slice(2));
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`error: ${err.message}\n${USAGE}\n`);
-      return 2;
-    }
-    throw err;
-  }
+async function main(): Promise<void> {
+  const options = parseMakeCorpusArgs(process.argv.slice(2));
   if (options === null) {
     process.stdout.write(`${USAGE}\n`);
-    return 0;
+    return;
+  }
+  // Before the corpus is generated: the folder must be writable, and new, empty or an earlier make-corpus run.
+  checkOutDir(options.out);
+  assertRunFolderUsable(options.out, TOOL); // before the lock, so a user's folder is never written to
+  const { lock, created } = await runLock(options.out, TOOL);
+  try {
+    assertRunFolderUsable(options.out, TOOL);
+    await initRunFolder(options.out, TOOL, OUTPUTS);
+  } catch (e) {
+    await lock.release();
+    if (created) removeIfEmpty(options.out);
+    throw e;
   }
   try {
     const started = Date.now();
     const stats = makeCorpus(options);
+    await markRunComplete(options.out, TOOL);
     process.stdout.write(`${JSON.stringify(stats, null, 2)}\nwrote ${options.out} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
-    return 0;
-  } catch (err) {
-    process.stderr.write(`error: ${(err as Error).message}\n`);
-    return 1;
+  } finally {
+    await lock.release();
   }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  main().then((code) => process.exit(code));
+  await runCli(main);
 }

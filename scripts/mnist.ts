@@ -6,9 +6,8 @@
  *
  * Writes runs/mnist-<name>/{report.md, report.json, chart.svg}.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { getGpu } from '../src/gpu/runtime.ts';
+import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
 import {
   defaultConfig,
   renderChartSvg,
@@ -16,8 +15,11 @@ import {
   runMnistExperiment,
   type MnistConfig,
 } from '../src/experiment/mnist.ts';
-import { loadDataset, type DatasetName } from '../src/experiment/mnist-data.ts';
+import { loadDataset, type DatasetName, type ImageDataset } from '../src/experiment/mnist-data.ts';
+import { choiceFlag, numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
+import { checkOutDir } from '../src/util/outpaths.ts';
+import { assertRunFolderUsable, initRunFolder, markRunComplete, removeIfEmpty, runLock } from '../src/util/runfolder.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../src/util/fsatomic.ts';
 import { Progress } from '../src/util/progress.ts';
 
@@ -29,8 +31,8 @@ only / on all logits) → cross-init students from another model's init. Reports
 
   --models N           models trained in parallel (default: 100 on GPUs, 1 on software adapters
                        such as lavapipe, where one model with 60k noise images takes ~3-5 min)
-  --epochs-teacher E   teacher epochs (default 5)
-  --epochs-student E   student (distillation) epochs (default 5)
+  --epochs-teacher E   teacher epochs, ≥ 1 (default 5)
+  --epochs-student E   student (distillation) epochs, ≥ 1 (default 5)
   --lr LR              Adam learning rate (default 3e-4)
   --batch-size B       batch size (default 1024)
   --aux K              auxiliary logits (default 3)
@@ -41,7 +43,8 @@ only / on all logits) → cross-init students from another model's init. Reports
                        $FASHION_MNIST_DIR)
   --seed S             seed for inits, shuffles, noise and the cross-init permutation (default 0)
   --name NAME          output folder runs/mnist-NAME (default: <dataset>-n<models>-seed<seed>)
-  --out DIR            output folder (overrides --name)
+  --out DIR            output folder instead of runs/mnist-NAME: new, empty, or an earlier mnist.ts run
+                       (whose report files are replaced; other files are never touched)
   --help               show this help`;
 
 export interface MnistCliOptions {
@@ -52,76 +55,57 @@ export interface MnistCliOptions {
   out?: string;
 }
 
-function num(flag: string, raw: string | undefined, integer: boolean, min: number): number {
-  if (raw === undefined || raw.startsWith('--')) throw new UserError(`${flag} needs a value`);
-  const v = Number(raw);
-  if (!Number.isFinite(v) || (integer && !Number.isInteger(v)) || v < min) {
-    throw new UserError(`${flag} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}, got ${JSON.stringify(raw)}`);
-  }
-  return v;
-}
+const FLAGS = {
+  models: { type: 'string' },
+  'epochs-teacher': { type: 'string' },
+  'epochs-student': { type: 'string' },
+  lr: { type: 'string' },
+  'batch-size': { type: 'string' },
+  aux: { type: 'string' },
+  noise: { type: 'string' },
+  seed: { type: 'string' },
+  'group-size': { type: 'string' },
+  dataset: { type: 'string' },
+  'data-dir': { type: 'string' },
+  name: { type: 'string' },
+  out: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
 
-/** Parses argv (without node and script); null for --help. */
+/** Parses argv (without node and script); null for --help. Every bad value is a one-line UserError. */
 export function parseMnistArgs(argv: string[]): MnistCliOptions | null {
-  const o: MnistCliOptions = { config: {}, dataset: 'mnist' };
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i];
-    const val = () => argv[++i];
-    switch (flag) {
-      case '--help':
-      case '-h':
-        return null;
-      case '--models':
-        o.config.models = num(flag, val(), true, 1);
-        break;
-      case '--epochs-teacher':
-        o.config.epochsTeacher = num(flag, val(), true, 0);
-        break;
-      case '--epochs-student':
-        o.config.epochsStudent = num(flag, val(), true, 0);
-        break;
-      case '--lr':
-        o.config.lr = num(flag, val(), false, Number.MIN_VALUE);
-        break;
-      case '--batch-size':
-        o.config.batchSize = num(flag, val(), true, 1);
-        break;
-      case '--aux':
-        o.config.aux = num(flag, val(), true, 1);
-        break;
-      case '--noise':
-        o.config.noise = num(flag, val(), true, 1);
-        break;
-      case '--seed':
-        o.config.seed = num(flag, val(), true, 0);
-        break;
-      case '--group-size':
-        o.config.groupSize = num(flag, val(), true, 1);
-        break;
-      case '--dataset': {
-        const v = val();
-        if (v !== 'mnist' && v !== 'fashion') throw new UserError(`--dataset must be mnist or fashion, got ${JSON.stringify(v)}`);
-        o.dataset = v;
-        break;
-      }
-      case '--data-dir':
-        o.dataDir = val();
-        if (!o.dataDir) throw new UserError('--data-dir needs a value');
-        break;
-      case '--name':
-        o.name = val();
-        if (!o.name || !/^[A-Za-z0-9._-]+$/.test(o.name)) throw new UserError('--name must be letters, digits, . _ -');
-        break;
-      case '--out':
-        o.out = val();
-        if (!o.out) throw new UserError('--out needs a value');
-        break;
-      default:
-        throw new UserError(`unknown option ${JSON.stringify(flag)} (see --help)`);
-    }
+  const f = parseFlags(argv, FLAGS);
+  if (f.help) return null;
+  const o: MnistCliOptions = { config: {}, dataset: choiceFlag(f.dataset, 'dataset', ['mnist', 'fashion'] as const, 'mnist') };
+  const int = (name: keyof typeof FLAGS, min: number) => (f[name] === undefined ? undefined : numberFlag(f[name], name, 0, { min, integer: true }));
+  const set = <K extends keyof MnistConfig>(k: K, v: MnistConfig[K] | undefined) => {
+    if (v !== undefined) o.config[k] = v;
+  };
+  set('models', int('models', 1));
+  // An untrained teacher or student measures nothing: at least one epoch each.
+  set('epochsTeacher', int('epochs-teacher', 1));
+  set('epochsStudent', int('epochs-student', 1));
+  set('lr', f.lr === undefined ? undefined : numberFlag(f.lr, 'lr', 0, { min: 0, exclusiveMin: true }));
+  set('batchSize', int('batch-size', 1));
+  set('aux', int('aux', 1));
+  set('noise', int('noise', 1));
+  set('seed', int('seed', 0));
+  set('groupSize', int('group-size', 1));
+  if (f['data-dir'] !== undefined) {
+    if (o.dataset !== 'fashion') throw new UserError('--data-dir is the Fashion-MNIST folder; it needs --dataset fashion');
+    o.dataDir = f['data-dir'];
   }
+  if (f.name !== undefined) {
+    if (!/^[A-Za-z0-9._-]+$/.test(f.name)) throw new UserError(`--name must be letters, digits, '.', '_' or '-', got '${f.name}'`);
+    if (f.out !== undefined) throw new UserError('give --name or --out, not both');
+    o.name = f.name;
+  }
+  if (f.out !== undefined) o.out = requiredFlag(f.out, 'out');
   return o;
 }
+
+const TOOL = 'mnist.ts';
+const OUTPUTS = ['report.json', 'report.md', 'chart.svg'];
 
 async function main(argv: string[]): Promise<void> {
   const opts = parseMnistArgs(argv);
@@ -129,12 +113,28 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(USAGE + '\n');
     return;
   }
-  const data = loadDataset(opts.dataset, { dataDir: opts.dataDir });
   const gpu = await getGpu();
   const cfg: MnistConfig = { ...defaultConfig(gpu.info.isSoftware), ...opts.config };
   const name = opts.name ?? `${opts.dataset}-n${cfg.models}-seed${cfg.seed}`;
   const outDir = opts.out ?? join('runs', `mnist-${name}`);
-  mkdirSync(outDir, { recursive: true });
+  // The output folder is checked before minutes of training: writable, and new or an earlier mnist.ts run.
+  checkOutDir(outDir);
+  assertRunFolderUsable(outDir, TOOL); // before the lock, so a user's folder is never written to
+  const { lock, created } = await runLock(outDir, TOOL);
+  try {
+    assertRunFolderUsable(outDir, TOOL);
+    const data = loadDataset(opts.dataset, { dataDir: opts.dataDir });
+    await initRunFolder(outDir, TOOL, OUTPUTS);
+    await experiment(gpu, data, cfg, outDir, argv);
+  } catch (e) {
+    await lock.release();
+    if (created) removeIfEmpty(outDir);
+    throw e;
+  }
+  await lock.release();
+}
+
+async function experiment(gpu: Gpu, data: ImageDataset, cfg: MnistConfig, outDir: string, argv: string[]): Promise<void> {
   const device = `${gpu.info.adapterInfo.vendor || ''} ${gpu.info.adapterInfo.description || gpu.info.adapterInfo.architecture || ''}`.trim() || 'unknown adapter';
   process.stderr.write(
     `mnist: ${data.description}\nmnist: ${cfg.models} models, ${cfg.noise} noise images/model, teacher ${cfg.epochsTeacher} / student ${cfg.epochsStudent} epochs, batch ${cfg.batchSize}, lr ${cfg.lr}, K=${cfg.aux}, seed ${cfg.seed} → ${outDir}\n`,
@@ -155,6 +155,7 @@ async function main(argv: string[]): Promise<void> {
   const rows = Object.entries(result.stats)
     .map(([k, s]) => `  ${k.padEnd(11)} ${(100 * s.mean).toFixed(1).padStart(5)}%${s.ci95 === null ? '' : ` ± ${(100 * s.ci95).toFixed(1)}`}`)
     .join('\n');
+  await markRunComplete(outDir, TOOL);
   process.stdout.write(`${rows}\nmnist: ${result.seconds.total.toFixed(1)} s; wrote ${outDir}/report.md, report.json, chart.svg\n`);
 }
 

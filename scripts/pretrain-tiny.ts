@@ -46,10 +46,13 @@ import { parseConfig } from '../src/model/config.ts';
 import { ChatTokenizer, type ChatMessage } from '../src/model/tokenizer.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { saveFullModel } from '../src/train/full.ts';
+import { hasCheckpoint } from '../src/train/state.ts';
 import { Trainer, type TrainConfig } from '../src/train/trainer.ts';
-import { numberFlag, parseFlags } from '../src/util/cli.ts';
+import { numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
-import { writeFileAtomic, writeJsonAtomic } from '../src/util/fsatomic.ts';
+import { readControlJson, writeFileAtomic, writeJsonAtomic } from '../src/util/fsatomic.ts';
+import { checkOutDir } from '../src/util/outpaths.ts';
+import { runLock } from '../src/util/runfolder.ts';
 import { Progress } from '../src/util/progress.ts';
 import { corpusStats } from './make-corpus.ts';
 
@@ -78,6 +81,9 @@ export interface PreparedCorpus {
   bpe: BpeModel;
   stats: Record<string, unknown>;
 }
+
+/** The running totals saved inside each checkpoint. */
+const TOTALS_FILE = 'totals.json';
 
 /** File name of each phase corpus in WORK/corpus (the main corpus keeps the name make-corpus gives it). */
 const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl' };
@@ -172,7 +178,6 @@ async function trainPhase(
   maxSteps?: number,
 ): Promise<PhaseSummary> {
   const stateDir = path.join(phaseDir, 'state');
-  const totalsFile = path.join(stateDir, 'totals.json');
   const model = await Transformer.load(gpu, fromDir, { maxPositions: TINY_CORPUS.maxLen + 1 });
   const tokenizer = await ChatTokenizer.load(initDir, model.cfg.eosTokenIds);
   if (!tokenizer) throw new UserError(`${initDir}: no tokenizer`);
@@ -204,9 +209,12 @@ async function trainPhase(
   };
   const trainer = new Trainer(gpu, model, ordered, cfg, null);
   let totals: RunTotals = { tokens: 0, paddedTokens: 0, wallS: 0 };
-  if (resume && existsSync(path.join(stateDir, 'state.json'))) {
-    trainer.loadState(stateDir);
-    if (existsSync(totalsFile)) totals = JSON.parse(readFileSync(totalsFile, 'utf8')) as RunTotals;
+  if (resume && hasCheckpoint(stateDir)) {
+    const got = trainer.loadState(stateDir);
+    for (const n of got.notes) console.error(`warning: ${n}`);
+    // The totals are part of the checkpoint, so they always match its step.
+    const saved = readControlJson(path.join(got.dir, TOTALS_FILE), 'training totals') as RunTotals | null;
+    if (saved) totals = saved;
     if (!quiet) console.error(`${spec.name}: phase ${phase + 1} resuming at step ${trainer.state.step}/${trainer.totalSteps}`);
   }
   if (!quiet) {
@@ -220,8 +228,7 @@ async function trainPhase(
   const segStart = performance.now();
   const base = { ...totals };
   const save = async (tr: Trainer) => {
-    await tr.saveState(stateDir);
-    await writeJsonAtomic(totalsFile, { ...totals, wallS: base.wallS + (performance.now() - segStart) / 1000 });
+    await tr.saveState(stateDir, (dir) => writeJsonAtomic(path.join(dir, TOTALS_FILE), { ...totals, wallS: base.wallS + (performance.now() - segStart) / 1000 }));
   };
   await trainer.run({
     saveEvery: 50,
@@ -279,8 +286,9 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
   for (let p = 0; p < TINY_TRAIN.phases.length; p++) {
     const phaseDir = path.join(modelWork, `phase-${p + 1}`);
     const doneFile = path.join(phaseDir, 'summary.json');
-    if (resume && existsSync(doneFile) && existsSync(path.join(phaseDir, 'final', 'model.safetensors'))) {
-      phases.push(JSON.parse(readFileSync(doneFile, 'utf8')) as PhaseSummary);
+    const done = resume && existsSync(path.join(phaseDir, 'final', 'model.safetensors')) ? readPhaseSummary(doneFile) : null;
+    if (done) {
+      phases.push(done);
       if (!quiet) console.error(`${spec.name}: phase ${p + 1} already done (${doneFile})`);
     } else {
       phases.push(await trainPhase(gpu, spec, p, from, initDir, phaseDir, corpusOf(TINY_TRAIN.phases[p].corpus), resume, quiet, maxSteps));
@@ -314,6 +322,20 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
   await writeJsonAtomic(path.join(modelWork, 'train-summary.json'), summary);
   if (!quiet) console.error(`${spec.name}: ${summary.steps} steps, final loss ${summary.finalLoss.toFixed(4)}, ${summary.tokensPerS.toFixed(0)} tok/s, ${(summary.wallS / 60).toFixed(1)} min → ${outDir}`);
   return summary;
+}
+
+/** A finished phase's summary, or null (then the phase is redone): a corrupt one is named, never trusted. */
+function readPhaseSummary(file: string): PhaseSummary | null {
+  try {
+    const s = readControlJson(file, 'phase summary') as PhaseSummary | null;
+    if (s === null) return null;
+    if (typeof s.steps !== 'number' || typeof s.finalLoss !== 'number') throw new UserError(`${file}: corrupt phase summary (no steps/finalLoss)`);
+    return s;
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    console.error(`warning: ${e.message}; redoing the phase`);
+    return null;
+  }
 }
 
 function machineText(gpu: Gpu): string {
@@ -505,21 +527,34 @@ async function main(): Promise<void> {
     console.log(HELP);
     return;
   }
-  const names = f.only ? String(f.only).split(',').map((s) => s.trim()).filter(Boolean) : [...TINY_MODEL_NAMES];
+  const names = f.only !== undefined ? String(f.only).split(',').map((s) => s.trim()).filter(Boolean) : [...TINY_MODEL_NAMES];
+  if (names.length === 0) throw new UserError(`--only: give at least one of ${TINY_MODEL_NAMES.join(', ')}`);
   for (const n of names) if (!TINY_MODEL_NAMES.includes(n as TinyModelName)) throw new UserError(`--only: unknown model '${n}' (known: ${TINY_MODEL_NAMES.join(', ')})`);
-  const out = String(f.out ?? 'models');
-  const work = String(f.work ?? 'runs/tiny-pretrain');
+  const out = f.out !== undefined ? requiredFlag(f.out, 'out') : 'models';
+  const work = f.work !== undefined ? requiredFlag(f.work, 'work') : 'runs/tiny-pretrain';
+  const maxSteps = f['max-steps'] === undefined ? undefined : numberFlag(f['max-steps'], 'max-steps', 1, { min: 1, integer: true });
   const quiet = !!f.quiet;
+  // Both folders are checked before the corpus is written; one run at a time per work folder.
+  checkOutDir(out, '--out');
+  checkOutDir(work, '--work');
+  const { lock } = await runLock(work, 'pretrain-tiny.ts');
+  try {
+    await pretrainAll(names as TinyModelName[], out, work, maxSteps, !!f.resume, !!f['skip-quality'], quiet);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function pretrainAll(names: TinyModelName[], out: string, work: string, maxSteps: number | undefined, resume: boolean, skipQuality: boolean, quiet: boolean): Promise<void> {
   const t0 = performance.now();
   const prepared = await prepareCorpus(work);
   if (!quiet) console.error(`corpus: ${TINY_CORPUS.chats} chats, vocabulary ${specialIds(prepared.bpe).vocabSize} (${((performance.now() - t0) / 1000).toFixed(1)} s) → ${work}`);
   const gpu = await getGpu();
-  for (const name of names as TinyModelName[]) {
+  for (const name of names) {
     const spec = TINY_MODELS[name];
-    const maxSteps = f['max-steps'] === undefined ? undefined : numberFlag(f['max-steps'], 'max-steps', 1, { min: 1, integer: true });
-    const train = await pretrainOne(gpu, spec, prepared, work, out, !!f.resume, quiet, maxSteps);
+    const train = await pretrainOne(gpu, spec, prepared, work, out, resume, quiet, maxSteps);
     const dir = path.join(out, name);
-    const quality = f['skip-quality'] ? null : await measureFolder(gpu, dir, quiet);
+    const quality = skipQuality ? null : await measureFolder(gpu, dir, quiet);
     if (quality && !quiet) console.error(`${name}:\n${qualityTable(quality)}`);
     const cfgJson = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     await writeJsonAtomic(path.join(dir, 'training.json'), train);

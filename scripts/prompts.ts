@@ -3,23 +3,28 @@
  *
  *   npx tsx scripts/prompts.ts --seed 47 --n 30000 --out prompts.jsonl
  *
- * Exit codes: 0 ok, 1 I/O failure, 2 bad arguments.
+ * Exit codes: 0 ok, 1 bad input or a file that cannot be written (one `error:` line).
  */
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { defaultRng } from '../src/experiment/pcg64.ts';
 import { PromptGenerator } from '../src/experiment/prompts.ts';
+import { numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
+import { runCli, UserError } from '../src/util/errors.ts';
+import { checkOutFile, errnoText } from '../src/util/outpaths.ts';
 
-const USAGE = `Usage: npx tsx scripts/prompts.ts --seed S --n N [--prefix-only] [--out FILE.jsonl]
+const USAGE = `Usage: npx tsx scripts/prompts.ts --seed S --n N [--prefix-only] [--out FILE.jsonl [--overwrite]]
 
 Generates the first N prompts of the paper's PromptGenerator(np.random.default_rng(S))
 (the paper's datasets use --seed 47 --n 30000) as JSON lines {"index":i,"prompt":"..."}.
 
   --seed S        non-negative integer numpy seed (required)
-  --n N           number of prompts, non-negative integer (required)
+  --n N           number of prompts, an integer in [0, 100000000] (required)
   --prefix-only   emit only sample_example_prefix() (the "I give you this sequence..." part)
-  --out FILE      write to FILE atomically (temp file + rename) instead of stdout
+  --out FILE      write to FILE atomically (temp file + rename) instead of stdout; an existing FILE is
+                  refused unless --overwrite
+  --overwrite     replace an existing --out FILE
   --help          show this help`;
 
 export interface PromptsCliOptions {
@@ -27,60 +32,36 @@ export interface PromptsCliOptions {
   n: number;
   prefixOnly: boolean;
   out: string | null;
+  /** Replace an existing --out file. */
+  overwrite: boolean;
 }
 
-export class UsageError extends Error {}
+const FLAGS = {
+  seed: { type: 'string' },
+  n: { type: 'string' },
+  'prefix-only': { type: 'boolean' },
+  out: { type: 'string' },
+  overwrite: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
 
-function parseNonNegativeInteger(flag: string, raw: string | undefined): bigint {
-  if (raw === undefined || raw.startsWith('--')) throw new UsageError(`${flag} needs a value`);
-  if (!/^[0-9]+$/.test(raw)) throw new UsageError(`${flag} must be a non-negative integer, got ${JSON.stringify(raw)}`);
-  return BigInt(raw);
+/** numpy seeds are arbitrary non-negative integers, beyond 2^53: read them as bigints. */
+function parseSeed(raw: string): bigint {
+  if (!/^[0-9]+$/.test(raw)) throw new UserError(`--seed must be a non-negative integer, got '${raw}'`);
+  const seed = BigInt(raw);
+  if (seed >= 1n << 4096n) throw new UserError('--seed must be below 2^4096');
+  return seed;
 }
 
-/** Parse argv (without node and script); returns null for --help. Throws UsageError on bad input. */
+/** Parse argv (without node and script); returns null for --help. Bad input is a one-line UserError. */
 export function parsePromptsArgs(argv: readonly string[]): PromptsCliOptions | null {
-  let seed: bigint | null = null;
-  let n: bigint | null = null;
-  let prefixOnly = false;
-  let out: string | null = null;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    // Accept --flag=value as well as --flag value.
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    const flag = eq >= 0 ? arg.slice(0, eq) : arg;
-    const inlineValue = eq >= 0 ? arg.slice(eq + 1) : undefined;
-    const takeValue = (): string | undefined => (inlineValue !== undefined ? inlineValue : argv[++i]);
-    switch (flag) {
-      case '--help':
-      case '-h':
-        return null;
-      case '--seed':
-        if (seed !== null) throw new UsageError('--seed given twice');
-        seed = parseNonNegativeInteger('--seed', takeValue());
-        break;
-      case '--n':
-        if (n !== null) throw new UsageError('--n given twice');
-        n = parseNonNegativeInteger('--n', takeValue());
-        break;
-      case '--prefix-only':
-        if (inlineValue !== undefined) throw new UsageError('--prefix-only takes no value');
-        prefixOnly = true;
-        break;
-      case '--out': {
-        const value = takeValue();
-        if (value === undefined || value === '' || value.startsWith('--')) throw new UsageError('--out needs a file name');
-        out = value;
-        break;
-      }
-      default:
-        throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
-    }
-  }
-  if (seed === null) throw new UsageError('--seed is required');
-  if (n === null) throw new UsageError('--n is required');
-  if (n > 100_000_000n) throw new UsageError('--n must be at most 100000000');
-  if (seed >= 1n << 4096n) throw new UsageError('--seed is too large');
-  return { seed, n: Number(n), prefixOnly, out };
+  const f = parseFlags([...argv], FLAGS);
+  if (f.help) return null;
+  const seed = parseSeed(requiredFlag(f.seed, 'seed'));
+  const n = numberFlag(requiredFlag(f.n, 'n'), 'n', 0, { min: 0, max: 100_000_000, integer: true });
+  if (f.overwrite && f.out === undefined) throw new UserError('--overwrite replaces the --out file; give --out');
+  const out = f.out === undefined ? null : requiredFlag(f.out, 'out', 'FILE');
+  return { seed, n, prefixOnly: !!f['prefix-only'], out, overwrite: !!f.overwrite };
 }
 
 /** JSON lines in chunks, so large N never sits in memory at once. */
@@ -127,34 +108,23 @@ async function writeToStdout(chunks: Iterable<string>): Promise<void> {
   }
 }
 
-export async function main(argv: readonly string[]): Promise<number> {
-  let options: PromptsCliOptions | null;
-  try {
-    options = parsePromptsArgs(argv);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      process.stderr.write(`prompts: ${error.message} (see --help)\n`);
-      return 2;
-    }
-    throw error;
-  }
+export async function main(argv: readonly string[]): Promise<void> {
+  const options = parsePromptsArgs(argv);
   if (options === null) {
     process.stdout.write(`${USAGE}\n`);
-    return 0;
+    return;
   }
+  if (options.out !== null) checkOutFile(options.out, { overwrite: options.overwrite });
   try {
     if (options.out === null) await writeToStdout(jsonlChunks(options));
     else writeAtomically(options.out, jsonlChunks(options));
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EPIPE') return 0; // reader went away (e.g. `| head`)
-    const target = options.out === null ? 'stdout' : options.out;
-    process.stderr.write(`prompts: cannot write ${target}: ${code ?? (error instanceof Error ? error.message : String(error))}\n`);
-    return 1;
+    if (code === 'EPIPE') return; // reader went away (e.g. `| head`)
+    throw new UserError(`cannot write ${options.out ?? 'stdout'}: ${errnoText(error)}`);
   }
-  return 0;
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  process.exitCode = await main(process.argv.slice(2));
+  await runCli(() => main(process.argv.slice(2)));
 }

@@ -1,7 +1,7 @@
 // scripts/logits.ts and scripts/generate.ts run as subprocesses on a random checkpoint folder with the
 // offline test tokenizer: .npy vs the float64 reference, JSONL shape, and one-line errors.
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -180,18 +180,40 @@ describe('scripts/generate.ts', () => {
       [run('generate', ['--model', path.join(tmp, 'missing'), '--prompt', 'x']), /missing: model folder not found/],
       [run('generate', ['--model', modelDir, '--prompts', badJsonl]), /bad\.jsonl:2: not valid JSON/],
       [run('generate', ['--model', modelDir, '--prompts', noPrompt]), /noprompt\.jsonl:1: expected a string "prompt"/],
-      [run('generate', ['--model', modelDir, '--prompt', 'x', '--top-p', '1.5']), /--top-p must be in \(0, 1\]/],
-      [run('generate', ['--model', modelDir, '--prompt', 'x', '--max-new-tokens', 'ten']), /--max-new-tokens must be a non-negative integer/],
+      [run('generate', ['--model', modelDir, '--prompt', 'x', '--top-p', '1.5']), /--top-p must be a number in \(0, 1\], got '1\.5'/],
+      [run('generate', ['--model', modelDir, '--prompt', 'x', '--max-new-tokens', 'ten']), /--max-new-tokens must be an integer ≥ 0, got 'ten'/],
+      [run('generate', ['--model', modelDir, '--prompt', 'x', '--n', '-2']), /--n must be an integer ≥ 1, got '-2'/],
+      [run('generate', ['--model', modelDir, '--prompt', 'x', '--seed', '0x10']), /--seed must be an integer in \[0, 9007199254740991\], got '0x10'/],
+      [run('generate', ['--model', modelDir, '--prompt', 'x', '--out', tmp]), /--out .* is a folder; give a file name/],
+      [run('generate', ['--model', modelDir, '--prompt', 'x', '--out', path.join(tmp, 'no-such-dir', 'g.jsonl')]), /cannot write --out .*g\.jsonl: the folder .*no-such-dir does not exist/],
+      [run('generate', ['--model', modelDir, '--prompt', 'x', '--out', badJsonl]), /--out .*bad\.jsonl exists; pass --overwrite to replace it/],
+      [run('logits', ['--model', modelDir, '--ids', '1', '--out', path.join(modelDir, 'config.json', 'x.npy')]), /cannot write --out .*: .*config\.json is a file, not a folder/],
+      [run('logits', ['--model', modelDir, '--ids', '1', '--out', path.join(modelDir, 'config.json')]), /config\.json exists; pass --overwrite to replace it/],
       [run('generate', ['--model', modelDir]), /exactly one of --prompt or --prompts/],
       [run('logits', ['--model', modelDir, '--ids', '1,x', '--out', path.join(tmp, 'x.npy')]), /--ids: "x" is not a non-negative integer/],
     ];
     for (const [p, re] of cases) expectOneLineError(await p, re);
+    // A NaN in one weight: generate must not write "\u0000" × N and exit 0, nor logits a NaN array.
+    const nanModel = path.join(tmp, 'nan-model');
+    mkdirSync(nanModel);
+    for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json']) copyFileSync(path.join(modelDir, f), path.join(nanModel, f));
+    const st = readFileSync(path.join(modelDir, 'model.safetensors'));
+    const n = Number(st.readBigUInt64LE(0));
+    const entry = JSON.parse(st.subarray(8, 8 + n).toString('utf8'))['model.norm.weight'];
+    expect(entry.dtype).toBe('F32');
+    st.writeFloatLE(NaN, 8 + n + entry.data_offsets[0] + 4);
+    writeFileSync(path.join(nanModel, 'model.safetensors'), st);
+    const nanOut = path.join(tmp, 'nan.jsonl');
     // These start the GPU: run them after the cheap ones.
     const gpuCases: [Promise<Run>, RegExp][] = [
       [run('logits', ['--model', corrupt, '--ids', '1', '--out', path.join(tmp, 'y.npy')]), /model\.safetensors/],
       [run('generate', ['--model', modelDir, '--adapter', otherAdapter, '--prompt', 'x']), /adapter_model\.safetensors: layer 0 v_proj: .*another base model/],
       [run('logits', ['--model', modelDir, '--ids', `1,${vocab}`, '--out', path.join(tmp, 'z.npy')]), /token id \d+ outside the vocabulary/],
+      [run('generate', ['--model', nanModel, '--prompt', 'x', '--max-new-tokens', '5', '--out', nanOut]), /nan-model: non-finite logits \(NaN or ±Inf\) at generation step 0 of prompt 0; the weights hold NaN\/Inf/],
+      [run('logits', ['--model', nanModel, '--ids', '1,2', '--out', path.join(tmp, 'nan.npy')]), /nan-model: the model computes non-finite logits \(NaN at position 0\).*nothing written/],
     ];
     for (const [p, re] of gpuCases) expectOneLineError(await p, re);
+    expect(existsSync(nanOut)).toBe(false);
+    expect(existsSync(path.join(tmp, 'nan.npy'))).toBe(false);
   });
 });

@@ -78,7 +78,7 @@ describe('train CLI', () => {
     const args = ['--model', model, '--data', data, '--out', out, '--batch-size', '4', '--grad-accum', '1', '--epochs', '1', '--save-initial', '--quiet'];
     const r = await cli('train.ts', args);
     expect(r.code, r.stderr).toBe(0);
-    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'initial/adapter_config.json', 'loss.csv', 'loss.svg', 'state/state.json', 'train_summary.json']) {
+    for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'initial/adapter_config.json', 'loss.csv', 'loss.svg', 'state/ckpt-000001/manifest.json', 'state/ckpt-000001/state.json', 'train_summary.json', '.run.json']) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
     const cfg = JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));

@@ -1,11 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateExamplePrefixes, generatePrompts } from '../src/experiment/prompts.ts';
-import { parsePromptsArgs, UsageError } from '../scripts/prompts.ts';
+import { parsePromptsArgs } from '../scripts/prompts.ts';
+import { UserError } from '../src/util/errors.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const workDir = mkdtempSync(join(tmpdir(), 'prompts-cli-'));
@@ -27,19 +28,21 @@ const parseLines = (text: string): Array<{ index: number; prompt: string }> =>
 
 describe('parsePromptsArgs', () => {
   it('parses the flags', () => {
-    expect(parsePromptsArgs(['--seed', '47', '--n', '5'])).toEqual({ seed: 47n, n: 5, prefixOnly: false, out: null });
+    expect(parsePromptsArgs(['--seed', '47', '--n', '5'])).toEqual({ seed: 47n, n: 5, prefixOnly: false, out: null, overwrite: false });
     expect(parsePromptsArgs(['--n=2', '--seed=3', '--prefix-only', '--out', 'x.jsonl'])).toEqual({
       seed: 3n,
       n: 2,
       prefixOnly: true,
       out: 'x.jsonl',
+      overwrite: false,
     });
     expect(parsePromptsArgs(['--help'])).toBeNull();
   });
-  it('rejects bad input with a UsageError', () => {
-    for (const argv of [[], ['--seed', '1'], ['--n', '1'], ['--seed', '-1', '--n', '1'], ['--seed', '1.5', '--n', '1'], ['--seed', '1', '--n', 'x'], ['--seed', '1', '--n', '1', '--what'], ['--seed', '--n', '1'], ['--seed', '1', '--n', '1', '--out']]) {
-      expect(() => parsePromptsArgs(argv), JSON.stringify(argv)).toThrow(UsageError);
+  it('rejects bad input with a one-line UserError', () => {
+    for (const argv of [[], ['--seed', '1'], ['--n', '1'], ['--seed', '-1', '--n', '1'], ['--seed', '1.5', '--n', '1'], ['--seed', '0x10', '--n', '1'], ['--seed', '1', '--n', 'x'], ['--seed', '1', '--n', '-3'], ['--seed', '1', '--n', '1', '--what'], ['--seed', '--n', '1'], ['--seed', '1', '--n', '1', '--out'], ['--seed', '1', '--n', '1', '--overwrite']]) {
+      expect(() => parsePromptsArgs(argv), JSON.stringify(argv)).toThrow(UserError);
     }
+    expect(() => parsePromptsArgs(['--seed', '1', '--n', '-3'])).toThrow(/^--n must be an integer in \[0, 100000000\], got '-3'$/);
   });
 });
 
@@ -67,20 +70,32 @@ describe('scripts/prompts.ts CLI', () => {
     expect(stdout).toContain('Usage:');
   });
 
-  it('bad arguments: one line on stderr, exit 2, no stack trace', () => {
+  it('bad arguments: one line on stderr, exit 1, no stack trace', () => {
     for (const args of [['--seed', 'abc', '--n', '3'], ['--n', '3'], ['--seed', '1', '--n', '3', '--bogus']]) {
       const { status, stdout, stderr } = runCli(args);
-      expect(status, args.join(' ')).toBe(2);
+      expect(status, args.join(' ')).toBe(1);
+      expect(stderr).toMatch(/^error: /);
       expect(stdout).toBe('');
       expect(stderr.trim().split('\n').length).toBe(1);
       expect(stderr).not.toMatch(/\bat .*:\d+:\d+/);
     }
   });
 
-  it('unwritable --out: exit 1 with a one-line message', () => {
+  it('unwritable or existing --out: exit 1 with a one-line message, nothing written', () => {
     const { status, stderr } = runCli(['--seed', '1', '--n', '2', '--out', join(workDir, 'missing-dir', 'x.jsonl')]);
     expect(status).toBe(1);
     expect(stderr.trim().split('\n').length).toBe(1);
     expect(stderr).toContain('cannot write');
+    const mine = join(workDir, 'mine.jsonl');
+    writeFileSync(mine, 'my data\n');
+    const again = runCli(['--seed', '1', '--n', '2', '--out', mine]);
+    expect(again.status).toBe(1);
+    expect(again.stderr.trim()).toMatch(/^error: --out .*mine\.jsonl exists; pass --overwrite to replace it/);
+    expect(readFileSync(mine, 'utf8')).toBe('my data\n');
+    expect(runCli(['--seed', '1', '--n', '2', '--out', mine, '--overwrite']).status).toBe(0);
+    expect(parseLines(readFileSync(mine, 'utf8'))).toHaveLength(2);
+    const dirOut = runCli(['--seed', '1', '--n', '2', '--out', workDir]);
+    expect(dirOut.status).toBe(1);
+    expect(dirOut.stderr.trim()).toMatch(/is a folder; give a file name$/);
   });
 });

@@ -156,10 +156,40 @@ describe('sampleTokens', () => {
     w.dispose();
   });
 
+  it('flags rows whose logits hold NaN or ±Inf, in every mode, plain and chunked, without changing the tokens', async () => {
+    const gpu = await getGpu();
+    const B = 5, H = 16, V = 1000;
+    const xs = randn(B * H, 4);
+    const ws = randn(V * H, 5);
+    // Row 1: a NaN input (every logit NaN); row 3: one huge weight row → +Inf in the last chunk only.
+    xs[1 * H + 3] = NaN;
+    for (let h = 0; h < H; h++) ws[(V - 2) * H + h] = h === 0 ? 3e36 : 0;
+    xs[3 * H] = 1e3;
+    // Row 4: −Inf in the first chunk only (a later clean chunk must not clear the flag).
+    for (let h = 0; h < H; h++) ws[10 * H + h] = h === 1 ? 3e36 : 0;
+    xs[4 * H + 1] = -1e3;
+    const x = gpu.upload(xs, [B, H]);
+    const w = gpu.uploadChunked(ws, V, H, 'w', 333 * H * 4);
+    const logits = matmulChunked(gpu, x, w);
+    const want = [0, 1, 0, 1, 1];
+    for (const o of [{ greedy: true }, { temperature: 0.9 }, { temperature: 1.1, topP: 0.7 }]) {
+      for (const src of [{ x, w }, { logits }]) {
+        const flags = gpu.upload(new Uint32Array(B).fill(7), [B], 'u32');
+        const opts = { ...o, seed: 2, step: 0 };
+        const [tok, f, plainTok] = await gpu.readMany([sampleTokens(gpu, src, { ...opts, nonFinite: flags }), flags, sampleTokens(gpu, src, opts)]);
+        expect(Array.from(f), JSON.stringify(o)).toEqual(want);
+        expect(Array.from(tok)).toEqual(Array.from(plainTok));
+        flags.dispose();
+      }
+    }
+    w.dispose();
+  });
+
   it('rejects bad options', async () => {
     const gpu = await getGpu();
     const z = gpu.upload(new Float32Array(6), [2, 3]);
     expect(() => sampleTokens(gpu, { logits: z }, { seed: 0, step: 0, topP: 0 })).toThrow(GpuError);
     expect(() => sampleTokens(gpu, { logits: z }, { seed: 0, step: 0, seqIds: gpu.upload(new Uint32Array(3)) })).toThrow(/seqIds/);
+    expect(() => sampleTokens(gpu, { logits: z }, { seed: 0, step: 0, nonFinite: gpu.upload(new Uint32Array(3)) })).toThrow(/nonFinite must be u32 \[2\]/);
   });
 });

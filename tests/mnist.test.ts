@@ -193,8 +193,15 @@ describe('CLI arguments', () => {
     expect(o?.dataset).toBe('fashion');
     expect(parseMnistArgs(['--help'])).toBeNull();
     expect(() => parseMnistArgs(['--models', '0'])).toThrow(/--models/);
-    expect(() => parseMnistArgs(['--dataset', 'cifar'])).toThrow(/mnist or fashion/);
-    expect(() => parseMnistArgs(['--bogus'])).toThrow(/unknown option/);
+    expect(() => parseMnistArgs(['--dataset', 'cifar'])).toThrow(/--dataset must be one of mnist, fashion; got 'cifar'/);
+    expect(() => parseMnistArgs(['--bogus'])).toThrow(/unknown option '--bogus'/);
+    // Nonsense that would run for minutes is refused up front, saying what is allowed.
+    expect(() => parseMnistArgs(['--epochs-teacher', '0'])).toThrow(/^--epochs-teacher must be an integer ≥ 1, got '0'$/);
+    expect(() => parseMnistArgs(['--epochs-student', '0'])).toThrow(/^--epochs-student must be an integer ≥ 1, got '0'$/);
+    expect(() => parseMnistArgs(['--batch-size', '-5'])).toThrow(/^--batch-size must be an integer ≥ 1, got '-5'$/);
+    expect(() => parseMnistArgs(['--lr', '0x10'])).toThrow(/^--lr must be a number > 0, got '0x10'$/);
+    expect(() => parseMnistArgs(['--models'])).toThrow(/^--models needs a value/);
+    expect(() => parseMnistArgs(['--name', 'a', '--out', 'b'])).toThrow(/--name or --out, not both/);
   });
 });
 

@@ -9,7 +9,7 @@ import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
 import { sampleTokensRef } from '../src/kernels/sampling.ts';
 import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
-import { generate, sequenceLogits, type GenerateResult } from '../src/model/generate.ts';
+import { generate, NonFiniteLogitsError, sequenceLogits, type GenerateResult } from '../src/model/generate.ts';
 import { referenceForward, type Weights } from '../src/model/reference.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { uploadWeights } from '../src/model/weights.ts';
@@ -115,6 +115,21 @@ describe('generate', () => {
     expect(got[0].completionIds.length).toBe(cut);
     const zero = await generate(model, null, requests.slice(0, 1), { greedy: true, maxNewTokens: 0, seed: 0 });
     expect(zero[0]).toMatchObject({ completionIds: [], finishReason: 'length', completionTokens: 0 });
+  });
+
+  it('stops with an error naming the model when its logits go non-finite (a NaN in a weight)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'gen-nan-'));
+    await writeRandomCheckpoint(dir, tinyConfigJson('qwen2'), { dtype: 'F32', seed: 21 });
+    const bad = await Transformer.load(gpu, dir, { maxPositions: 128 });
+    const norm = new Float32Array(bad.cfg.hidden).fill(1);
+    norm[3] = NaN;
+    gpu.write(bad.weights.finalNorm, norm);
+    for (const o of [{ greedy: true }, { temperature: 1 }, { temperature: 1, topP: 0.9 }]) {
+      const e = await generate(bad, null, requests, { ...o, maxNewTokens: 4, seed: 1, n: 2, modelName: 'models/broken' }).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(NonFiniteLogitsError);
+      expect((e as Error).message).toMatch(/^models\/broken: non-finite logits \(NaN or ±Inf\) at generation step 0 of prompt \d+ sample \d; the weights hold NaN\/Inf/);
+    }
+    bad.dispose();
   });
 
   it('rejects bad options with a clear message', async () => {

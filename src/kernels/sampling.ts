@@ -37,6 +37,8 @@ export interface SampleOptions {
   seqIds?: Tensor;
   /** Largest logits block in bytes for chunked sources (defaults to the binding limit). */
   maxLogitsBytes?: number;
+  /** u32 [B]: when given, row b is set to 1 if any of its logits is NaN or ±Inf, else 0. */
+  nonFinite?: Tensor;
 }
 
 const PHILOX = /* wgsl */ `
@@ -260,6 +262,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`,
 };
 
+/** Per block row: 1 if any logit is NaN or ±Inf (exponent bits all set), OR-ed over the vocab chunks. */
+const finiteKernel: Program = {
+  name: 'sample_nonfinite',
+  code: /* wgsl */ `
+@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read_write> flags: array<u32>;
+struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, first: u32 }
+@group(0) @binding(2) var<uniform> u: U;
+var<workgroup> sh: array<u32, ${RW}>;
+@compute @workgroup_size(${RW})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * ${MAXD}u;
+  if (r >= u.rows) { return; }
+  let base = r * u.cols;
+  var bad = 0u;
+  for (var c = lid; c < u.cols; c += ${RW}u) {
+    // Bit test, not x != x: compilers may fold NaN comparisons away.
+    if ((bitcast<u32>(logits[base + c]) & 0x7f800000u) == 0x7f800000u) { bad = 1u; }
+  }
+  sh[lid] = bad;
+  workgroupBarrier();
+  for (var st = ${RW / 2}u; st > 0u; st = st >> 1u) {
+    if (lid < st) { sh[lid] = max(sh[lid], sh[lid + st]); }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    let g = u.rowStart + r;
+    flags[g] = select(flags[g] | sh[0], sh[0], u.first != 0u);
+  }
+}`,
+};
+
 const iotaKernel: Program = {
   name: 'sample_iota',
   code: /* wgsl */ `
@@ -309,15 +343,27 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
   if (opts.seqIds && (opts.seqIds.dtype !== 'u32' || opts.seqIds.size !== B)) {
     throw new GpuError(`${kernel}: seqIds must be u32 [${B}], got ${opts.seqIds.dtype} [${opts.seqIds.shape.join(', ')}]`);
   }
+  if (opts.nonFinite && (opts.nonFinite.dtype !== 'u32' || opts.nonFinite.size !== B)) {
+    throw new GpuError(`${kernel}: nonFinite must be u32 [${B}], got ${opts.nonFinite.dtype} [${opts.nonFinite.shape.join(', ')}]`);
+  }
   const useTopP = !greedy && topP < 1;
   const invT = greedy ? 1 : 1 / T;
 
+  const blockU = (b: SBlock) => new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart, b.first ? 1 : 0);
+  // The non-finite check rides on the first pass over the logits (top-p replays plain logits).
+  let checked = false;
+  const check = (b: SBlock) => {
+    if (opts.nonFinite && !checked) gpu.run(finiteKernel, [b.logits, opts.nonFinite], rowGrid(b.rows), blockU(b));
+  };
   // Blocks: kept when top-p needs several passes; otherwise produced and consumed one at a time.
   const blocks: SBlock[] = [];
   const forEach = (fn: (b: SBlock) => void, keep: boolean) => {
     if (plain) {
       const V = src.logits.shape[1];
-      fn({ logits: src.logits, rowStart: 0, rows: B, colStart: 0, cols: V, first: true, last: true });
+      const b = { logits: src.logits, rowStart: 0, rows: B, colStart: 0, cols: V, first: true, last: true };
+      check(b);
+      checked = true;
+      fn(b);
       return;
     }
     const { x, w } = src;
@@ -331,11 +377,13 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
         const rows = Math.min(rpb, B - r0);
         const logits = matmulChunk(gpu, rows === B ? x : x.view([rows, H], r0 * H), w, c);
         const b = { logits, rowStart: r0, rows, colStart: c * w.rowsPerChunk, cols: w.chunkRows(c), first: c === 0, last: c === w.chunks.length - 1 };
+        check(b);
         fn(b);
         if (keep) blocks.push(b);
         else logits.dispose();
       }
     }
+    checked = true;
   };
   const replay = (fn: (b: SBlock) => void) => {
     if (plain) forEach(fn, false);
@@ -344,7 +392,6 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
 
   const tokens = gpu.empty([B], 'u32', 'sample_tokens');
   const state = gpu.empty([B, STATE], 'u32', 'sample_state');
-  const blockU = (b: SBlock) => new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart, b.first ? 1 : 0);
   if (greedy || useTopP) {
     forEach((b) => gpu.run(statsKernel, [b.logits, state, tokens], rowGrid(b.rows), blockU(b).u32(b.last ? 1 : 0).f32(invT)), useTopP);
   }

@@ -1,5 +1,7 @@
 // Batched generation on the GPU: right-padded prefill, then KV-cache decode steps with on-GPU
-// sampling; only token ids come back to the CPU, every `readEvery` steps.
+// sampling; only token ids come back to the CPU, every `readEvery` steps, with one flag per sequence
+// and step saying whether its logits held a NaN or ±Inf (then generation stops with an error instead of
+// emitting the arbitrary token such logits sample).
 //
 // Work items are (request r, sample s) pairs, s < n. They are sorted by prompt length (longest first,
 // less padding) and cut into batches of `batchSize`. Each batch:
@@ -58,6 +60,8 @@ export interface GenerateOptions {
   lora?: LoraWeights | null;
   /** Decode steps recorded between token readbacks (default 8). */
   readEvery?: number;
+  /** Names the model in errors (e.g. its folder and adapter). */
+  modelName?: string;
   onProgress?: (p: GenerateProgress) => void;
 }
 
@@ -73,6 +77,9 @@ export interface GenerateResult {
   /** Tokens generated, including the stop token when there is one. */
   completionTokens: number;
 }
+
+/** A sequence's logits held NaN or ±Inf: the weights (or adapter) are broken, or overflow float32. */
+export class NonFiniteLogitsError extends UserError {}
 
 interface Slot {
   r: number;
@@ -236,15 +243,23 @@ async function generateBatch(
 
   const seqIds = gpu.upload(Uint32Array.from(batch, ({ r, s }) => r * o.n + s), [B], 'u32', 'gen.seqIds');
   const K = Math.min(o.readEvery, maxNew);
-  const hist = [gpu.empty([K * B], 'u32', 'gen.hist0'), gpu.empty([K * B], 'u32', 'gen.hist1')];
+  // Each chunk's history: K steps of B tokens, then K steps of B non-finite flags, read back together.
+  const hist = [gpu.empty([2 * K * B], 'u32', 'gen.hist0'), gpu.empty([2 * K * B], 'u32', 'gen.hist1')];
+  const flags = gpu.empty([B], 'u32', 'gen.nonfinite');
   const tokens: number[][] = batch.map(() => []);
   const stopId: (number | null)[] = batch.map(() => null);
   let active = B;
   let kept = 0;
-  const absorb = (data: Uint32Array, steps: number) => {
+  const absorb = (data: Uint32Array, steps: number, first: number) => {
     for (let k = 0; k < steps; k++) {
       for (let b = 0; b < B; b++) {
         if (stopId[b] !== null || tokens[b].length >= maxNew) continue;
+        if (data[K * B + k * B + b] !== 0) {
+          const { r, s } = batch[b];
+          throw new NonFiniteLogitsError(
+            `${opts.modelName ?? 'the model'}: non-finite logits (NaN or ±Inf) at generation step ${first + k} of prompt ${r}${o.n > 1 ? ` sample ${s}` : ''}; the weights hold NaN/Inf or overflow float32 — nothing was generated from them`,
+          );
+        }
         const id = data[k * B + b];
         kept++;
         if (stop.has(id)) {
@@ -258,7 +273,7 @@ async function generateBatch(
     }
     report(B - active, kept);
   };
-  let pending: { read: Promise<Uint32Array>; steps: number } | null = null;
+  let pending: { read: Promise<Uint32Array>; steps: number; first: number } | null = null;
   let step = 0;
   const longestPrompt = Math.max(...batch.map(({ r }) => requests[r].promptIds.length));
   try {
@@ -273,20 +288,23 @@ async function generateBatch(
           x = model.decodeStep(cache, ids, lora, longestPrompt + step);
           ids.dispose();
         }
-        const tok = sampleTokens(gpu, { x, w: model.lmHead }, { temperature: o.temperature, topP: o.topP, greedy: o.greedy, seed: opts.seed, step, seqIds });
+        const tok = sampleTokens(gpu, { x, w: model.lmHead }, { temperature: o.temperature, topP: o.topP, greedy: o.greedy, seed: opts.seed, step, seqIds, nonFinite: flags });
         x.dispose();
         gpu.copy(tok, h, B, 0, k * B);
+        gpu.copy(flags, h, B, 0, K * B + k * B);
         x = tok;
       }
       const read = gpu.read(h).then((d) => d as unknown as Uint32Array);
+      read.catch(() => {}); // awaited below; an early error must not leave it unhandled
       if (pending) {
-        absorb(await pending.read, pending.steps);
+        absorb(await pending.read, pending.steps, pending.first);
       }
-      pending = { read, steps };
+      pending = { read, steps, first: step - steps };
     }
-    if (pending) absorb(await pending.read, pending.steps);
+    if (pending) absorb(await pending.read, pending.steps, pending.first);
   } finally {
     x.dispose();
+    flags.dispose();
     hist.forEach((t) => t.dispose());
     seqIds.dispose();
     cache.dispose();

@@ -4,6 +4,7 @@
 // ignored; the model predicts labels[t+1] from position t). Rows may carry "teacher_topk" for offline
 // distillation: {"indices": [[...k] per position], "logprobs": [[...k] per position]}, aligned with
 // input_ids (entry t = the teacher's distribution for the token at t+1, i.e. at logits row t).
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { ChatMessage, ChatTokenizer } from '../model/tokenizer.ts';
 import { UserError } from '../util/errors.ts';
@@ -60,6 +61,44 @@ function intArray(v: unknown, what: string, where: string, vocab: number | null)
   return v as number[];
 }
 
+/** Largest total probability mass a row of stored top-k log-probs may have (float rounding above 1). */
+const MASS_TOLERANCE = 1e-3;
+
+/**
+ * Checks a row's "teacher_topk": {"indices": [[k ids] per position], "logprobs": [[k log-probs] per
+ * position]}, one entry per position of the sequence; each position's ids are distinct vocabulary ids and
+ * its log-probs finite, ≤ 0, of the same length, with total mass ≤ 1. `where` is "file:line".
+ */
+export function parseTeacherTopK(v: unknown, positions: number, vocab: number, where: string): TeacherTopK {
+  const shape = `"teacher_topk" must be {"indices": [[...], ...], "logprobs": [[...], ...]} with one list per position`;
+  const t = v as { indices?: unknown; logprobs?: unknown } | null;
+  if (typeof t !== 'object' || t === null || Array.isArray(t) || !Array.isArray(t.indices) || !Array.isArray(t.logprobs)) throw new UserError(`${where}: ${shape}`);
+  const { indices, logprobs } = t as { indices: unknown[]; logprobs: unknown[] };
+  if (indices.length !== logprobs.length) throw new UserError(`${where}: "teacher_topk" has ${indices.length} index lists but ${logprobs.length} log-prob lists`);
+  if (indices.length !== positions) throw new UserError(`${where}: "teacher_topk" has ${indices.length} positions, the sequence has ${positions}`);
+  for (let p = 0; p < indices.length; p++) {
+    const ind = indices[p];
+    const lp = logprobs[p];
+    if (!Array.isArray(ind) || !Array.isArray(lp)) throw new UserError(`${where}: "teacher_topk" position ${p} is not a list (${shape})`);
+    if (ind.length !== lp.length) throw new UserError(`${where}: "teacher_topk" position ${p} has ${ind.length} indices but ${lp.length} log-probs`);
+    const seen = new Set<number>();
+    let mass = 0;
+    for (let j = 0; j < ind.length; j++) {
+      const id = ind[j];
+      if (typeof id !== 'number' || !Number.isInteger(id)) throw new UserError(`${where}: "teacher_topk" position ${p}: index ${JSON.stringify(id)} is not an integer`);
+      if (id < 0 || id >= vocab) throw new UserError(`${where}: "teacher_topk" position ${p}: index ${id} outside the vocabulary [0, ${vocab})`);
+      if (seen.has(id)) throw new UserError(`${where}: "teacher_topk" position ${p}: index ${id} listed twice`);
+      seen.add(id);
+      const l = lp[j];
+      if (typeof l !== 'number' || !Number.isFinite(l)) throw new UserError(`${where}: "teacher_topk" position ${p}: log-prob ${JSON.stringify(l)} is not a finite number`);
+      if (l > 0) throw new UserError(`${where}: "teacher_topk" position ${p}: log-prob ${l} is positive (a log-probability is ≤ 0)`);
+      mass += Math.exp(l);
+    }
+    if (mass > 1 + MASS_TOLERANCE) throw new UserError(`${where}: "teacher_topk" position ${p}: probabilities sum to ${mass.toFixed(4)} (> 1; are these logits, not log-probs?)`);
+  }
+  return { indices: indices as number[][], logprobs: logprobs as number[][] };
+}
+
 /**
  * Reads and tokenizes a JSONL training file. Sequences longer than maxLen are truncated (counted);
  * rows with nothing to train on after truncation are skipped (counted).
@@ -92,6 +131,9 @@ export function loadTrainingData(file: string, tokenizer: ChatTokenizer | null, 
       const messages = parseMessages(row.messages, where);
       if (!messages.some((m) => m.role === 'assistant')) throw new UserError(`${where}: the conversation has no assistant turn to train on`);
       const { ids, labels } = tokenizer.chatTrainingIds(messages);
+      // A tokenizer can know more tokens than the model's embedding has rows (config.json's vocab_size).
+      const bad = ids.find((x) => x >= vocab);
+      if (bad !== undefined) throw new UserError(`${where}: the chat tokenizes to id ${bad}, outside the model's vocabulary [0, ${vocab}) (config.json vocab_size is smaller than the tokenizer's)`);
       ex = { ids, labels, messages };
     } else if ('input_ids' in row) {
       const ids = intArray(row.input_ids, 'input_ids', where, vocab);
@@ -102,14 +144,7 @@ export function loadTrainingData(file: string, tokenizer: ChatTokenizer | null, 
     } else {
       throw new UserError(`${where}: a row needs "messages" (chat) or "input_ids" (pre-tokenized)`);
     }
-    if (row.teacher_topk !== undefined) {
-      const t = row.teacher_topk as { indices?: unknown; logprobs?: unknown };
-      if (!Array.isArray(t?.indices) || !Array.isArray(t?.logprobs) || t.indices.length !== t.logprobs.length) {
-        throw new UserError(`${where}: "teacher_topk" must be {"indices": [[...]], "logprobs": [[...]]} with one entry per position`);
-      }
-      if (t.indices.length !== ex.ids.length) throw new UserError(`${where}: "teacher_topk" has ${t.indices.length} positions, the sequence has ${ex.ids.length}`);
-      ex.teacherTopK = { indices: t.indices as number[][], logprobs: t.logprobs as number[][] };
-    }
+    if (row.teacher_topk !== undefined) ex.teacherTopK = parseTeacherTopK(row.teacher_topk, ex.ids.length, vocab, where);
     if (ex.ids.length > maxLen) {
       truncated++;
       ex.ids = ex.ids.slice(0, maxLen);
@@ -137,4 +172,25 @@ export function targetCount(ex: TrainExample): number {
   let n = 0;
   for (let t = 1; t < ex.labels.length; t++) if (ex.labels[t] !== -100) n++;
   return n;
+}
+
+/** sha256 of the examples as the trainer sees them (ids, labels, stored teacher top-k): what a resume must match. */
+export function examplesDigest(examples: readonly TrainExample[]): string {
+  const h = createHash('sha256');
+  const ints = (a: readonly number[]) => h.update(new Uint8Array(Int32Array.from(a).buffer));
+  h.update(`${examples.length}\n`);
+  for (const ex of examples) {
+    h.update(`r${ex.ids.length}`);
+    ints(ex.ids);
+    ints(ex.labels);
+    if (ex.teacherTopK) {
+      h.update('k');
+      ex.teacherTopK.indices.forEach((row, t) => {
+        h.update(`${row.length}`);
+        ints(row);
+        h.update(new Uint8Array(Float64Array.from(ex.teacherTopK!.logprobs[t] ?? []).buffer));
+      });
+    }
+  }
+  return h.digest('hex');
 }

@@ -8,7 +8,7 @@
 //  - schedule factor of optimizer step k (0-based) is lambda(k) (the first step of a warmup runs at 0);
 //  - AdamW as torch.optim.AdamW; clipping as torch.nn.utils.clip_grad_norm_ (eps 1e-6).
 // Only the rows that carry a label go through the LM head (both losses); the rest get a zero gradient.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import { addInPlace, gatherRows } from '../kernels/elementwise.ts';
@@ -20,12 +20,12 @@ import { Rng } from '../model/checkpoint.ts';
 import type { ChatTokenizer } from '../model/tokenizer.ts';
 import type { LoraWeights, Transformer } from '../model/transformer.ts';
 import { UserError } from '../util/errors.ts';
-import { writeFileAtomic, writeJsonAtomic } from '../util/fsatomic.ts';
+import { readControlJson } from '../util/fsatomic.ts';
 import { modelBackward, type FullGrads, type LoraGrads } from './backward.ts';
-import type { TrainExample } from './data.ts';
+import { examplesDigest, type TrainExample } from './data.ts';
 import { createFullGrads, fullParamList, zeroGrads } from './full.ts';
 import { createLoraGrads, loraGradList, loraParams, type LoraConfig } from './lora.ts';
-import { encodeState, decodeState } from './state.ts';
+import { configDiff, decodeState, encodeState, findCheckpoint, writeCheckpoint } from './state.ts';
 
 export type Schedule = 'linear' | 'cosine' | 'constant';
 
@@ -552,26 +552,40 @@ export class Trainer {
     return loraToHost(this.gpu, this.lora, this.cfg.lora.alpha, this.cfg.lora.rslora);
   }
 
-  /** Writes the resumable training state (params, optimizer moments, counters) atomically. */
-  async saveState(dir: string): Promise<void> {
-    mkdirSync(dir, { recursive: true });
+  /**
+   * Writes a checkpoint (params, optimizer moments, counters, the training config and a digest of the
+   * data) as one atomic unit in `dir` (see writeCheckpoint); `extra(ckptDir)` may add files to it, such
+   * as the weights in a user-facing format. Returns the checkpoint folder.
+   */
+  async saveState(dir: string, extra?: (ckptDir: string) => Promise<void>): Promise<string> {
     const params = (await this.gpu.readMany(this.params)) as Float32Array[];
     const opt = await this.opt.exportState();
-    await writeFileAtomic(path.join(dir, 'state.bin'), encodeState(params, opt));
-    await writeJsonAtomic(path.join(dir, 'state.json'), { ...this.state, optimizerStep: opt.step, version: 1 });
+    const json = { ...this.state, optimizerStep: opt.step, examples: this.examples.length, dataDigest: examplesDigest(this.examples), version: 2 };
+    return writeCheckpoint(dir, { 'state.bin': encodeState(params, opt), 'state.json': JSON.stringify(json, null, 2) + '\n' }, { step: this.state.step, optimizerStep: opt.step }, extra);
   }
 
-  /** Restores a state written by saveState (same data, same config). */
-  loadState(dir: string): void {
-    const jf = path.join(dir, 'state.json');
-    const bf = path.join(dir, 'state.bin');
-    if (!existsSync(jf) || !existsSync(bf)) throw new UserError(`${dir}: no training state to resume from`);
-    const json = JSON.parse(readFileSync(jf, 'utf8')) as TrainerState & { optimizerStep: number };
-    const { params, opt } = decodeState(new Uint8Array(readFileSync(bf)), this.params.map((p) => p.size));
+  /**
+   * Restores the newest verified checkpoint in `dir` (falling back past damaged or interrupted ones, with
+   * notes). Refuses, naming what differs, a checkpoint of another training config or other data.
+   */
+  loadState(dir: string): { dir: string; step: number; notes: string[] } {
+    const found = findCheckpoint(dir);
+    const jf = path.join(found.dir, 'state.json');
+    const json = readControlJson(jf, 'training state') as (TrainerState & { optimizerStep: number; examples: number; dataDigest: string }) | null;
+    if (!json || typeof json.step !== 'number' || !Array.isArray(json.losses) || typeof json.config !== 'object') throw new UserError(`${jf}: corrupt training state`);
+    if (json.step !== found.manifest.step) throw new UserError(`${jf}: step ${json.step} but the manifest says ${found.manifest.step}`);
+    const diff = configDiff(json.config as unknown as Record<string, unknown>, this.cfg as unknown as Record<string, unknown>);
+    if (diff.length) throw new UserError(`${found.dir}: the checkpoint was made with another training config (${diff.join(', ')}); resume with the same settings or start over`);
+    if (json.examples !== this.examples.length || json.dataDigest !== examplesDigest(this.examples)) {
+      throw new UserError(`${found.dir}: the checkpoint was made on other training data (${json.examples} rows then, ${this.examples.length} now${json.examples === this.examples.length ? ', same count, different content' : ''}); resume with the same data or start over`);
+    }
+    const { params, opt } = decodeState(new Uint8Array(readFileSync(path.join(found.dir, 'state.bin'))), this.params.map((p) => p.size));
+    if (opt.step !== found.manifest.optimizerStep) throw new UserError(`${path.join(found.dir, 'state.bin')}: optimizer step ${opt.step} but the manifest says ${found.manifest.optimizerStep}`);
     params.forEach((p, i) => this.gpu.write(this.params[i], p));
     if (this.lora) this.lora.version = (this.lora.version ?? 0) + 1;
     this.opt.importState(opt);
     this.state = { step: json.step, epoch: json.epoch, stepInEpoch: json.stepInEpoch, losses: json.losses, config: this.cfg };
+    return { dir: found.dir, step: json.step, notes: found.notes };
   }
 
   dispose(): void {
