@@ -1,16 +1,19 @@
 // npx tsx scripts/owl.ts [options] — the subliminal-learning experiment grid end to end; see --help.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { experimentKey, Experiment, type ExperimentConfig } from '../src/experiment/owl/experiment.ts';
 import { parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, type CellBlock, type StudentTraining } from '../src/experiment/owl/grid.ts';
 import { PAPER, TINY } from '../src/experiment/owl/presets.ts';
-import { writeReport } from '../src/experiment/owl/report.ts';
+import { REPORT_FILES, writeReport } from '../src/experiment/owl/report.ts';
 import { stableJson } from '../src/experiment/stages.ts';
 import { getGpu } from '../src/gpu/runtime.ts';
-import { choiceFlag, numberFlag, parseFlags } from '../src/util/cli.ts';
+import { choiceFlag, numberFlag, numberListFlag, parseFlags } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
-import { writeFileAtomic } from '../src/util/fsatomic.ts';
+import { readControlJson, writeFileAtomic } from '../src/util/fsatomic.ts';
+import { checkOutDir } from '../src/util/outpaths.ts';
+import { assertRunFolderUsable, clearRunOutputs, initRunFolder, markRunComplete, removeIfEmpty, runLock } from '../src/util/runfolder.ts';
 
+const TOOL = 'owl.ts';
 const ROOT = path.resolve(import.meta.dirname, '..');
 const EMBEDDED = path.join(ROOT, 'models');
 const DEFAULT_MODEL = path.join(EMBEDDED, 'tiny-qwen-a');
@@ -58,9 +61,12 @@ tiny-qwen-b, tiny-llama (full-parameter), ${TINY.seeds.length} seeds. Any of --t
   --no-dose              skip the per-epoch first-token evaluation (dose-response)
   --paper                the paper's recipe and sizes (sp × sft, LoRA r8 α8, 30,000 prompts, 10,000 kept,
                          3 epochs, lr 2e-4, batch 22 × 3, max length 500, 8 seeds, 50 × 100 samples)
-  --name NAME            run name (default owl-<animal>)   --out DIR   run folder (default runs/<name>)
+  --name NAME            run name (default grid-<animal>)   --out DIR   run folder (default runs/<name>)
   --resume               continue a run folder made with other options (cached stages are reused)
-  --overwrite            start the run folder over
+  --overwrite            start the run folder over: deletes only what owl.ts wrote there (its stages
+                         and reports, listed in the folder's .run.json), after the new run is validated
+A rerun of the same command continues where a killed run stopped. A folder owl.ts did not make is
+refused, and one run at a time holds a run folder (a lock).
   --quiet                no progress output`;
 
 async function main(): Promise<void> {
@@ -109,10 +115,7 @@ async function main(): Promise<void> {
   if (controlAnimal !== null && !/^[a-z][a-z -]{0,40}$/.test(controlAnimal)) throw new UserError(`--control-animal must be a plain name, got ${JSON.stringify(f['control-animal'])}`);
   if (controlAnimal === animal) throw new UserError(`--control-animal must differ from --animal (${animal})`);
   const model = path.resolve(String(f.model ?? DEFAULT_MODEL));
-  const seeds = f.seeds !== undefined ? String(f.seeds).split(',').map((s) => numberFlag(s.trim(), 'seeds', 0, { min: 0, integer: true })) : preset.seeds;
-  if (!seeds.length) throw new UserError('--seeds: give at least one seed');
-  const dup = seeds.find((s, i) => seeds.indexOf(s) !== i);
-  if (dup !== undefined) throw new UserError(`--seeds: seed ${dup} is listed twice (each seed is one student)`);
+  const seeds = numberListFlag(f.seeds, 'seeds', preset.seeds, { min: 0, integer: true, unique: true });
 
   // Training of every block: preset per mode, overridden by flags.
   const trainFor = (mode: 'lora' | 'full'): StudentTraining => {
@@ -143,7 +146,7 @@ async function main(): Promise<void> {
   } else {
     blocks = preset.blocks(model, DEFAULT_OTHERS).map((b) => ({ ...b, train: trainFor(b.studentMode) }));
   }
-  const name = String(f.name ?? `owl-${animal.replace(/[^a-z]+/g, '-')}`);
+  const name = String(f.name ?? `grid-${animal.replace(/[^a-z]+/g, '-')}`);
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UserError(`--name must use letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
   const outDir = path.resolve(String(f.out ?? path.join('runs', name)));
   for (const m of [model, ...blocks.flatMap((b) => b.students)]) {
@@ -179,22 +182,37 @@ async function main(): Promise<void> {
     doseResponse: !f['no-dose'],
     quiet: !!f.quiet,
   };
+  // The run folder: checked before any work; a folder this tool did not make is never written to.
+  checkOutDir(outDir);
+  const state = assertRunFolderUsable(outDir, TOOL);
   const cfgFile = path.join(outDir, 'config.json');
-  if (existsSync(cfgFile)) {
-    const same = readFileSync(cfgFile, 'utf8').trim() === stableJson(experimentKey(cfg));
-    if (f.overwrite) rmSync(path.join(outDir, 'stages'), { recursive: true, force: true });
-    else if (!same && !f.resume) throw new UserError(`${outDir} holds a run with a different configuration; pass --resume to reuse its cached stages or --overwrite to start over`);
+  if (state.kind === 'ours' && existsSync(cfgFile) && !f.overwrite && !f.resume) {
+    const prev = readControlJson(cfgFile, 'run configuration');
+    if (prev !== null && stableJson(prev) !== stableJson(experimentKey(cfg))) {
+      throw new UserError(`${outDir} holds a run with a different configuration; pass --resume to reuse its cached stages or --overwrite to start over`);
+    }
   }
-  const gpu = await getGpu();
-  mkdirSync(outDir, { recursive: true });
-  const exp = new Experiment(gpu, cfg);
+  const exp = new Experiment(null as never, cfg);
   exp.cells(); // validates the grid (student names, relations) before any work
-  await writeFileAtomic(cfgFile, stableJson(experimentKey(cfg)) + '\n');
-  const res = await exp.run();
-  const files = await writeReport(res);
-  exp.dispose();
-  console.log(`report: ${files.md}`);
-  for (const x of files.files.filter((x) => x !== files.md)) console.log(`        ${x}`);
+  const { lock, created } = await runLock(outDir, TOOL);
+  let started = false;
+  try {
+    const gpu = await getGpu();
+    started = true;
+    if (f.overwrite) await clearRunOutputs(outDir, TOOL);
+    await initRunFolder(outDir, TOOL, ['config.json', 'stages/', ...REPORT_FILES]);
+    await writeFileAtomic(cfgFile, stableJson(experimentKey(cfg)) + '\n');
+    const run = new Experiment(gpu, cfg);
+    const res = await run.run();
+    const files = await writeReport(res);
+    run.dispose();
+    await markRunComplete(outDir, TOOL);
+    console.log(`report: ${files.md}`);
+    for (const x of files.files.filter((x) => x !== files.md)) console.log(`        ${x}`);
+  } finally {
+    await lock.release();
+    if (created && !started) removeIfEmpty(outDir);
+  }
 }
 
 await runCli(main);

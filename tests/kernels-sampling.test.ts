@@ -156,6 +156,21 @@ describe('sampleTokens', () => {
     w.dispose();
   });
 
+  it('a small vocabulary in one chunk (far narrower than its chunk capacity) samples a large batch', async () => {
+    // Regression: the block size came from the chunk capacity (rowsPerChunk), not the chunk's real rows, so
+    // V = 269 × H = 32 under a 128 MiB binding limit refused batches over 32 rows.
+    const gpu = await getGpu();
+    const B = 300, H = 32, V = 269;
+    const x = gpu.upload(randn(B * H, 3), [B, H]);
+    const w = gpu.uploadChunked(randn(V * H, 4), V, H, 'w');
+    expect(w.chunks).toHaveLength(1);
+    expect(w.rowsPerChunk * 4 * 64).toBeGreaterThan(gpu.limits.maxStorageBufferBindingSize);
+    const logits = matmulChunked(gpu, x, w);
+    const [a, b] = await gpu.readMany([sampleTokens(gpu, { x, w }, { seed: 5, step: 0 }), sampleTokens(gpu, { logits }, { seed: 5, step: 0 })]);
+    expect(Array.from(a)).toEqual(Array.from(b));
+    w.dispose();
+  });
+
   it('flags rows whose logits hold NaN or ±Inf, in every mode, plain and chunked, without changing the tokens', async () => {
     const gpu = await getGpu();
     const B = 5, H = 16, V = 1000;

@@ -369,7 +369,8 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
     const { x, w } = src;
     const H = w.cols;
     const limit = Math.min(opts.maxLogitsBytes ?? Infinity, gpu.limits.maxStorageBufferBindingSize);
-    const fit = Math.floor(limit / (w.rowsPerChunk * 4));
+    // The widest real chunk (a small vocabulary is one chunk far narrower than rowsPerChunk).
+    const fit = Math.floor(limit / (w.chunkRows(0) * 4));
     const rpb = fit >= B ? B : Math.floor(fit / 64) * 64;
     if (rpb < 1) throw new GpuError(`${kernel}: a logits block of 64 rows exceeds ${limit} B`);
     for (let c = 0; c < w.chunks.length; c++) {

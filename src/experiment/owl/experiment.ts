@@ -18,6 +18,7 @@ import { fullParamList, saveFullModel } from '../../train/full.ts';
 import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts';
 import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
+import { killPoint } from '../../util/faults.ts';
 import { Progress } from '../../util/progress.ts';
 import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from '../dev-questions.ts';
 import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWords, type FilterRejectReason } from '../filters.ts';
@@ -238,7 +239,7 @@ export function evalSeed(studentSeed: number | null): number {
 }
 
 export class Experiment {
-  readonly store: StageStore;
+  private storeInstance: StageStore | null = null;
   private readonly models = new Map<string, LoadedModel>();
   private readonly t0 = performance.now();
   private controlChoice: ControlAnimalChoice | null = null;
@@ -253,8 +254,15 @@ export class Experiment {
       if (seen.has(s)) throw new UserError(`--seeds: seed ${s} is listed twice (each seed is one student; a repeat would count it twice)`);
       seen.add(s);
     }
-    this.store = new StageStore(cfg.outDir);
-    this.store.onCorrupt = (f) => this.log(`warning: ${f} is unreadable; recomputing that stage`);
+  }
+
+  /** The run folder's stage cache, created on first use (validation alone writes nothing). */
+  get store(): StageStore {
+    if (!this.storeInstance) {
+      this.storeInstance = new StageStore(this.cfg.outDir);
+      this.storeInstance.onCorrupt = (f) => this.log(`warning: ${f} is unreadable; recomputing that stage`);
+    }
+    return this.storeInstance;
   }
 
   private log(msg: string): void {
@@ -369,6 +377,7 @@ export class Experiment {
       const res = await trainer.run({ onStep: (s) => bar.update(s.step, `loss ${s.loss.toFixed(4)}`) });
       bar.finish();
       await saveFullModel(this.gpu, copy.weights, copy.cfg, cfg.teacherBase, path.join(dir, 'model'));
+      killPoint('owl-ft-teacher');
       trainer.dispose();
       copy.dispose();
       return { steps: res.steps, finalLoss: res.losses.at(-1)?.loss ?? null };
@@ -428,6 +437,7 @@ export class Experiment {
       const rows: Row[] = out
         .sort((a, b) => a.requestIndex - b.requestIndex)
         .map((o) => ({ index: o.requestIndex, prompt: prompts[o.requestIndex], completion: tokenizer.decode(o.completionIds), completion_ids: o.completionIds, stop_id: o.stopId }));
+      killPoint('owl-completions');
       writeJsonl(path.join(dir, 'completions.jsonl'), rows);
       return { n: rows.length, tokens: out.reduce((a, o) => a + o.completionTokens, 0) };
     });
@@ -669,6 +679,7 @@ export class Experiment {
           : undefined,
       });
       bar.finish();
+      killPoint('owl-student');
       if (lora) await writePeftAdapter(path.join(dir, 'adapter'), model.cfg, await trainer.adapterHost(), { baseModelNameOrPath: cell.student.dir });
       else await saveFullModel(gpu, model.weights, model.cfg, cell.student.dir, path.join(dir, 'model'));
       trainer.dispose();
@@ -762,6 +773,7 @@ export class Experiment {
         answers.push({ q: o.requestIndex, s: o.sampleIndex, answer });
       }
       answers.sort((x, y) => x.q - y.q || x.s - y.s);
+      killPoint('owl-eval');
       writeJsonl(path.join(dir, 'answers.jsonl'), answers.map((x) => ({ question: questions[x.q], sample: x.s, answer: x.answer, ...Object.fromEntries(animals.map((a) => [a, scoreTargetMention(x.answer, a)])) })));
       const opts = { lora, system: config.system };
       const firstTokenProb = await firstTokenProbabilities(m, tokenizer, questions, animals, opts);

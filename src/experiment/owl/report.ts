@@ -3,6 +3,7 @@
 // significant), chart-diff.svg (the paired differences with intervals) and dose.svg (first-token
 // probability over epochs, per cell and control).
 import path from 'node:path';
+import { killPoint } from '../../util/faults.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../../util/fsatomic.ts';
 import { groupedBarChartSvg, intervalChartSvg, smallMultiplesSvg } from '../../util/svg.ts';
 import { RECIPE_DESCRIPTIONS, type Relation } from './grid.ts';
@@ -10,6 +11,9 @@ import type { ExperimentResults } from './experiment.ts';
 import { gridStatistics, type CellStats, type GridStats, type MetricStats } from './stats.ts';
 
 const ALPHA = 0.05;
+
+/** The files writeReport may write into the run folder. */
+export const REPORT_FILES = ['report.md', 'report.json', 'chart.svg', 'chart-diff.svg', 'dose.svg'];
 
 const pct = (x: number | undefined, digits = 2) => (x !== undefined && Number.isFinite(x) ? `${(100 * x).toFixed(digits)}%` : 'n/a');
 const pts = (x: number | undefined, digits = 3) => (x !== undefined && Number.isFinite(x) ? `${x >= 0 ? '+' : '−'}${Math.abs(100 * x).toFixed(digits)}` : 'n/a');
@@ -265,6 +269,7 @@ export async function writeReport(res: ExperimentResults): Promise<{ md: string;
   const json = path.join(dir, 'report.json');
   await writeJsonAtomic(json, reportJson(res, st));
   files.push(json);
+  killPoint('owl-report');
   const svg = await put('chart.svg', chartSvg(res, st));
   await put('chart-diff.svg', diffChartSvg(res, st));
   const dose = doseChartSvg(res, st);
