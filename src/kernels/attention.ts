@@ -13,7 +13,7 @@
 // Pad rows must hold finite numbers (any embedding does): masked keys get probability exactly 0, and
 // 0 · NaN would still be NaN.
 //
-// Kernel shape (chosen for lavapipe first, see /work/shared/cpu-baseline.md): one invocation owns one
+// Kernel shape (chosen for lavapipe first): one invocation owns one
 // query row (forward, dq) or one key row (dk/dv) of one head and keeps its head vectors in private
 // arrays. All lanes of a workgroup walk the same key (or query) index at the same time, so the loads of
 // the other operand are workgroup-uniform: llvmpipe emits one broadcast load per subgroup and real GPUs

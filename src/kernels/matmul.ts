@@ -96,10 +96,13 @@ export function listMatmulVariants(): string[] {
  *   one-column-per-lane GEMV 0.6–0.9; M=8 gemv 2.7–4.7 ≈ rowcast8x1 3.1–3.7; M=32 rowcast8x1 4.2–4.4
  *   ≈ gemv 3.8–4.1. Quick bench (wall, same load): M=1 gemv-layout 2.9 GB/s of W vs 0.74 for the
  *   one-column GEMV. So: M ≤ 4 → gemv; x·Wᵀ → rowcast8x1; A·B and Aᵀ·B → rowcast8x2.
- * Real GPUs (not measured here: no GPU on the dev machine): M ≤ 32 → gemvsplit for x·Wᵀ (coalesced
- * reads of W, tree reduction), tiled32 otherwise (8-lane rowcast workgroups would leave most of a
- * real GPU's SIMD width idle); large M → tiled64, or tiled32 when the output has
- * fewer than 16 64×64 tiles (more workgroups in flight).
+ * Real GPUs (NVIDIA H100 figures in bench/results/h100/matmul.json): M ≤ 32 → gemvsplit for x·Wᵀ
+ * (coalesced reads of W, tree reduction: 197 / 150 GB/s of W at M = 8 / 32 against 88–117 for the
+ * rowcast layouts; at M = 1 it is the slower one, 53 against 109–120), tiled32 otherwise (8-lane rowcast
+ * workgroups would leave most of a real GPU's SIMD width idle); large M → tiled64 (12–16 TFLOP/s on the
+ * 0.5B projection shapes, 2–3× tiled32 and rowcast8x1; the exception is x·Wᵀ with W 896×896 at M = 2048,
+ * 1.4 against 5.0 for rowcast8x1), or tiled32 when the output has fewer than 16 64×64 tiles (more
+ * workgroups in flight).
  */
 export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: number, transB: boolean): string {
   if (isSoftware) {
