@@ -463,6 +463,11 @@ function matmulSpace(): MatmulParams[] {
           for (const [N, K] of [[3, 3], [4, 3], [3, 4], [8, 8]]) {
             const p = planParams(variant, { transA, transB }, M, N, K);
             seen.set(JSON.stringify(p), p);
+            // The K-loop unroll of the A·B rowcast form (no variant uses it by default).
+            if (p.kind === 'rowcast' && !transB) {
+              const u = { ...p, ku: 4 };
+              seen.set(JSON.stringify(u), u);
+            }
           }
         }
       }
