@@ -224,7 +224,7 @@ struct U { a: u32, b: i32, c: f32, d: u32 }
     expect(() => k.run(gpu, {}, { x }, 1)).toThrow(/kernel test_buffers: no tensor for binding 'y' \(bindings: x, y\)/);
     expect(() => k.run(gpu, {}, { x, y, z: ids }, 1)).toThrow(/test_buffers: unknown binding 'z'/);
     expect(() => k.run(gpu, {}, { x: ids, y }, 1)).toThrow(/test_buffers: binding 'x' \(array<f32>\) takes f32, got u32 \[4\]/);
-    expect(() => k.run(gpu, {}, { x, y }, 1, { n: 1 })).toThrow(/takes no uniforms/);
+    expect(() => gpu.run(k.program({}), { x, y }, 1, { n: 1 })).toThrow(/takes no uniforms/);
     const gone = gpu.zeros([4]);
     gone.dispose();
     expect(() => k.run(gpu, {}, { x: gone, y }, 1)).toThrow(/binding 'x' uses a disposed tensor/);

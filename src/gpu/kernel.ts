@@ -56,6 +56,8 @@ export interface KernelProgram {
 export type KernelBuffers = Readonly<Record<string, Tensor | undefined>>;
 /** Uniform values by member name. */
 export type UniformValues<U extends UniformDecl> = { readonly [K in keyof U]: number };
+/** The uniforms argument of Kernel.run: required when the kernel declares uniforms. */
+type UniformArg<U extends UniformDecl> = {} extends U ? [] : [uniforms: UniformValues<U>];
 
 interface DefBase<P, U extends UniformDecl> {
   /** Unique across the process: registry key and program-name prefix. */
@@ -168,8 +170,8 @@ export class Kernel<P, U extends UniformDecl> {
   }
 
   /** Records one dispatch: buffers by binding name, uniforms by member name (checked by the runtime). */
-  run(gpu: Gpu, p: P, buffers: KernelBuffers, workgroups: Workgroups, uniforms?: UniformValues<U>): void {
-    gpu.run(this.program(p), buffers, workgroups, uniforms);
+  run(gpu: Gpu, p: P, buffers: KernelBuffers, workgroups: Workgroups, ...uniforms: UniformArg<U>): void {
+    gpu.run(this.program(p), buffers, workgroups, uniforms[0]);
   }
 
   private bindingsOf(p: P): Binding[] {

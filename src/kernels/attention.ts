@@ -26,7 +26,7 @@
 
 import { defineKernel, product } from '../gpu/kernel.ts';
 import { GpuError, cdiv, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor } from './common.ts';
+import { expectTensor, NEG_WGSL as NEG } from './common.ts';
 
 export interface AttentionDims {
   batch: number;
@@ -38,7 +38,6 @@ export interface AttentionDims {
   scale?: number;
 }
 
-const NEG = '-3.0e38'; // finite "minus infinity": exp(NEG - m) underflows to 0 without inf - inf NaNs
 
 /** Vector width for head vectors: vec4 when D allows it, else vec2 or scalar (tiny test models: D = 6, 7, 10). */
 function vecInfo(headDim: number): { vw: number; vt: string; nv: number; prelude: string } {

@@ -1,5 +1,5 @@
 // Helpers every kernel family shares: dispatch grids within the per-dimension workgroup limit,
-// vector widths, and tensor checks that name the kernel in their errors.
+// vector widths, tensor checks that name the kernel in their errors, and small WGSL functions.
 
 import { cdiv, GpuError, type DType, type Gpu, type Tensor } from '../gpu/runtime.ts';
 
@@ -81,4 +81,35 @@ export function outputTensor(gpu: Gpu, kernel: string, out: Tensor | undefined, 
     throw new GpuError(`${kernel}: out must be f32 with ${shape.join('×')} elements, got ${out.dtype} ${shapeStr(out)}`);
   }
   return out;
+}
+
+// ------------------------------------------------------------------------------------------------
+// WGSL snippets (with their CPU twins where a reference needs them)
+// ------------------------------------------------------------------------------------------------
+
+/** Finite "minus infinity": exp(NEG - m) underflows to 0 without inf - inf NaNs. */
+export const NEG_WGSL = '-3.0e38';
+
+/** Monotone map of f32 bits to u32 (larger float → larger key). */
+export const ORDER_KEY_WGSL = /* wgsl */ `
+fn orderKey(f: f32) -> u32 {
+  let b = bitcast<u32>(f);
+  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}`;
+
+/**
+ * The PCG-RXS-M-XS 32-bit hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", JCGT 2020)
+ * as WGSL `pcg`; pcgHash is the same on the CPU.
+ */
+export const PCG_WGSL = /* wgsl */ `
+fn pcg(v: u32) -> u32 {
+  let state = v * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}`;
+
+export function pcgHash(v: number): number {
+  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
+  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
+  return ((word >>> 22) ^ word) >>> 0;
 }

@@ -8,7 +8,7 @@
 
 import { defineKernel, product } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, outputTensor, overlaps, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
+import { expectTensor, outputTensor, overlaps, PCG_WGSL, pcgHash, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
 
 const ELEM_WG = 64;
 /** Elements per lane (in units of the vector width) for streaming kernels: amortises per-lane setup. */
@@ -479,17 +479,12 @@ const dropoutKernel = defineKernel({
   bindings: [['x', 'f32', 'read'], ['y', 'f32', 'read_write']],
   uniforms: { n: 'u32', nx: 'u32', key0: 'u32', key1: 'u32', threshold: 'u32', scale: 'f32' },
   body: () => /* wgsl */ `
-// PCG-style 32-bit hash (one round of pcg_hash over a mixed key).
-fn hash(v: u32) -> u32 {
-  let s = v * 747796405u + 2891336453u;
-  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-  return (w >> 22u) ^ w;
-}
+${PCG_WGSL}
 @compute @workgroup_size(${DROPOUT_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * u.nx * ${DROPOUT_WG}u;
   if (i >= u.n) { return; }
-  let r = hash(hash(i ^ u.key0) + u.key1);
+  let r = pcg(pcg(i ^ u.key0) + u.key1);
   y[i] = select(0.0, x[i] * u.scale, r >= u.threshold);
 }`,
 });
@@ -512,16 +507,10 @@ export function dropout(gpu: Gpu, x: Tensor, p: number, key: readonly [number, n
   return y;
 }
 
-function hashRef(v: number): number {
-  const s = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
-  const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
-  return ((w >>> 22) ^ w) >>> 0;
-}
-
 /** Reference dropout with the same mask as the kernel. */
 export function dropoutRef(x: Vec, p: number, key: readonly [number, number]): Float64Array {
   const t = dropoutThreshold(p);
-  return Float64Array.from(x, (v, i) => (hashRef((hashRef((i ^ key[0]) >>> 0) + key[1]) >>> 0) >= t ? v / (1 - p) : 0));
+  return Float64Array.from(x, (v, i) => (pcgHash((pcgHash((i ^ key[0]) >>> 0) + key[1]) >>> 0) >= t ? v / (1 - p) : 0));
 }
 
 

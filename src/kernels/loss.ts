@@ -21,15 +21,13 @@
 
 import { defineKernel, product, type BindingDecl } from '../gpu/kernel.ts';
 import { cdiv, ChunkedMatrix, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { check, MAX_WG_PER_DIM as MAX_ROWS_PER_DIM, rowGrid, rowsGrid, shapeStr as shp } from './common.ts';
+import { check, MAX_WG_PER_DIM as MAX_ROWS_PER_DIM, NEG_WGSL as NEG, ORDER_KEY_WGSL, rowGrid, rowsGrid, shapeStr as shp } from './common.ts';
 import { matmul, matmulChunk } from './matmul.ts';
 
 /** Threads per row-reduction workgroup (one workgroup per row). */
 const RW = 64;
 /** Threads of the single-workgroup reductions (normaliser, finalize). */
 const FW = 256;
-/** Stand-in for -inf that stays finite under subtraction. */
-const NEG = '-3.0e38';
 
 export type Normalizer = number | 'mean' | 'sum';
 
@@ -785,13 +783,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) { if (gid.x < u.M) { b[gi
 // Log-softmax top-k (storing teacher top-k)
 // ---------------------------------------------------------------------------------------------
 
-/** Monotone map of f32 bits to u32 (larger float → larger key). */
-const ORDER_KEY = /* wgsl */ `
-fn orderKey(f: f32) -> u32 {
-  let b = bitcast<u32>(f);
-  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}`;
-
 /**
  * Per block row: the block-local top-k (k ≤ 64) by (value desc, index asc), written as candidates
  * (key, global index) into cand [M, nBlocksPerRow, k]. Radix select of the k-th largest key (8
@@ -807,7 +798,7 @@ const topkBlockKernel = defineKernel({
   body: ({ useSet }) => {
     const inSet = useSet ? 'setMask[u.colStart + c] != 0u' : 'true';
     return /* wgsl */ `
-${ORDER_KEY}
+${ORDER_KEY_WGSL}
 var<workgroup> hist: array<u32, ${16 * RW}>;
 var<workgroup> shared_prefix: u32;
 var<workgroup> shared_need: u32;

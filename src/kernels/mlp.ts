@@ -16,7 +16,7 @@
 
 import { defineKernel, product } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, MAX_WG_PER_DIM as MAX_WG, shapeStr as shp, spreadGrid, vecType, vecWidth } from './common.ts';
+import { expectTensor, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, pcgHash, shapeStr as shp, spreadGrid, vecType, vecWidth } from './common.ts';
 
 const WG = 64;
 
@@ -32,12 +32,6 @@ function expect3(kernel: string, what: string, t: Tensor, dtype: 'f32' | 'u32'):
   return [t.shape[0], t.shape[1], t.shape[2]];
 }
 
-const PCG_WGSL = /* wgsl */ `
-fn pcg(v: u32) -> u32 {
-  let state = v * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}`;
 
 // ------------------------------------------------------------------------------------------------
 // image batches
@@ -458,12 +452,7 @@ export function narrowLinearGradW(gpu: Gpu, h: Tensor, dz: Tensor, out: Tensor):
 // float64 / integer references
 // ------------------------------------------------------------------------------------------------
 
-/** PCG-RXS-M-XS 32-bit hash, as the WGSL `pcg`. */
-export function pcgHash(v: number): number {
-  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
-  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
-  return ((word >>> 22) ^ word) >>> 0;
-}
+export { pcgHash };
 
 /** Noise pixel p of image `image` of model `model` under `seed` (exactly the GPU value). */
 export function noisePixelRef(seed: number, model: number, image: number, p: number): number {

@@ -16,13 +16,11 @@
 
 import { defineKernel } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { rowGrid } from './common.ts';
+import { MAX_WG_PER_DIM as MAXD, NEG_WGSL as NEG, ORDER_KEY_WGSL, rowGrid } from './common.ts';
 import type { LogitSource } from './loss.ts';
 import { matmulChunk } from './matmul.ts';
 
 const RW = 64;
-const NEG = '-3.0e38';
-const MAXD = 65535;
 
 export interface SampleOptions {
   /** Softmax temperature (default 1). 0 means greedy. */
@@ -61,11 +59,7 @@ fn philox(ctr: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 fn gumbel(x: u32) -> f32 {
   let uf = (f32(x >> 8u) + 0.5) * (1.0 / 16777216.0);
   return -log(-log(uf));
-}
-fn orderKey(f: f32) -> u32 {
-  let b = bitcast<u32>(f);
-  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}`;
+}${ORDER_KEY_WGSL}`;
 
 /** Row state (u32 [B, 8], floats bitcast): 0 m, 1 s, 2 argmax value, 3 argmax idx, 4 τ prefix, 5 mass above, 6 best, 7 best idx. */
 const STATE = 8;
