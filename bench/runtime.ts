@@ -1,31 +1,31 @@
 // Runtime overheads: per-dispatch cost (many tiny dispatches in one submit), submit+wait round trip,
 // and small readback latency. Baseline: the same work as a plain JS loop in this process.
-import { Uniforms, type Gpu, type Program } from '../src/gpu/runtime.ts';
+import { defineKernel } from '../src/gpu/kernel.ts';
+import type { Gpu } from '../src/gpu/runtime.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
-const tiny: Program = {
+const tiny = defineKernel({
   name: 'bench_tiny_add',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> y: array<f32>;
-struct U { a: f32 }
-@group(0) @binding(1) var<uniform> u: U;
+  bindings: [['y', 'f32', 'read_write']],
+  uniforms: { a: 'f32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(1)
 fn main() { y[0] = y[0] + u.a; }`,
-};
+});
 
 export async function benchRuntime(gpu: Gpu, opts: BenchOptions): Promise<BenchResult[]> {
   const results: BenchResult[] = [];
   const y = gpu.zeros([64]);
   const n = opts.quick ? 200 : 1000;
   // Warm up the pipeline and bind group caches.
-  for (let i = 0; i < 10; i++) gpu.run(tiny, [y], 1, new Uniforms().f32(1));
+  for (let i = 0; i < 10; i++) tiny.run(gpu, {}, { y }, 1, { a: 1 });
   await gpu.sync();
   // Twice: the first pass warms the JIT of the recording path; the second is reported.
   let perDispatchUs = 0;
   let t0 = 0;
   for (let pass = 0; pass < 2; pass++) {
     t0 = performance.now();
-    for (let i = 0; i < n; i++) gpu.run(tiny, [y], 1, new Uniforms().f32(1));
+    for (let i = 0; i < n; i++) tiny.run(gpu, {}, { y }, 1, { a: 1 });
     await gpu.sync();
     perDispatchUs = ((performance.now() - t0) * 1000) / n;
   }
@@ -38,13 +38,13 @@ export async function benchRuntime(gpu: Gpu, opts: BenchOptions): Promise<BenchR
   const reps = opts.quick ? 20 : 100;
   t0 = performance.now();
   for (let i = 0; i < reps; i++) {
-    gpu.run(tiny, [y], 1, new Uniforms().f32(1));
+    tiny.run(gpu, {}, { y }, 1, { a: 1 });
     await gpu.sync();
   }
   results.push({ family: 'runtime', name: 'dispatch + submit + wait round trip', value: ((performance.now() - t0) * 1000) / reps, unit: 'µs' });
   t0 = performance.now();
   for (let i = 0; i < reps; i++) {
-    gpu.run(tiny, [y], 1, new Uniforms().f32(1));
+    tiny.run(gpu, {}, { y }, 1, { a: 1 });
     await gpu.readF32(y);
   }
   results.push({ family: 'runtime', name: 'dispatch + 256 B readback', value: ((performance.now() - t0) * 1000) / reps, unit: 'µs' });

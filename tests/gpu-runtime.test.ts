@@ -1,18 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { getGpu, Uniforms, cdiv, GpuError, type Program } from '../src/gpu/runtime.ts';
+import { defineKernel } from '../src/gpu/kernel.ts';
+import { getGpu, cdiv, GpuError } from '../src/gpu/runtime.ts';
 
-const axpy: Program = {
+const axpy = defineKernel({
   name: 'test_axpy',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-struct U { n: u32, a: f32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['x', 'f32', 'read'], ['y', 'f32', 'read_write']],
+  uniforms: { n: 'u32', a: 'f32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   if (g.x < u.n) { y[g.x] = u.a * x[g.x] + y[g.x]; }
 }`,
-};
+});
 
 describe('gpu runtime', () => {
   it('acquires a device with the adapter limits', async () => {
@@ -30,7 +29,7 @@ describe('gpu runtime', () => {
     // 300 dispatches, each with its own uniform value, spills over several uniform chunks? (64 KiB / 256 B = 256 per chunk)
     let expectedA = 0;
     for (let k = 0; k < 300; k++) {
-      gpu.run(axpy, [x, y], cdiv(n, 64), new Uniforms().u32(n).f32(k % 7));
+      axpy.run(gpu, {}, { x, y }, cdiv(n, 64), { n, a: k % 7 });
       expectedA += k % 7;
     }
     const out = await gpu.readF32(y);
@@ -44,10 +43,10 @@ describe('gpu runtime', () => {
     const gpu = await getGpu();
     const a = gpu.upload(new Float32Array([1, 2, 3]));
     const b = gpu.zeros([3]);
-    gpu.run(axpy, [a, b], 1, new Uniforms().u32(3).f32(2));
+    axpy.run(gpu, {}, { x: a, y: b }, 1, { n: 3, a: 2 });
     a.dispose(); // released while the dispatch that reads it is still only recorded
     const c = gpu.upload(new Float32Array([100, 100, 100])); // same size class: reuses a's buffer
-    gpu.run(axpy, [c, b], 1, new Uniforms().u32(3).f32(1));
+    axpy.run(gpu, {}, { x: c, y: b }, 1, { n: 3, a: 1 });
     expect(Array.from(await gpu.readF32(b))).toEqual([102, 104, 106]);
     b.dispose();
     c.dispose();
@@ -55,8 +54,8 @@ describe('gpu runtime', () => {
 
   it('turns an invalid shader into an error naming the kernel', async () => {
     const gpu = await getGpu();
-    const bad: Program = { name: 'broken_kernel', code: '@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }' };
-    gpu.run(bad, [], 1);
+    const bad = defineKernel({ name: 'broken_kernel', bindings: [], body: () => '@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }' });
+    bad.run(gpu, {}, {}, 1);
     await expect(gpu.sync()).rejects.toThrow(/broken_kernel/);
   });
 
@@ -65,8 +64,8 @@ describe('gpu runtime', () => {
     const limit = gpu.limits.maxStorageBufferBindingSize;
     const rows = Math.floor(limit / 4 / 1024) + 1;
     const big = gpu.empty([rows, 1024]);
-    expect(() => gpu.run(axpy, [big, big], 1, new Uniforms().u32(1).f32(1))).toThrow(GpuError);
-    expect(() => gpu.run(axpy, [big, big], 1, new Uniforms().u32(1).f32(1))).toThrow(/test_axpy.*maxStorageBufferBindingSize/);
+    expect(() => axpy.run(gpu, {}, { x: big, y: big }, 1, { n: 1, a: 1 })).toThrow(GpuError);
+    expect(() => axpy.run(gpu, {}, { x: big, y: big }, 1, { n: 1, a: 1 })).toThrow(/test_axpy.*maxStorageBufferBindingSize/);
     big.dispose();
   });
 

@@ -1,5 +1,6 @@
-// The GPU runtime: tensors over pooled buffers, a cached Program abstraction, command recording
-// (many dispatches → one encoder → one submit), readback, and errors that are never silent.
+// The GPU runtime: tensors over pooled buffers, dispatch of kernel programs (declared with
+// defineKernel in kernel.ts) with pipelines and bind groups cached by program identity, command
+// recording (many dispatches → one encoder → one submit), readback, and errors that are never silent.
 //
 // Ordering model (why pooled buffers can be reused as soon as they are released):
 // every write to a pooled buffer is either a GPU command recorded into the current encoder or a
@@ -9,6 +10,7 @@
 // exception: they are reused only after their map has resolved.
 
 import { acquireDevice, type AcquireOptions, type AcquiredDevice } from './device.ts';
+import type { KernelBuffers, KernelProgram } from './kernel.ts';
 
 export type DType = 'f32' | 'u32' | 'i32';
 
@@ -96,53 +98,6 @@ export class ChunkedMatrix {
   }
 }
 
-/** Packs a uniform struct of 4-byte scalars in declaration order (WGSL alignment 4, size rounded to 16). */
-export class Uniforms {
-  private readonly values: { type: 'u32' | 'i32' | 'f32'; v: number }[] = [];
-  u32(...vs: number[]): this {
-    for (const v of vs) {
-      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new GpuError(`uniform u32 out of range: ${v}`);
-      this.values.push({ type: 'u32', v });
-    }
-    return this;
-  }
-  i32(...vs: number[]): this {
-    for (const v of vs) {
-      if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new GpuError(`uniform i32 out of range: ${v}`);
-      this.values.push({ type: 'i32', v });
-    }
-    return this;
-  }
-  f32(...vs: number[]): this {
-    for (const v of vs) this.values.push({ type: 'f32', v });
-    return this;
-  }
-  get byteLength(): number {
-    return Math.max(16, Math.ceil((this.values.length * 4) / 16) * 16);
-  }
-  writeTo(view: DataView, byteOffset: number): void {
-    this.values.forEach(({ type, v }, i) => {
-      const o = byteOffset + i * 4;
-      if (type === 'u32') view.setUint32(o, v, true);
-      else if (type === 'i32') view.setInt32(o, v, true);
-      else view.setFloat32(o, v, true);
-    });
-  }
-}
-
-/**
- * A compute kernel: WGSL with one entry point `main`. Bindings (group 0): the storage buffers in the
- * order passed to `Gpu.run`, then — when the dispatch passes Uniforms — a uniform struct at the next
- * binding index. Every declared binding must be used by the shader (pipelines use layout 'auto').
- */
-export interface Program {
-  /** Kernel name: appears in every error message and GPU object label. */
-  name: string;
-  code: string;
-  /** Pipeline cache key; defaults to name + code. */
-  key?: string;
-}
-
 export type Workgroups = number | [number, number?, number?];
 
 interface PoolStats {
@@ -164,6 +119,35 @@ function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
+/**
+ * Writes uniform values by member name at byteOffset (view null: check only). Every declared member
+ * must be given, nothing else, each a number of its type (u32/i32: integers in range).
+ */
+function writeUniforms(p: KernelProgram, values: Readonly<Record<string, number>>, view: DataView | null, byteOffset: number): void {
+  for (const f of p.uniforms) {
+    const v = values[f.name];
+    if (typeof v !== 'number') {
+      throw new GpuError(`kernel ${p.name}: uniform '${f.name}' (${f.type}) ${v === undefined ? 'missing' : `must be a number, got ${typeof v}`}`);
+    }
+    const o = byteOffset + f.offset;
+    if (f.type === 'f32') {
+      view?.setFloat32(o, v, true);
+    } else if (f.type === 'u32') {
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new GpuError(`kernel ${p.name}: uniform '${f.name}' is u32, got ${v}`);
+      view?.setUint32(o, v, true);
+    } else {
+      if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) throw new GpuError(`kernel ${p.name}: uniform '${f.name}' is i32, got ${v}`);
+      view?.setInt32(o, v, true);
+    }
+  }
+  let given = 0;
+  for (const k in values) if (Object.hasOwn(values, k)) given++;
+  if (given !== p.uniforms.length) {
+    const extra = Object.keys(values).filter((k) => !p.uniforms.some((f) => f.name === k));
+    throw new GpuError(`kernel ${p.name}: unknown uniform${extra.length > 1 ? 's' : ''} ${extra.map((k) => `'${k}'`).join(', ')} (uniforms: ${p.uniforms.map((f) => f.name).join(', ')})`);
+  }
+}
+
 export interface GpuOptions extends AcquireOptions {}
 
 export class Gpu {
@@ -171,12 +155,15 @@ export class Gpu {
   readonly limits: GPUSupportedLimits;
   readonly info: AcquiredDevice;
 
-  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  /** Keyed by the program object: one per (kernel, key), see kernel.ts. */
+  private readonly pipelines = new Map<KernelProgram, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   private readonly freeBuffers = new Map<number, GPUBuffer[]>();
   private readonly bufferBytes = new WeakMap<GPUBuffer, number>();
   private readonly bufferIds = new WeakMap<GPUBuffer, number>();
   private nextBufferId = 1;
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  /** Per pipeline: bind groups by (buffer, offset, size) of each binding and the uniform range. */
+  private readonly bindGroups = new Map<GPUComputePipeline, Map<string, GPUBindGroup>>();
+  private bindGroupTotal = 0;
   private readonly stagingFree: GPUBuffer[] = [];
 
   private encoder: GPUCommandEncoder | null = null;
@@ -190,9 +177,11 @@ export class Gpu {
   private readonly pendingScopes = new Set<Promise<void>>();
   private lost: string | null = null;
   readonly stats: PoolStats = { allocatedBytes: 0, peakAllocatedBytes: 0, liveBytes: 0, peakLiveBytes: 0, buffersCreated: 0 };
-  /** Counters for benchmarks: dispatches recorded and submits issued since creation. */
+  /** Counters for benchmarks and tests: dispatches recorded, submits issued, pipelines and bind groups created. */
   dispatchCount = 0;
   submitCount = 0;
+  pipelinesCreated = 0;
+  bindGroupsCreated = 0;
   /**
    * Per-kernel GPU time (timestamp queries), when enabled with enableProfiling(): kernel name →
    * {dispatches, ms}. Every profiled dispatch gets its own compute pass, so keep it for diagnosis.
@@ -304,6 +293,7 @@ export class Gpu {
     }
     this.freeBuffers.clear();
     this.bindGroups.clear();
+    this.bindGroupTotal = 0;
   }
 
   /** An uninitialised tensor (contents are whatever the pooled buffer held). */
@@ -366,13 +356,24 @@ export class Gpu {
 
   // ---------------------------------------------------------------- programs
 
-  private pipeline(p: Program): GPUComputePipeline {
-    const key = p.key ?? `${p.name}\n${p.code}`;
-    let pl = this.pipelines.get(key);
+  private pipeline(p: KernelProgram): { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout } {
+    let pl = this.pipelines.get(p);
     if (!pl) {
       this.device.pushErrorScope('validation');
+      // An explicit layout from the declaration: a declared binding the body does not use stays bound.
+      const entries: GPUBindGroupLayoutEntry[] = p.bindings.map((b, i) => ({
+        binding: i,
+        visibility: GPUShaderStage.COMPUTE,
+        buffer: { type: b.access === 'read' ? 'read-only-storage' : 'storage' },
+      }));
+      if (p.uniformBytes) entries.push({ binding: p.bindings.length, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+      const layout = this.device.createBindGroupLayout({ entries, label: p.name });
       const module = this.device.createShaderModule({ code: p.code, label: p.name });
-      pl = this.device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' }, label: p.name });
+      const pipeline = this.device.createComputePipeline({
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [layout], label: p.name }),
+        compute: { module, entryPoint: 'main' },
+        label: p.name,
+      });
       const scope = this.device.popErrorScope().then(async (err) => {
         if (!err) return;
         let detail = err.message.trim();
@@ -388,7 +389,9 @@ export class Gpu {
       });
       this.pendingScopes.add(scope);
       void scope.finally(() => this.pendingScopes.delete(scope));
-      this.pipelines.set(key, pl);
+      pl = { pipeline, layout };
+      this.pipelines.set(p, pl);
+      this.pipelinesCreated++;
     }
     return pl;
   }
@@ -409,9 +412,10 @@ export class Gpu {
     }
   }
 
-  private allocUniform(u: Uniforms): { buffer: GPUBuffer; offset: number; size: number } {
+  /** Packs the uniform values by name into the current chunk (checked against the declaration). */
+  private allocUniform(p: KernelProgram, values: Readonly<Record<string, number>>): { buffer: GPUBuffer; offset: number; size: number } {
     const align = this.limits.minUniformBufferOffsetAlignment;
-    const size = u.byteLength;
+    const size = p.uniformBytes;
     if (this.uniformOffset + size > UNIFORM_CHUNK_BYTES) {
       this.uniformChunk++;
       this.uniformOffset = 0;
@@ -424,66 +428,99 @@ export class Gpu {
     }
     const chunk = this.uniformChunks[this.uniformChunk];
     const offset = this.uniformOffset;
-    u.writeTo(new DataView(chunk.data), offset);
+    writeUniforms(p, values, new DataView(chunk.data), offset);
     this.uniformOffset = Math.ceil((offset + size) / align) * align;
     return { buffer: chunk.buffer, offset, size };
   }
 
   /**
-   * Records one dispatch of `program` over `buffers` (bindings 0..n-1, in order) plus the optional
-   * uniform struct (binding n). Validates sizes against the device limits first, naming the kernel.
+   * Records one dispatch of `program` with tensors by binding name and uniforms by member name.
+   * Checks both against the declaration (every binding given, dtypes, nothing extra; every uniform
+   * given with a value of its type) and the sizes against the device limits, naming the kernel.
    */
-  run(program: Program, buffers: readonly Tensor[], workgroups: Workgroups, uniforms?: Uniforms): void {
+  run(program: KernelProgram, buffers: KernelBuffers, workgroups: Workgroups, uniforms?: Readonly<Record<string, number>>): void {
+    const name = program.name;
     const [x, y = 1, z = 1] = typeof workgroups === 'number' ? [workgroups] : workgroups;
     const maxWg = this.limits.maxComputeWorkgroupsPerDimension;
     for (const d of [x, y, z]) {
-      if (!Number.isInteger(d) || d < 0) throw new GpuError(`kernel ${program.name}: bad workgroup count ${d}`);
+      if (!Number.isInteger(d) || d < 0) throw new GpuError(`kernel ${name}: bad workgroup count ${d}`);
       if (d > maxWg) {
-        throw new GpuError(`kernel ${program.name}: ${d} workgroups in one dimension exceeds maxComputeWorkgroupsPerDimension ${maxWg}`);
+        throw new GpuError(`kernel ${name}: ${d} workgroups in one dimension exceeds maxComputeWorkgroupsPerDimension ${maxWg}`);
       }
     }
     const maxBind = this.limits.maxStorageBufferBindingSize;
-    for (const [i, t] of buffers.entries()) {
-      if (t.isDisposed) throw new GpuError(`kernel ${program.name}: binding ${i} uses a disposed tensor`);
+    const tensors: Tensor[] = [];
+    for (const b of program.bindings) {
+      const t = buffers[b.name];
+      if (!(t instanceof Tensor)) {
+        throw new GpuError(`kernel ${name}: no tensor for binding '${b.name}' (bindings: ${program.bindings.map((d) => d.name).join(', ')})`);
+      }
+      if (t.isDisposed) throw new GpuError(`kernel ${name}: binding '${b.name}' uses a disposed tensor`);
+      if (!b.dtypes.includes(t.dtype)) {
+        throw new GpuError(`kernel ${name}: binding '${b.name}' (array<${b.type}>) takes ${b.dtypes.join(' or ')}, got ${t.dtype} [${t.shape.join(', ')}]`);
+      }
       if (t.byteLength > maxBind) {
         throw new GpuError(
-          `kernel ${program.name}: binding ${i} [${t.shape.join(', ')}] is ${t.byteLength} B, over maxStorageBufferBindingSize ${maxBind} B (use a ChunkedMatrix)`,
+          `kernel ${name}: binding '${b.name}' [${t.shape.join(', ')}] is ${t.byteLength} B, over maxStorageBufferBindingSize ${maxBind} B (use a ChunkedMatrix)`,
         );
       }
+      tensors.push(t);
     }
-    if (x === 0 || y === 0 || z === 0) return;
+    let given = 0;
+    for (const k in buffers) if (Object.hasOwn(buffers, k) && buffers[k] !== undefined) given++;
+    if (given !== tensors.length) {
+      const extra = Object.keys(buffers).filter((k) => buffers[k] !== undefined && !program.bindings.some((b) => b.name === k));
+      throw new GpuError(`kernel ${name}: unknown binding${extra.length > 1 ? 's' : ''} ${extra.map((k) => `'${k}'`).join(', ')} (bindings: ${program.bindings.map((d) => d.name).join(', ')})`);
+    }
+    if (program.uniformBytes === 0 && uniforms && Object.keys(uniforms).length) {
+      throw new GpuError(`kernel ${name}: takes no uniforms, got ${Object.keys(uniforms).join(', ')}`);
+    }
+    if (program.uniformBytes > 0 && !uniforms) throw new GpuError(`kernel ${name}: uniforms missing (${program.uniforms.map((f) => f.name).join(', ')})`);
+    if (x === 0 || y === 0 || z === 0) {
+      // Nothing runs, but the values are still checked.
+      if (program.uniformBytes > 0) writeUniforms(program, uniforms!, null, 0);
+      return;
+    }
     // A full profiling query set: submit what is recorded first (before any uniform of this dispatch).
     if (this.profiling && this.profiling.names.length >= this.profiling.capacity) this.flush();
-    const pipeline = this.pipeline(program);
+    const { pipeline, layout } = this.pipeline(program);
     const enc = this.ensureEncoder();
-    const uni = uniforms ? this.allocUniform(uniforms) : null;
-    // Bind groups are cached by (pipeline, buffers, ranges): decode and training steps repeat them.
-    let key = `${program.key ?? program.name}|${program.code.length}`;
-    for (const t of buffers) key += `|${this.bufferId(t.buffer)}:${t.offset}:${t.byteLength}`;
-    if (uni) key += `|u${this.bufferId(uni.buffer)}:${uni.offset}`;
-    let bg = this.bindGroups.get(key);
+    const uni = program.uniformBytes > 0 ? this.allocUniform(program, uniforms!) : null;
+    // Bind groups are cached per pipeline by (buffers, ranges): decode and training steps repeat them.
+    let key = '';
+    for (const t of tensors) key += `${this.bufferId(t.buffer)}:${t.offset}:${t.byteLength}|`;
+    if (uni) key += `u${this.bufferId(uni.buffer)}:${uni.offset}`;
+    let groups = this.bindGroups.get(pipeline);
+    if (!groups) this.bindGroups.set(pipeline, (groups = new Map()));
+    let bg = groups.get(key);
     if (!bg) {
-      const entries: GPUBindGroupEntry[] = buffers.map((t, i) => ({
+      const entries: GPUBindGroupEntry[] = tensors.map((t, i) => ({
         binding: i,
         resource: { buffer: t.buffer, offset: t.offset, size: Math.max(4, t.byteLength) },
       }));
-      if (uni) entries.push({ binding: buffers.length, resource: { buffer: uni.buffer, offset: uni.offset, size: uni.size } });
-      bg = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries, label: program.name });
-      if (this.bindGroups.size >= BIND_GROUP_CACHE_MAX) this.bindGroups.clear();
-      this.bindGroups.set(key, bg);
+      if (uni) entries.push({ binding: tensors.length, resource: { buffer: uni.buffer, offset: uni.offset, size: uni.size } });
+      bg = this.device.createBindGroup({ layout, entries, label: name });
+      if (this.bindGroupTotal >= BIND_GROUP_CACHE_MAX) {
+        this.bindGroups.clear();
+        this.bindGroupTotal = 0;
+        this.bindGroups.set(pipeline, (groups = new Map()));
+      }
+      groups.set(key, bg);
+      this.bindGroupTotal++;
+      this.bindGroupsCreated++;
     }
     if (this.profiling) {
       const pr = this.profiling;
       const e = this.ensureEncoder();
       this.endPass();
       const i = pr.names.length;
-      pr.names.push(program.name);
-      const pass = e.beginComputePass({ label: program.name, timestampWrites: { querySet: pr.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
+      pr.names.push(name);
+      const pass = e.beginComputePass({ label: name, timestampWrites: { querySet: pr.set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 } });
       pass.setPipeline(pipeline);
       pass.setBindGroup(0, bg);
       pass.dispatchWorkgroups(x, y, z);
       pass.end();
-      this.recordedKernels.push(program.name);
+      this.recordedKernels.push(name);
       this.dispatchCount++;
       return;
     }
@@ -491,7 +528,7 @@ export class Gpu {
     this.pass.setPipeline(pipeline);
     this.pass.setBindGroup(0, bg);
     this.pass.dispatchWorkgroups(x, y, z);
-    this.recordedKernels.push(program.name);
+    this.recordedKernels.push(name);
     this.dispatchCount++;
   }
 

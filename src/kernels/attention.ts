@@ -13,7 +13,7 @@
 // Pad rows must hold finite numbers (any embedding does): masked keys get probability exactly 0, and
 // 0 · NaN would still be NaN.
 //
-// Kernel shape (chosen for lavapipe first, see /work/shared/cpu-baseline.md): one invocation owns one
+// Kernel shape (chosen for lavapipe first): one invocation owns one
 // query row (forward, dq) or one key row (dk/dv) of one head and keeps its head vectors in private
 // arrays. All lanes of a workgroup walk the same key (or query) index at the same time, so the loads of
 // the other operand are workgroup-uniform: llvmpipe emits one broadcast load per subgroup and real GPUs
@@ -24,7 +24,9 @@
 // Decode: `KvCache` (per-layer K/V [B, maxLen, KVH·D], u32 lengths on the GPU) + `attentionDecode`
 // (split-K over key blocks, then a reduce pass; or a single pass). See the class comment for a step.
 
-import { GpuError, Uniforms, cdiv, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+import { defineKernel, product } from '../gpu/kernel.ts';
+import { GpuError, cdiv, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { expectTensor, NEG_WGSL as NEG } from './common.ts';
 
 export interface AttentionDims {
   batch: number;
@@ -36,7 +38,6 @@ export interface AttentionDims {
   scale?: number;
 }
 
-const NEG = '-3.0e38'; // finite "minus infinity": exp(NEG - m) underflows to 0 without inf - inf NaNs
 
 /** Vector width for head vectors: vec4 when D allows it, else vec2 or scalar (tiny test models: D = 6, 7, 10). */
 function vecInfo(headDim: number): { vw: number; vt: string; nv: number; prelude: string } {
@@ -77,14 +78,14 @@ export function attentionConfig(gpu: Gpu, override: Partial<KernelConfig> = {}):
   return { ...base, ...override };
 }
 
-const nvBound = (cfg: KernelConfig) => (cfg.dynamicNv ? 'u.nv' : 'NV');
+const nvBound = (cfg: { dynamicNv: boolean }) => (cfg.dynamicNv ? 'u.nv' : 'NV');
 
 /**
  * One online-softmax step over keys j0 .. j0+kb-1 (rows r_i = kvBase + clamp(j_i)·kvStride of K and V,
  * masked with valid(j_i)): scores, block max, one rescale of (l, acc), kb axpys into acc. Expects
  * qr (pre-scaled), acc, m, l, kvBase, kvStride in scope.
  */
-function softmaxBlock(cfg: KernelConfig, kName: string, vName: string, clamp: (j: string) => string, valid: (j: string) => string): string {
+function softmaxBlock(cfg: { dynamicNv: boolean; kb: number }, kName: string, vName: string, clamp: (j: string) => string, valid: (j: string) => string): string {
   const ks = Array.from({ length: cfg.kb }, (_, i) => i);
   const nv = nvBound(cfg);
   const maxOf = (xs: string[]): string => (xs.length === 1 ? xs[0] : `max(${maxOf(xs.slice(0, xs.length >> 1))}, ${maxOf(xs.slice(xs.length >> 1))})`);
@@ -114,12 +115,6 @@ function checkDims(kernel: string, d: AttentionDims): void {
   if (headDim > 256) throw new GpuError(`${kernel}: headDim ${headDim} > 256 is not supported (head vectors live in registers)`);
 }
 
-function checkTensor(kernel: string, what: string, t: Tensor, shape: number[], dtype: 'f32' | 'u32' = 'f32'): void {
-  if (t.dtype !== dtype) throw new GpuError(`${kernel}: ${what} must be ${dtype}, got ${t.dtype}`);
-  if (t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
-    throw new GpuError(`${kernel}: ${what} has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`);
-  }
-}
 
 function scaleOf(d: { headDim: number; scale?: number }): number {
   return d.scale ?? 1 / Math.sqrt(d.headDim);
@@ -127,20 +122,37 @@ function scaleOf(d: { headDim: number; scale?: number }): number {
 
 // ------------------------------------------------------------------------------------------ forward
 
-function forwardProgram(headDim: number, cfg: KernelConfig): Program {
-  const { prelude } = vecInfo(headDim);
-  const nv = nvBound(cfg);
-  return {
-    name: `attention_fwd_d${headDim}_r${cfg.rows}_kb${cfg.kb}${cfg.dynamicNv ? '_dyn' : ''}`,
-    code: /* wgsl */ `${prelude}
+/** Code-generation parameters of the backward kernels (the forward adds kb). */
+interface BwdParams {
+  headDim: number;
+  rows: number;
+  dynamicNv: boolean;
+}
+interface FwdParams extends BwdParams {
+  kb: number;
+}
+
+const ATTN_U = { T: 'u32', H: 'u32', KVH: 'u32', G: 'u32', nv: 'u32', scale: 'f32' } as const;
+
+/** Head sizes the identity tests walk (every vector width). */
+const HEAD_DIMS = [6, 7, 8, 10, 16, 32, 64, 128];
+const BOOL = [false, true] as const;
+
+const forwardKernel = defineKernel({
+  name: 'attention_fwd',
+  bindings: ({ headDim }: FwdParams) => {
+    const VT = vecInfo(headDim).vt;
+    return [['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read_write'], ['lse', 'f32', 'read_write']];
+  },
+  uniforms: ATTN_U,
+  key: ({ headDim, rows, kb, dynamicNv }) => `d${headDim}_r${rows}_kb${kb}${dynamicNv ? '_dyn' : ''}`,
+  space: () => product({ headDim: HEAD_DIMS, rows: [8, 64], dynamicNv: BOOL, kb: [4, 8] }),
+  body: (cfg) => {
+    const { headDim } = cfg;
+    const { prelude } = vecInfo(headDim);
+    const nv = nvBound(cfg);
+    return /* wgsl */ `${prelude}
 const TQ = ${cfg.rows}u;
-@group(0) @binding(0) var<storage, read> q: array<VT>;
-@group(0) @binding(1) var<storage, read> k: array<VT>;
-@group(0) @binding(2) var<storage, read> v: array<VT>;
-@group(0) @binding(3) var<storage, read_write> o: array<VT>;
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
-struct U { T: u32, H: u32, KVH: u32, G: u32, nv: u32, scale: f32 }
-@group(0) @binding(5) var<uniform> u: U;
 
 @compute @workgroup_size(TQ)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -165,9 +177,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var e = 0u; e < ${nv}; e++) { o[qRow + e] = acc[e] * inv; }
     lse[(b * u.H + h) * u.T + t] = m + log(l);
   }
-}`,
-  };
-}
+}`;
+  },
+});
 
 /**
  * Causal GQA attention forward. Returns out [B·T, H·D] and lse [B·H·T] (natural-log log-sum-exp of
@@ -177,37 +189,41 @@ export function attention(gpu: Gpu, q: Tensor, k: Tensor, v: Tensor, dims: Atten
   const kernel = 'attention';
   checkDims(kernel, dims);
   const { batch: B, seqLen: T, heads: H, kvHeads: KVH, headDim: D } = dims;
-  checkTensor(kernel, 'q', q, [B * T, H * D]);
-  checkTensor(kernel, 'k', k, [B * T, KVH * D]);
-  checkTensor(kernel, 'v', v, [B * T, KVH * D]);
+  expectTensor(kernel, 'q', q, 'f32', [B * T, H * D]);
+  expectTensor(kernel, 'k', k, 'f32', [B * T, KVH * D]);
+  expectTensor(kernel, 'v', v, 'f32', [B * T, KVH * D]);
   const cfg = attentionConfig(gpu, config);
   const out = gpu.empty([B * T, H * D], 'f32', 'attention.out');
   const lse = gpu.empty([B * H * T], 'f32', 'attention.lse');
-  const u = new Uniforms().u32(T, H, KVH, H / KVH, vecInfo(D).nv).f32(scaleOf(dims));
-  gpu.run(forwardProgram(D, cfg), [q, k, v, out, lse], [cdiv(T, cfg.rows), H, B], u);
+  const u = { T, H, KVH, G: H / KVH, nv: vecInfo(D).nv, scale: scaleOf(dims) };
+  const p = { headDim: D, rows: cfg.rows, dynamicNv: cfg.dynamicNv, kb: cfg.kb };
+  forwardKernel.run(gpu, p, { q, k, v, o: out, lse }, [cdiv(T, cfg.rows), H, B], u);
   return { out, lse };
 }
 
 // ----------------------------------------------------------------------------------------- backward
 
 // dq (and delta = rowsum(dOut ∘ out), stored for the dk/dv pass). One invocation per query row.
-function backwardDqProgram(headDim: number, cfg: KernelConfig): Program {
-  const { prelude } = vecInfo(headDim);
-  const nv = nvBound(cfg);
-  return {
-    name: `attention_bwd_dq_d${headDim}_r${cfg.rows}${cfg.dynamicNv ? '_dyn' : ''}`,
-    code: /* wgsl */ `${prelude}
+const bwdSpace = () => product({ headDim: HEAD_DIMS, rows: [8, 64], dynamicNv: BOOL });
+
+const backwardDqKernel = defineKernel({
+  name: 'attention_bwd_dq',
+  bindings: ({ headDim }: BwdParams) => {
+    const VT = vecInfo(headDim).vt;
+    return [
+      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read'], ['dO', VT, 'read'],
+      ['lse', 'f32', 'read'], ['dq', VT, 'read_write'], ['delta', 'f32', 'read_write'],
+    ];
+  },
+  uniforms: ATTN_U,
+  key: ({ headDim, rows, dynamicNv }) => `d${headDim}_r${rows}${dynamicNv ? '_dyn' : ''}`,
+  space: bwdSpace,
+  body: (cfg) => {
+    const { headDim } = cfg;
+    const { prelude } = vecInfo(headDim);
+    const nv = nvBound(cfg);
+    return /* wgsl */ `${prelude}
 const TQ = ${cfg.rows}u;
-@group(0) @binding(0) var<storage, read> q: array<VT>;
-@group(0) @binding(1) var<storage, read> k: array<VT>;
-@group(0) @binding(2) var<storage, read> v: array<VT>;
-@group(0) @binding(3) var<storage, read> o: array<VT>;
-@group(0) @binding(4) var<storage, read> dO: array<VT>;
-@group(0) @binding(5) var<storage, read> lse: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dq: array<VT>;
-@group(0) @binding(7) var<storage, read_write> delta: array<f32>;
-struct U { T: u32, H: u32, KVH: u32, G: u32, nv: u32, scale: f32 }
-@group(0) @binding(8) var<uniform> u: U;
 
 @compute @workgroup_size(TQ)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -247,29 +263,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     for (var e = 0u; e < ${nv}; e++) { dq[qRow + e] = acc[e] * u.scale; }
     delta[row] = dl;
   }
-}`,
-  };
-}
+}`;
+  },
+});
 
 // dk, dv: one invocation per key row of one kv head, summing over the G query heads of its group and
 // over queries t ≥ j. Each output element has exactly one writer: deterministic, no atomics.
-function backwardDkvProgram(headDim: number, cfg: KernelConfig): Program {
-  const { prelude } = vecInfo(headDim);
-  const nv = nvBound(cfg);
-  return {
-    name: `attention_bwd_dkv_d${headDim}_r${cfg.rows}${cfg.dynamicNv ? '_dyn' : ''}`,
-    code: /* wgsl */ `${prelude}
+const backwardDkvKernel = defineKernel({
+  name: 'attention_bwd_dkv',
+  bindings: ({ headDim }: BwdParams) => {
+    const VT = vecInfo(headDim).vt;
+    return [
+      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['dO', VT, 'read'],
+      ['lse', 'f32', 'read'], ['delta', 'f32', 'read'], ['dk', VT, 'read_write'], ['dv', VT, 'read_write'],
+    ];
+  },
+  uniforms: ATTN_U,
+  key: ({ headDim, rows, dynamicNv }) => `d${headDim}_r${rows}${dynamicNv ? '_dyn' : ''}`,
+  space: bwdSpace,
+  body: (cfg) => {
+    const { headDim } = cfg;
+    const { prelude } = vecInfo(headDim);
+    const nv = nvBound(cfg);
+    return /* wgsl */ `${prelude}
 const TK = ${cfg.rows}u;
-@group(0) @binding(0) var<storage, read> q: array<VT>;
-@group(0) @binding(1) var<storage, read> k: array<VT>;
-@group(0) @binding(2) var<storage, read> v: array<VT>;
-@group(0) @binding(3) var<storage, read> dO: array<VT>;
-@group(0) @binding(4) var<storage, read> lse: array<f32>;
-@group(0) @binding(5) var<storage, read> delta: array<f32>;
-@group(0) @binding(6) var<storage, read_write> dk: array<VT>;
-@group(0) @binding(7) var<storage, read_write> dv: array<VT>;
-struct U { T: u32, H: u32, KVH: u32, G: u32, nv: u32, scale: f32 }
-@group(0) @binding(8) var<uniform> u: U;
 
 @compute @workgroup_size(TK)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -312,9 +329,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
       dv[kRow + e] = dvAcc[e];
     }
   }
-}`,
-  };
-}
+}`;
+  },
+});
 
 /**
  * Flash-attention-2 backward. Recomputes probabilities from q, k and the saved lse; delta =
@@ -334,21 +351,22 @@ export function attentionBackward(
   const kernel = 'attentionBackward';
   checkDims(kernel, dims);
   const { batch: B, seqLen: T, heads: H, kvHeads: KVH, headDim: D } = dims;
-  checkTensor(kernel, 'q', q, [B * T, H * D]);
-  checkTensor(kernel, 'k', k, [B * T, KVH * D]);
-  checkTensor(kernel, 'v', v, [B * T, KVH * D]);
-  checkTensor(kernel, 'out', out, [B * T, H * D]);
-  checkTensor(kernel, 'dOut', dOut, [B * T, H * D]);
-  checkTensor(kernel, 'lse', lse, [B * H * T]);
+  expectTensor(kernel, 'q', q, 'f32', [B * T, H * D]);
+  expectTensor(kernel, 'k', k, 'f32', [B * T, KVH * D]);
+  expectTensor(kernel, 'v', v, 'f32', [B * T, KVH * D]);
+  expectTensor(kernel, 'out', out, 'f32', [B * T, H * D]);
+  expectTensor(kernel, 'dOut', dOut, 'f32', [B * T, H * D]);
+  expectTensor(kernel, 'lse', lse, 'f32', [B * H * T]);
   const cfg = attentionConfig(gpu, config);
   const rows = cfg.rows;
-  const u = new Uniforms().u32(T, H, KVH, H / KVH, vecInfo(D).nv).f32(scaleOf(dims));
+  const u = { T, H, KVH, G: H / KVH, nv: vecInfo(D).nv, scale: scaleOf(dims) };
+  const p = { headDim: D, rows, dynamicNv: cfg.dynamicNv };
   const dq = gpu.empty([B * T, H * D], 'f32', 'attention.dq');
   const delta = gpu.empty([B * H * T], 'f32', 'attention.delta');
-  gpu.run(backwardDqProgram(D, cfg), [q, k, v, out, dOut, lse, dq, delta], [cdiv(T, rows), H, B], u);
+  backwardDqKernel.run(gpu, p, { q, k, v, o: out, dO: dOut, lse, dq, delta }, [cdiv(T, rows), H, B], u);
   const dk = gpu.empty([B * T, KVH * D], 'f32', 'attention.dk');
   const dv = gpu.empty([B * T, KVH * D], 'f32', 'attention.dv');
-  gpu.run(backwardDkvProgram(D, cfg), [q, k, v, dOut, lse, delta, dk, dv], [cdiv(T, rows), KVH, B], u);
+  backwardDkvKernel.run(gpu, p, { q, k, v, dO: dOut, lse, delta, dk, dv }, [cdiv(T, rows), KVH, B], u);
   delta.dispose();
   return { dq, dk, dv };
 }
@@ -366,19 +384,13 @@ export interface KvCacheOptions {
   maxChunkBytes?: number;
 }
 
-function kvWriteProgram(): Program {
-  return {
-    name: 'kv_cache_write',
-    code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> kNew: array<f32>;
-@group(0) @binding(1) var<storage, read> vNew: array<f32>;
-@group(0) @binding(2) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(3) var<storage, read_write> vc: array<f32>;
-@group(0) @binding(4) var<storage, read> lens: array<u32>;
 // n new rows per sequence; row i of sequence b goes to position base + i where base = lens[b]
 // (append) or 0 (prefill, where lens holds prompt lengths and only rows i < lens[b] are written).
-struct U { n: u32, rowLen: u32, maxLen: u32, batch0: u32, prefill: u32, wgX: u32 }
-@group(0) @binding(5) var<uniform> u: U;
+const kvWriteKernel = defineKernel({
+  name: 'kv_cache_write',
+  bindings: [['kNew', 'f32', 'read'], ['vNew', 'f32', 'read'], ['kc', 'f32', 'read_write'], ['vc', 'f32', 'read_write'], ['lens', 'u32', 'read']],
+  uniforms: { n: 'u32', rowLen: 'u32', maxLen: 'u32', batch0: 'u32', prefill: 'u32', wgX: 'u32' },
+  body: () => /* wgsl */ `
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -398,22 +410,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     vc[dst] = vNew[src];
   }
 }`,
-  };
-}
+});
 
-function lensAddProgram(): Program {
-  return {
-    name: 'kv_cache_advance',
-    code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> lens: array<u32>;
-struct U { n: u32, add: u32 }
-@group(0) @binding(1) var<uniform> u: U;
+const lensAddKernel = defineKernel({
+  name: 'kv_cache_advance',
+  bindings: [['lens', 'u32', 'read_write']],
+  uniforms: { n: 'u32', add: 'u32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   if (g.x < u.n) { lens[g.x] = lens[g.x] + u.add; }
 }`,
-  };
-}
+});
 
 /**
  * A per-layer K/V cache: layer l holds K and V as [B, maxLen, KVH·D], split by batch into chunks that
@@ -488,15 +496,15 @@ export class KvCache {
   private write(kernel: string, layer: number, k: Tensor, v: Tensor, lens: Tensor, n: number, prefill: boolean): void {
     this.checkLayer(kernel, layer);
     const rowLen = this.kvHeads * this.headDim;
-    checkTensor(kernel, 'k', k, [this.batch * n, rowLen]);
-    checkTensor(kernel, 'v', v, [this.batch * n, rowLen]);
-    checkTensor(kernel, prefill ? 'promptLens' : 'lens', lens, [this.batch], 'u32');
+    expectTensor(kernel, 'k', k, 'f32', [this.batch * n, rowLen]);
+    expectTensor(kernel, 'v', v, 'f32', [this.batch * n, rowLen]);
+    expectTensor(kernel, prefill ? 'promptLens' : 'lens', lens, 'u32', [this.batch]);
     const wgPerSeq = cdiv(n * rowLen, 64);
     const wgX = Math.min(wgPerSeq, 32768);
     const wgY = cdiv(wgPerSeq, wgX);
     for (let c = 0; c < this.chunks; c++) {
-      const u = new Uniforms().u32(n, rowLen, this.maxLen, c * this.seqsPerChunk, prefill ? 1 : 0, wgX);
-      this.gpu.run(kvWriteProgram(), [k, v, this.k[layer][c], this.v[layer][c], lens], [wgX, wgY, this.chunkSeqs(c)], u);
+      const u = { n, rowLen, maxLen: this.maxLen, batch0: c * this.seqsPerChunk, prefill: prefill ? 1 : 0, wgX };
+      kvWriteKernel.run(this.gpu, {}, { kNew: k, vNew: v, kc: this.k[layer][c], vc: this.v[layer][c], lens }, [wgX, wgY, this.chunkSeqs(c)], u);
     }
   }
 
@@ -518,13 +526,13 @@ export class KvCache {
 
   /** lens ← promptLens (u32 [B]), recorded in order with the other commands. */
   setLens(gpu: Gpu, promptLens: Tensor): void {
-    checkTensor('KvCache.setLens', 'promptLens', promptLens, [this.batch], 'u32');
+    expectTensor('KvCache.setLens', 'promptLens', promptLens, 'u32', [this.batch]);
     gpu.copy(promptLens, this.lens, this.batch);
   }
 
   /** lens[b] += n for every sequence (after all layers of a decode step appended their tokens). */
   advance(gpu: Gpu, n = 1): void {
-    gpu.run(lensAddProgram(), [this.lens], cdiv(this.batch, 64), new Uniforms().u32(this.batch, n));
+    lensAddKernel.run(gpu, {}, { lens: this.lens }, cdiv(this.batch, 64), { n: this.batch, add: n });
   }
 
   /**
@@ -589,17 +597,36 @@ export interface DecodeOptions {
 // One invocation per (query head g of a GQA group, key split). On software adapters a workgroup is
 // exactly one group's G heads on one split, so K/V loads are workgroup-uniform; on GPUs it packs
 // `spw` splits to fill a wider workgroup.
-function decodeProgram(headDim: number, groupSize: number, spw: number, final: boolean, cfg: KernelConfig): Program {
+interface DecodeParams {
+  headDim: number;
+  groupSize: number;
+  /** Splits per workgroup. */
+  spw: number;
+  /** Single pass (writes the output) or split-K (writes partials for the reduce pass). */
+  final: boolean;
+  kb: number;
+  dynamicNv: boolean;
+}
+
+const decodeKernel = defineKernel({
+  name: 'attention_decode',
+  bindings: ({ headDim, final }: DecodeParams) => {
+    const VT = vecInfo(headDim).vt;
+    return [
+      ['q', VT, 'read'], ['kc', VT, 'read'], ['vc', VT, 'read'], ['lens', 'u32', 'read'],
+      ...(final ? [['o', VT, 'read_write'] as const] : [['pacc', VT, 'read_write'] as const, ['pml', 'f32', 'read_write'] as const]),
+    ];
+  },
+  uniforms: { H: 'u32', KVH: 'u32', maxLen: 'u32', splitLen: 'u32', nSplits: 'u32', batch0: 'u32', nv: 'u32', scale: 'f32' },
+  key: ({ headDim, groupSize, spw, final, kb, dynamicNv }) => `${final ? 'single' : 'split'}_d${headDim}_g${groupSize}_s${spw}_kb${kb}${dynamicNv ? '_dyn' : ''}`,
+  space: () => product({ headDim: HEAD_DIMS, groupSize: [1, 2, 7], spw: [1, 4], final: BOOL, kb: [4, 8], dynamicNv: BOOL }),
+  body: (p) => decodeBody(p),
+});
+
+function decodeBody(cfg: DecodeParams): string {
+  const { headDim, groupSize, spw, final } = cfg;
   const { prelude } = vecInfo(headDim);
   const nv = nvBound(cfg);
-  const outDecl = final
-    ? `@group(0) @binding(4) var<storage, read_write> o: array<VT>;
-struct U { H: u32, KVH: u32, maxLen: u32, splitLen: u32, nSplits: u32, batch0: u32, nv: u32, scale: f32 }
-@group(0) @binding(5) var<uniform> u: U;`
-    : `@group(0) @binding(4) var<storage, read_write> pacc: array<VT>;
-@group(0) @binding(5) var<storage, read_write> pml: array<f32>;
-struct U { H: u32, KVH: u32, maxLen: u32, splitLen: u32, nSplits: u32, batch0: u32, nv: u32, scale: f32 }
-@group(0) @binding(6) var<uniform> u: U;`;
   const store = final
     ? `let inv = select(0.0, 1.0 / l, l > 0.0);
     for (var e = 0u; e < ${nv}; e++) { o[qRow + e] = acc[e] * inv; }`
@@ -607,16 +634,9 @@ struct U { H: u32, KVH: u32, maxLen: u32, splitLen: u32, nSplits: u32, batch0: u
     for (var e = 0u; e < ${nv}; e++) { pacc[part * NV + e] = acc[e]; }
     pml[2u * part] = m;
     pml[2u * part + 1u] = l;`;
-  return {
-    name: `attention_decode_${final ? 'single' : 'split'}_d${headDim}_g${groupSize}_s${spw}_kb${cfg.kb}${cfg.dynamicNv ? '_dyn' : ''}`,
-    code: /* wgsl */ `${prelude}
+  return /* wgsl */ `${prelude}
 const G = ${groupSize}u;
 const SPW = ${spw}u;
-@group(0) @binding(0) var<storage, read> q: array<VT>;
-@group(0) @binding(1) var<storage, read> kc: array<VT>;
-@group(0) @binding(2) var<storage, read> vc: array<VT>;
-@group(0) @binding(3) var<storage, read> lens: array<u32>;
-${outDecl}
 
 @compute @workgroup_size(${groupSize * spw})
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -643,21 +663,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   if (split < u.nSplits) {
     ${store}
   }
-}`,
-  };
+}`;
 }
 
 // Merges split partials: out = Σ_s e^{m_s - M} acc_s / Σ_s e^{m_s - M} l_s. One invocation per output vector.
-function decodeReduceProgram(headDim: number): Program {
-  const { prelude } = vecInfo(headDim);
-  return {
-    name: `attention_decode_reduce_d${headDim}`,
-    code: /* wgsl */ `${prelude}
-@group(0) @binding(0) var<storage, read> pacc: array<VT>;
-@group(0) @binding(1) var<storage, read> pml: array<f32>;
-@group(0) @binding(2) var<storage, read_write> o: array<VT>;
-struct U { rows: u32, nSplits: u32 }
-@group(0) @binding(3) var<uniform> u: U;
+const decodeReduceKernel = defineKernel({
+  name: 'attention_decode_reduce',
+  bindings: ({ headDim }: { headDim: number }) => {
+    const VT = vecInfo(headDim).vt;
+    return [['pacc', VT, 'read'], ['pml', 'f32', 'read'], ['o', VT, 'read_write']];
+  },
+  uniforms: { rows: 'u32', nSplits: 'u32' },
+  key: ({ headDim }) => `d${headDim}`,
+  space: () => product({ headDim: HEAD_DIMS }),
+  body: ({ headDim }) => /* wgsl */ `${vecInfo(headDim).prelude}
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let idx = wg.x * 64u + li;
@@ -676,8 +695,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   }
   o[idx] = acc / L;
 }`,
-  };
-}
+});
 
 /**
  * Decode attention for one new token per sequence: q [B, H·D] attends over cache positions
@@ -690,7 +708,7 @@ export function attentionDecode(gpu: Gpu, q: Tensor, cache: KvCache, layer: numb
     throw new GpuError(`${kernel}: q has shape [${q.shape.join(', ')}], expected [${B}, H·${D}] with H a multiple of kvHeads ${KVH}`);
   }
   if (q.dtype !== 'f32') throw new GpuError(`${kernel}: q must be f32, got ${q.dtype}`);
-  checkTensor(kernel, 'lens', lens, [B], 'u32');
+  expectTensor(kernel, 'lens', lens, 'u32', [B]);
   if (!Number.isInteger(layer) || layer < 0 || layer >= cache.layers) throw new GpuError(`${kernel}: layer ${layer} out of range [0, ${cache.layers})`);
   const H = q.shape[1] / D;
   const G = H / KVH;
@@ -702,10 +720,10 @@ export function attentionDecode(gpu: Gpu, q: Tensor, cache: KvCache, layer: numb
   const nv = vecInfo(D).nv;
 
   if (variant === 'single') {
-    const prog = decodeProgram(D, G, 1, true, cfg);
+    const prog = decodeKernel.program({ headDim: D, groupSize: G, spw: 1, final: true, kb: cfg.kb, dynamicNv: cfg.dynamicNv });
     for (let c = 0; c < cache.chunks; c++) {
-      const u = new Uniforms().u32(H, KVH, maxLen, maxLen, 1, c * cache.seqsPerChunk, nv).f32(scale);
-      gpu.run(prog, [q, cache.k[layer][c], cache.v[layer][c], lens, out], [1, KVH, cache.chunkSeqs(c)], u);
+      const u = { H, KVH, maxLen, splitLen: maxLen, nSplits: 1, batch0: c * cache.seqsPerChunk, nv, scale };
+      gpu.run(prog, { q, kc: cache.k[layer][c], vc: cache.v[layer][c], lens, o: out }, [1, KVH, cache.chunkSeqs(c)], u);
     }
     return out;
   }
@@ -721,13 +739,13 @@ export function attentionDecode(gpu: Gpu, q: Tensor, cache: KvCache, layer: numb
   const spw = Math.max(1, Math.min(nSplits, Math.floor(cfg.decodeLanes / G)));
   const pacc = gpu.empty([B * H * nSplits, D], 'f32', 'attention.decode.pacc');
   const pml = gpu.empty([B * H * nSplits, 2], 'f32', 'attention.decode.pml');
-  const prog = decodeProgram(D, G, spw, false, cfg);
+  const prog = decodeKernel.program({ headDim: D, groupSize: G, spw, final: false, kb: cfg.kb, dynamicNv: cfg.dynamicNv });
   for (let c = 0; c < cache.chunks; c++) {
-    const u = new Uniforms().u32(H, KVH, maxLen, splitLen, nSplits, c * cache.seqsPerChunk, nv).f32(scale);
-    gpu.run(prog, [q, cache.k[layer][c], cache.v[layer][c], lens, pacc, pml], [cdiv(nSplits, spw), KVH, cache.chunkSeqs(c)], u);
+    const u = { H, KVH, maxLen, splitLen, nSplits, batch0: c * cache.seqsPerChunk, nv, scale };
+    gpu.run(prog, { q, kc: cache.k[layer][c], vc: cache.v[layer][c], lens, pacc, pml }, [cdiv(nSplits, spw), KVH, cache.chunkSeqs(c)], u);
   }
   const nvecs = B * H * nv;
-  gpu.run(decodeReduceProgram(D), [pacc, pml, out], cdiv(nvecs, 64), new Uniforms().u32(B * H, nSplits));
+  decodeReduceKernel.run(gpu, { headDim: D }, { pacc, pml, o: out }, cdiv(nvecs, 64), { rows: B * H, nSplits });
   pacc.dispose();
   pml.dispose();
   return out;

@@ -5,86 +5,17 @@
 // Layout: activations are [tokens, features] row-major. Kernels use vec4 loads whenever the
 // element count (or row length) is a multiple of 4: llvmpipe turns every per-lane load into a
 // scalar gather, so 4 elements per load is ~4× fewer load instructions; real GPUs like it too.
-// Also holds the small helpers the other row-wise families (norm, rope, embedding) share.
 
-import { cdiv, GpuError, Uniforms, type DType, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
-
-// ------------------------------------------------------------------------------------------------
-// shared helpers
-// ------------------------------------------------------------------------------------------------
-
-const MAX_WG_PER_DIM = 65535;
-
-/** Workgroups for a 1-D grid of `count` groups, spread over y when x would exceed the limit. */
-export function spreadGrid(count: number): { workgroups: [number, number]; nx: number } {
-  if (count <= MAX_WG_PER_DIM) return { workgroups: [Math.max(count, 0), 1], nx: Math.max(count, 1) };
-  const ny = cdiv(count, MAX_WG_PER_DIM);
-  const nx = cdiv(count, ny);
-  return { workgroups: [nx, ny], nx };
-}
-
-/**
- * Grid for row-structured kernels: x spans a row's column vectors (`colGroups` workgroups), y and z
- * the rows (z only beyond 65535 rows). Avoids a per-lane integer division (scalar on CPUs).
- * Kernels compute row = wid.z · ny + wid.y.
- */
-export function rowsGrid(rows: number, colGroups: number): { workgroups: [number, number, number]; ny: number } {
-  if (rows === 0 || colGroups === 0) return { workgroups: [0, 1, 1], ny: 1 };
-  const ny = Math.min(rows, MAX_WG_PER_DIM);
-  return { workgroups: [colGroups, ny, cdiv(rows, ny)], ny };
-}
-
-export function shapeStr(t: Tensor): string {
-  return `[${t.shape.join(', ')}]`;
-}
-
-/** Throws GpuError naming the kernel unless `t` has the dtype and (when given) the shape. */
-export function expectTensor(kernel: string, what: string, t: Tensor, dtype: DType, shape?: readonly number[]): void {
-  if (t.isDisposed) throw new GpuError(`${kernel}: ${what} is disposed`);
-  if (t.dtype !== dtype) throw new GpuError(`${kernel}: ${what} must be ${dtype}, got ${t.dtype} ${shapeStr(t)}`);
-  if (shape && (shape.length !== t.shape.length || shape.some((d, i) => d !== t.shape[i]))) {
-    throw new GpuError(`${kernel}: ${what} must have shape [${shape.join(', ')}], got ${shapeStr(t)}`);
-  }
-}
-
-/** [rows, cols] of a 2-D tensor (1-D tensors count as one row), or a GpuError naming the kernel. */
-export function rowsCols(kernel: string, what: string, t: Tensor): [number, number] {
-  if (t.shape.length === 2) return [t.shape[0], t.shape[1]];
-  if (t.shape.length === 1) return [1, t.shape[0]];
-  throw new GpuError(`${kernel}: ${what} must be 2-D [rows, cols], got ${shapeStr(t)}`);
-}
-
-/** Whether two tensors share bytes of one buffer (WebGPU rejects a writable binding that aliases another). */
-export function overlaps(a: Tensor, b: Tensor): boolean {
-  if (a.buffer !== b.buffer) return false;
-  return a.offset < b.offset + b.byteLength && b.offset < a.offset + a.byteLength;
-}
-
-export function sameStorage(a: Tensor, b: Tensor): boolean {
-  return a.buffer === b.buffer && a.offset === b.offset && a.byteLength === b.byteLength;
-}
-
-/** An output tensor: the caller's (checked) or a new one. */
-export function outputTensor(gpu: Gpu, kernel: string, out: Tensor | undefined, shape: readonly number[]): Tensor {
-  if (!out) return gpu.empty(shape, 'f32', kernel);
-  if (out.size !== shape.reduce((a, b) => a * b, 1) || out.dtype !== 'f32') {
-    throw new GpuError(`${kernel}: out must be f32 with ${shape.join('×')} elements, got ${out.dtype} ${shapeStr(out)}`);
-  }
-  return out;
-}
+import { defineKernel, product } from '../gpu/kernel.ts';
+import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { expectTensor, outputTensor, overlaps, PCG_WGSL, pcgHash, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
 
 const ELEM_WG = 64;
 /** Elements per lane (in units of the vector width) for streaming kernels: amortises per-lane setup. */
 const ELEM_VECS_PER_LANE = 4;
 
-/** Vector width usable for `n` contiguous floats. */
-function vecWidth(n: number): 1 | 4 {
-  return n % 4 === 0 ? 4 : 1;
-}
-
-function vtype(v: 1 | 4): string {
-  return v === 4 ? 'vec4<f32>' : 'f32';
-}
+type Vw = 1 | 4;
+const VW: readonly Vw[] = [1, 4];
 
 /** Grid for a streaming kernel over `nv` vectors, each lane doing ELEM_VECS_PER_LANE of them (strided by the grid). */
 function streamGrid(nv: number): { workgroups: [number, number]; nx: number; lanes: number } {
@@ -100,6 +31,11 @@ const STREAM_HEADER = (wg: number) => /* wgsl */ `
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let lane = (wid.y * u.nx + wid.x) * ${wg}u + lid.x;
   for (var i = lane; i < u.n; i += u.lanes) {`;
+
+/** Uniforms of the streaming kernels (STREAM_HEADER). */
+const STREAM_U = { n: 'u32', lanes: 'u32', nx: 'u32' } as const;
+/** Uniforms of the row-grid kernels (ROW_HEADER). */
+const ROW_U = { rows: 'u32', colsv: 'u32', ny: 'u32' } as const;
 
 // ------------------------------------------------------------------------------------------------
 // SwiGLU
@@ -117,77 +53,75 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let c = wid.x * ${wg}u + lid.x;
   if (r >= u.rows || c >= u.colsv) { return; }`;
 
-function swigluProgram(v: 1 | 4, fused: boolean): Program {
-  const T = vtype(v);
-  const sig = v === 4 ? 'sigmoid4' : 'sigmoid1';
-  if (fused) {
-    // gu is [rows, 2·I] (gate | up), y [rows, I]; colsv = I / v.
-    return {
-      name: `swiglu_fused_v${v}`,
-      code: `@group(0) @binding(0) var<storage, read> gu: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> y: array<${T}>;
-struct U { rows: u32, colsv: u32, ny: u32 }
-@group(0) @binding(2) var<uniform> u: U;${SILU_FN}${ROW_HEADER(ELEM_WG)}
+const sig = (v: Vw) => (v === 4 ? 'sigmoid4' : 'sigmoid1');
+
+const swigluKernel = defineKernel({
+  name: 'swiglu',
+  bindings: ({ v }: { v: Vw }) => [['gate', vecType(v), 'read'], ['upv', vecType(v), 'read'], ['y', vecType(v), 'read_write']],
+  uniforms: STREAM_U,
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: VW }),
+  body: ({ v }) => `${SILU_FN}${STREAM_HEADER(ELEM_WG)}
+    let g = gate[i];
+    y[i] = g * ${sig(v)}(g) * upv[i];
+  }
+}`,
+});
+
+// gu is [rows, 2·I] (gate | up), y [rows, I]; colsv = I / v.
+const swigluFusedKernel = defineKernel({
+  name: 'swiglu_fused',
+  bindings: ({ v }: { v: Vw }) => [['gu', vecType(v), 'read'], ['y', vecType(v), 'read_write']],
+  uniforms: ROW_U,
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: VW }),
+  body: ({ v }) => `${SILU_FN}${ROW_HEADER(ELEM_WG)}
   let gi = r * 2u * u.colsv + c;
   let g = gu[gi];
-  y[r * u.colsv + c] = g * ${sig}(g) * gu[gi + u.colsv];
+  y[r * u.colsv + c] = g * ${sig(v)}(g) * gu[gi + u.colsv];
 }`,
-    };
-  }
-  return {
-    name: `swiglu_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> gate: array<${T}>;
-@group(0) @binding(1) var<storage, read> upv: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;
-struct U { n: u32, lanes: u32, nx: u32 }
-@group(0) @binding(3) var<uniform> u: U;${SILU_FN}${STREAM_HEADER(ELEM_WG)}
-    let g = gate[i];
-    y[i] = g * ${sig}(g) * upv[i];
-  }
-}`,
-  };
-}
+});
 
-function swigluBackwardProgram(v: 1 | 4, fused: boolean): Program {
-  const T = vtype(v);
-  const sig = v === 4 ? 'sigmoid4' : 'sigmoid1';
-  // d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g)))
-  const body = `let s = ${sig}(g);
+// d silu(g)/dg = σ(g)·(1 + g·(1 − σ(g)))
+const swigluGrad = (v: Vw) => `let s = ${sig(v)}(g);
     let dyv = dy[i];
     let dg = dyv * up * s * (1.0 + g * (1.0 - s));
     let du = dyv * g * s;`;
-  if (fused) {
-    return {
-      name: `swiglu_fused_backward_v${v}`,
-      code: `@group(0) @binding(0) var<storage, read> gu: array<${T}>;
-@group(0) @binding(1) var<storage, read> dy: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> dgu: array<${T}>;
-struct U { rows: u32, colsv: u32, ny: u32 }
-@group(0) @binding(3) var<uniform> u: U;${SILU_FN}${ROW_HEADER(ELEM_WG)}
-  let gi = r * 2u * u.colsv + c;
-  let g = gu[gi]; let up = gu[gi + u.colsv];
-  let i = r * u.colsv + c;
-  ${body}
-  dgu[gi] = dg; dgu[gi + u.colsv] = du;
-}`,
-    };
-  }
-  return {
-    name: `swiglu_backward_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> gate: array<${T}>;
-@group(0) @binding(1) var<storage, read> upv: array<${T}>;
-@group(0) @binding(2) var<storage, read> dy: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> dgate: array<${T}>;
-@group(0) @binding(4) var<storage, read_write> dup: array<${T}>;
-struct U { n: u32, lanes: u32, nx: u32 }
-@group(0) @binding(5) var<uniform> u: U;${SILU_FN}${STREAM_HEADER(ELEM_WG)}
+
+const swigluBackwardKernel = defineKernel({
+  name: 'swiglu_backward',
+  bindings: ({ v }: { v: Vw }) => [
+    ['gate', vecType(v), 'read'],
+    ['upv', vecType(v), 'read'],
+    ['dy', vecType(v), 'read'],
+    ['dgate', vecType(v), 'read_write'],
+    ['dup', vecType(v), 'read_write'],
+  ],
+  uniforms: STREAM_U,
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: VW }),
+  body: ({ v }) => `${SILU_FN}${STREAM_HEADER(ELEM_WG)}
     let g = gate[i]; let up = upv[i];
-    ${body}
+    ${swigluGrad(v)}
     dgate[i] = dg; dup[i] = du;
   }
 }`,
-  };
-}
+});
+
+const swigluFusedBackwardKernel = defineKernel({
+  name: 'swiglu_fused_backward',
+  bindings: ({ v }: { v: Vw }) => [['gu', vecType(v), 'read'], ['dy', vecType(v), 'read'], ['dgu', vecType(v), 'read_write']],
+  uniforms: ROW_U,
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: VW }),
+  body: ({ v }) => `${SILU_FN}${ROW_HEADER(ELEM_WG)}
+  let gi = r * 2u * u.colsv + c;
+  let g = gu[gi]; let up = gu[gi + u.colsv];
+  let i = r * u.colsv + c;
+  ${swigluGrad(v)}
+  dgu[gi] = dg; dgu[gi + u.colsv] = du;
+}`,
+});
 
 /** silu(gate) · up, elementwise; gate and up are [tokens, I]. */
 export function swiglu(gpu: Gpu, gate: Tensor, up: Tensor, opts: { out?: Tensor } = {}): Tensor {
@@ -199,7 +133,7 @@ export function swiglu(gpu: Gpu, gate: Tensor, up: Tensor, opts: { out?: Tensor 
   const v = vecWidth(gate.size);
   const nv = gate.size / v;
   const g = streamGrid(nv);
-  gpu.run(swigluProgram(v, false), [gate, up, y], g.workgroups, new Uniforms().u32(nv, g.lanes, g.nx));
+  swigluKernel.run(gpu, { v }, { gate, upv: up, y }, g.workgroups, { n: nv, lanes: g.lanes, nx: g.nx });
   return y;
 }
 
@@ -214,7 +148,7 @@ export function swigluFused(gpu: Gpu, gateUp: Tensor, opts: { out?: Tensor } = {
   if (overlaps(y, gateUp)) throw new GpuError(`${K}: out must not alias gateUp`);
   const v = vecWidth(I);
   const g = rowsGrid(rows, cdiv(I / v, ELEM_WG));
-  gpu.run(swigluProgram(v, true), [gateUp, y], g.workgroups, new Uniforms().u32(rows, I / v, g.ny));
+  swigluFusedKernel.run(gpu, { v }, { gu: gateUp, y }, g.workgroups, { rows, colsv: I / v, ny: g.ny });
   return y;
 }
 
@@ -229,7 +163,7 @@ export function swigluBackward(gpu: Gpu, gate: Tensor, up: Tensor, dy: Tensor): 
   const v = vecWidth(gate.size);
   const nv = gate.size / v;
   const g = streamGrid(nv);
-  gpu.run(swigluBackwardProgram(v, false), [gate, up, dy, dGate, dUp], g.workgroups, new Uniforms().u32(nv, g.lanes, g.nx));
+  swigluBackwardKernel.run(gpu, { v }, { gate, upv: up, dy, dgate: dGate, dup: dUp }, g.workgroups, { n: nv, lanes: g.lanes, nx: g.nx });
   return { dGate, dUp };
 }
 
@@ -246,7 +180,7 @@ export function swigluFusedBackward(gpu: Gpu, gateUp: Tensor, dy: Tensor, opts: 
   if (overlaps(dgu, gateUp) || overlaps(dgu, dy)) throw new GpuError(`${K}: out must not alias gateUp or dy`);
   const v = vecWidth(I);
   const g = rowsGrid(rows, cdiv(I / v, ELEM_WG));
-  gpu.run(swigluBackwardProgram(v, true), [gateUp, dy, dgu], g.workgroups, new Uniforms().u32(rows, I / v, g.ny));
+  swigluFusedBackwardKernel.run(gpu, { v }, { gu: gateUp, dy, dgu }, g.workgroups, { rows, colsv: I / v, ny: g.ny });
   return dgu;
 }
 
@@ -254,25 +188,22 @@ export function swigluFusedBackward(gpu: Gpu, gateUp: Tensor, dy: Tensor, opts: 
 // add / scale / bias
 // ------------------------------------------------------------------------------------------------
 
-function axpbyProgram(v: 1 | 4, inPlace: boolean, hasB: boolean): Program {
-  const T = vtype(v);
-  // out = a + alpha·b (hasB) or out = alpha·a; in place: a is read_write and is the output.
-  const bindings: string[] = [];
-  bindings.push(`var<storage, ${inPlace ? 'read_write' : 'read'}> a: array<${T}>;`);
-  if (hasB) bindings.push(`var<storage, read> b: array<${T}>;`);
-  if (!inPlace) bindings.push(`var<storage, read_write> y: array<${T}>;`);
-  const decl = bindings.map((b, i) => `@group(0) @binding(${i}) ${b}`).join('\n');
-  const expr = hasB ? 'a[i] + u.alpha * b[i]' : 'u.alpha * a[i]';
-  return {
-    name: `${hasB ? 'add' : 'scale'}${inPlace ? '_inplace' : ''}_v${v}`,
-    code: `${decl}
-struct U { n: u32, lanes: u32, nx: u32, alpha: f32 }
-@group(0) @binding(${bindings.length}) var<uniform> u: U;${STREAM_HEADER(ELEM_WG)}
-    ${inPlace ? 'a' : 'y'}[i] = ${expr};
+// out = a + alpha·b (hasB) or out = alpha·a; in place: a is read_write and is the output.
+const axpbyKernel = defineKernel({
+  name: 'axpby',
+  bindings: ({ v, inPlace, hasB }: { v: Vw; inPlace: boolean; hasB: boolean }) => [
+    ['a', vecType(v), inPlace ? 'read_write' : 'read'],
+    ...(hasB ? [['b', vecType(v), 'read'] as const] : []),
+    ...(inPlace ? [] : [['y', vecType(v), 'read_write'] as const]),
+  ],
+  uniforms: { ...STREAM_U, alpha: 'f32' },
+  key: ({ v, inPlace, hasB }) => `${hasB ? 'add' : 'scale'}${inPlace ? '_inplace' : ''}_v${v}`,
+  space: () => product({ v: VW, inPlace: [false, true], hasB: [false, true] }),
+  body: ({ inPlace, hasB }) => `${STREAM_HEADER(ELEM_WG)}
+    ${inPlace ? 'a' : 'y'}[i] = ${hasB ? 'a[i] + u.alpha * b[i]' : 'u.alpha * a[i]'};
   }
 }`,
-  };
-}
+});
 
 /** a + alpha·b (alpha defaults to 1). `out` may be `a` itself (in place); it must not alias b. */
 export function add(gpu: Gpu, a: Tensor, b: Tensor, opts: { out?: Tensor; alpha?: number } = {}): Tensor {
@@ -286,8 +217,8 @@ export function add(gpu: Gpu, a: Tensor, b: Tensor, opts: { out?: Tensor; alpha?
   const v = vecWidth(a.size);
   const nv = a.size / v;
   const g = streamGrid(nv);
-  const u = new Uniforms().u32(nv, g.lanes, g.nx).f32(opts.alpha ?? 1);
-  gpu.run(axpbyProgram(v, inPlace, true), inPlace ? [a, b] : [a, b, y], g.workgroups, u);
+  const u = { n: nv, lanes: g.lanes, nx: g.nx, alpha: opts.alpha ?? 1 };
+  axpbyKernel.run(gpu, { v, inPlace, hasB: true }, inPlace ? { a, b } : { a, b, y }, g.workgroups, u);
   return y;
 }
 
@@ -306,29 +237,26 @@ export function scale(gpu: Gpu, x: Tensor, s: number, opts: { out?: Tensor } = {
   const v = vecWidth(x.size);
   const nv = x.size / v;
   const g = streamGrid(nv);
-  const u = new Uniforms().u32(nv, g.lanes, g.nx).f32(s);
-  gpu.run(axpbyProgram(v, inPlace, false), inPlace ? [x] : [x, y], g.workgroups, u);
+  const u = { n: nv, lanes: g.lanes, nx: g.nx, alpha: s };
+  axpbyKernel.run(gpu, { v, inPlace, hasB: false }, inPlace ? { a: x } : { a: x, y }, g.workgroups, u);
   return y;
 }
 
-function biasAddProgram(v: 1 | 4, inPlace: boolean): Program {
-  const T = vtype(v);
-  const decl = inPlace
-    ? `@group(0) @binding(0) var<storage, read_write> x: array<${T}>;
-@group(0) @binding(1) var<storage, read> bias: array<${T}>;`
-    : `@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(1) var<storage, read> bias: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;`;
-  return {
-    name: `bias_add${inPlace ? '_inplace' : ''}_v${v}`,
-    code: `${decl}
-struct U { rows: u32, colsv: u32, ny: u32 }
-@group(0) @binding(${inPlace ? 2 : 3}) var<uniform> u: U;${ROW_HEADER(ELEM_WG)}
+const biasAddKernel = defineKernel({
+  name: 'bias_add',
+  bindings: ({ v, inPlace }: { v: Vw; inPlace: boolean }) => [
+    ['x', vecType(v), inPlace ? 'read_write' : 'read'],
+    ['bias', vecType(v), 'read'],
+    ...(inPlace ? [] : [['y', vecType(v), 'read_write'] as const]),
+  ],
+  uniforms: ROW_U,
+  key: ({ v, inPlace }) => `${inPlace ? 'inplace_' : ''}v${v}`,
+  space: () => product({ v: VW, inPlace: [false, true] }),
+  body: ({ inPlace }) => `${ROW_HEADER(ELEM_WG)}
   let i = r * u.colsv + c;
   ${inPlace ? 'x' : 'y'}[i] = x[i] + bias[c];
 }`,
-  };
-}
+});
 
 /** x[r, :] + bias for every row r; x is [rows, N], bias [N]. `out` may be x itself. */
 export function biasAdd(gpu: Gpu, x: Tensor, bias: Tensor, opts: { out?: Tensor } = {}): Tensor {
@@ -342,7 +270,7 @@ export function biasAdd(gpu: Gpu, x: Tensor, bias: Tensor, opts: { out?: Tensor 
   if (overlaps(y, bias) || (!inPlace && overlaps(y, x))) throw new GpuError(`${K}: out must be x itself or not overlap x and bias`);
   const v = vecWidth(cols);
   const g = rowsGrid(rows, cdiv(cols / v, ELEM_WG));
-  gpu.run(biasAddProgram(v, inPlace), inPlace ? [x, bias] : [x, bias, y], g.workgroups, new Uniforms().u32(rows, cols / v, g.ny));
+  biasAddKernel.run(gpu, { v, inPlace }, inPlace ? { x, bias } : { x, bias, y }, g.workgroups, { rows, colsv: cols / v, ny: g.ny });
   return y;
 }
 
@@ -350,22 +278,19 @@ export function biasAdd(gpu: Gpu, x: Tensor, bias: Tensor, opts: { out?: Tensor 
 // row gather / copy
 // ------------------------------------------------------------------------------------------------
 
-function gatherRowsProgram(v: 1 | 4): Program {
-  const T = vtype(v);
-  return {
-    name: `gather_rows_v${v}`,
-    // One lane per output vector; rows whose index is out of range are written as zeros.
-    code: `@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(1) var<storage, read> idx: array<u32>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;
-struct U { rows: u32, colsv: u32, ny: u32, srcRows: u32 }
-@group(0) @binding(3) var<uniform> u: U;${ROW_HEADER(ELEM_WG)}
+// One lane per output vector; rows whose index is out of range are written as zeros.
+const gatherRowsKernel = defineKernel({
+  name: 'gather_rows',
+  bindings: ({ v }: { v: Vw }) => [['x', vecType(v), 'read'], ['idx', 'u32', 'read'], ['y', vecType(v), 'read_write']],
+  uniforms: { ...ROW_U, srcRows: 'u32' },
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: VW }),
+  body: ({ v }) => `${ROW_HEADER(ELEM_WG)}
   let src = idx[r];
   let i = r * u.colsv + c;
-  if (src < u.srcRows) { y[i] = x[src * u.colsv + c]; } else { y[i] = ${T}(0.0); }
+  if (src < u.srcRows) { y[i] = x[src * u.colsv + c]; } else { y[i] = ${vecType(v)}(0.0); }
 }`,
-  };
-}
+});
 
 /**
  * out[i, :] = x[idx[i], :] for x [rows, D] and idx u32 [n] (e.g. the last token of each sequence
@@ -382,7 +307,7 @@ export function gatherRows(gpu: Gpu, x: Tensor, idx: Tensor, opts: { out?: Tenso
   if (overlaps(y, x)) throw new GpuError(`${K}: out must not alias x`);
   const v = vecWidth(cols);
   const g = rowsGrid(n, cdiv(cols / v, ELEM_WG));
-  gpu.run(gatherRowsProgram(v), [x, idx, y], g.workgroups, new Uniforms().u32(n, cols / v, g.ny, rows));
+  gatherRowsKernel.run(gpu, { v }, { x, idx, y }, g.workgroups, { rows: n, colsv: cols / v, ny: g.ny, srcRows: rows });
   return y;
 }
 
@@ -409,32 +334,28 @@ const SS_WG = 64;
 const SS_VECS_PER_LANE = 64;
 const SS_FINAL_WG = 256;
 
-function sumSquaresPartialProgram(v: 1 | 4): Program {
-  const T = vtype(v);
-  const sq = v === 4 ? 'dot(e, e)' : 'e * e';
-  // Each lane writes its own partial: no workgroup barrier (slow on llvmpipe), fixed order.
-  return {
-    name: `sum_squares_partial_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> partial: array<f32>;
-struct U { n: u32, lanes: u32, nx: u32, base: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+// Each lane writes its own partial: no workgroup barrier (slow on llvmpipe), fixed order.
+const sumSquaresPartialKernel = defineKernel({
+  name: 'sum_squares_partial',
+  bindings: ({ v }: { v: Vw }) => [['x', vecType(v), 'read'], ['partial', 'f32', 'read_write']],
+  uniforms: { n: 'u32', lanes: 'u32', nx: 'u32', base: 'u32' },
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: VW }),
+  body: ({ v }) => `
 @compute @workgroup_size(${SS_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let lane = (wid.y * u.nx + wid.x) * ${SS_WG}u + lid.x;
   var s = 0.0;
-  for (var i = lane; i < u.n; i += u.lanes) { let e = x[i]; s += ${sq}; }
+  for (var i = lane; i < u.n; i += u.lanes) { let e = x[i]; s += ${v === 4 ? 'dot(e, e)' : 'e * e'}; }
   partial[u.base + lane] = s;
 }`,
-  };
-}
+});
 
-const sumSquaresFinalProgram: Program = {
+const sumSquaresFinalKernel = defineKernel({
   name: 'sum_squares_final',
-  code: `@group(0) @binding(0) var<storage, read> partial: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-struct U { n: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['partial', 'f32', 'read'], ['out', 'f32', 'read_write']],
+  uniforms: { n: 'u32' },
+  body: () => `
 var<workgroup> red: array<f32, ${SS_FINAL_WG}>;
 @compute @workgroup_size(${SS_FINAL_WG})
 fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
@@ -448,7 +369,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
   }
   if (lid.x == 0u) { out[0] = red[0]; }
 }`,
-};
+});
 
 /**
  * Σ over all elements of all tensors of x², as a [1] tensor on the GPU (global gradient norm²).
@@ -470,10 +391,10 @@ export function sumSquares(gpu: Gpu, tensors: readonly Tensor[], opts: { out?: T
   if (total === 0) gpu.fill(partial, 0);
   let base = 0;
   for (const p of plans) {
-    gpu.run(sumSquaresPartialProgram(p.v), [p.t, partial], p.g.workgroups, new Uniforms().u32(p.nv, p.lanes, p.g.nx, base));
+    sumSquaresPartialKernel.run(gpu, { v: p.v }, { x: p.t, partial }, p.g.workgroups, { n: p.nv, lanes: p.lanes, nx: p.g.nx, base });
     base += p.lanes;
   }
-  gpu.run(sumSquaresFinalProgram, [partial, out], 1, new Uniforms().u32(Math.max(1, total)));
+  sumSquaresFinalKernel.run(gpu, {}, { partial, out }, 1, { n: Math.max(1, total) });
   partial.dispose();
   return out;
 }
@@ -545,6 +466,7 @@ export function sumSquaresRef(arrays: readonly Vec[]): number {
   return s;
 }
 
+
 // ---------------------------------------------------------------------------------------------
 // Dropout with a counter-based mask (LoRA dropout). The mask of element i is a pure function of
 // (key0, key1, i), so the backward pass regenerates it instead of storing it.
@@ -552,27 +474,20 @@ export function sumSquaresRef(arrays: readonly Vec[]): number {
 
 const DROPOUT_WG = 64;
 
-const dropoutProgram: Program = {
+const dropoutKernel = defineKernel({
   name: 'dropout',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-struct U { n: u32, nx: u32, key0: u32, key1: u32, threshold: u32, scale: f32 }
-@group(0) @binding(2) var<uniform> u: U;
-// PCG-style 32-bit hash (one round of pcg_hash over a mixed key).
-fn hash(v: u32) -> u32 {
-  let s = v * 747796405u + 2891336453u;
-  let w = ((s >> ((s >> 28u) + 4u)) ^ s) * 277803737u;
-  return (w >> 22u) ^ w;
-}
+  bindings: [['x', 'f32', 'read'], ['y', 'f32', 'read_write']],
+  uniforms: { n: 'u32', nx: 'u32', key0: 'u32', key1: 'u32', threshold: 'u32', scale: 'f32' },
+  body: () => /* wgsl */ `
+${PCG_WGSL}
 @compute @workgroup_size(${DROPOUT_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * u.nx * ${DROPOUT_WG}u;
   if (i >= u.n) { return; }
-  let r = hash(hash(i ^ u.key0) + u.key1);
+  let r = pcg(pcg(i ^ u.key0) + u.key1);
   y[i] = select(0.0, x[i] * u.scale, r >= u.threshold);
 }`,
-};
+});
 
 /** Keep probability threshold as a u32: an element is dropped when hash < p·2^32. */
 function dropoutThreshold(p: number): number {
@@ -587,41 +502,34 @@ export function dropout(gpu: Gpu, x: Tensor, p: number, key: readonly [number, n
   const y = outputTensor(gpu, K, opts.out, x.shape);
   if (overlaps(y, x)) throw new GpuError(`${K}: out must not overlap x`);
   const g = spreadGrid(Math.ceil(x.size / DROPOUT_WG));
-  const u = new Uniforms().u32(x.size, g.nx, key[0] >>> 0, key[1] >>> 0, dropoutThreshold(p)).f32(1 / (1 - p));
-  gpu.run(dropoutProgram, [x, y], g.workgroups, u);
+  const u = { n: x.size, nx: g.nx, key0: key[0] >>> 0, key1: key[1] >>> 0, threshold: dropoutThreshold(p), scale: 1 / (1 - p) };
+  dropoutKernel.run(gpu, {}, { x, y }, g.workgroups, u);
   return y;
-}
-
-function hashRef(v: number): number {
-  const s = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
-  const w = Math.imul(((s >>> ((s >>> 28) + 4)) ^ s) >>> 0, 277803737) >>> 0;
-  return ((w >>> 22) ^ w) >>> 0;
 }
 
 /** Reference dropout with the same mask as the kernel. */
 export function dropoutRef(x: Vec, p: number, key: readonly [number, number]): Float64Array {
   const t = dropoutThreshold(p);
-  return Float64Array.from(x, (v, i) => (hashRef((hashRef((i ^ key[0]) >>> 0) + key[1]) >>> 0) >= t ? v / (1 - p) : 0));
+  return Float64Array.from(x, (v, i) => (pcgHash((pcgHash((i ^ key[0]) >>> 0) + key[1]) >>> 0) >= t ? v / (1 - p) : 0));
 }
+
 
 // ---------------------------------------------------------------------------------------------
 // 2-D transpose (weight copies in [in, out] layout for the faster A·B matmul form on lavapipe)
 // ---------------------------------------------------------------------------------------------
 
-const transposeProgram: Program = {
+const transposeKernel = defineKernel({
   name: 'transpose2d',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-struct U { R: u32, C: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['x', 'f32', 'read'], ['y', 'f32', 'read_write']],
+  uniforms: { R: 'u32', C: 'u32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let c = g.x; let r = g.y;
   if (r >= u.R || c >= u.C) { return; }
   y[c * u.R + r] = x[r * u.C + c];
 }`,
-};
+});
 
 /** y [C, R] = xᵀ for x [R, C]. */
 export function transpose2d(gpu: Gpu, x: Tensor, opts: { out?: Tensor } = {}): Tensor {
@@ -630,6 +538,6 @@ export function transpose2d(gpu: Gpu, x: Tensor, opts: { out?: Tensor } = {}): T
   const y = outputTensor(gpu, K, opts.out, [C, R]);
   if (overlaps(y, x)) throw new GpuError(`${K}: out must not overlap x`);
   if (Math.ceil(R / 8) > 65535 || Math.ceil(C / 8) > 65535) throw new GpuError(`${K}: x ${shapeStr(x)} is too large for one dispatch`);
-  gpu.run(transposeProgram, [x, y], [cdiv(C, 8), cdiv(R, 8)], new Uniforms().u32(R, C));
+  transposeKernel.run(gpu, {}, { x, y }, [cdiv(C, 8), cdiv(R, 8)], { R, C });
   return y;
 }

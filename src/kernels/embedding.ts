@@ -13,8 +13,9 @@
 // per (distinct id, column vector) sums its tokens' gradient rows in that fixed order and adds the
 // sum to the table row: deterministic, each table row written by exactly one lane.
 
-import { cdiv, ChunkedMatrix, GpuError, Tensor, Uniforms, type Gpu, type Program } from '../gpu/runtime.ts';
-import { expectTensor, outputTensor, overlaps, rowsGrid, shapeStr } from './elementwise.ts';
+import { defineKernel, product } from '../gpu/kernel.ts';
+import { cdiv, ChunkedMatrix, GpuError, Tensor, type Gpu } from '../gpu/runtime.ts';
+import { expectTensor, outputTensor, overlaps, rowsGrid, shapeStr, vecType } from './common.ts';
 
 const EMBED_WG = 64;
 
@@ -35,15 +36,13 @@ function tableParts(K: string, table: Tensor | ChunkedMatrix): { V: number; D: n
   return { V: table.shape[0], D: table.shape[1], parts: [{ tensor: table, start: 0, rows: table.shape[0] }] };
 }
 
-function embedProgram(v: 1 | 4): Program {
-  const T = v === 4 ? 'vec4<f32>' : 'f32';
-  return {
-    name: `embed_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> table: array<${T}>;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;
-struct U { tokens: u32, dv: u32, ny: u32, start: u32, rows: u32, zeroFrom: u32 }
-@group(0) @binding(3) var<uniform> u: U;
+const embedKernel = defineKernel({
+  name: 'embed',
+  bindings: ({ v }: { v: 1 | 4 }) => [['table', vecType(v), 'read'], ['ids', 'u32', 'read'], ['y', vecType(v), 'read_write']],
+  uniforms: { tokens: 'u32', dv: 'u32', ny: 'u32', start: 'u32', rows: 'u32', zeroFrom: 'u32' },
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: [1, 4] as const }),
+  body: ({ v }) => `
 @compute @workgroup_size(${EMBED_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let t = wid.z * u.ny + wid.y;
@@ -55,27 +54,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   if (id >= u.start && local < u.rows) {
     y[g] = table[local * u.dv + j];
   } else if (id >= u.zeroFrom) {
-    y[g] = ${T}(0.0);
+    y[g] = ${vecType(v)}(0.0);
   }
 }`,
-  };
-}
+});
 
 /**
  * One dispatch for all chunks: every chunk is its own binding and the lane switches on
  * id / rowsPerChunk. Needs chunks + 2 storage bindings.
  */
-function embedSelectProgram(v: 1 | 4, chunks: number): Program {
-  const T = v === 4 ? 'vec4<f32>' : 'f32';
-  const decl = Array.from({ length: chunks }, (_, c) => `@group(0) @binding(${c + 2}) var<storage, read> t${c}: array<${T}>;`).join('\n');
-  const cases = Array.from({ length: chunks }, (_, c) => `    case ${c}u: { y[g] = t${c}[local * u.dv + j]; }`).join('\n');
-  return {
-    name: `embed_select${chunks}_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> ids: array<u32>;
-@group(0) @binding(1) var<storage, read_write> y: array<${T}>;
-${decl}
-struct U { tokens: u32, dv: u32, ny: u32, rowsPerChunk: u32, vocab: u32 }
-@group(0) @binding(${chunks + 2}) var<uniform> u: U;
+const embedSelectKernel = defineKernel({
+  name: 'embed_select',
+  bindings: ({ v, chunks }: { v: 1 | 4; chunks: number }) => [
+    ['ids', 'u32', 'read'],
+    ['y', vecType(v), 'read_write'],
+    ...Array.from({ length: chunks }, (_, c) => [`t${c}`, vecType(v), 'read'] as const),
+  ],
+  uniforms: { tokens: 'u32', dv: 'u32', ny: 'u32', rowsPerChunk: 'u32', vocab: 'u32' },
+  key: ({ v, chunks }) => `${chunks}_v${v}`,
+  space: () => product({ v: [1, 4] as const, chunks: [1, 2, 3, 5, 8, 14] }),
+  body: ({ v, chunks }) => {
+    const T = vecType(v);
+    const cases = Array.from({ length: chunks }, (_, c) => `    case ${c}u: { y[g] = t${c}[local * u.dv + j]; }`).join('\n');
+    return `
 @compute @workgroup_size(${EMBED_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let t = wid.z * u.ny + wid.y;
@@ -89,9 +90,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 ${cases}
     default: { y[g] = ${T}(0.0); }
   }
-}`,
-  };
-}
+}`;
+  },
+});
 
 export type EmbedVariant = 'per-chunk' | 'select';
 
@@ -146,16 +147,17 @@ export function embed(gpu: Gpu, table: Tensor | ChunkedMatrix, ids: Tensor, opts
       throw new GpuError(`${K}: ${parts.length} chunks + 2 bindings exceed maxStorageBuffersPerShaderStage ${gpu.limits.maxStorageBuffersPerShaderStage}`);
     }
     const rpc = parts[0].rows;
-    const u = new Uniforms().u32(tokens, dv, grid.ny, rpc, V);
-    gpu.run(embedSelectProgram(v, parts.length), [ids, y, ...parts.map((p) => p.tensor)], grid.workgroups, u);
+    const buffers: Record<string, Tensor> = { ids, y };
+    parts.forEach((p, c) => (buffers[`t${c}`] = p.tensor));
+    embedSelectKernel.run(gpu, { v, chunks: parts.length }, buffers, grid.workgroups, { tokens, dv, ny: grid.ny, rowsPerChunk: rpc, vocab: V });
     return y;
   }
   parts.forEach((p, i) => {
     const last = i === parts.length - 1;
     if (used && !used[i]) return;
     // zeroFrom = V on the last chunk writes the zero rows of out-of-range ids; 0xffffffff disables.
-    const u = new Uniforms().u32(tokens, dv, grid.ny, p.start, p.rows, last && !used ? V : 0xffffffff);
-    gpu.run(embedProgram(v), [p.tensor, ids, y], grid.workgroups, u);
+    const u = { tokens, dv, ny: grid.ny, start: p.start, rows: p.rows, zeroFrom: last && !used ? V : 0xffffffff };
+    embedKernel.run(gpu, { v }, { table: p.tensor, ids, y }, grid.workgroups, u);
   });
   return y;
 }
@@ -200,16 +202,14 @@ export function buildEmbedGradIndex(ids: ArrayLike<number>, vocab: number): Embe
   return { tokens, uniqueIds, segStart, order };
 }
 
-function embedBackwardProgram(v: 1 | 4): Program {
-  const T = v === 4 ? 'vec4<f32>' : 'f32';
-  // idx packs [uniqueIds (U) | segStart (U + 1) | order (tokens)].
-  return {
-    name: `embed_backward_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> idx: array<u32>;
-@group(0) @binding(1) var<storage, read> dOut: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> dTable: array<${T}>;
-struct U { count: u32, dv: u32, ny: u32, k0: u32, start: u32, segOff: u32, orderOff: u32 }
-@group(0) @binding(3) var<uniform> u: U;
+// idx packs [uniqueIds (U) | segStart (U + 1) | order (tokens)].
+const embedBackwardKernel = defineKernel({
+  name: 'embed_backward',
+  bindings: ({ v }: { v: 1 | 4 }) => [['idx', 'u32', 'read'], ['dOut', vecType(v), 'read'], ['dTable', vecType(v), 'read_write']],
+  uniforms: { count: 'u32', dv: 'u32', ny: 'u32', k0: 'u32', start: 'u32', segOff: 'u32', orderOff: 'u32' },
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: [1, 4] as const }),
+  body: ({ v }) => `
 @compute @workgroup_size(${EMBED_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let kk = wid.z * u.ny + wid.y;
@@ -217,15 +217,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   if (kk >= u.count || j >= u.dv) { return; }
   let k = u.k0 + kk;
   let row = idx[k] - u.start;
-  var acc = ${T}(0.0);
+  var acc = ${vecType(v)}(0.0);
   let s1 = idx[u.segOff + k + 1u];
   for (var s = idx[u.segOff + k]; s < s1; s++) {
     acc += dOut[idx[u.orderOff + s] * u.dv + j];
   }
   dTable[row * u.dv + j] += acc;
 }`,
-  };
-}
+});
 
 /**
  * dTable[ids[t], :] += dOut[t, :] for every token, deterministically (see the file comment).
@@ -255,7 +254,8 @@ export function embedBackward(gpu: Gpu, ids: ArrayLike<number> | EmbedGradIndex,
     while (k1 < U && index.uniqueIds[k1] < p.start + p.rows) k1++;
     if (k1 > k0) {
       const grid = rowsGrid(k1 - k0, cdiv(dv, EMBED_WG));
-      gpu.run(embedBackwardProgram(v), [idxT, dOut, p.tensor], grid.workgroups, new Uniforms().u32(k1 - k0, dv, grid.ny, k0, p.start, U, 2 * U + 1));
+      const u = { count: k1 - k0, dv, ny: grid.ny, k0, start: p.start, segOff: U, orderOff: 2 * U + 1 };
+      embedBackwardKernel.run(gpu, { v }, { idx: idxT, dOut, dTable: p.tensor }, grid.workgroups, u);
     }
     k0 = k1;
   }

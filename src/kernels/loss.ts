@@ -19,16 +19,15 @@
 // micro-batches normalised by the global token count), or 1 ('sum'). N = 0 (all rows masked) gives
 // loss 0 and zero gradients, never NaN. `result` holds [loss, Σ w_i·loss_i, Σ w_i, N].
 
-import { cdiv, ChunkedMatrix, GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+import { defineKernel, product, type BindingDecl } from '../gpu/kernel.ts';
+import { cdiv, ChunkedMatrix, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { check, MAX_WG_PER_DIM as MAX_ROWS_PER_DIM, NEG_WGSL as NEG, ORDER_KEY_WGSL, rowGrid, rowsGrid, shapeStr as shp } from './common.ts';
 import { matmul, matmulChunk } from './matmul.ts';
 
 /** Threads per row-reduction workgroup (one workgroup per row). */
 const RW = 64;
 /** Threads of the single-workgroup reductions (normaliser, finalize). */
 const FW = 256;
-/** Stand-in for -inf that stays finite under subtraction. */
-const NEG = '-3.0e38';
-const MAX_ROWS_PER_DIM = 65535;
 
 export type Normalizer = number | 'mean' | 'sum';
 
@@ -36,29 +35,15 @@ export type Normalizer = number | 'mean' | 'sum';
 // Small helpers
 // ---------------------------------------------------------------------------------------------
 
-const shp = (t: Tensor) => `[${t.shape.join(', ')}]`;
-
-function check(cond: boolean, kernel: string, msg: string): void {
-  if (!cond) throw new GpuError(`${kernel}: ${msg}`);
-}
-
-/** WGSL storage binding declarations in order; returns the code and the next binding index. */
-function decl(list: [name: string, type: string, access: 'read' | 'read_write'][]): { code: string; next: number } {
-  return {
-    code: list.map(([n, t, a], i) => `@group(0) @binding(${i}) var<storage, ${a}> ${n}: array<${t}>;`).join('\n'),
-    next: list.length,
-  };
-}
-
-/** Workgroups for one workgroup per row: rows spread over x and y. */
-export function rowGrid(rows: number): [number, number] {
-  return [Math.min(rows, MAX_ROWS_PER_DIM), cdiv(rows, MAX_ROWS_PER_DIM)];
-}
-
 /** Elementwise grid over [rows, cols]: 256 columns per workgroup in x, rows over y and z. */
 function elemGrid(rows: number, cols: number): [number, number, number] {
-  return [cdiv(cols, 256), Math.min(rows, MAX_ROWS_PER_DIM), cdiv(rows, MAX_ROWS_PER_DIM)];
+  return rowsGrid(rows, cdiv(cols, 256)).workgroups;
 }
+
+/** Target ids: u32 ids are bound as array<i32> (ids < 2^31; 0xFFFFFFFF reads as -1 = none). */
+const TGT: BindingDecl = ['tgt', 'i32', 'read', ['i32', 'u32']];
+const SET_MASK: BindingDecl = ['setMask', 'u32', 'read'];
+const BOOL = [false, true] as const;
 
 /** Tree reduction of (max, Σexp) pairs held in shM/shS over RW threads (uniform control flow). */
 const MERGE_TREE = /* wgsl */ `
@@ -86,19 +71,20 @@ const SUM_TREE = /* wgsl */ `
 type WeightMode = 'labels' | 'mask' | 'none';
 
 /** Row weights w_i and [0, 0, Σw, N] into result (single workgroup). */
-function weightsProgram(mode: WeightMode): Program {
-  const b = decl([
-    ...(mode === 'labels' ? [['labels', 'i32', 'read'] as ['labels', 'i32', 'read']] : []),
-    ...(mode === 'mask' ? [['mask', 'f32', 'read'] as ['mask', 'f32', 'read']] : []),
+const weightsKernel = defineKernel({
+  name: 'loss_weights',
+  bindings: ({ mode }: { mode: WeightMode }) => [
+    ...(mode === 'labels' ? [['labels', 'i32', 'read'] as const] : []),
+    ...(mode === 'mask' ? [['mask', 'f32', 'read'] as const] : []),
     ['rowW', 'f32', 'read_write'],
     ['result', 'f32', 'read_write'],
-  ]);
-  const w = mode === 'labels' ? 'select(0.0, 1.0, labels[r * u.k] >= 0)' : mode === 'mask' ? 'mask[r]' : '1.0';
-  return {
-    name: `loss_weights_${mode}`,
-    code: /* wgsl */ `${b.code}
-struct U { M: u32, k: u32, normalizer: f32 }
-@group(0) @binding(${b.next}) var<uniform> u: U;
+  ],
+  uniforms: { M: 'u32', k: 'u32', normalizer: 'f32' },
+  key: ({ mode }) => mode,
+  space: () => product({ mode: ['labels', 'mask', 'none'] as const }),
+  body: ({ mode }) => {
+    const w = mode === 'labels' ? 'select(0.0, 1.0, labels[r * u.k] >= 0)' : mode === 'mask' ? 'mask[r]' : '1.0';
+    return /* wgsl */ `
 var<workgroup> sh: array<f32, ${FW}>;
 @compute @workgroup_size(${FW})
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -111,24 +97,26 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     result[0] = 0.0; result[1] = 0.0; result[2] = sh[0];
     result[3] = select(sh[0], u.normalizer, u.normalizer > 0.0);
   }
-}`,
-  };
-}
+}`;
+  },
+});
 
 /**
  * Per chunk block: online (max, Σexp) per row over the block's columns (optionally only columns in
  * the token set), merged into state [M, 2]; and the logits at the target ids that fall in the block.
  */
-function statsProgram(k: number, useSet: boolean): Program {
-  const list: [string, string, 'read' | 'read_write'][] = [['logits', 'f32', 'read'], ['state', 'f32', 'read_write']];
-  if (k > 0) list.push(['tgt', 'i32', 'read'], ['gathered', 'f32', 'read_write']);
-  if (useSet) list.push(['setMask', 'u32', 'read']);
-  const b = decl(list);
-  return {
-    name: `loss_stats_k${k > 0 ? 'n' : '0'}${useSet ? '_set' : ''}`,
-    code: /* wgsl */ `${b.code}
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, k: u32, first: u32 }
-@group(0) @binding(${b.next}) var<uniform> u: U;
+const statsKernel = defineKernel({
+  name: 'loss_stats',
+  bindings: ({ gather, useSet }: { gather: boolean; useSet: boolean }) => [
+    ['logits', 'f32', 'read'],
+    ['state', 'f32', 'read_write'],
+    ...(gather ? [TGT, ['gathered', 'f32', 'read_write'] as const] : []),
+    ...(useSet ? [SET_MASK] : []),
+  ],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', k: 'u32', first: 'u32' },
+  key: ({ gather, useSet }) => `k${gather ? 'n' : '0'}${useSet ? '_set' : ''}`,
+  space: () => product({ gather: BOOL, useSet: BOOL }),
+  body: ({ gather, useSet }) => /* wgsl */ `
 var<workgroup> shM: array<f32, ${RW}>;
 var<workgroup> shS: array<f32, ${RW}>;
 @compute @workgroup_size(${RW})
@@ -158,7 +146,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     state[2u * g] = mm; state[2u * g + 1u] = ss;
   }
   ${
-    k > 0
+    gather
       ? `for (var j = lid; j < u.k; j += ${RW}u) {
     let idx = tgt[g * u.k + j];
     if (idx >= 0 && u32(idx) >= u.colStart && u32(idx) < u.colStart + u.cols) {
@@ -168,30 +156,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       : ''
   }
 }`,
-  };
-}
+});
 
 /**
  * Sparse targets → per-row loss, lse, gradient coefficients and the reduced loss (one workgroup).
  * mode 0: one-hot target (CE); 1: teacher top-k renormalised over its valid entries; 2: raw top-k.
  */
-function finalizeSparseProgram(withLogp: boolean, useSet: boolean): Program {
-  const list: [string, string, 'read' | 'read_write'][] = [
+const finalizeSparseKernel = defineKernel({
+  name: 'loss_finalize_sparse',
+  bindings: ({ withLogp, useSet }: { withLogp: boolean; useSet: boolean }) => [
     ['state', 'f32', 'read'],
     ['gathered', 'f32', 'read'],
-    ['tgt', 'i32', 'read'],
+    TGT,
     ['rowW', 'f32', 'read'],
-  ];
-  if (withLogp) list.push(['logp', 'f32', 'read']);
-  if (useSet) list.push(['setMask', 'u32', 'read']);
-  list.push(['lse', 'f32', 'read_write'], ['coefA', 'f32', 'read_write'], ['coefB', 'f32', 'read_write'], ['result', 'f32', 'read_write']);
-  const b = decl(list);
-  const valid = (j: string) => `(tgt[o + ${j}] >= 0 ${useSet ? `&& setMask[u32(tgt[o + ${j}])] != 0u` : ''})`;
-  return {
-    name: `loss_finalize_sparse${withLogp ? '_topk' : '_ce'}${useSet ? '_set' : ''}`,
-    code: /* wgsl */ `${b.code}
-struct U { M: u32, k: u32, mode: u32 }
-@group(0) @binding(${b.next}) var<uniform> u: U;
+    ...(withLogp ? [['logp', 'f32', 'read'] as const] : []),
+    ...(useSet ? [SET_MASK] : []),
+    ['lse', 'f32', 'read_write'],
+    ['coefA', 'f32', 'read_write'],
+    ['coefB', 'f32', 'read_write'],
+    ['result', 'f32', 'read_write'],
+  ],
+  uniforms: { M: 'u32', k: 'u32', mode: 'u32' },
+  key: ({ withLogp, useSet }) => `${withLogp ? 'topk' : 'ce'}${useSet ? '_set' : ''}`,
+  space: () => product({ withLogp: BOOL, useSet: BOOL }),
+  body: ({ withLogp, useSet }) => {
+    const valid = (j: string) => `(tgt[o + ${j}] >= 0 ${useSet ? `&& setMask[u32(tgt[o + ${j}])] != 0u` : ''})`;
+    return /* wgsl */ `
 var<workgroup> sh: array<f32, ${FW}>;
 @compute @workgroup_size(${FW})
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -238,26 +228,27 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     result[1] = sh[0];
     result[0] = select(0.0, sh[0] / N, N > 0.0);
   }
-}`,
-  };
-}
+}`;
+  },
+});
 
 /**
  * dlogits for sparse targets over a block: coefA·exp(z − lse) (in-set columns only) minus, when
  * inlineTarget (k = 1), coefB at the target column. In place over the logits unless `outOfPlace`.
  */
-function denseSparseProgram(inlineTarget: boolean, useSet: boolean, outOfPlace: boolean): Program {
-  const list: [string, string, 'read' | 'read_write'][] = [[outOfPlace ? 'zin' : 'd', 'f32', outOfPlace ? 'read' : 'read_write']];
-  if (outOfPlace) list.push(['d', 'f32', 'read_write']);
-  list.push(['lse', 'f32', 'read'], ['coefA', 'f32', 'read']);
-  if (inlineTarget) list.push(['tgt', 'i32', 'read'], ['coefB', 'f32', 'read']);
-  if (useSet) list.push(['setMask', 'u32', 'read']);
-  const b = decl(list);
-  return {
-    name: `loss_dlogits_sparse${inlineTarget ? '_inline' : ''}${useSet ? '_set' : ''}${outOfPlace ? '_oop' : ''}`,
-    code: /* wgsl */ `${b.code}
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32 }
-@group(0) @binding(${b.next}) var<uniform> u: U;
+const denseSparseKernel = defineKernel({
+  name: 'loss_dlogits_sparse',
+  bindings: ({ inlineTarget, useSet, outOfPlace }: { inlineTarget: boolean; useSet: boolean; outOfPlace: boolean }) => [
+    ...(outOfPlace ? [['zin', 'f32', 'read'] as const, ['d', 'f32', 'read_write'] as const] : [['d', 'f32', 'read_write'] as const]),
+    ['lse', 'f32', 'read'],
+    ['coefA', 'f32', 'read'],
+    ...(inlineTarget ? [TGT, ['coefB', 'f32', 'read'] as const] : []),
+    ...(useSet ? [SET_MASK] : []),
+  ],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
+  key: ({ inlineTarget, useSet, outOfPlace }) => `${inlineTarget ? 'inline' : ''}${useSet ? '_set' : ''}${outOfPlace ? '_oop' : ''}`,
+  space: () => product({ inlineTarget: BOOL, useSet: BOOL, outOfPlace: BOOL }),
+  body: ({ inlineTarget, useSet, outOfPlace }) => /* wgsl */ `
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let c = gid.x;
@@ -271,18 +262,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   ${inlineTarget ? 'if (tgt[g] == i32(u.colStart + c)) { v -= coefB[g]; }' : ''}
   d[i] = v;
 }`,
-  };
-}
+});
 
 /** Subtracts coefB at the target columns that fall in the block (top-k targets: distinct per row). */
-const scatterTargets: Program = {
+const scatterTargets = defineKernel({
   name: 'loss_dlogits_scatter',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> d: array<f32>;
-@group(0) @binding(1) var<storage, read> tgt: array<i32>;
-@group(0) @binding(2) var<storage, read> coefB: array<f32>;
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, k: u32 }
-@group(0) @binding(3) var<uniform> u: U;
+  bindings: [['d', 'f32', 'read_write'], TGT, ['coefB', 'f32', 'read']],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', k: 'u32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let j = gid.x;
@@ -296,21 +283,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
     d[i] = d[i] - cb;
   }
 }`,
-};
+});
 
 /**
  * Dense teacher: per block, online student (m, s), teacher (mt, st) and A = Σ e^{t−mt}(t − z)
  * merged into state [M, 5].
  */
-function stats2Program(useSet: boolean): Program {
-  const list: [string, string, 'read' | 'read_write'][] = [['zs', 'f32', 'read'], ['zt', 'f32', 'read'], ['state', 'f32', 'read_write']];
-  if (useSet) list.push(['setMask', 'u32', 'read']);
-  const b = decl(list);
-  return {
-    name: `kl_dense_stats${useSet ? '_set' : ''}`,
-    code: /* wgsl */ `${b.code}
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, first: u32 }
-@group(0) @binding(${b.next}) var<uniform> u: U;
+const stats2Kernel = defineKernel({
+  name: 'kl_dense_stats',
+  bindings: ({ useSet }: { useSet: boolean }) => [['zs', 'f32', 'read'], ['zt', 'f32', 'read'], ['state', 'f32', 'read_write'], ...(useSet ? [SET_MASK] : [])],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', first: 'u32' },
+  key: ({ useSet }) => (useSet ? 'set' : ''),
+  space: () => product({ useSet: BOOL }),
+  body: ({ useSet }) => /* wgsl */ `
 var<workgroup> shM: array<f32, ${RW}>;
 var<workgroup> shS: array<f32, ${RW}>;
 var<workgroup> shMt: array<f32, ${RW}>;
@@ -357,20 +342,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     state[o] = mm; state[o + 1u] = ss; state[o + 2u] = tm; state[o + 3u] = tt; state[o + 4u] = aa;
   }
 }`,
-  };
-}
+});
 
 /** Dense teacher: KL_i = A/st − lse_t + lse_s; lse pair per row [M, 2], coef = w/N; reduced loss. */
-const finalizeDense: Program = {
+const finalizeDense = defineKernel({
   name: 'kl_dense_finalize',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> state: array<f32>;
-@group(0) @binding(1) var<storage, read> rowW: array<f32>;
-@group(0) @binding(2) var<storage, read_write> lse2: array<f32>;
-@group(0) @binding(3) var<storage, read_write> coefA: array<f32>;
-@group(0) @binding(4) var<storage, read_write> result: array<f32>;
-struct U { M: u32 }
-@group(0) @binding(5) var<uniform> u: U;
+  bindings: [['state', 'f32', 'read'], ['rowW', 'f32', 'read'], ['lse2', 'f32', 'read_write'], ['coefA', 'f32', 'read_write'], ['result', 'f32', 'read_write']],
+  uniforms: { M: 'u32' },
+  body: () => /* wgsl */ `
 var<workgroup> sh: array<f32, ${FW}>;
 @compute @workgroup_size(${FW})
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -390,20 +369,22 @@ fn main(@builtin(local_invocation_index) lid: u32) {
   ${SUM_TREE}
   if (lid == 0u) { result[1] = sh[0]; result[0] = select(0.0, sh[0] / N, N > 0.0); }
 }`,
-};
+});
 
 /** Dense teacher dlogits: coef·(softmax(z) − softmax(t)), in place over zs unless outOfPlace. */
-function dense2Program(useSet: boolean, outOfPlace: boolean): Program {
-  const list: [string, string, 'read' | 'read_write'][] = [[outOfPlace ? 'zin' : 'd', 'f32', outOfPlace ? 'read' : 'read_write']];
-  if (outOfPlace) list.push(['d', 'f32', 'read_write']);
-  list.push(['zt', 'f32', 'read'], ['lse2', 'f32', 'read'], ['coefA', 'f32', 'read']);
-  if (useSet) list.push(['setMask', 'u32', 'read']);
-  const b = decl(list);
-  return {
-    name: `kl_dense_dlogits${useSet ? '_set' : ''}${outOfPlace ? '_oop' : ''}`,
-    code: /* wgsl */ `${b.code}
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32 }
-@group(0) @binding(${b.next}) var<uniform> u: U;
+const dense2Kernel = defineKernel({
+  name: 'kl_dense_dlogits',
+  bindings: ({ useSet, outOfPlace }: { useSet: boolean; outOfPlace: boolean }) => [
+    ...(outOfPlace ? [['zin', 'f32', 'read'] as const, ['d', 'f32', 'read_write'] as const] : [['d', 'f32', 'read_write'] as const]),
+    ['zt', 'f32', 'read'],
+    ['lse2', 'f32', 'read'],
+    ['coefA', 'f32', 'read'],
+    ...(useSet ? [SET_MASK] : []),
+  ],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
+  key: ({ useSet, outOfPlace }) => `${useSet ? 'set' : ''}${outOfPlace ? '_oop' : ''}`,
+  space: () => product({ useSet: BOOL, outOfPlace: BOOL }),
+  body: ({ useSet, outOfPlace }) => /* wgsl */ `
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let c = gid.x;
@@ -418,28 +399,25 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   }
   d[i] = v;
 }`,
-  };
-}
+});
 
 /** setMask[v] = 1 for v in the token set (mask zeroed first). */
-const buildSetMask: Program = {
+const buildSetMask = defineKernel({
   name: 'loss_set_mask',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> tokens: array<u32>;
-@group(0) @binding(1) var<storage, read_write> setMask: array<u32>;
-struct U { n: u32, V: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['tokens', 'u32', 'read'], ['setMask', 'u32', 'read_write']],
+  uniforms: { n: 'u32', V: 'u32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (gid.x < u.n) { let t = tokens[gid.x]; if (t < u.V) { setMask[t] = 1u; } }
 }`,
-};
+});
 
 /** A [V] u32 membership mask from a token-id list (ids ≥ V are ignored). */
 export function tokenSetMask(gpu: Gpu, tokenSet: Tensor, vocab: number): Tensor {
   check(tokenSet.dtype === 'u32', 'tokenSetMask', `token set must be u32, got ${tokenSet.dtype} ${shp(tokenSet)}`);
   const mask = gpu.zeros([vocab], 'u32', 'set_mask');
-  gpu.run(buildSetMask, [tokenSet, mask], cdiv(tokenSet.size, 64), new Uniforms().u32(tokenSet.size, vocab));
+  buildSetMask.run(gpu, {}, { tokens: tokenSet, setMask: mask }, cdiv(tokenSet.size, 64), { n: tokenSet.size, V: vocab });
   return mask;
 }
 
@@ -606,39 +584,41 @@ function sparseTargetLoss(
   }
   const useSet = !!opts.tokenSet;
   const setMask = opts.tokenSet ? tokenSetMask(gpu, opts.tokenSet, V) : undefined;
-  const tgtI = tgt; // u32 ids are bound as array<i32> (ids < 2^31; 0xFFFFFFFF reads as -1 = none)
 
   const rowW = gpu.empty([M], 'f32', 'loss_rowW');
   const result = gpu.empty([4], 'f32', 'loss_result');
   const mode: WeightMode = logp ? (opts.mask ? 'mask' : 'none') : 'labels';
-  gpu.run(
-    weightsProgram(mode),
-    [...(mode === 'labels' ? [tgtI] : mode === 'mask' ? [opts.mask!] : []), rowW, result],
+  weightsKernel.run(
+    gpu,
+    { mode },
+    { ...(mode === 'labels' ? { labels: tgt } : mode === 'mask' ? { mask: opts.mask! } : {}), rowW, result },
     1,
-    new Uniforms().u32(M, k).f32(normalizerValue(kernel, opts.normalizer)),
+    { M, k, normalizer: normalizerValue(kernel, opts.normalizer) },
   );
 
   const state = gpu.empty([M, 2], 'f32', 'loss_state');
   const gathered = gpu.empty([M, k], 'f32', 'loss_gathered');
-  const stats = statsProgram(k, useSet);
+  const stats = statsKernel.program({ gather: true, useSet });
+  const set = setMask ? { setMask } : {};
   // The first chunk initialises each row's state (chunk 0's row blocks cover every row once).
   forEachBlock(gpu, kernel, src, opts.maxLogitsBytes, (b) => {
     gpu.run(
       stats,
-      [b.logits, state, tgtI, gathered, ...(setMask ? [setMask] : [])],
+      { logits: b.logits, state, tgt, gathered, ...set },
       rowGrid(b.rows),
-      new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart, k, b.chunk === 0 ? 1 : 0),
+      { rows: b.rows, cols: b.cols, rowStart: b.rowStart, colStart: b.colStart, k, first: b.chunk === 0 ? 1 : 0 },
     );
   });
 
   const lse = gpu.empty([M], 'f32', 'loss_lse');
   const coefA = gpu.empty([M], 'f32', 'loss_coefA');
   const coefB = gpu.empty([M, k], 'f32', 'loss_coefB');
-  gpu.run(
-    finalizeSparseProgram(!!logp, useSet),
-    [state, gathered, tgtI, rowW, ...(logp ? [logp] : []), ...(setMask ? [setMask] : []), lse, coefA, coefB, result],
+  finalizeSparseKernel.run(
+    gpu,
+    { withLogp: !!logp, useSet },
+    { state, gathered, tgt, rowW, ...(logp ? { logp } : {}), ...set, lse, coefA, coefB, result },
     1,
-    new Uniforms().u32(M, k, logp ? (opts.teacherNorm === 'raw' ? 2 : 1) : 0),
+    { M, k, mode: logp ? (opts.teacherNorm === 'raw' ? 2 : 1) : 0 },
   );
 
   let dlogits: Tensor | undefined;
@@ -651,18 +631,13 @@ function sparseTargetLoss(
       dx = gpu.zeros([M, w!.cols], 'f32', 'loss_dx');
       if (wantDW) dW = opts.dW instanceof ChunkedMatrix ? opts.dW : zerosLike(gpu, w!, 'loss_dW');
     } else dlogits = gpu.empty([M, V], 'f32', 'loss_dlogits');
-    const dense = denseSparseProgram(inline, useSet, !chunked);
+    const dense = denseSparseKernel.program({ inlineTarget: inline, useSet, outOfPlace: !chunked });
     forEachBlock(gpu, kernel, src, opts.maxLogitsBytes, (b) => {
       const d = chunked ? b.logits : dlogits!;
-      const u = new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart);
-      gpu.run(
-        dense,
-        [...(chunked ? [] : [b.logits]), d, lse, coefA, ...(inline ? [tgtI, coefB] : []), ...(setMask ? [setMask] : [])],
-        elemGrid(b.rows, b.cols),
-        u,
-      );
+      const u = { rows: b.rows, cols: b.cols, rowStart: b.rowStart, colStart: b.colStart };
+      gpu.run(dense, { ...(chunked ? {} : { zin: b.logits }), d, lse, coefA, ...(inline ? { tgt, coefB } : {}), ...set }, elemGrid(b.rows, b.cols), u);
       if (!inline) {
-        gpu.run(scatterTargets, [d, tgtI, coefB], [cdiv(k, 64), Math.min(b.rows, MAX_ROWS_PER_DIM), cdiv(b.rows, MAX_ROWS_PER_DIM)], new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart, k));
+        scatterTargets.run(gpu, {}, { d, tgt, coefB }, [cdiv(k, 64), Math.min(b.rows, MAX_ROWS_PER_DIM), cdiv(b.rows, MAX_ROWS_PER_DIM)], { ...u, k });
       }
       if (chunked) headBackward(gpu, b, w!, dx, dW);
     });
@@ -740,7 +715,7 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
 
   const rowW = gpu.empty([M], 'f32', 'kl_rowW');
   const result = gpu.empty([4], 'f32', 'kl_result');
-  gpu.run(weightsProgram(opts.mask ? 'mask' : 'none'), [...(opts.mask ? [opts.mask] : []), rowW, result], 1, new Uniforms().u32(M, 1).f32(normalizerValue(kernel, opts.normalizer)));
+  weightsKernel.run(gpu, { mode: opts.mask ? 'mask' : 'none' }, { ...(opts.mask ? { mask: opts.mask } : {}), rowW, result }, 1, { M, k: 1, normalizer: normalizerValue(kernel, opts.normalizer) });
 
   // Teacher and student blocks are produced in the same order (same chunking and row blocks).
   const pairBlocks = (fn: (s: Block, tb: Block) => void) => {
@@ -759,13 +734,14 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
   };
 
   const state = gpu.empty([M, 5], 'f32', 'kl_state');
-  const stats = stats2Program(useSet);
+  const stats = stats2Kernel.program({ useSet });
+  const set = setMask ? { setMask } : {};
   pairBlocks((s, tb) =>
-    gpu.run(stats, [s.logits, tb.logits, state, ...(setMask ? [setMask] : [])], rowGrid(s.rows), new Uniforms().u32(s.rows, s.cols, s.rowStart, s.colStart, s.chunk === 0 ? 1 : 0)),
+    gpu.run(stats, { zs: s.logits, zt: tb.logits, state, ...set }, rowGrid(s.rows), { rows: s.rows, cols: s.cols, rowStart: s.rowStart, colStart: s.colStart, first: s.chunk === 0 ? 1 : 0 }),
   );
   const lse2 = gpu.empty([M, 2], 'f32', 'kl_lse2');
   const coefA = gpu.empty([M], 'f32', 'kl_coef');
-  gpu.run(finalizeDense, [state, rowW, lse2, coefA, result], 1, new Uniforms().u32(M));
+  finalizeDense.run(gpu, {}, { state, rowW, lse2, coefA, result }, 1, { M });
 
   let dlogits: Tensor | undefined;
   let dx: Tensor | undefined;
@@ -776,45 +752,36 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
       dx = gpu.zeros([M, w!.cols], 'f32', 'kl_dx');
       if (opts.dW) dW = opts.dW instanceof ChunkedMatrix ? opts.dW : zerosLike(gpu, w!, 'kl_dW');
     } else dlogits = gpu.empty([M, V], 'f32', 'kl_dlogits');
-    const dense = dense2Program(useSet, !chunked);
+    const dense = dense2Kernel.program({ useSet, outOfPlace: !chunked });
     pairBlocks((s, tb) => {
       gpu.run(
         dense,
-        [...(chunked ? [] : [s.logits]), chunked ? s.logits : dlogits!, tb.logits, lse2, coefA, ...(setMask ? [setMask] : [])],
+        { ...(chunked ? {} : { zin: s.logits }), d: chunked ? s.logits : dlogits!, zt: tb.logits, lse2, coefA, ...set },
         elemGrid(s.rows, s.cols),
-        new Uniforms().u32(s.rows, s.cols, s.rowStart, s.colStart),
+        { rows: s.rows, cols: s.cols, rowStart: s.rowStart, colStart: s.colStart },
       );
       if (chunked) headBackward(gpu, s, w!, dx, dW);
     });
   }
   // lse (student) is column 0 of lse2; return it as its own tensor for symmetry with the sparse path.
   const lse = gpu.empty([M], 'f32', 'kl_lse');
-  gpu.run(copyColumn0, [lse2, lse], cdiv(M, 64), new Uniforms().u32(M));
+  copyColumn0.run(gpu, {}, { a: lse2, b: lse }, cdiv(M, 64), { M });
   for (const x of [rowW, state, lse2, coefA, setMask]) x?.dispose();
   return makeResult({ result, lse, dlogits, dx, dW }, [], opts.dW);
 }
 
-const copyColumn0: Program = {
+const copyColumn0 = defineKernel({
   name: 'kl_lse_column',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read_write> b: array<f32>;
-struct U { M: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['a', 'f32', 'read'], ['b', 'f32', 'read_write']],
+  uniforms: { M: 'u32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) { if (gid.x < u.M) { b[gid.x] = a[2u * gid.x]; } }`,
-};
+});
 
 // ---------------------------------------------------------------------------------------------
 // Log-softmax top-k (storing teacher top-k)
 // ---------------------------------------------------------------------------------------------
-
-/** Monotone map of f32 bits to u32 (larger float → larger key). */
-const ORDER_KEY = /* wgsl */ `
-fn orderKey(f: f32) -> u32 {
-  let b = bitcast<u32>(f);
-  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}`;
 
 /**
  * Per block row: the block-local top-k (k ≤ 64) by (value desc, index asc), written as candidates
@@ -822,17 +789,16 @@ fn orderKey(f: f32) -> u32 {
  * passes of 4 bits over the row), then a deterministic compaction over contiguous column ranges:
  * everything above the threshold, then threshold ties lowest index first.
  */
-function topkBlockProgram(useSet: boolean): Program {
-  const list: [string, string, 'read' | 'read_write'][] = [['logits', 'f32', 'read'], ['cand', 'u32', 'read_write']];
-  if (useSet) list.push(['setMask', 'u32', 'read']);
-  const b = decl(list);
-  const inSet = useSet ? 'setMask[u.colStart + c] != 0u' : 'true';
-  return {
-    name: `topk_block${useSet ? '_set' : ''}`,
-    code: /* wgsl */ `${b.code}
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, k: u32, slot: u32, slots: u32 }
-@group(0) @binding(${b.next}) var<uniform> u: U;
-${ORDER_KEY}
+const topkBlockKernel = defineKernel({
+  name: 'topk_block',
+  bindings: ({ useSet }: { useSet: boolean }) => [['logits', 'f32', 'read'], ['cand', 'u32', 'read_write'], ...(useSet ? [SET_MASK] : [])],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', k: 'u32', slot: 'u32', slots: 'u32' },
+  key: ({ useSet }) => (useSet ? 'set' : ''),
+  space: () => product({ useSet: BOOL }),
+  body: ({ useSet }) => {
+    const inSet = useSet ? 'setMask[u.colStart + c] != 0u' : 'true';
+    return /* wgsl */ `
+${ORDER_KEY_WGSL}
 var<workgroup> hist: array<u32, ${16 * RW}>;
 var<workgroup> shared_prefix: u32;
 var<workgroup> shared_need: u32;
@@ -920,20 +886,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let filled = min(nGt + shared_eq, u.k);
   for (var j = filled + lid; j < u.k; j += ${RW}u) { cand[2u * (out + j)] = 0u; cand[2u * (out + j) + 1u] = 0xffffffffu; }
 }
-`,
-  };
-}
+`;
+  },
+});
 
 /** Per row (one thread): merge the per-block candidates into the sorted top-k with log-probs. */
-const topkMerge: Program = {
+const topkMerge = defineKernel({
   name: 'topk_merge',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> cand: array<u32>;
-@group(0) @binding(1) var<storage, read> state: array<f32>;
-@group(0) @binding(2) var<storage, read_write> indices: array<u32>;
-@group(0) @binding(3) var<storage, read_write> logprobs: array<f32>;
-struct U { M: u32, k: u32, slots: u32, negInfBits: u32 }
-@group(0) @binding(4) var<uniform> u: U;
+  bindings: [['cand', 'u32', 'read'], ['state', 'f32', 'read'], ['indices', 'u32', 'read_write'], ['logprobs', 'f32', 'read_write']],
+  uniforms: { M: 'u32', k: 'u32', slots: 'u32', negInfBits: 'u32' },
+  body: () => /* wgsl */ `
 fn keyValue(key: u32) -> f32 {
   return bitcast<f32>(select(~key, key & 0x7fffffffu, (key & 0x80000000u) != 0u));
 }
@@ -965,7 +927,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
   }
 }`,
-};
+});
 
 export interface TopKOptions {
   /** Restrict to these token ids (u32); log-probs are renormalised over the set. */
@@ -988,17 +950,19 @@ export function logSoftmaxTopK(gpu: Gpu, src: LogitSource, k: number, opts: TopK
   const slots = 'logits' in src ? 1 : src.w.chunks.length;
   const state = gpu.empty([M, 2], 'f32', 'topk_state');
   const cand = gpu.empty([M, slots, k, 2], 'u32', 'topk_cand');
-  const stats = statsProgram(0, useSet);
-  const select = topkBlockProgram(useSet);
-  const extra = setMask ? [setMask] : [];
+  const stats = statsKernel.program({ gather: false, useSet });
+  const select = topkBlockKernel.program({ useSet });
+  const set = setMask ? { setMask } : {};
   forEachBlock(gpu, kernel, src, opts.maxLogitsBytes, (b) => {
-    gpu.run(stats, [b.logits, state, ...extra], rowGrid(b.rows), new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart, 0, b.chunk === 0 ? 1 : 0));
-    gpu.run(select, [b.logits, cand, ...extra], rowGrid(b.rows), new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart, k, b.chunk, slots));
+    const u = { rows: b.rows, cols: b.cols, rowStart: b.rowStart, colStart: b.colStart };
+    gpu.run(stats, { logits: b.logits, state, ...set }, rowGrid(b.rows), { ...u, k: 0, first: b.chunk === 0 ? 1 : 0 });
+    gpu.run(select, { logits: b.logits, cand, ...set }, rowGrid(b.rows), { ...u, k, slot: b.chunk, slots });
   });
   const indices = gpu.empty([M, k], 'u32', 'topk_indices');
   const logprobs = gpu.empty([M, k], 'f32', 'topk_logprobs');
   const groups = cdiv(M, 64);
-  gpu.run(topkMerge, [cand, state, indices, logprobs], [Math.min(groups, MAX_ROWS_PER_DIM), cdiv(groups, MAX_ROWS_PER_DIM)], new Uniforms().u32(M, k, slots, 0xff800000)); // -inf bits (no inf literals in WGSL)
+  // negInfBits: -inf (WGSL has no inf literals).
+  topkMerge.run(gpu, {}, { cand, state, indices, logprobs }, [Math.min(groups, MAX_ROWS_PER_DIM), cdiv(groups, MAX_ROWS_PER_DIM)], { M, k, slots, negInfBits: 0xff800000 });
   for (const t of [state, cand, setMask]) t?.dispose();
   return { indices, logprobs };
 }

@@ -25,7 +25,9 @@
 //
 // Default choice: explicit, by adapter kind and shape class (chooseVariant, with the measured numbers).
 
-import { ChunkedMatrix, GpuError, Tensor, Uniforms, cdiv, type Gpu, type Program } from '../gpu/runtime.ts';
+import { defineKernel, type KernelProgram } from '../gpu/kernel.ts';
+import { ChunkedMatrix, GpuError, Tensor, cdiv, type Gpu } from '../gpu/runtime.ts';
+import { shapeStr as shp } from './common.ts';
 
 export interface MatmulOptions {
   /** A stored as [batch?, K, M] and used transposed. */
@@ -94,10 +96,13 @@ export function listMatmulVariants(): string[] {
  *   one-column-per-lane GEMV 0.6–0.9; M=8 gemv 2.7–4.7 ≈ rowcast8x1 3.1–3.7; M=32 rowcast8x1 4.2–4.4
  *   ≈ gemv 3.8–4.1. Quick bench (wall, same load): M=1 gemv-layout 2.9 GB/s of W vs 0.74 for the
  *   one-column GEMV. So: M ≤ 4 → gemv; x·Wᵀ → rowcast8x1; A·B and Aᵀ·B → rowcast8x2.
- * Real GPUs (not measured here: no GPU on the dev machine): M ≤ 32 → gemvsplit for x·Wᵀ (coalesced
- * reads of W, tree reduction), tiled32 otherwise (8-lane rowcast workgroups would leave most of a
- * real GPU's SIMD width idle); large M → tiled64, or tiled32 when the output has
- * fewer than 16 64×64 tiles (more workgroups in flight).
+ * Real GPUs (NVIDIA H100 figures in bench/results/h100/matmul.json): M ≤ 32 → gemvsplit for x·Wᵀ
+ * (coalesced reads of W, tree reduction: 197 / 150 GB/s of W at M = 8 / 32 against 88–117 for the
+ * rowcast layouts; at M = 1 it is the slower one, 53 against 109–120), tiled32 otherwise (8-lane rowcast
+ * workgroups would leave most of a real GPU's SIMD width idle); large M → tiled64 (12–16 TFLOP/s on the
+ * 0.5B projection shapes, 2–3× tiled32 and rowcast8x1; the exception is x·Wᵀ with W 896×896 at M = 2048,
+ * 1.4 against 5.0 for rowcast8x1), or tiled32 when the output has fewer than 16 64×64 tiles (more
+ * workgroups in flight).
  */
 export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: number, transB: boolean): string {
   if (isSoftware) {
@@ -122,24 +127,8 @@ interface Config {
   bVec: boolean;
 }
 
-const UNIFORM_STRUCT = /* wgsl */ `
-struct U {
-  M: u32, N: u32, K: u32, batch: u32,
-  sA: u32, sB: u32, sC: u32, ldc: u32,
-  cOff: u32, sBias: u32, biasOff: u32, alpha: f32,
-  flags: u32, // bit 0: add bias; bit 1: accumulate into C
-}`;
-
-function header(cfg: Config): string {
-  const ty = (v: boolean) => (v ? 'vec4<f32>' : 'f32');
-  let s = `@group(0) @binding(0) var<storage, read> A: array<${ty(cfg.aVec)}>;
-@group(0) @binding(1) var<storage, read> B: array<${ty(cfg.bVec)}>;
-@group(0) @binding(2) var<storage, read_write> C: array<f32>;
-`;
-  s += `@group(0) @binding(3) var<storage, read> Bias: array<f32>;\n`;
-  s += UNIFORM_STRUCT + `\n@group(0) @binding(4) var<uniform> u: U;\n`;
-  // Epilogue: alpha scaling, bias, accumulate. Callers guarantee m < M and n < N.
-  s += `
+// Epilogue: alpha scaling, bias, accumulate. Callers guarantee m < M and n < N.
+const EPILOGUE = /* wgsl */ `
 fn storeC(bz: u32, m: u32, n: u32, v: f32) {
   let idx = bz * u.sC + m * u.ldc + u.cOff + n;
   var r = u.alpha * v;
@@ -148,8 +137,6 @@ fn storeC(bz: u32, m: u32, n: u32, v: f32) {
   C[idx] = r;
 }
 `;
-  return s;
-}
 
 /** Scalar element loads of op(A)[m, k] and op(B)[k, n] (scalar-bound A/B only). */
 function scalarLoaders(cfg: Config): string {
@@ -186,7 +173,7 @@ function loopStore(tm: number, vn: number, accName: (i: number, j: number) => st
 }
 
 function genNaive(cfg: Config): string {
-  return `${header(cfg)}${scalarLoaders(cfg)}
+  return `${EPILOGUE}${scalarLoaders(cfg)}
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let n = g.x; let m = g.y; let bz = wid.z;
@@ -226,7 +213,7 @@ function genRowcastNN(cfg: Config, tm: number, vn: number, wg: number, ku: numbe
     else cols.push(`  let cs${j} = min(vec4<u32>(c${j}) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(u.N - 1u));`);
   }
   const store = [loopStore(tm, vn, (i, j) => `acc${i}_${j}`, 'row0', `(lane * ${vn}u + j) * 4u`)];
-  return `${header(cfg)}
+  return `${EPILOGUE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let bz = wid.z;
@@ -294,7 +281,7 @@ function genRowcastNT(cfg: Config, tm: number, vn: number, wg: number): string {
     }
   }
   const store = [loopStore(tm, vn, (i, j) => `acc${i}_${j}`, 'row0', 'col0 + j * 4u')];
-  return `${header(cfg)}
+  return `${EPILOGUE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let bz = wid.z;
@@ -320,7 +307,7 @@ function genSkinny(cfg: Config, wg: number): string {
     pre.push(`  let c${j} = min(vec4<u32>(n0 + ${4 * j}u) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(u.N - 1u));`);
     pre.push(`  var acc${j} = vec4<f32>(0.0);`);
   }
-  return `${header(cfg)}${scalarLoaders(cfg)}
+  return `${EPILOGUE}${scalarLoaders(cfg)}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let bz = wid.z;
@@ -351,7 +338,7 @@ function genGemvSplit(cfg: Config, tm: number, wg: number): string {
   for (let i = 0; i < tm; i++) red.push(`  part[${i}u * ${wg}u + t] = acc${i};`);
   const sum: string[] = [];
   for (let i = 0; i < tm; i++) sum.push(`      part[${i}u * ${wg}u + t] += part[${i}u * ${wg}u + t + s];`);
-  return `${header(cfg)}${scalarLoaders(cfg)}
+  return `${EPILOGUE}${scalarLoaders(cfg)}
 var<workgroup> part: array<f32, ${tm * wg}>;
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -396,7 +383,7 @@ function genTiled(cfg: Config, bm: number): string {
   inner.push(`      let bv = vec4<f32>(Bs[kk * ${bm}u + tx * 4u], Bs[kk * ${bm}u + tx * 4u + 1u], Bs[kk * ${bm}u + tx * 4u + 2u], Bs[kk * ${bm}u + tx * 4u + 3u]);`);
   for (let i = 0; i < 4; i++) inner.push(`      acc${i} = fma(vec4<f32>(As[kk * ${bm}u + ty * 4u + ${i}u]), bv, acc${i});`);
   const store = [loopStore(4, 1, (i) => `acc${i}`, 'm0 + ty * 4u', 'n0 + tx * 4u')];
-  return `${header(cfg)}${scalarLoaders(cfg)}
+  return `${EPILOGUE}${scalarLoaders(cfg)}
 var<workgroup> As: array<f32, ${bk * bm}>;
 var<workgroup> Bs: array<f32, ${bk * bm}>;
 @compute @workgroup_size(${nt})
@@ -431,14 +418,70 @@ ${store.join('\n')}
 
 // ------------------------------------------------------------------------------------------ dispatch
 
+/** The code-generation parameters of one matmul program. */
+interface MatmulParams extends Config {
+  kind: Kind;
+  tm: number;
+  vn: number;
+  wg: number;
+  ku: number;
+}
+
+const matmulKernel = defineKernel({
+  name: 'matmul',
+  bindings: (p: MatmulParams) => [
+    ['A', p.aVec ? 'vec4<f32>' : 'f32', 'read'],
+    ['B', p.bVec ? 'vec4<f32>' : 'f32', 'read'],
+    ['C', 'f32', 'read_write'],
+    ['Bias', 'f32', 'read'],
+  ],
+  // flags — bit 0: add bias; bit 1: accumulate into C.
+  uniforms: {
+    M: 'u32', N: 'u32', K: 'u32', batch: 'u32',
+    sA: 'u32', sB: 'u32', sC: 'u32', ldc: 'u32',
+    cOff: 'u32', sBias: 'u32', biasOff: 'u32', alpha: 'f32',
+    flags: 'u32',
+  },
+  key: (p) => `${p.kind}_${p.tm}_${p.vn}_${p.wg}_${p.ku}_${+p.transA}${+p.transB}${+p.aVec}${+p.bVec}`,
+  space: matmulSpace,
+  body: (p) => {
+    if (p.kind === 'naive') return genNaive(p);
+    if (p.kind === 'rowcast') return p.transB ? genRowcastNT(p, p.tm, p.vn, p.wg) : genRowcastNN(p, p.tm, p.vn, p.wg, p.ku);
+    if (p.kind === 'gemvsplit') return genGemvSplit(p, p.tm, p.wg);
+    if (p.kind === 'skinny') return genSkinny(p, p.wg);
+    return genTiled(p, p.tm);
+  },
+});
+
+/** Every program the variants reach over the shape classes (M small or not, N and K multiples of 4 or not). */
+function matmulSpace(): MatmulParams[] {
+  const seen = new Map<string, MatmulParams>();
+  for (const variant of listMatmulVariants()) {
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        for (const M of [1, 2, 3, 4, 5, 8, 64]) {
+          for (const [N, K] of [[3, 3], [4, 3], [3, 4], [8, 8]]) {
+            const p = planParams(variant, { transA, transB }, M, N, K);
+            seen.set(JSON.stringify(p), p);
+            // The K-loop unroll of the A·B rowcast form (no variant uses it by default).
+            if (p.kind === 'rowcast' && !transB) {
+              const u = { ...p, ku: 4 };
+              seen.set(JSON.stringify(u), u);
+            }
+          }
+        }
+      }
+    }
+  }
+  return [...seen.values()];
+}
+
 interface Plan {
-  program: Program;
+  program: KernelProgram;
   workgroups: [number, number, number];
 }
 
-const programCache = new Map<string, Program>();
-
-function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number, batch: number): Plan {
+function planParams(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number): MatmulParams {
   const spec = VARIANTS[variant];
   if (!spec) throw new GpuError(`matmul: unknown variant '${variant}' (known: ${listMatmulVariants().join(', ')})`);
   let kind = spec.kind;
@@ -461,19 +504,14 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
     bVec = K % 4 === 0;
     aVec = bVec && !cfg0.transA;
   }
-  const cfg: Config = { ...cfg0, aVec, bVec };
-  const key = `matmul_${kind}_${tm}_${vn}_${spec.wg}_${spec.ku ?? 1}_${+cfg.transA}${+cfg.transB}${+aVec}${+bVec}`;
-  let program = programCache.get(key);
-  if (!program) {
-    let code: string;
-    if (kind === 'naive') code = genNaive(cfg);
-    else if (kind === 'rowcast') code = cfg.transB ? genRowcastNT(cfg, tm, vn, spec.wg) : genRowcastNN(cfg, tm, vn, spec.wg, spec.ku ?? 1);
-    else if (kind === 'gemvsplit') code = genGemvSplit(cfg, tm, spec.wg);
-    else if (kind === 'skinny') code = genSkinny(cfg, spec.wg);
-    else code = genTiled(cfg, tm);
-    program = { name: key, code, key };
-    programCache.set(key, program);
-  }
+  return { transA: cfg0.transA, transB: cfg0.transB, aVec, bVec, kind, tm, vn, wg: spec.wg, ku: spec.ku ?? 1 };
+}
+
+function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number, batch: number): Plan {
+  const p = planParams(variant, cfg0, M, N, K);
+  const { kind, tm, vn } = p;
+  const spec = { wg: p.wg };
+  const program = matmulKernel.program(p);
   let wg: [number, number, number];
   if (kind === 'naive') wg = [cdiv(N, 8), cdiv(M, 8), batch];
   else if (kind === 'rowcast') wg = [cdiv(N, 4 * vn * spec.wg), cdiv(M, tm), batch];
@@ -481,10 +519,6 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
   else if (kind === 'skinny') wg = [cdiv(M, spec.wg), cdiv(N, 16), batch];
   else wg = [cdiv(N, tm), cdiv(M, tm), batch];
   return { program, workgroups: wg };
-}
-
-function shp(t: Tensor): string {
-  return `[${t.shape.join(', ')}]`;
 }
 
 interface Dims {
@@ -543,13 +577,13 @@ function record(gpu: Gpu, a: Tensor, b: Tensor, out: Tensor, d: Dims, opts: Matm
   const biasPerBatch = opts.bias ? checkBias(opts.bias, ep.biasN, d.batch, desc) : false;
   const variant = opts.variant ?? chooseVariant(gpu.info.isSoftware, d.M, d.N, d.batch, transB);
   const plan = makePlan(variant, { transA: !!opts.transA, transB }, d.M, d.N, d.K, d.batch);
-  const u = new Uniforms()
-    .u32(d.M, d.N, d.K, d.batch)
-    .u32(d.batchA === 1 ? 0 : d.M * d.K, d.batchB === 1 ? 0 : d.K * d.N, ep.sC, ep.ldc)
-    .u32(ep.cOff, biasPerBatch ? ep.biasN : 0, ep.biasOff)
-    .f32(opts.alpha ?? 1)
-    .u32((opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0));
-  gpu.run(plan.program, [a, b, out, opts.bias ?? dummyBias(gpu)], plan.workgroups, u);
+  const u = {
+    M: d.M, N: d.N, K: d.K, batch: d.batch,
+    sA: d.batchA === 1 ? 0 : d.M * d.K, sB: d.batchB === 1 ? 0 : d.K * d.N, sC: ep.sC, ldc: ep.ldc,
+    cOff: ep.cOff, sBias: biasPerBatch ? ep.biasN : 0, biasOff: ep.biasOff, alpha: opts.alpha ?? 1,
+    flags: (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0),
+  };
+  gpu.run(plan.program, { A: a, B: b, C: out, Bias: opts.bias ?? dummyBias(gpu) }, plan.workgroups, u);
 }
 
 const dummies = new WeakMap<Gpu, Tensor>();
@@ -599,14 +633,11 @@ function splitKCount(gpu: Gpu, d: Dims, opts: MatmulOptions): number {
   return S >= 2 ? S : 0;
 }
 
-const splitKReduceProgram: Program = {
+const splitKReduceKernel = defineKernel({
   name: 'matmul_splitk_reduce',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> P: array<f32>;
-@group(0) @binding(1) var<storage, read_write> C: array<f32>;
-@group(0) @binding(2) var<storage, read> Bias: array<f32>;
-struct U { MN: u32, N: u32, S: u32, flags: u32, nx: u32, alpha: f32 }
-@group(0) @binding(3) var<uniform> u: U;
+  bindings: [['P', 'f32', 'read'], ['C', 'f32', 'read_write'], ['Bias', 'f32', 'read']],
+  uniforms: { MN: 'u32', N: 'u32', S: 'u32', flags: 'u32', nx: 'u32', alpha: 'f32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let i = g.x + g.y * u.nx * 64u;
@@ -618,7 +649,7 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   if ((u.flags & 2u) != 0u) { r += C[i]; }
   C[i] = r;
 }`,
-};
+});
 
 function splitK(gpu: Gpu, a: Tensor, b: Tensor, out: Tensor, d: Dims, opts: MatmulOptions, S: number): void {
   const { M, N, K } = d;
@@ -628,8 +659,8 @@ function splitK(gpu: Gpu, a: Tensor, b: Tensor, out: Tensor, d: Dims, opts: Matm
   const MN = M * N;
   const wgs = cdiv(MN, 64);
   const nx = Math.min(wgs, 65535);
-  const u = new Uniforms().u32(MN, N, S, (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0), nx).f32(opts.alpha ?? 1);
-  gpu.run(splitKReduceProgram, [part, out, opts.bias ?? dummyBias(gpu)], [nx, cdiv(wgs, nx)], u);
+  const u = { MN, N, S, flags: (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0), nx, alpha: opts.alpha ?? 1 };
+  splitKReduceKernel.run(gpu, {}, { P: part, C: out, Bias: opts.bias ?? dummyBias(gpu) }, [nx, cdiv(wgs, nx)], u);
   part.dispose();
   if (Ks < K) {
     // The remaining rows of K (fewer than S·64): one plain accumulate.

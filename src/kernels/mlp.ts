@@ -14,49 +14,34 @@
 // JCGT 2020). Being counter-based, image i of model m is the same every time it is generated: the
 // noise set is "drawn once" and reused by every epoch and every student, without storing it.
 
-import { cdiv, GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+import { defineKernel, product } from '../gpu/kernel.ts';
+import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { expectTensor, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, pcgHash, shapeStr as shp, spreadGrid, vecType, vecWidth } from './common.ts';
 
 const WG = 64;
-const MAX_WG = 65535;
 
+/** One lane per thread: workgroups and the lanes per grid row (kernels index gid.x + gid.y · perRow). */
 function grid(threads: number): { wg: [number, number]; perRow: number } {
-  const groups = cdiv(threads, WG);
-  const perRow = Math.min(Math.max(groups, 1), MAX_WG);
-  return { wg: [groups === 0 ? 0 : perRow, cdiv(groups, perRow)], perRow: perRow * WG };
-}
-
-function shp(t: Tensor): string {
-  return `[${t.shape.join(', ')}]`;
+  const g = spreadGrid(cdiv(threads, WG));
+  return { wg: g.workgroups, perRow: g.nx * WG };
 }
 
 function expect3(kernel: string, what: string, t: Tensor, dtype: 'f32' | 'u32'): [number, number, number] {
-  if (t.isDisposed) throw new GpuError(`${kernel}: ${what} is disposed`);
-  if (t.dtype !== dtype) throw new GpuError(`${kernel}: ${what} must be ${dtype}, got ${t.dtype} ${shp(t)}`);
+  expectTensor(kernel, what, t, dtype);
   if (t.shape.length !== 3) throw new GpuError(`${kernel}: ${what} must be 3-D [models, rows, cols], got ${shp(t)}`);
   return [t.shape[0], t.shape[1], t.shape[2]];
 }
 
-const PCG_WGSL = /* wgsl */ `
-fn pcg(v: u32) -> u32 {
-  let state = v * 747796405u + 2891336453u;
-  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-  return (word >> 22u) ^ word;
-}`;
 
 // ------------------------------------------------------------------------------------------------
 // image batches
 // ------------------------------------------------------------------------------------------------
 
-const gatherProgram: Program = {
+const gatherKernel = defineKernel({
   name: 'mlp_gather_images',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> images: array<u32>;
-@group(0) @binding(1) var<storage, read> labelsAll: array<u32>;
-@group(0) @binding(2) var<storage, read> idx: array<u32>;
-@group(0) @binding(3) var<storage, read_write> x: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> labels: array<u32>;
-struct U { total: u32, perRow: u32, rows: u32, idxStride: u32, idxOffset: u32, words: u32 }
-@group(0) @binding(5) var<uniform> u: U;
+  bindings: [['images', 'u32', 'read'], ['labelsAll', 'u32', 'read'], ['idx', 'u32', 'read'], ['x', 'vec4<f32>', 'read_write'], ['labels', 'u32', 'read_write']],
+  uniforms: { total: 'u32', perRow: 'u32', rows: 'u32', idxStride: 'u32', idxOffset: 'u32', words: 'u32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t = gid.x + gid.y * u.perRow;        // (model, row, word)
@@ -74,7 +59,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   x[t] = clamp(b / 127.5 - vec4<f32>(1.0), vec4<f32>(-1.0), vec4<f32>(1.0));
   if (w == 0u) { labels[mr] = labelsAll[img]; }
 }`,
-};
+});
 
 export interface BatchIndex {
   /** u32 index table: row r of model m reads entry m·stride + offset + r. */
@@ -111,17 +96,16 @@ export function gatherImages(
   const labels = gpu.empty([models, rows], 'u32', 'mlp_labels');
   const total = models * rows * words;
   const { wg, perRow } = grid(total);
-  gpu.run(gatherProgram, [images, labelsAll, index.idx, x, labels], wg, new Uniforms().u32(total, perRow, rows, index.stride, index.offset, words));
+  const u = { total, perRow, rows, idxStride: index.stride, idxOffset: index.offset, words };
+  gatherKernel.run(gpu, {}, { images, labelsAll, idx: index.idx, x, labels }, wg, u);
   return { x, labels };
 }
 
-const noiseProgram: Program = {
+const noiseKernel = defineKernel({
   name: 'mlp_noise_images',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> idx: array<u32>;
-@group(0) @binding(1) var<storage, read_write> x: array<vec4<f32>>;
-struct U { total: u32, perRow: u32, rows: u32, idxStride: u32, idxOffset: u32, quads: u32, seedHash: u32, modelBase: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['idx', 'u32', 'read'], ['x', 'vec4<f32>', 'read_write']],
+  uniforms: { total: 'u32', perRow: 'u32', rows: 'u32', idxStride: 'u32', idxOffset: 'u32', quads: 'u32', seedHash: 'u32', modelBase: 'u32' },
+  body: () => /* wgsl */ `
 ${PCG_WGSL}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -140,7 +124,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   x[t] = v;
 }`,
-};
+});
 
 /** The seed's first hash, shared by the GPU kernel and noisePixelRef. */
 export function noiseSeedHash(seed: number): number {
@@ -162,8 +146,8 @@ export function noiseImages(gpu: Gpu, index: BatchIndex, models: number, rows: n
   const quads = pixels / 4;
   const total = models * rows * quads;
   const { wg, perRow } = grid(total);
-  const u = new Uniforms().u32(total, perRow, rows, index.stride, index.offset, quads, noiseSeedHash(seed), modelBase);
-  gpu.run(noiseProgram, [index.idx, x], wg, u);
+  const u = { total, perRow, rows, idxStride: index.stride, idxOffset: index.offset, quads, seedHash: noiseSeedHash(seed), modelBase };
+  noiseKernel.run(gpu, {}, { idx: index.idx, x }, wg, u);
   return x;
 }
 
@@ -171,62 +155,55 @@ export function noiseImages(gpu: Gpu, index: BatchIndex, models: number, rows: n
 // ReLU
 // ------------------------------------------------------------------------------------------------
 
-function vecType(n: number): string {
-  return n % 4 === 0 ? 'vec4<f32>' : 'f32';
-}
-
-function reluProgram(vec: string): Program {
-  return {
-    name: `mlp_relu_${vec === 'f32' ? 's' : 'v4'}`,
-    code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> x: array<${vec}>;
-struct U { n: u32, perRow: u32 }
-@group(0) @binding(1) var<uniform> u: U;
+const reluKernel = defineKernel({
+  name: 'mlp_relu',
+  bindings: ({ vec }: { vec: string }) => [['x', vec, 'read_write']],
+  uniforms: { n: 'u32', perRow: 'u32' },
+  key: ({ vec }) => (vec === 'f32' ? 's' : 'v4'),
+  space: () => product({ vec: ['f32', 'vec4<f32>'] }),
+  body: ({ vec }) => /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * u.perRow;
   if (i >= u.n) { return; }
   x[i] = max(x[i], ${vec}(0.0));
 }`,
-  };
-}
+});
 
 /** x = max(x, 0) in place. Returns x. */
 export function reluInPlace(gpu: Gpu, x: Tensor): Tensor {
   if (x.dtype !== 'f32') throw new GpuError(`reluInPlace: x must be f32, got ${x.dtype} ${shp(x)}`);
-  const vec = vecType(x.size);
+  const vec = vecType(vecWidth(x.size));
   const n = vec === 'f32' ? x.size : x.size / 4;
   const { wg, perRow } = grid(n);
-  gpu.run(reluProgram(vec), [x], wg, new Uniforms().u32(n, perRow));
+  reluKernel.run(gpu, { vec }, { x }, wg, { n, perRow });
   return x;
 }
 
-function reluBackwardProgram(vec: string): Program {
-  return {
-    name: `mlp_relu_backward_${vec === 'f32' ? 's' : 'v4'}`,
-    code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> dy: array<${vec}>;
-@group(0) @binding(1) var<storage, read> y: array<${vec}>;
-struct U { n: u32, perRow: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+const reluBackwardKernel = defineKernel({
+  name: 'mlp_relu_backward',
+  bindings: ({ vec }: { vec: string }) => [['dy', vec, 'read_write'], ['y', vec, 'read']],
+  uniforms: { n: 'u32', perRow: 'u32' },
+  key: ({ vec }) => (vec === 'f32' ? 's' : 'v4'),
+  space: () => product({ vec: ['f32', 'vec4<f32>'] }),
+  body: ({ vec }) => /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * u.perRow;
   if (i >= u.n) { return; }
   dy[i] = select(${vec}(0.0), dy[i], y[i] > ${vec}(0.0));
 }`,
-  };
-}
+});
 
 /** dy ← dy ⊙ [y > 0] in place, y = relu output (y > 0 ⇔ pre-activation > 0). Returns dy. */
 export function reluBackwardInPlace(gpu: Gpu, dy: Tensor, y: Tensor): Tensor {
   const k = 'reluBackwardInPlace';
   if (dy.dtype !== 'f32' || y.dtype !== 'f32') throw new GpuError(`${k}: dy and y must be f32`);
   if (dy.size !== y.size) throw new GpuError(`${k}: dy ${shp(dy)} and y ${shp(y)} differ in size`);
-  const vec = vecType(dy.size);
+  const vec = vecType(vecWidth(dy.size));
   const n = vec === 'f32' ? dy.size : dy.size / 4;
   const { wg, perRow } = grid(n);
-  gpu.run(reluBackwardProgram(vec), [dy, y], wg, new Uniforms().u32(n, perRow));
+  reluBackwardKernel.run(gpu, { vec }, { dy, y }, wg, { n, perRow });
   return dy;
 }
 
@@ -234,15 +211,11 @@ export function reluBackwardInPlace(gpu: Gpu, dy: Tensor, y: Tensor): Tensor {
 // losses (one invocation per row: rows have ≤ 16 logits)
 // ------------------------------------------------------------------------------------------------
 
-const crossEntropyProgram: Program = {
+const crossEntropyKernel = defineKernel({
   name: 'mlp_softmax_cross_entropy',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> labels: array<u32>;
-@group(0) @binding(2) var<storage, read_write> dlogits: array<f32>;
-@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
-struct U { rows: u32, perRow: u32, cols: u32, classes: u32, scale: f32 }
-@group(0) @binding(4) var<uniform> u: U;
+  bindings: [['logits', 'f32', 'read'], ['labels', 'u32', 'read'], ['dlogits', 'f32', 'read_write'], ['loss', 'f32', 'read_write']],
+  uniforms: { rows: 'u32', perRow: 'u32', cols: 'u32', classes: 'u32', scale: 'f32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = gid.x + gid.y * u.perRow;
@@ -261,7 +234,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     dlogits[base + j] = d * u.scale;
   }
 }`,
-};
+});
 
 /**
  * Cross-entropy of softmax(logits[..., :classes]) against labels, per row, and its gradient
@@ -276,19 +249,15 @@ export function softmaxCrossEntropy(gpu: Gpu, logits: Tensor, labels: Tensor, cl
   const dLogits = gpu.empty([G, R, C], 'f32', 'mlp_dlogits');
   const loss = gpu.empty([G, R], 'f32', 'mlp_loss');
   const { wg, perRow } = grid(G * R);
-  gpu.run(crossEntropyProgram, [logits, labels, dLogits, loss], wg, new Uniforms().u32(G * R, perRow, C, classes).f32(scale));
+  crossEntropyKernel.run(gpu, {}, { logits, labels, dlogits: dLogits, loss }, wg, { rows: G * R, perRow, cols: C, classes, scale });
   return { dLogits, loss };
 }
 
-const klProgram: Program = {
+const klKernel = defineKernel({
   name: 'mlp_kl_distill',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> student: array<f32>;
-@group(0) @binding(1) var<storage, read> teacher: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dlogits: array<f32>;
-@group(0) @binding(3) var<storage, read_write> loss: array<f32>;
-struct U { rows: u32, perRow: u32, cols: u32, lo: u32, hi: u32, scale: f32 }
-@group(0) @binding(4) var<uniform> u: U;
+  bindings: [['student', 'f32', 'read'], ['teacher', 'f32', 'read'], ['dlogits', 'f32', 'read_write'], ['loss', 'f32', 'read_write']],
+  uniforms: { rows: 'u32', perRow: 'u32', cols: 'u32', lo: 'u32', hi: 'u32', scale: 'f32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let r = gid.x + gid.y * u.perRow;
@@ -316,7 +285,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   loss[r] = l;
 }`,
-};
+});
 
 /**
  * Per row: KL(p ‖ q) with p = softmax(teacher[lo:hi]), q = softmax(student[lo:hi]) (temperature 1),
@@ -336,7 +305,7 @@ export function klDistill(gpu: Gpu, student: Tensor, teacher: Tensor, lo: number
   const dLogits = gpu.empty([G, R, C], 'f32', 'mlp_dlogits');
   const loss = gpu.empty([G, R], 'f32', 'mlp_loss');
   const { wg, perRow } = grid(G * R);
-  gpu.run(klProgram, [student, teacher, dLogits, loss], wg, new Uniforms().u32(G * R, perRow, C, lo, hi).f32(scale));
+  klKernel.run(gpu, {}, { student, teacher, dlogits: dLogits, loss }, wg, { rows: G * R, perRow, cols: C, lo, hi, scale });
   return { dLogits, loss };
 }
 
@@ -344,14 +313,11 @@ export function klDistill(gpu: Gpu, student: Tensor, teacher: Tensor, lo: number
 // accuracy
 // ------------------------------------------------------------------------------------------------
 
-const accuracyProgram: Program = {
+const accuracyKernel = defineKernel({
   name: 'mlp_accuracy_counts',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> labels: array<u32>;
-@group(0) @binding(2) var<storage, read_write> counts: array<u32>;
-struct U { rows: u32, cols: u32, classes: u32 }
-@group(0) @binding(3) var<uniform> u: U;
+  bindings: [['logits', 'f32', 'read'], ['labels', 'u32', 'read'], ['counts', 'u32', 'read_write']],
+  uniforms: { rows: 'u32', cols: 'u32', classes: 'u32' },
+  body: () => /* wgsl */ `
 var<workgroup> hits: atomic<u32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -371,7 +337,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   workgroupBarrier();
   if (lid == 0u) { counts[m] = counts[m] + atomicLoad(&hits); }
 }`,
-};
+});
 
 /**
  * counts[m] += #{r : argmax(logits[m, r, :classes]) == labels[r]} — labels are shared by all models
@@ -384,7 +350,7 @@ export function accuracyCounts(gpu: Gpu, logits: Tensor, labels: Tensor, classes
   if (counts.dtype !== 'u32' || counts.size !== G) throw new GpuError(`${k}: counts ${counts.dtype} ${shp(counts)} must be u32 [${G}]`);
   if (!(classes >= 1 && classes <= C)) throw new GpuError(`${k}: classes ${classes} out of range for ${C} logits`);
   if (G > MAX_WG) throw new GpuError(`${k}: ${G} models exceed ${MAX_WG} workgroups`);
-  gpu.run(accuracyProgram, [logits, labels, counts], G, new Uniforms().u32(R, C, classes));
+  accuracyKernel.run(gpu, {}, { logits, labels, counts }, G, { rows: R, cols: C, classes });
   return counts;
 }
 
@@ -402,16 +368,13 @@ export function supportsNarrow(K: number, N: number): boolean {
   return K % 4 === 0 && N % 4 === 0 && N >= 4 && N <= 16;
 }
 
-function narrowForwardProgram(n4: number): Program {
-  return {
-    name: `mlp_narrow_linear_n${n4 * 4}`,
-    code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> h: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<vec4<f32>>;
-struct U { rows: u32, k4: u32, hBatch: u32 }
-@group(0) @binding(4) var<uniform> u: U;
+const narrowForwardKernel = defineKernel({
+  name: 'mlp_narrow_linear',
+  bindings: [['h', 'vec4<f32>', 'read'], ['w', 'vec4<f32>', 'read'], ['bias', 'vec4<f32>', 'read'], ['y', 'vec4<f32>', 'read_write']],
+  uniforms: { rows: 'u32', k4: 'u32', hBatch: 'u32' },
+  key: ({ n4 }: { n4: number }) => `n${n4 * 4}`,
+  space: () => product({ n4: [1, 2, 3, 4] }),
+  body: ({ n4 }) => /* wgsl */ `
 const N4 = ${n4}u;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -432,8 +395,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   let o = (g * u.rows + r) * N4;
   for (var q = 0u; q < N4; q++) { y[o + q] = acc[q]; }
 }`,
-  };
-}
+});
 
 /** y[g] = h[g]·W[g] + b[g] for W [G, K, N] with N ≤ 16 (h [G or 1, R, K], bias [G, N]) → [G, R, N]. */
 export function narrowLinear(gpu: Gpu, h: Tensor, w: Tensor, bias: Tensor): Tensor {
@@ -445,19 +407,17 @@ export function narrowLinear(gpu: Gpu, h: Tensor, w: Tensor, bias: Tensor): Tens
   if (bias.dtype !== 'f32' || bias.size !== G * N) throw new GpuError(`${k}: bias ${shp(bias)} must be [${G}, ${N}]`);
   if (G > MAX_WG || cdiv(R, WG) > MAX_WG) throw new GpuError(`${k}: grid too large (${G} models, ${R} rows)`);
   const y = gpu.empty([G, R, N], 'f32', 'mlp_narrow_out');
-  gpu.run(narrowForwardProgram(N / 4), [h, w, bias, y], [cdiv(R, WG), G], new Uniforms().u32(R, K / 4, hb));
+  narrowForwardKernel.run(gpu, { n4: N / 4 }, { h, w, bias, y }, [cdiv(R, WG), G], { rows: R, k4: K / 4, hBatch: hb });
   return y;
 }
 
-function narrowGradProgram(n4: number): Program {
-  return {
-    name: `mlp_narrow_linear_grad_w_n${n4 * 4}`,
-    code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> h: array<f32>;
-@group(0) @binding(1) var<storage, read> dz: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dw: array<vec4<f32>>;
-struct U { rows: u32, K: u32 }
-@group(0) @binding(3) var<uniform> u: U;
+const narrowGradKernel = defineKernel({
+  name: 'mlp_narrow_linear_grad_w',
+  bindings: [['h', 'f32', 'read'], ['dz', 'vec4<f32>', 'read'], ['dw', 'vec4<f32>', 'read_write']],
+  uniforms: { rows: 'u32', K: 'u32' },
+  key: ({ n4 }: { n4: number }) => `n${n4 * 4}`,
+  space: () => product({ n4: [1, 2, 3, 4] }),
+  body: ({ n4 }) => /* wgsl */ `
 const N4 = ${n4}u;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -473,8 +433,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wi
   let o = (g * u.K + kk) * N4;
   for (var q = 0u; q < N4; q++) { dw[o + q] = acc[q]; }
 }`,
-  };
-}
+});
 
 /** out[g] = h[g]ᵀ·dz[g] for h [G, R, K], dz [G, R, N ≤ 16] → out [G, K, N] (overwritten). */
 export function narrowLinearGradW(gpu: Gpu, h: Tensor, dz: Tensor, out: Tensor): Tensor {
@@ -485,7 +444,7 @@ export function narrowLinearGradW(gpu: Gpu, h: Tensor, dz: Tensor, out: Tensor):
   if (!supportsNarrow(K, N)) throw new GpuError(`${k}: needs K % 4 == 0 and N in {4, 8, 12, 16}, got K=${K}, N=${N}`);
   if (out.dtype !== 'f32' || out.size !== G * K * N) throw new GpuError(`${k}: out ${shp(out)} must be [${G}, ${K}, ${N}]`);
   if (G > MAX_WG) throw new GpuError(`${k}: ${G} models exceed ${MAX_WG} workgroups`);
-  gpu.run(narrowGradProgram(N / 4), [h, dz, out], [cdiv(K, WG), G], new Uniforms().u32(R, K));
+  narrowGradKernel.run(gpu, { n4: N / 4 }, { h, dz, dw: out }, [cdiv(K, WG), G], { rows: R, K });
   return out;
 }
 
@@ -493,12 +452,7 @@ export function narrowLinearGradW(gpu: Gpu, h: Tensor, dz: Tensor, out: Tensor):
 // float64 / integer references
 // ------------------------------------------------------------------------------------------------
 
-/** PCG-RXS-M-XS 32-bit hash, as the WGSL `pcg`. */
-export function pcgHash(v: number): number {
-  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
-  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
-  return ((word >>> 22) ^ word) >>> 0;
-}
+export { pcgHash };
 
 /** Noise pixel p of image `image` of model `model` under `seed` (exactly the GPU value). */
 export function noisePixelRef(seed: number, model: number, image: number, p: number): number {

@@ -11,8 +11,9 @@
 // a column reduction done in two deterministic passes (per-row-block partials, then a fixed-order
 // sum), never with float atomics.
 
-import { cdiv, GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, outputTensor, overlaps, rowsCols, sameStorage, shapeStr, spreadGrid } from './elementwise.ts';
+import { defineKernel, product } from '../gpu/kernel.ts';
+import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { expectTensor, outputTensor, overlaps, rowsCols, sameStorage, shapeStr, spreadGrid, vecType } from './common.ts';
 
 export type RmsnormVariant = 'workgroup' | 'lane' | 'subgroup';
 
@@ -82,9 +83,6 @@ interface RowKernelSpec {
   sumMode: 'none' | 'out' | 'inplace';
 }
 
-function vt(v: 1 | 4): string {
-  return v === 4 ? 'vec4<f32>' : 'f32';
-}
 function sq(v: 1 | 4, e: string): string {
   return v === 4 ? `dot(${e}, ${e})` : `${e} * ${e}`;
 }
@@ -147,37 +145,51 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 }`;
 }
 
-function enableFor(variant: RmsnormVariant): string {
-  return variant === 'subgroup' ? 'enable subgroups;\n' : '';
-}
+const enableFor = ({ variant }: { variant: RmsnormVariant }) => (variant === 'subgroup' ? ['subgroups'] : []);
 
-function forwardProgram(s: RowKernelSpec): Program {
-  const T = vt(s.v);
-  const decls: string[] = [];
-  if (s.sumMode === 'inplace') decls.push(`var<storage, read_write> res: array<${T}>;`);
-  else if (s.sumMode === 'out') decls.push(`var<storage, read> res: array<${T}>;`);
-  decls.push(`var<storage, read> x: array<${T}>;`, `var<storage, read> w: array<${T}>;`, `var<storage, read_write> y: array<${T}>;`);
-  if (s.sumMode === 'out') decls.push(`var<storage, read_write> sum: array<${T}>;`);
-  if (s.saveRstd) decls.push(`var<storage, read_write> rstd: array<f32>;`);
-  const bindings = decls.map((d, i) => `@group(0) @binding(${i}) ${d}`).join('\n');
-  // Value of the (summed) input at j; the fused variant writes the sum in pass 1 and re-reads it in
-  // pass 2 from the same lane (no cross-lane dependency).
-  const sumStore = s.sumMode === 'inplace' ? 'res' : 'sum';
-  const pass1 =
-    s.sumMode === 'none'
-      ? `let e = x[base + j]; acc += ${sq(s.v, 'e')};`
-      : `let e = res[base + j] + x[base + j]; ${sumStore}[base + j] = e; acc += ${sq(s.v, 'e')};`;
-  const src = s.sumMode === 'none' ? 'x' : sumStore;
-  const between = `let r = 1.0 / sqrt(total / u.d + u.eps);${s.saveRstd ? ' if (leader) { rstd[row] = r; }' : ''}`;
-  const pass2 = `y[base + j] = (${src}[base + j] * r) * w[j];`;
-  return {
-    name: `rmsnorm_${s.variant}_v${s.v}${s.sumMode === 'none' ? '' : `_add_${s.sumMode}`}${s.saveRstd ? '_rstd' : ''}`,
-    code: `${enableFor(s.variant)}${bindings}
-struct U { rows: u32, dv: u32, nx: u32, d: f32, eps: f32 }
-@group(0) @binding(${decls.length}) var<uniform> u: U;
-${rowKernel(s.variant, s.wg, pass1, between, pass2)}`,
-  };
-}
+/** 'workgroup': its size (a power of two); 'subgroup': llvmpipe's subgroup width; 'lane': 64. */
+const ROW_LAYOUTS: readonly { variant: RmsnormVariant; wg: number }[] = [
+  ...[32, 64, 128, 256].map((wg) => ({ variant: 'workgroup' as const, wg })),
+  { variant: 'lane', wg: LANE_WG },
+  ...[4, 8, 16].map((wg) => ({ variant: 'subgroup' as const, wg })),
+];
+
+const forwardKernel = defineKernel({
+  name: 'rmsnorm',
+  bindings: (s: RowKernelSpec) => {
+    const T = vecType(s.v);
+    return [
+      ...(s.sumMode === 'none' ? [] : [['res', T, s.sumMode === 'inplace' ? 'read_write' : 'read'] as const]),
+      ['x', T, 'read'],
+      ['w', T, 'read'],
+      ['y', T, 'read_write'],
+      ...(s.sumMode === 'out' ? [['sum', T, 'read_write'] as const] : []),
+      ...(s.saveRstd ? [['rstd', 'f32', 'read_write'] as const] : []),
+    ];
+  },
+  uniforms: { rows: 'u32', dv: 'u32', nx: 'u32', d: 'f32', eps: 'f32' },
+  enable: enableFor,
+  key: (s) => `${s.variant}${s.wg}_v${s.v}${s.sumMode === 'none' ? '' : `_add_${s.sumMode}`}${s.saveRstd ? '_rstd' : ''}`,
+  space: () =>
+    ROW_LAYOUTS.flatMap((l) =>
+      ([1, 4] as const).flatMap((v) =>
+        (['none', 'out', 'inplace'] as const).flatMap((sumMode) => [false, true].map((saveRstd) => ({ ...l, v, sumMode, saveRstd }))),
+      ),
+    ),
+  body: (s) => {
+    // Value of the (summed) input at j; the fused variant writes the sum in pass 1 and re-reads it in
+    // pass 2 from the same lane (no cross-lane dependency).
+    const sumStore = s.sumMode === 'inplace' ? 'res' : 'sum';
+    const pass1 =
+      s.sumMode === 'none'
+        ? `let e = x[base + j]; acc += ${sq(s.v, 'e')};`
+        : `let e = res[base + j] + x[base + j]; ${sumStore}[base + j] = e; acc += ${sq(s.v, 'e')};`;
+    const src = s.sumMode === 'none' ? 'x' : sumStore;
+    const between = `let r = 1.0 / sqrt(total / u.d + u.eps);${s.saveRstd ? ' if (leader) { rstd[row] = r; }' : ''}`;
+    const pass2 = `y[base + j] = (${src}[base + j] * r) * w[j];`;
+    return rowKernel(s.variant, s.wg, pass1, between, pass2);
+  },
+});
 
 function checkRowsInput(K: string, x: Tensor, weight: Tensor): [number, number] {
   expectTensor(K, 'x', x, 'f32');
@@ -185,10 +197,6 @@ function checkRowsInput(K: string, x: Tensor, weight: Tensor): [number, number] 
   expectTensor(K, 'weight', weight, 'f32');
   if (weight.size !== D) throw new GpuError(`${K}: weight ${shapeStr(weight)} must have ${D} elements for x ${shapeStr(x)}`);
   return [R, D];
-}
-
-function rowGrid(rows: number, rowsPerWg: number): { workgroups: [number, number]; nx: number } {
-  return spreadGrid(cdiv(rows, rowsPerWg));
 }
 
 function runForward(
@@ -200,12 +208,12 @@ function runForward(
   variant: RmsnormVariant,
   sumMode: RowKernelSpec['sumMode'],
   saveRstd: boolean,
-  buffers: Tensor[],
+  buffers: Readonly<Record<string, Tensor>>,
 ): void {
   const v: 1 | 4 = D % 4 === 0 ? 4 : 1;
   const { wg, rowsPerWg } = layout(gpu, K, variant, D / v);
-  const grid = rowGrid(R, rowsPerWg);
-  gpu.run(forwardProgram({ variant, v, wg, saveRstd, sumMode }), buffers, grid.workgroups, new Uniforms().u32(R, D / v, grid.nx).f32(D, eps));
+  const grid = spreadGrid(cdiv(R, rowsPerWg));
+  forwardKernel.run(gpu, { variant, v, wg, saveRstd, sumMode }, buffers, grid.workgroups, { rows: R, dv: D / v, nx: grid.nx, d: D, eps });
 }
 
 /** HF RMSNorm over the rows of x [R, D]: returns y [R, D] and, with saveRstd, rstd [R]. */
@@ -216,7 +224,7 @@ export function rmsnorm(gpu: Gpu, x: Tensor, weight: Tensor, eps: number, opts: 
   if (overlaps(y, x) || overlaps(y, weight)) throw new GpuError(`${K}: out must not alias x or weight`);
   const rstd = opts.saveRstd ? gpu.empty([R], 'f32', 'rmsnorm.rstd') : undefined;
   const variant = opts.variant ?? rmsnormVariant(gpu, R, D);
-  runForward(gpu, K, R, D, eps, variant, 'none', !!rstd, rstd ? [x, weight, y, rstd] : [x, weight, y]);
+  runForward(gpu, K, R, D, eps, variant, 'none', !!rstd, rstd ? { x, w: weight, y, rstd } : { x, w: weight, y });
   return rstd ? { y, rstd } : { y };
 }
 
@@ -252,8 +260,8 @@ export function addRmsnorm(
   if (overlaps(sum, y)) throw new GpuError(`${K}: sumOut and out must not alias`);
   const rstd = opts.saveRstd ? gpu.empty([R], 'f32', 'addRmsnorm.rstd') : undefined;
   const variant = opts.variant ?? rmsnormVariant(gpu, R, D);
-  const buffers = inPlace ? [residual, x, weight, y] : [residual, x, weight, y, sum];
-  if (rstd) buffers.push(rstd);
+  const buffers: Record<string, Tensor> = inPlace ? { res: residual, x, w: weight, y } : { res: residual, x, w: weight, y, sum };
+  if (rstd) buffers.rstd = rstd;
   runForward(gpu, K, R, D, eps, variant, inPlace ? 'inplace' : 'out', !!rstd, buffers);
   return rstd ? { sum, y, rstd } : { sum, y };
 }
@@ -262,70 +270,66 @@ export function addRmsnorm(
 // backward
 // ------------------------------------------------------------------------------------------------
 
-function backwardDxProgram(variant: RmsnormVariant, v: 1 | 4, wg: number, accumulate: boolean): Program {
-  const T = vt(v);
-  const dot = v === 4 ? 'dot(a, b)' : 'a * b';
-  const pass1 = `let a = dy[base + j] * w[j]; let b = x[base + j]; acc += ${dot};`;
-  const between = `let r = rstd[row]; let c = total * r * r * r / u.d;`;
-  const val = `r * w[j] * dy[base + j] - c * x[base + j]`;
-  const pass2 = accumulate ? `dx[base + j] += ${val};` : `dx[base + j] = ${val};`;
-  return {
-    name: `rmsnorm_backward_dx_${variant}_v${v}${accumulate ? '_acc' : ''}`,
-    code: `${enableFor(variant)}@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(1) var<storage, read> w: array<${T}>;
-@group(0) @binding(2) var<storage, read> rstd: array<f32>;
-@group(0) @binding(3) var<storage, read> dy: array<${T}>;
-@group(0) @binding(4) var<storage, read_write> dx: array<${T}>;
-struct U { rows: u32, dv: u32, nx: u32, d: f32 }
-@group(0) @binding(5) var<uniform> u: U;
-${rowKernel(variant, wg, pass1, between, pass2)}`,
-  };
-}
+const backwardDxKernel = defineKernel({
+  name: 'rmsnorm_backward_dx',
+  bindings: ({ v }: { variant: RmsnormVariant; v: 1 | 4; wg: number; accumulate: boolean }) => [
+    ['x', vecType(v), 'read'],
+    ['w', vecType(v), 'read'],
+    ['rstd', 'f32', 'read'],
+    ['dy', vecType(v), 'read'],
+    ['dx', vecType(v), 'read_write'],
+  ],
+  uniforms: { rows: 'u32', dv: 'u32', nx: 'u32', d: 'f32' },
+  enable: enableFor,
+  key: ({ variant, v, wg, accumulate }) => `${variant}${wg}_v${v}${accumulate ? '_acc' : ''}`,
+  space: () => ROW_LAYOUTS.flatMap((l) => ([1, 4] as const).flatMap((v) => [false, true].map((accumulate) => ({ ...l, v, accumulate })))),
+  body: ({ variant, v, wg, accumulate }) => {
+    const pass1 = `let a = dy[base + j] * w[j]; let b = x[base + j]; acc += ${v === 4 ? 'dot(a, b)' : 'a * b'};`;
+    const between = `let r = rstd[row]; let c = total * r * r * r / u.d;`;
+    const val = `r * w[j] * dy[base + j] - c * x[base + j]`;
+    const pass2 = accumulate ? `dx[base + j] += ${val};` : `dx[base + j] = ${val};`;
+    return rowKernel(variant, wg, pass1, between, pass2);
+  },
+});
 
 const DW_WG = 64;
 
-function dWeightPartialProgram(v: 1 | 4): Program {
-  const T = vt(v);
-  // Lanes over columns, one row block per y: rstd[r] is the same address for all lanes (broadcast load).
-  return {
-    name: `rmsnorm_backward_dw_partial_v${v}`,
-    code: `@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(1) var<storage, read> rstd: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> partial: array<${T}>;
-struct U { rows: u32, dv: u32, rowsPerBlock: u32 }
-@group(0) @binding(4) var<uniform> u: U;
+// Lanes over columns, one row block per y: rstd[r] is the same address for all lanes (broadcast load).
+const dWeightPartialKernel = defineKernel({
+  name: 'rmsnorm_backward_dw_partial',
+  bindings: ({ v }: { v: 1 | 4 }) => [['x', vecType(v), 'read'], ['rstd', 'f32', 'read'], ['dy', vecType(v), 'read'], ['partial', vecType(v), 'read_write']],
+  uniforms: { rows: 'u32', dv: 'u32', rowsPerBlock: 'u32' },
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: [1, 4] as const }),
+  body: ({ v }) => `
 @compute @workgroup_size(${DW_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let j = wid.x * ${DW_WG}u + lid.x;
   if (j >= u.dv) { return; }
   let r0 = wid.y * u.rowsPerBlock;
   let r1 = min(u.rows, r0 + u.rowsPerBlock);
-  var acc = ${T}(0.0);
+  var acc = ${vecType(v)}(0.0);
   for (var r = r0; r < r1; r++) { acc += dy[r * u.dv + j] * x[r * u.dv + j] * rstd[r]; }
   partial[wid.y * u.dv + j] = acc;
 }`,
-  };
-}
+});
 
-function dWeightFinalProgram(v: 1 | 4, accumulate: boolean): Program {
-  const T = vt(v);
-  return {
-    name: `rmsnorm_backward_dw_final_v${v}${accumulate ? '_acc' : ''}`,
-    code: `@group(0) @binding(0) var<storage, read> partial: array<${T}>;
-@group(0) @binding(1) var<storage, read_write> dw: array<${T}>;
-struct U { dv: u32, blocks: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+const dWeightFinalKernel = defineKernel({
+  name: 'rmsnorm_backward_dw_final',
+  bindings: ({ v }: { v: 1 | 4; accumulate: boolean }) => [['partial', vecType(v), 'read'], ['dw', vecType(v), 'read_write']],
+  uniforms: { dv: 'u32', blocks: 'u32' },
+  key: ({ v, accumulate }) => `v${v}${accumulate ? '_acc' : ''}`,
+  space: () => ([1, 4] as const).flatMap((v) => [false, true].map((accumulate) => ({ v, accumulate }))),
+  body: ({ v, accumulate }) => `
 @compute @workgroup_size(${DW_WG})
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
   let j = g.x;
   if (j >= u.dv) { return; }
-  var acc = ${T}(0.0);
+  var acc = ${vecType(v)}(0.0);
   for (var b = 0u; b < u.blocks; b++) { acc += partial[b * u.dv + j]; }
   ${accumulate ? 'dw[j] += acc;' : 'dw[j] = acc;'}
 }`,
-  };
-}
+});
 
 export interface RmsnormBackwardOptions {
   /** Accumulate dx into this existing tensor (e.g. the residual-stream gradient) instead of a new one. */
@@ -369,8 +373,8 @@ export function rmsnormBackward(
   const dv = D / v;
   const variant = opts.variant ?? rmsnormVariant(gpu, R, D);
   const { wg, rowsPerWg } = layout(gpu, K, variant, dv);
-  const grid = rowGrid(R, rowsPerWg);
-  gpu.run(backwardDxProgram(variant, v, wg, accumulate), [x, weight, rstd, dy, dx], grid.workgroups, new Uniforms().u32(R, dv, grid.nx).f32(D));
+  const grid = spreadGrid(cdiv(R, rowsPerWg));
+  backwardDxKernel.run(gpu, { variant, v, wg, accumulate }, { x, w: weight, rstd, dy, dx }, grid.workgroups, { rows: R, dv, nx: grid.nx, d: D });
 
   if (opts.skipDWeight) return { dx, dWeight: undefined };
   const accW = opts.dWeight !== undefined;
@@ -381,8 +385,8 @@ export function rmsnormBackward(
   const blocks = Math.max(1, cdiv(R, rpb));
   if (blocks > 65535) throw new GpuError(`${K}: ${R} rows need ${blocks} row blocks (max 65535)`);
   const partial = gpu.empty([blocks, D], 'f32', 'rmsnorm.dWeight.partial');
-  gpu.run(dWeightPartialProgram(v), [x, rstd, dy, partial], [cdiv(dv, DW_WG), blocks], new Uniforms().u32(R, dv, rpb));
-  gpu.run(dWeightFinalProgram(v, accW), [partial, dWeight], cdiv(dv, DW_WG), new Uniforms().u32(dv, blocks));
+  dWeightPartialKernel.run(gpu, { v }, { x, rstd, dy, partial }, [cdiv(dv, DW_WG), blocks], { rows: R, dv, rowsPerBlock: rpb });
+  dWeightFinalKernel.run(gpu, { v, accumulate: accW }, { partial, dw: dWeight }, cdiv(dv, DW_WG), { dv, blocks });
   partial.dispose();
   return { dx, dWeight };
 }

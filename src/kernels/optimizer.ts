@@ -11,7 +11,9 @@
 // Few dispatches: one update dispatch per parameter tensor; for one dispatch in all, allocate the
 // parameters (and gradients) contiguously with `packTensors` and give the optimizer the flat tensor.
 
-import { cdiv, GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+import { defineKernel } from '../gpu/kernel.ts';
+import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { expectTensor, spreadGrid } from './common.ts';
 
 const WG = 256;
 /** Elements each thread squares in the norm's first pass (a workgroup covers WG·NORM_ITEMS). */
@@ -20,27 +22,16 @@ const NORM_BLOCK = WG * NORM_ITEMS;
 /** torch.nn.utils.clip_grad_norm_: clip_coef = max_norm / (total_norm + 1e-6), clamped at 1. */
 export const CLIP_EPS = 1e-6;
 
-/** A 1-D grid of `count` workgroups spread over x and y (each dimension is limited to 65535). */
-function grid(count: number): { wg: [number, number]; perRow: number } {
-  const perRow = Math.min(Math.max(count, 1), 65535);
-  return { wg: [count === 0 ? 0 : perRow, cdiv(count, perRow)], perRow };
-}
-
-function checkF32(kernel: string, what: string, t: Tensor): void {
-  if (t.dtype !== 'f32') throw new GpuError(`${kernel}: ${what} must be f32, got ${t.dtype} [${t.shape.join(', ')}]`);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Global gradient norm
 // ---------------------------------------------------------------------------------------------
 
-const sumSquaresPartial: Program = {
+const sumSquaresPartial = defineKernel({
   name: 'optim_sumsq_partial',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> g: array<f32>;
-@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
-struct U { n: u32, partialOffset: u32, perRow: u32, blocks: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['g', 'f32', 'read'], ['partials', 'f32', 'read_write']],
+  uniforms: { n: 'u32', partialOffset: 'u32', perRow: 'u32', blocks: 'u32' },
+  body: () => /* wgsl */ `
 var<workgroup> acc: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -61,16 +52,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   }
   if (lid == 0u) { partials[u.partialOffset + block] = acc[0]; }
 }`,
-};
+});
 
-function normFinalProgram(withClip: boolean): Program {
-  return {
-    name: withClip ? 'optim_norm_final_clip' : 'optim_norm_final',
-    code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> partials: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-struct U { count: u32, maxNorm: f32 }
-@group(0) @binding(2) var<uniform> u: U;
+const normFinal = defineKernel({
+  name: 'optim_norm_final',
+  bindings: [['partials', 'f32', 'read'], ['out', 'f32', 'read_write']],
+  uniforms: { count: 'u32', maxNorm: 'f32' },
+  key: ({ withClip }: { withClip: boolean }) => (withClip ? 'clip' : ''),
+  space: () => [{ withClip: false }, { withClip: true }],
+  body: ({ withClip }) => /* wgsl */ `
 var<workgroup> acc: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) lid: u32) {
@@ -88,8 +78,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     ${withClip ? `out[1] = min(1.0, u.maxNorm / (norm + ${CLIP_EPS}));` : ''}
   }
 }`,
-  };
-}
+});
 
 /** Records the global L2 norm of all gradients into out[0] (and the clip coefficient into out[1]). */
 function recordGradNorm(gpu: Gpu, grads: readonly Tensor[], out: Tensor, maxNorm?: number): void {
@@ -99,13 +88,13 @@ function recordGradNorm(gpu: Gpu, grads: readonly Tensor[], out: Tensor, maxNorm
   if (total === 0) gpu.fill(partials, 0);
   let offset = 0;
   grads.forEach((g, i) => {
-    checkF32('gradNorm', `grads[${i}]`, g);
-    const { wg, perRow } = grid(blocks[i]);
-    gpu.run(sumSquaresPartial, [g, partials], wg, new Uniforms().u32(g.size, offset, perRow, blocks[i]));
+    expectTensor('gradNorm', `grads[${i}]`, g, 'f32');
+    const { workgroups, nx } = spreadGrid(blocks[i]);
+    sumSquaresPartial.run(gpu, {}, { g, partials }, workgroups, { n: g.size, partialOffset: offset, perRow: nx, blocks: blocks[i] });
     offset += blocks[i];
   });
   const withClip = maxNorm !== undefined;
-  gpu.run(normFinalProgram(withClip), [partials, out], 1, new Uniforms().u32(Math.max(1, total)).f32(maxNorm ?? 0));
+  normFinal.run(gpu, { withClip }, { partials, out }, 1, { count: Math.max(1, total), maxNorm: maxNorm ?? 0 });
   partials.dispose();
 }
 
@@ -161,20 +150,15 @@ export function packTensors(gpu: Gpu, shapes: readonly (readonly number[])[], la
 // AdamW / Adam
 // ---------------------------------------------------------------------------------------------
 
-const adamProgram: Program = {
+const adamKernel = defineKernel({
   name: 'optim_adam_update',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> p: array<f32>;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read_write> m: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v: array<f32>;
-@group(0) @binding(4) var<storage, read> scale: array<f32>;
-struct U {
-  n: u32, rowStride: u32,
-  oneMinusBeta1: f32, beta2: f32, oneMinusBeta2: f32, eps: f32,
-  decayFactor: f32, l2: f32, stepSize: f32, bc2Sqrt: f32,
-}
-@group(0) @binding(5) var<uniform> u: U;
+  bindings: [['p', 'f32', 'read_write'], ['g', 'f32', 'read'], ['m', 'f32', 'read_write'], ['v', 'f32', 'read_write'], ['scale', 'f32', 'read']],
+  uniforms: {
+    n: 'u32', rowStride: 'u32',
+    oneMinusBeta1: 'f32', beta2: 'f32', oneMinusBeta2: 'f32', eps: 'f32',
+    decayFactor: 'f32', l2: 'f32', stepSize: 'f32', bc2Sqrt: 'f32',
+  },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * u.rowStride;
@@ -191,7 +175,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   // torch: denom = sqrt(v)/sqrt(1-β2^t) + eps; param -= (lr/(1-β1^t)) · m / denom.
   p[i] = pd - u.stepSize * (m1 / (sqrt(v1) / u.bc2Sqrt + u.eps));
 }`,
-};
+});
 
 export interface AdamOptions {
   beta1?: number;
@@ -225,7 +209,7 @@ abstract class OptimizerBase {
     readonly params: readonly Tensor[],
     readonly kernel: string,
   ) {
-    params.forEach((p, i) => checkF32(kernel, `params[${i}]`, p));
+    params.forEach((p, i) => expectTensor(kernel, `params[${i}]`, p, 'f32'));
     this.unitScale = gpu.upload(new Float32Array([0, 1]), [2], 'f32', `${kernel}_unit_scale`);
   }
 
@@ -234,7 +218,7 @@ abstract class OptimizerBase {
       throw new GpuError(`${this.kernel}.step: ${grads.length} gradients for ${this.params.length} parameters`);
     }
     grads.forEach((g, i) => {
-      checkF32(this.kernel, `grads[${i}]`, g);
+      expectTensor(this.kernel, `grads[${i}]`, g, 'f32');
       if (g.size !== this.params[i].size) {
         throw new GpuError(
           `${this.kernel}.step: grads[${i}] [${g.shape.join(', ')}] does not match params[${i}] [${this.params[i].shape.join(', ')}]`,
@@ -325,12 +309,13 @@ export class AdamW extends OptimizerBase {
     const bc2 = 1 - this.beta2 ** this.t;
     const wd = this.weightDecay;
     this.params.forEach((p, i) => {
-      const { wg, perRow } = grid(cdiv(p.size, WG));
-      const u = new Uniforms()
-        .u32(p.size, perRow * WG)
-        .f32(1 - this.beta1, this.beta2, 1 - this.beta2, this.eps)
-        .f32(this.decoupled ? 1 - lr * wd : 1, this.decoupled ? 0 : wd, lr / bc1, Math.sqrt(bc2));
-      this.gpu.run(adamProgram, [p, grads[i], this.m[i], this.v[i], scale], wg, u);
+      const { workgroups, nx } = spreadGrid(cdiv(p.size, WG));
+      const u = {
+        n: p.size, rowStride: nx * WG,
+        oneMinusBeta1: 1 - this.beta1, beta2: this.beta2, oneMinusBeta2: 1 - this.beta2, eps: this.eps,
+        decayFactor: this.decoupled ? 1 - lr * wd : 1, l2: this.decoupled ? 0 : wd, stepSize: lr / bc1, bc2Sqrt: Math.sqrt(bc2),
+      };
+      adamKernel.run(this.gpu, {}, { p, g: grads[i], m: this.m[i], v: this.v[i], scale }, workgroups, u);
     });
   }
 
@@ -351,15 +336,11 @@ export class Adam extends AdamW {
 // SGD
 // ---------------------------------------------------------------------------------------------
 
-const sgdProgram: Program = {
+const sgdKernel = defineKernel({
   name: 'optim_sgd_update',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> p: array<f32>;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read_write> buf: array<f32>;
-@group(0) @binding(3) var<storage, read> scale: array<f32>;
-struct U { n: u32, rowStride: u32, hasMomentum: u32, first: u32, nesterov: u32, lr: f32, momentum: f32, oneMinusDampening: f32, wd: f32 }
-@group(0) @binding(4) var<uniform> u: U;
+  bindings: [['p', 'f32', 'read_write'], ['g', 'f32', 'read'], ['buf', 'f32', 'read_write'], ['scale', 'f32', 'read']],
+  uniforms: { n: 'u32', rowStride: 'u32', hasMomentum: 'u32', first: 'u32', nesterov: 'u32', lr: 'f32', momentum: 'f32', oneMinusDampening: 'f32', wd: 'f32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let i = gid.x + gid.y * u.rowStride;
@@ -375,7 +356,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   }
   p[i] = p0 - u.lr * d;
 }`,
-};
+});
 
 export interface SgdOptions {
   momentum?: number;
@@ -415,12 +396,13 @@ export class SGD extends OptimizerBase {
     this.t++;
     const hasMomentum = this.momentum !== 0;
     this.params.forEach((p, i) => {
-      const { wg, perRow } = grid(cdiv(p.size, WG));
-      const u = new Uniforms()
-        .u32(p.size, perRow * WG, hasMomentum ? 1 : 0, first ? 1 : 0, this.nesterov ? 1 : 0)
-        .f32(opts.lr, this.momentum, 1 - this.dampening, this.weightDecay);
+      const { workgroups, nx } = spreadGrid(cdiv(p.size, WG));
+      const u = {
+        n: p.size, rowStride: nx * WG, hasMomentum: hasMomentum ? 1 : 0, first: first ? 1 : 0, nesterov: this.nesterov ? 1 : 0,
+        lr: opts.lr, momentum: this.momentum, oneMinusDampening: 1 - this.dampening, wd: this.weightDecay,
+      };
       const buf = hasMomentum ? this.momentumBuffers[i] : this.dummy;
-      this.gpu.run(sgdProgram, [p, grads[i], buf, scale], wg, u);
+      sgdKernel.run(this.gpu, {}, { p, g: grads[i], buf, scale }, workgroups, u);
     });
   }
 

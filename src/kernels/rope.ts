@@ -10,9 +10,10 @@
 // float32 angles (GPU sin/cos of large arguments — up to ~10⁵ rad — are too inaccurate on many GPUs:
 // WGSL only bounds their error on [−π, π]). Positions beyond the table fall back to WGSL cos/sin.
 
-import { GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+import { defineKernel, product } from '../gpu/kernel.ts';
+import { GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import type { Llama3RopeScaling } from '../model/config.ts';
-import { expectTensor, outputTensor, overlaps, sameStorage, shapeStr, spreadGrid } from './elementwise.ts';
+import { expectTensor, outputTensor, overlaps, sameStorage, shapeStr, spreadGrid, vecType } from './common.ts';
 
 export type { Llama3RopeScaling };
 
@@ -118,24 +119,32 @@ export function createRopeTable(gpu: Gpu, invFreq: Float64Array, maxPositions: n
 
 const ROPE_WG = 64;
 
-function ropeProgram(v: 1 | 4, hv: number, inPlace: boolean): Program {
-  const T = v === 4 ? 'vec4<f32>' : 'f32';
-  const decl = inPlace
-    ? `@group(0) @binding(0) var<storage, read_write> x: array<${T}>;`
-    : `@group(0) @binding(0) var<storage, read> x: array<${T}>;
-@group(0) @binding(4) var<storage, read_write> y: array<${T}>;`;
-  const dst = inPlace ? 'x' : 'y';
-  // One lane per (token, vector of pairs); it loops over the heads so cos/sin are loaded once.
-  // HV (pair vectors per head) is a constant: the lane's token is g / HV, a division by a constant.
-  return {
-    name: `rope_v${v}_hv${hv}${inPlace ? '_inplace' : ''}`,
-    code: `${decl}
-@group(0) @binding(1) var<storage, read> pos: array<u32>;
-@group(0) @binding(2) var<storage, read> table: array<${T}>;
-@group(0) @binding(3) var<storage, read> invf: array<${T}>;
+/** Vector width and pair vectors per head for `half` = headDim / 2 rotation pairs. */
+function ropeVec(half: number): { v: 1 | 4; hv: number } {
+  const v = half % 4 === 0 ? 4 : 1;
+  return { v, hv: half / v };
+}
+
+// One lane per (token, vector of pairs); it loops over the heads so cos/sin are loaded once.
+// HV (pair vectors per head) is a constant: the lane's token is g / HV, a division by a constant.
+const ropeKernel = defineKernel({
+  name: 'rope',
+  bindings: ({ v, inPlace }: { v: 1 | 4; hv: number; inPlace: boolean }) => [
+    ['x', vecType(v), inPlace ? 'read_write' : 'read'],
+    ['pos', 'u32', 'read'],
+    ['table', vecType(v), 'read'],
+    ['invf', vecType(v), 'read'],
+    ...(inPlace ? [] : [['y', vecType(v), 'read_write'] as const]),
+  ],
+  uniforms: { tokens: 'u32', heads: 'u32', nx: 'u32', maxPos: 'u32', rowHeads: 'u32', headStart: 'u32', sign: 'f32' },
+  key: ({ v, hv, inPlace }) => `v${v}_hv${hv}${inPlace ? '_inplace' : ''}`,
+  // The variants of every even head size up to 256 (see rope()).
+  space: () => product({ half: Array.from({ length: 128 }, (_, i) => i + 1), inPlace: [false, true] }).map(({ half, inPlace }) => ({ ...ropeVec(half), inPlace })),
+  body: ({ v, hv, inPlace }) => {
+    const T = vecType(v);
+    const dst = inPlace ? 'x' : 'y';
+    return `
 const HV = ${hv}u;
-struct U { tokens: u32, heads: u32, nx: u32, maxPos: u32, rowHeads: u32, headStart: u32, sign: f32 }
-@group(0) @binding(${inPlace ? 4 : 5}) var<uniform> u: U;
 @compute @workgroup_size(${ROPE_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let g = (wid.y * u.nx + wid.x) * ${ROPE_WG}u + lid.x;
@@ -162,9 +171,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     ${dst}[o] = x1 * c - x2 * s;
     ${dst}[o + HV] = x2 * c + x1 * s;
   }
-}`,
-  };
-}
+}`;
+  },
+});
 
 export interface RopeOptions {
   /** Output [tokens, heads·headDim]; may be x itself (in place, also the default when `inPlace`). */
@@ -205,13 +214,11 @@ export function rope(gpu: Gpu, x: Tensor, positions: Tensor, table: RopeTable, o
   if (!Number.isInteger(headStart) || !Number.isInteger(heads) || headStart < 0 || heads < 0 || headStart + heads > rowHeads) {
     throw new GpuError(`${K}: headRange [${headStart}, ${heads}] outside the ${rowHeads} heads of x ${shapeStr(x)}`);
   }
-  const half = D / 2;
-  const v: 1 | 4 = half % 4 === 0 ? 4 : 1;
-  const hv = half / v;
+  const { v, hv } = ropeVec(D / 2);
   const grid = spreadGrid(Math.ceil((tokens * hv) / ROPE_WG));
-  const u = new Uniforms().u32(tokens, heads, grid.nx, table.maxPositions, rowHeads, headStart).f32(opts.inverse ? -1 : 1);
-  const buffers = inPlace ? [x, positions, table.table, table.invFreqTensor] : [x, positions, table.table, table.invFreqTensor, y];
-  gpu.run(ropeProgram(v, hv, inPlace), buffers, grid.workgroups, u);
+  const u = { tokens, heads, nx: grid.nx, maxPos: table.maxPositions, rowHeads, headStart, sign: opts.inverse ? -1 : 1 };
+  const buffers = { x, pos: positions, table: table.table, invf: table.invFreqTensor, ...(inPlace ? {} : { y }) };
+  ropeKernel.run(gpu, { v, hv, inPlace }, buffers, grid.workgroups, u);
   return y;
 }
 

@@ -14,13 +14,13 @@
 // (⌊v/4⌋, step, seqId, 0); word v mod 4 gives token v's uniform. A token therefore depends only on
 // (seed, seqId, step, logits), never on the batch composition or vocab chunking.
 
-import { cdiv, GpuError, Uniforms, type Gpu, type Program, type Tensor } from '../gpu/runtime.ts';
+import { defineKernel } from '../gpu/kernel.ts';
+import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
+import { MAX_WG_PER_DIM as MAXD, NEG_WGSL as NEG, ORDER_KEY_WGSL, rowGrid } from './common.ts';
+import type { LogitSource } from './loss.ts';
 import { matmulChunk } from './matmul.ts';
-import { rowGrid, type LogitSource } from './loss.ts';
 
 const RW = 64;
-const NEG = '-3.0e38';
-const MAXD = 65535;
 
 export interface SampleOptions {
   /** Softmax temperature (default 1). 0 means greedy. */
@@ -61,24 +61,17 @@ fn philox(ctr: vec4<u32>, key: vec2<u32>) -> vec4<u32> {
 fn gumbel(x: u32) -> f32 {
   let uf = (f32(x >> 8u) + 0.5) * (1.0 / 16777216.0);
   return -log(-log(uf));
-}
-fn orderKey(f: f32) -> u32 {
-  let b = bitcast<u32>(f);
-  return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}`;
+}${ORDER_KEY_WGSL}`;
 
 /** Row state (u32 [B, 8], floats bitcast): 0 m, 1 s, 2 argmax value, 3 argmax idx, 4 τ prefix, 5 mass above, 6 best, 7 best idx. */
 const STATE = 8;
 
 /** Per block row: max and Σexp of z/T, and argmax of z; last chunk writes the argmax token. */
-const statsKernel: Program = {
+const statsKernel = defineKernel({
   name: 'sample_stats',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read_write> state: array<u32>;
-@group(0) @binding(2) var<storage, read_write> tokens: array<u32>;
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, first: u32, last: u32, invT: f32 }
-@group(0) @binding(3) var<uniform> u: U;
+  bindings: [['logits', 'f32', 'read'], ['state', 'u32', 'read_write'], ['tokens', 'u32', 'read_write']],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', first: 'u32', last: 'u32', invT: 'f32' },
+  body: () => /* wgsl */ `
 var<workgroup> shM: array<f32, ${RW}>;
 var<workgroup> shS: array<f32, ${RW}>;
 var<workgroup> shV: array<f32, ${RW}>;
@@ -123,17 +116,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (u.last != 0u) { tokens[g] = i; }
   }
 }`,
-};
+});
 
 /** Top-p pass: per block row, the mass exp(z/T − m) of in-range keys per 16 digit buckets → hist [B, 16]. */
-const nucleusHistKernel: Program = {
+const nucleusHistKernel = defineKernel({
   name: 'sample_nucleus_hist',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read> state: array<u32>;
-@group(0) @binding(2) var<storage, read_write> hist: array<f32>;
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, first: u32, ps: u32, invT: f32 }
-@group(0) @binding(3) var<uniform> u: U;
+  bindings: [['logits', 'f32', 'read'], ['state', 'u32', 'read'], ['hist', 'f32', 'read_write']],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', first: 'u32', ps: 'u32', invT: 'f32' },
+  body: () => /* wgsl */ `
 ${PHILOX}
 var<workgroup> sh: array<f32, ${16 * RW}>;
 @compute @workgroup_size(${RW})
@@ -164,16 +154,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     hist[o] = select(hist[o] + t, t, u.first != 0u);
   }
 }`,
-};
+});
 
 /** Top-p pass combine (thread per row): pick the digit where the cumulative mass from the top crosses topP·s. */
-const nucleusCombineKernel: Program = {
+const nucleusCombineKernel = defineKernel({
   name: 'sample_nucleus_combine',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> state: array<u32>;
-@group(0) @binding(1) var<storage, read> hist: array<f32>;
-struct U { B: u32, ps: u32, topP: f32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['state', 'u32', 'read_write'], ['hist', 'f32', 'read']],
+  uniforms: { B: 'u32', ps: 'u32', topP: 'f32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let g = gid.x;
@@ -202,18 +190,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   state[o + 4u] = state[o + 4u] | (digit << shift);
   state[o + 5u] = bitcast<u32>(cum);
 }`,
-};
+});
 
 /** Gumbel-max over the block (keys ≥ τ when top-p); last chunk writes the token. */
-const gumbelKernel: Program = {
+const gumbelKernel = defineKernel({
   name: 'sample_gumbel',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read_write> state: array<u32>;
-@group(0) @binding(2) var<storage, read> seqIds: array<u32>;
-@group(0) @binding(3) var<storage, read_write> tokens: array<u32>;
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, first: u32, last: u32, invT: f32, useTau: u32, seedLo: u32, seedHi: u32, step: u32 }
-@group(0) @binding(4) var<uniform> u: U;
+  bindings: [['logits', 'f32', 'read'], ['state', 'u32', 'read_write'], ['seqIds', 'u32', 'read'], ['tokens', 'u32', 'read_write']],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', first: 'u32', last: 'u32', invT: 'f32', useTau: 'u32', seedLo: 'u32', seedHi: 'u32', step: 'u32' },
+  body: () => /* wgsl */ `
 ${PHILOX}
 var<workgroup> shV: array<f32, ${RW}>;
 var<workgroup> shI: array<u32, ${RW}>;
@@ -260,16 +244,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (u.last != 0u) { tokens[g] = i; }
   }
 }`,
-};
+});
 
 /** Per block row: 1 if any logit is NaN or ±Inf (exponent bits all set), OR-ed over the vocab chunks. */
-const finiteKernel: Program = {
+const finiteKernel = defineKernel({
   name: 'sample_nonfinite',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read> logits: array<f32>;
-@group(0) @binding(1) var<storage, read_write> flags: array<u32>;
-struct U { rows: u32, cols: u32, rowStart: u32, colStart: u32, first: u32 }
-@group(0) @binding(2) var<uniform> u: U;
+  bindings: [['logits', 'f32', 'read'], ['flags', 'u32', 'read_write']],
+  uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', first: 'u32' },
+  body: () => /* wgsl */ `
 var<workgroup> sh: array<u32, ${RW}>;
 @compute @workgroup_size(${RW})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -292,17 +274,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     flags[g] = select(flags[g] | sh[0], sh[0], u.first != 0u);
   }
 }`,
-};
+});
 
-const iotaKernel: Program = {
+const iotaKernel = defineKernel({
   name: 'sample_iota',
-  code: /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> out: array<u32>;
-struct U { n: u32 }
-@group(0) @binding(1) var<uniform> u: U;
+  bindings: [['out', 'u32', 'read_write']],
+  uniforms: { n: 'u32' },
+  body: () => /* wgsl */ `
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) { if (gid.x < u.n) { out[gid.x] = gid.x; } }`,
-};
+});
 
 interface SBlock {
   logits: Tensor;
@@ -349,11 +330,11 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
   const useTopP = !greedy && topP < 1;
   const invT = greedy ? 1 : 1 / T;
 
-  const blockU = (b: SBlock) => new Uniforms().u32(b.rows, b.cols, b.rowStart, b.colStart, b.first ? 1 : 0);
+  const blockU = (b: SBlock) => ({ rows: b.rows, cols: b.cols, rowStart: b.rowStart, colStart: b.colStart, first: b.first ? 1 : 0 });
   // The non-finite check rides on the first pass over the logits (top-p replays plain logits).
   let checked = false;
   const check = (b: SBlock) => {
-    if (opts.nonFinite && !checked) gpu.run(finiteKernel, [b.logits, opts.nonFinite], rowGrid(b.rows), blockU(b));
+    if (opts.nonFinite && !checked) finiteKernel.run(gpu, {}, { logits: b.logits, flags: opts.nonFinite }, rowGrid(b.rows), blockU(b));
   };
   // Blocks: kept when top-p needs several passes; otherwise produced and consumed one at a time.
   const blocks: SBlock[] = [];
@@ -394,7 +375,7 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
   const tokens = gpu.empty([B], 'u32', 'sample_tokens');
   const state = gpu.empty([B, STATE], 'u32', 'sample_state');
   if (greedy || useTopP) {
-    forEach((b) => gpu.run(statsKernel, [b.logits, state, tokens], rowGrid(b.rows), blockU(b).u32(b.last ? 1 : 0).f32(invT)), useTopP);
+    forEach((b) => statsKernel.run(gpu, {}, { logits: b.logits, state, tokens }, rowGrid(b.rows), { ...blockU(b), last: b.last ? 1 : 0, invT }), useTopP);
   }
   if (greedy) {
     state.dispose();
@@ -403,20 +384,22 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
   let seqIds = opts.seqIds;
   if (!seqIds) {
     seqIds = gpu.empty([B], 'u32', 'sample_seq');
-    gpu.run(iotaKernel, [seqIds], cdiv(B, 64), new Uniforms().u32(B));
+    iotaKernel.run(gpu, {}, { out: seqIds }, cdiv(B, 64), { n: B });
   }
   if (useTopP) {
     const hist = gpu.empty([B, 16], 'f32', 'sample_hist');
     for (let pass = 0; pass < 8; pass++) {
-      replay((b) => gpu.run(nucleusHistKernel, [b.logits, state, hist], rowGrid(b.rows), blockU(b).u32(pass).f32(invT)));
-      gpu.run(nucleusCombineKernel, [state, hist], cdiv(B, 64), new Uniforms().u32(B, pass).f32(topP));
+      replay((b) => nucleusHistKernel.run(gpu, {}, { logits: b.logits, state, hist }, rowGrid(b.rows), { ...blockU(b), ps: pass, invT }));
+      nucleusCombineKernel.run(gpu, {}, { state, hist }, cdiv(B, 64), { B, ps: pass, topP });
     }
     hist.dispose();
   }
   const seedLo = opts.seed >>> 0;
   const seedHi = Math.floor(opts.seed / 2 ** 32) >>> 0;
   const gumbel = (b: SBlock) =>
-    gpu.run(gumbelKernel, [b.logits, state, seqIds!, tokens], rowGrid(b.rows), blockU(b).u32(b.last ? 1 : 0).f32(invT).u32(useTopP ? 1 : 0, seedLo, seedHi, opts.step));
+    gumbelKernel.run(gpu, {}, { logits: b.logits, state, seqIds, tokens }, rowGrid(b.rows), {
+      ...blockU(b), last: b.last ? 1 : 0, invT, useTau: useTopP ? 1 : 0, seedLo, seedHi, step: opts.step,
+    });
   if (useTopP) replay(gumbel);
   else forEach(gumbel, false);
   for (const b of blocks) b.logits.dispose();
