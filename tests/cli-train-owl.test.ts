@@ -102,7 +102,7 @@ describe('owl CLI', () => {
       [['--model', model, '--recipes', 'sft,bogus'], /--recipes: unknown value 'bogus'/],
       [['--model', model, '--teachers', 'ft-control'], /--teachers: unknown value 'ft-control'/],
       [['--model', model, '--student-mode', 'half'], /--student-mode must be one of/],
-      [['--model', model, '--seeds', '0,1,0'], /seed 0 is listed twice/],
+      [['--model', model, '--seeds', '0,1,0'], /--seeds lists 0 twice/],
       [['--model', model, '--animal', 'owl', '--control-animal', 'owl'], /--control-animal must differ/],
       [['--model', model, '--eval', 'poems'], /--eval must be one of/],
     ];
