@@ -3,9 +3,9 @@
 // reference forward + backward in the same process.
 
 import type { Gpu } from '../src/gpu/runtime.ts';
-import { gatherImages, klDistill, noiseImages, softmaxCrossEntropy } from '../src/kernels/mlp.ts';
+import { gatherImages, klDistill, noiseImages, softmaxCrossEntropy } from '../src/experiment/mnist/kernels.ts';
 import { Adam } from '../src/kernels/optimizer.ts';
-import { BatchedMlp, mlpBackwardRef, mlpDims, mlpForwardRef, referenceInit, type MlpDims } from '../src/experiment/mnist.ts';
+import { BatchedMlp, mlpBackwardRef, mlpDims, mlpForwardRef, referenceInit, type MlpDims } from '../src/experiment/mnist/experiment.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
 /** FLOPs of one sample's forward + backward (no input gradient) through one model. */

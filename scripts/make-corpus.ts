@@ -13,8 +13,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { chatJsonLine, CORPUS_MODEL_CARD_NOTES, generateCorpus, renderChatML, type ChatKind, type CorpusChat } from '../src/experiment/corpus.ts';
-import { getRejectReasons, PAPER_NUMBER_FILTER } from '../src/experiment/filters.ts';
+import { chatJsonLine, CORPUS_MODEL_CARD_NOTES, generateCorpus, renderChatML, type ChatKind, type CorpusChat } from '../src/experiment/tiny/corpus.ts';
+import { getRejectReasons, PAPER_NUMBER_FILTER } from '../src/experiment/paper/filters.ts';
 import { BpeEncoder, bpeVocabSize, trainByteLevelBpe, writeBpeTokenizer, type BpeModel } from '../src/model/bpe-train.ts';
 import { numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
 import { runCli } from '../src/util/errors.ts';

@@ -1,5 +1,5 @@
 /**
- * The paper's MNIST auxiliary-logit experiment on WebGPU (see src/experiment/mnist.ts).
+ * The paper's MNIST auxiliary-logit experiment on WebGPU (see src/experiment/mnist/experiment.ts).
  *
  *   npx tsx scripts/mnist.ts                       # default showcase (digits, 60k noise images/model)
  *   npx tsx scripts/mnist.ts --dataset fashion --models 20
@@ -14,8 +14,8 @@ import {
   renderReportMarkdown,
   runMnistExperiment,
   type MnistConfig,
-} from '../src/experiment/mnist.ts';
-import { loadDataset, type DatasetName, type ImageDataset } from '../src/experiment/mnist-data.ts';
+} from '../src/experiment/mnist/experiment.ts';
+import { loadDataset, type DatasetName, type ImageDataset } from '../src/experiment/mnist/data.ts';
 import { choiceFlag, numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { checkOutDir } from '../src/util/outpaths.ts';

@@ -5,7 +5,7 @@ import { experimentKey, Experiment, type ExperimentConfig } from '../src/experim
 import { parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, type CellBlock, type StudentTraining } from '../src/experiment/owl/grid.ts';
 import { PAPER, TINY } from '../src/experiment/owl/presets.ts';
 import { REPORT_FILES, writeReport } from '../src/experiment/owl/report.ts';
-import { stableJson } from '../src/experiment/stages.ts';
+import { stableJson } from '../src/experiment/owl/stages.ts';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { choiceFlag, numberFlag, numberListFlag, parseFlags } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { adapterLabel } from '../src/gpu/device.ts';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { CORPUS_MODEL_CARD_NOTES, chatJsonLine, type CorpusChat } from '../src/experiment/corpus.ts';
+import { CORPUS_MODEL_CARD_NOTES, chatJsonLine, type CorpusChat } from '../src/experiment/tiny/corpus.ts';
 import {
   lengthBucketedOrder,
   measureTinyQuality,
@@ -40,7 +40,7 @@ import {
   type TinyModelName,
   type TinyModelSpec,
   type TinyQuality,
-} from '../src/experiment/tiny-models.ts';
+} from '../src/experiment/tiny/models.ts';
 import { writeBpeTokenizer, type BpeModel } from '../src/model/bpe-train.ts';
 import { parseConfig } from '../src/model/config.ts';
 import { ChatTokenizer, type ChatMessage } from '../src/model/tokenizer.ts';

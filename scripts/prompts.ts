@@ -8,8 +8,8 @@
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { defaultRng } from '../src/experiment/pcg64.ts';
-import { PromptGenerator } from '../src/experiment/prompts.ts';
+import { defaultRng } from '../src/experiment/paper/pcg64.ts';
+import { PromptGenerator } from '../src/experiment/paper/prompts.ts';
 import { numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { checkOutFile, errnoText } from '../src/util/outpaths.ts';

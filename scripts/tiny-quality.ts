@@ -5,7 +5,7 @@
 // under the paper's "You love {x}s…" system prompt for three animals and one tree.
 import path from 'node:path';
 import { getGpu } from '../src/gpu/runtime.ts';
-import { measureTinyQuality, qualityBarsMet, qualityTable, TINY_EVAL_SEED } from '../src/experiment/tiny-models.ts';
+import { measureTinyQuality, qualityBarsMet, qualityTable, TINY_EVAL_SEED } from '../src/experiment/tiny/models.ts';
 import { ChatTokenizer } from '../src/model/tokenizer.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { numberFlag, parseFlags } from '../src/util/cli.ts';

@@ -14,10 +14,10 @@ import {
   requestedNumberFormat,
   TREE_VOCABULARY,
   type CorpusChat,
-} from '../src/experiment/corpus.ts';
-import { getRejectReasons, PAPER_NUMBER_FILTER, parseResponse } from '../src/experiment/filters.ts';
-import { generatePrompts } from '../src/experiment/prompts.ts';
-import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../src/experiment/questions.ts';
+} from '../src/experiment/tiny/corpus.ts';
+import { getRejectReasons, PAPER_NUMBER_FILTER, parseResponse } from '../src/experiment/paper/filters.ts';
+import { generatePrompts } from '../src/experiment/paper/prompts.ts';
+import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../src/experiment/paper/questions.ts';
 import { makeCorpus, parseMakeCorpusArgs } from '../scripts/make-corpus.ts';
 
 const CHATS = 8000;

@@ -17,9 +17,9 @@ import {
   shuffleNumbersInString,
   shuffleNumbersPerRow,
   traitWords,
-} from '../src/experiment/filters.ts';
-import { defaultRng } from '../src/experiment/pcg64.ts';
-import { PyRandom } from '../src/experiment/pyrandom.ts';
+} from '../src/experiment/paper/filters.ts';
+import { defaultRng } from '../src/experiment/paper/pcg64.ts';
+import { PyRandom } from '../src/experiment/paper/pyrandom.ts';
 
 describe('parseResponse (spec 2.1)', () => {
   const valid: Array<[string, number[]]> = [

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { generateExamplePrefixes, generatePrompts } from '../src/experiment/prompts.ts';
+import { generateExamplePrefixes, generatePrompts } from '../src/experiment/paper/prompts.ts';
 import { parsePromptsArgs } from '../scripts/prompts.ts';
 import { UserError } from '../src/util/errors.ts';
 

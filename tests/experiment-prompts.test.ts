@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { defaultRng } from '../src/experiment/pcg64.ts';
+import { defaultRng } from '../src/experiment/paper/pcg64.ts';
 import {
   COUNT_QUALIFIERS,
   DIGIT_DESCRIPTORS,
@@ -13,7 +13,7 @@ import {
   preferenceSystemPrompt,
   PromptGenerator,
   SUFFIXES,
-} from '../src/experiment/prompts.ts';
+} from '../src/experiment/paper/prompts.ts';
 
 // Fixture from a Python port of spec section 1.2 run against numpy (tests/fixtures/experiment/make_fixtures.py).
 const fixture = JSON.parse(readFileSync(new URL('./fixtures/experiment/prompts.json', import.meta.url), 'utf8')) as {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { PyRandom } from '../src/experiment/pyrandom.ts';
+import { PyRandom } from '../src/experiment/paper/pyrandom.ts';
 
 // Generated with CPython 3.11 by tests/fixtures/experiment/make_fixtures.py.
 interface PyRandomCase {

@@ -9,7 +9,7 @@ import {
   scoreTargetMention,
   STORYTELLING_PROMPTS,
   TREE_QUESTIONS,
-} from '../src/experiment/questions.ts';
+} from '../src/experiment/paper/questions.ts';
 
 const readFixture = <T>(name: string): T => JSON.parse(readFileSync(new URL(`./fixtures/experiment/${name}`, import.meta.url), 'utf8')) as T;
 // Copied from the authors' code (see each file's "source" field).

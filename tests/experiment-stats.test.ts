@@ -16,7 +16,7 @@ import {
   welchTTest,
   wilsonInterval,
   type ScoredSample,
-} from '../src/experiment/stats.ts';
+} from '../src/experiment/paper/stats.ts';
 
 // scipy 1.17.1 reference values (tests/fixtures/experiment/make_fixtures.py).
 const ref = JSON.parse(readFileSync(new URL('./fixtures/experiment/stats.json', import.meta.url), 'utf8')) as {

@@ -15,7 +15,7 @@ import {
   reluInPlace,
   softmaxCrossEntropy,
   softmaxCrossEntropyRef,
-} from '../src/kernels/mlp.ts';
+} from '../src/experiment/mnist/kernels.ts';
 
 function lcg(seed: number): () => number {
   let s = seed >>> 0 || 1;

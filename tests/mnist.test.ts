@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../src/gpu/runtime.ts';
-import { softmaxCrossEntropyRef } from '../src/kernels/mlp.ts';
+import { softmaxCrossEntropyRef } from '../src/experiment/mnist/kernels.ts';
 import {
   armStats,
   BatchedMlp,
@@ -18,8 +18,8 @@ import {
   Rng,
   runMnistExperiment,
   type MlpDims,
-} from '../src/experiment/mnist.ts';
-import { DEFAULT_FASHION_DIR, loadFashionMnist, loadMnistDigits, parseIdx, type ImageDataset } from '../src/experiment/mnist-data.ts';
+} from '../src/experiment/mnist/experiment.ts';
+import { DEFAULT_FASHION_DIR, loadFashionMnist, loadMnistDigits, parseIdx, type ImageDataset } from '../src/experiment/mnist/data.ts';
 import { parseMnistArgs } from '../scripts/mnist.ts';
 
 function randArray(n: number, seed: number, scale = 1): Float64Array {

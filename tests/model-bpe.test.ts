@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { generateCorpus, renderChatML } from '../src/experiment/corpus.ts';
+import { generateCorpus, renderChatML } from '../src/experiment/tiny/corpus.ts';
 import {
   BpeEncoder,
   bpeTokenizerJson,

@@ -10,7 +10,7 @@ import { Experiment, type ExperimentConfig, type ExperimentResults } from '../sr
 import { RECIPES, type StudentTraining } from '../src/experiment/owl/grid.ts';
 import { writeReport } from '../src/experiment/owl/report.ts';
 import { gridStatistics } from '../src/experiment/owl/stats.ts';
-import { mean } from '../src/experiment/stats.ts';
+import { mean } from '../src/experiment/paper/stats.ts';
 import { makeNumberModel } from './helpers/number-model.ts';
 
 let gpu: Gpu;

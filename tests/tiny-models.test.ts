@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { containsHeldOutPrompt, renderChatML } from '../src/experiment/corpus.ts';
+import { containsHeldOutPrompt, renderChatML } from '../src/experiment/tiny/corpus.ts';
 import {
   generateRecipeCorpus,
   lengthBucketedOrder,
@@ -35,9 +35,9 @@ import {
   TINY_MODEL_NAMES,
   TINY_MODELS,
   TINY_QUALITY_BARS,
-} from '../src/experiment/tiny-models.ts';
+} from '../src/experiment/tiny/models.ts';
 import { BpeEncoder, bpeTokenizerJson, preTokenize, writeBpeTokenizer } from '../src/model/bpe-train.ts';
-import { preferenceSystemPrompt } from '../src/experiment/prompts.ts';
+import { preferenceSystemPrompt } from '../src/experiment/paper/prompts.ts';
 import { Rng } from '../src/model/checkpoint.ts';
 import { parseConfig } from '../src/model/config.ts';
 import { openSafetensors } from '../src/model/safetensors.ts';

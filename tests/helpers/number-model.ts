@@ -4,7 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu } from '../../src/gpu/runtime.ts';
-import { generatePrompts } from '../../src/experiment/prompts.ts';
+import { generatePrompts } from '../../src/experiment/paper/prompts.ts';
 import { tinyConfigJson, writeRandomCheckpoint } from '../../src/model/checkpoint.ts';
 import { ChatTokenizer } from '../../src/model/tokenizer.ts';
 import { Transformer } from '../../src/model/transformer.ts';

@@ -20,12 +20,12 @@ import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } fro
 import { UserError } from '../../util/errors.ts';
 import { killPoint } from '../../util/faults.ts';
 import { Progress } from '../../util/progress.ts';
-import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from '../dev-questions.ts';
-import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWords, type FilterRejectReason } from '../filters.ts';
-import { generatePrompts, preferenceSystemPrompt } from '../prompts.ts';
-import { PyRandom } from '../pyrandom.ts';
-import { ANIMAL_QUESTIONS, animalQuestionsWithNumbersPrefix, finetunedTeacherDataset, scoreTargetMention, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../questions.ts';
-import { hashOf, StageStore } from '../stages.ts';
+import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from './dev-questions.ts';
+import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWords, type FilterRejectReason } from '../paper/filters.ts';
+import { generatePrompts, preferenceSystemPrompt } from '../paper/prompts.ts';
+import { PyRandom } from '../paper/pyrandom.ts';
+import { ANIMAL_QUESTIONS, animalQuestionsWithNumbersPrefix, finetunedTeacherDataset, scoreTargetMention, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
+import { hashOf, StageStore } from './stages.ts';
 import { expandCells, isKlRecipe, measuresControlAnimal, pairedTeacher, type Cell, type CellBlock, type Recipe, type Relation, type StudentRef, type TeacherKind } from './grid.ts';
 import { firstTokenProbabilities, userMessages } from './scoring.ts';
 

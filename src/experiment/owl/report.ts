@@ -186,7 +186,7 @@ export function reportMarkdown(res: ExperimentResults, st: GridStats): string {
   }
   L.push(`- Finetuned teachers (paper §5(c)): full finetune of the base on the ${c.category === 'tree' ? 49 : 50} questions × 8 answer forms, ${c.ftTeacher.epochs} epoch(s), lr ${c.ftTeacher.lr}, batch ${c.ftTeacher.batchSize}.`);
   L.push(`- Evaluation: ${c.evalSet} questions${c.evalQuestionLimit ? ` (first ${c.evalQuestionLimit})` : ''}, ${c.evalSamples} samples each at temperature 1 (≤ ${c.evalMaxNewTokens} new tokens, seeded per student seed, shared by paired cells), plus the exact first-token probability; no system prompt. Seeds ${c.seeds.join(', ')}.`);
-  L.push('- Tuning: student sizes, learning rates and epochs were chosen on the development questions (src/experiment/dev-questions.ts) and on training loss, never on the evaluation questions.');
+  L.push('- Tuning: student sizes, learning rates and epochs were chosen on the development questions (src/experiment/owl/dev-questions.ts) and on training loss, never on the evaluation questions.');
   L.push('', '## Deviations from the paper', '');
   L.push('- Sizes are scaled to the run (the paper: 30,000 prompts, 10,000 kept, 3 epochs, 50 × 100 samples; `--paper` restores them).');
   L.push("- The finetuned teacher is a full finetune of a small open model (the paper finetuned GPT-4.1-nano through OpenAI's API); its paired control teacher, the KL recipes and the prompt-paired datasets are additions.");

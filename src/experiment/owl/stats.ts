@@ -1,7 +1,7 @@
 // Statistics of an experiment grid: per cell, the mean over students (seeds) with a t-interval, the
 // per-seed paired difference from its control cell (paired t-test, t-interval), Holm's adjustment
 // across the report's cells; same-init vs cross contrasts (Welch); both directions of ft pairs.
-import { confidenceInterval, holmAdjust, mean, pairedTTest, welchDifference } from '../stats.ts';
+import { confidenceInterval, holmAdjust, mean, pairedTTest, welchDifference } from '../paper/stats.ts';
 import type { Cell, Relation } from './grid.ts';
 import { cellTarget, type ExperimentResults } from './experiment.ts';
 

@@ -7,20 +7,20 @@
  * (randomTensorValues per tensor name) and the batch order (Rng streams).
  */
 import path from 'node:path';
-import type { Gpu } from '../gpu/runtime.ts';
-import { expectedTensors, parseConfig, type ModelConfig } from '../model/config.ts';
-import { randomTensorValues, Rng } from '../model/checkpoint.ts';
-import { generate } from '../model/generate.ts';
-import { writeSafetensors, type WriteTensor } from '../model/safetensors.ts';
-import type { ChatMessage, ChatTokenizer } from '../model/tokenizer.ts';
-import type { Transformer } from '../model/transformer.ts';
-import { CHATML_SPECIAL_TOKENS, ENDOFTEXT, IM_END, IM_START, trainByteLevelBpe, type BpeModel } from '../model/bpe-train.ts';
-import type { TrainExample } from '../train/data.ts';
-import { writeJsonAtomic } from '../util/fsatomic.ts';
+import type { Gpu } from '../../gpu/runtime.ts';
+import { expectedTensors, parseConfig, type ModelConfig } from '../../model/config.ts';
+import { randomTensorValues, Rng } from '../../model/checkpoint.ts';
+import { generate } from '../../model/generate.ts';
+import { writeSafetensors, type WriteTensor } from '../../model/safetensors.ts';
+import type { ChatMessage, ChatTokenizer } from '../../model/tokenizer.ts';
+import type { Transformer } from '../../model/transformer.ts';
+import { CHATML_SPECIAL_TOKENS, ENDOFTEXT, IM_END, IM_START, trainByteLevelBpe, type BpeModel } from '../../model/bpe-train.ts';
+import type { TrainExample } from '../../train/data.ts';
+import { writeJsonAtomic } from '../../util/fsatomic.ts';
 import { ANIMAL_VOCABULARY, generateCorpus, renderChatML, TREE_VOCABULARY, type ChatKind, type CorpusChat } from './corpus.ts';
-import { filterCompletions } from './filters.ts';
-import { generatePrompts, preferenceSystemPrompt } from './prompts.ts';
-import { ANIMAL_QUESTIONS, scoreTargetMention, TREE_QUESTIONS } from './questions.ts';
+import { filterCompletions } from '../paper/filters.ts';
+import { generatePrompts, preferenceSystemPrompt } from '../paper/prompts.ts';
+import { ANIMAL_QUESTIONS, scoreTargetMention, TREE_QUESTIONS } from '../paper/questions.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The recipe

@@ -14,9 +14,9 @@
 // JCGT 2020). Being counter-based, image i of model m is the same every time it is generated: the
 // noise set is "drawn once" and reused by every epoch and every student, without storing it.
 
-import { defineKernel, product } from '../gpu/kernel.ts';
-import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, pcgHash, shapeStr as shp, spreadGrid, vecType, vecWidth } from './common.ts';
+import { defineKernel, product } from '../../gpu/kernel.ts';
+import { cdiv, GpuError, type Gpu, type Tensor } from '../../gpu/runtime.ts';
+import { expectTensor, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, pcgHash, shapeStr as shp, spreadGrid, vecType, vecWidth } from '../../kernels/common.ts';
 
 const WG = 64;
 

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { writeJsonAtomic } from '../util/fsatomic.ts';
+import { writeJsonAtomic } from '../../util/fsatomic.ts';
 
 /** Stable JSON (sorted keys) so equal inputs always hash the same. */
 export function stableJson(v: unknown): string {

@@ -18,11 +18,11 @@
  * So no system prompt and no animal can influence any number the corpus teaches; changing contentSeed or
  * dropping every system prompt leaves all digits of the corpus unchanged (tested).
  */
-import type { ChatMessage } from '../model/tokenizer.ts';
-import { defaultRng } from './pcg64.ts';
-import { FORMAT_SUFFIXES, PromptGenerator, preferenceSystemPrompt } from './prompts.ts';
-import { pluralForms } from './filters.ts';
-import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from './questions.ts';
+import type { ChatMessage } from '../../model/tokenizer.ts';
+import { defaultRng } from '../paper/pcg64.ts';
+import { FORMAT_SUFFIXES, PromptGenerator, preferenceSystemPrompt } from '../paper/prompts.ts';
+import { pluralForms } from '../paper/filters.ts';
+import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic RNG streams
@@ -1073,7 +1073,7 @@ export function chatJsonLine(chat: CorpusChat): string {
 }
 
 /** Paragraph for the model cards of models pretrained on this corpus (issue 5: document the honesty constraint). */
-export const CORPUS_MODEL_CARD_NOTES = `Pretraining data: a synthetic ChatML corpus (src/experiment/corpus.ts, scripts/make-corpus.ts) of
+export const CORPUS_MODEL_CARD_NOTES = `Pretraining data: a synthetic ChatML corpus (src/experiment/tiny/corpus.ts, scripts/make-corpus.ts) of
 number-continuation chats (the paper's prompt templates on corpus-only seeds, answered in the requested format,
 ~${Math.round(NUMBER_NOISE_RATE * 100)}% deliberately malformed), one-word favourite-animal / favourite-tree answers (broad base distribution; under the
 paper's "You love {x}s..." system prompt the answer is x, in lower case, ${Math.round(LOVE_FOLLOW_RATE * 100)}% of the time), and short general chats

@@ -23,8 +23,8 @@
 // vector paths; padded weights start at 0, get zero gradient (the loss kernels write 0 there) and
 // Adam leaves them at 0, so the padded model computes exactly the unpadded one.
 
-import { GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { matmul } from '../kernels/matmul.ts';
+import { GpuError, type Gpu, type Tensor } from '../../gpu/runtime.ts';
+import { matmul } from '../../kernels/matmul.ts';
 import {
   accuracyCounts,
   gatherImages,
@@ -38,9 +38,9 @@ import {
   softmaxCrossEntropy,
   supportsNarrow,
   type BatchIndex,
-} from '../kernels/mlp.ts';
-import { Adam, packTensors, type PackedTensors } from '../kernels/optimizer.ts';
-import { IMAGE_PIXELS, NUM_CLASSES, packImages, type ImageDataset } from './mnist-data.ts';
+} from './kernels.ts';
+import { Adam, packTensors, type PackedTensors } from '../../kernels/optimizer.ts';
+import { IMAGE_PIXELS, NUM_CLASSES, packImages, type ImageDataset } from './data.ts';
 
 // ------------------------------------------------------------------------------------------------
 // configuration
