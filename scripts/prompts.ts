@@ -8,9 +8,7 @@
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { defaultRng } from '../src/experiment/paper/pcg64.ts';
-import { PromptGenerator } from '../src/experiment/paper/prompts.ts';
-import { numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
+import { jsonlChunks, parsePromptsArgs } from '../src/experiment/paper/prompt-lines.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { checkOutFile, errnoText } from '../src/util/outpaths.ts';
 
@@ -26,59 +24,6 @@ Generates the first N prompts of the paper's PromptGenerator(np.random.default_r
                   refused unless --overwrite
   --overwrite     replace an existing --out FILE
   --help          show this help`;
-
-export interface PromptsCliOptions {
-  seed: bigint;
-  n: number;
-  prefixOnly: boolean;
-  out: string | null;
-  /** Replace an existing --out file. */
-  overwrite: boolean;
-}
-
-const FLAGS = {
-  seed: { type: 'string' },
-  n: { type: 'string' },
-  'prefix-only': { type: 'boolean' },
-  out: { type: 'string' },
-  overwrite: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} as const;
-
-/** numpy seeds are arbitrary non-negative integers, beyond 2^53: read them as bigints. */
-function parseSeed(raw: string): bigint {
-  if (!/^[0-9]+$/.test(raw)) throw new UserError(`--seed must be a non-negative integer, got '${raw}'`);
-  const seed = BigInt(raw);
-  if (seed >= 1n << 4096n) throw new UserError('--seed must be below 2^4096');
-  return seed;
-}
-
-/** Parse argv (without node and script); returns null for --help. Bad input is a one-line UserError. */
-export function parsePromptsArgs(argv: readonly string[]): PromptsCliOptions | null {
-  const f = parseFlags([...argv], FLAGS);
-  if (f.help) return null;
-  const seed = parseSeed(requiredFlag(f.seed, 'seed'));
-  const n = numberFlag(requiredFlag(f.n, 'n'), 'n', 0, { min: 0, max: 100_000_000, integer: true });
-  if (f.overwrite && f.out === undefined) throw new UserError('--overwrite replaces the --out file; give --out');
-  const out = f.out === undefined ? null : requiredFlag(f.out, 'out', 'FILE');
-  return { seed, n, prefixOnly: !!f['prefix-only'], out, overwrite: !!f.overwrite };
-}
-
-/** JSON lines in chunks, so large N never sits in memory at once. */
-function* jsonlChunks(options: PromptsCliOptions): Generator<string> {
-  const generator = new PromptGenerator(defaultRng(options.seed));
-  const linesPerChunk = 2000;
-  let chunk: string[] = [];
-  for (let index = 0; index < options.n; index++) {
-    const prompt = options.prefixOnly ? generator.sampleExamplePrefix() : generator.sampleQuery();
-    chunk.push(`${JSON.stringify({ index, prompt })}\n`);
-    if (chunk.length === linesPerChunk) {
-      yield chunk.join('');
-      chunk = [];
-    }
-  }
-  if (chunk.length > 0) yield chunk.join('');
-}
 
 function writeAtomically(path: string, chunks: Iterable<string>): void {
   const tempPath = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);

@@ -18,7 +18,7 @@ import {
 import { getRejectReasons, PAPER_NUMBER_FILTER, parseResponse } from '../src/experiment/paper/filters.ts';
 import { generatePrompts } from '../src/experiment/paper/prompts.ts';
 import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../src/experiment/paper/questions.ts';
-import { makeCorpus, parseMakeCorpusArgs } from '../scripts/make-corpus.ts';
+import { makeCorpus, parseMakeCorpusArgs } from '../src/experiment/tiny/make-corpus.ts';
 
 const CHATS = 8000;
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateExamplePrefixes, generatePrompts } from '../src/experiment/paper/prompts.ts';
-import { parsePromptsArgs } from '../scripts/prompts.ts';
+import { parsePromptsArgs } from '../src/experiment/paper/prompt-lines.ts';
 import { UserError } from '../src/util/errors.ts';
 
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));

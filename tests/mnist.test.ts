@@ -20,7 +20,7 @@ import {
   type MlpDims,
 } from '../src/experiment/mnist/experiment.ts';
 import { DEFAULT_FASHION_DIR, loadFashionMnist, loadMnistDigits, parseIdx, type ImageDataset } from '../src/experiment/mnist/data.ts';
-import { parseMnistArgs } from '../scripts/mnist.ts';
+import { parseMnistArgs } from '../src/experiment/mnist/options.ts';
 
 function randArray(n: number, seed: number, scale = 1): Float64Array {
   const r = new Rng(99, seed);

@@ -462,7 +462,6 @@ export class Experiment {
   }
 
   async pairedDatasets(a: TeacherRef, b: TeacherRef, decoding: 'sample' | 'greedy', shuffled: boolean): Promise<{ files: Record<string, string>; summaries: DatasetSummary[]; key: string; dir: string }> {
-    const { cfg } = this;
     const [first, second] = [a, b].sort((x, y) => TEACHER_ORDER[x.kind] - TEACHER_ORDER[y.kind]);
     const ca = await this.completions(first, decoding);
     const cb = await this.completions(second, decoding);
