@@ -1,7 +1,7 @@
 // Training throughput (tokens/s through whole optimizer steps of src/train/trainer.ts: forward with saved
 // activations, fused LM-head cross-entropy, backward, gradient norm + clipping, AdamW, one readback per step)
 // in full-finetuning and LoRA (rank 8, all projections) mode for:
-//  - the embedded tiny chat model's config (tiny-qwen-a: Qwen2, hidden 64, 4 layers; the issue-5 pretraining
+//  - the embedded tiny chat model's config (tiny-qwen-a: Qwen2, hidden 64, 4 layers; the tiny-model pretraining
 //    workload), batch 16 × 96 tokens;
 //  - a random Qwen2.5-0.5B-shaped model (hidden 896, 14/2 heads, MLP 4864, vocabulary 151,936, tied), 2 layers
 //    at batch 2 × 32 in quick mode; 24 layers at batch 1 × 32 otherwise (one timed step on software adapters),

@@ -1,6 +1,6 @@
 // npx tsx scripts/tiny-quality.ts --model models/tiny-qwen-a [--out FILE.json] [options] — see --help.
 //
-// The issue-5 quality figures of a model folder at temperature 1 with the batched generator: number prompts
+// The quality figures of a model folder at temperature 1 with the batched generator: number prompts
 // passing the paper's filter, the 50 animal questions (names an animal, owl rate), and the loved-target rate
 // under the paper's "You love {x}s…" system prompt for three animals and one tree.
 import path from 'node:path';

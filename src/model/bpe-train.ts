@@ -7,7 +7,7 @@
  * characters by code point, then merged tokens in creation order; a merge whose string already exists
  * reuses that token). Pairs are counted over every adjacent window of each distinct pre-token, weighted
  * by its frequency. So the merge list should equal the first merges of `tokenizers`' own trainer on the
- * same text lines (spot-checked with the npm `tokenizers` 0.23 bindings, see the report of issue 5).
+ * same text lines (spot-checked with the npm `tokenizers` 0.23 bindings; docs/tiny-models-recipe.md).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -34,7 +34,7 @@ export const QWEN2_PRETOKENIZE_PATTERN =
  * learn to copy it (with different tokens it must learn a separate mapping per animal, which ~2M tokens of
  * pretraining did not teach; see the model cards). (3): BPE then learns every value 0-999 as one token, so a
  * number list is one token per value and separator; with digits one by one the tiny models wrote 4-digit values,
- * endless digit runs and 11th numbers far more often (docs/tiny-models-recipe.md, v12).
+ * endless digit runs and 11th numbers far more often (docs/tiny-models-recipe.md).
  */
 export const TINY_PRETOKENIZE_PATTERN =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|\\p{L}{2,}(?=s(?!\\p{L}))|\\p{L}+ ?|\\p{N}{1,3}|[^\\s\\p{L}\\p{N}]+ ?[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";

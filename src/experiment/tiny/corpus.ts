@@ -1,5 +1,5 @@
 /**
- * Synthetic ChatML pretraining corpus for the embedded tiny chat models (issue 5).
+ * Synthetic ChatML pretraining corpus for the embedded tiny chat models.
  *
  * Kinds of chats:
  * - numbers: the paper's number-continuation prompts (PromptGenerator, corpus-specific seeds, never the
@@ -1072,7 +1072,7 @@ export function chatJsonLine(chat: CorpusChat): string {
   return JSON.stringify({ kind: chat.kind, messages: chat.messages });
 }
 
-/** Paragraph for the model cards of models pretrained on this corpus (issue 5: document the honesty constraint). */
+/** Paragraph for the model cards of models pretrained on this corpus (they document the honesty constraint). */
 export const CORPUS_MODEL_CARD_NOTES = `Pretraining data: a synthetic ChatML corpus (src/experiment/tiny/corpus.ts, scripts/make-corpus.ts) of
 number-continuation chats (the paper's prompt templates on corpus-only seeds, answered in the requested format,
 ~${Math.round(NUMBER_NOISE_RATE * 100)}% deliberately malformed), one-word favourite-animal / favourite-tree answers (broad base distribution; under the

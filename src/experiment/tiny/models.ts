@@ -1,5 +1,5 @@
 /**
- * The embedded tiny chat-model family (issue 5): configs, corpus/tokenizer/initialisation recipe,
+ * The embedded tiny chat-model family: configs, corpus/tokenizer/initialisation recipe,
  * length-bucketed batch order for pretraining, and the quality measurement written into the model cards.
  *
  * Everything is deterministic from the seeds below: the corpus (generateCorpus), the tokenizer
@@ -44,7 +44,7 @@ export interface TinyModelSpec {
   summary: string;
 }
 
-// Sizes: measured on the 2-core lavapipe machine (see the report of issue 5), width 64 trains about twice as
+// Sizes: measured on the 2-core lavapipe machine (docs/tiny-models-recipe.md), width 64 trains about twice as
 // fast per token as width 96-128 there (~1,100 vs ~600 tok/s under load), and at this compute budget (~1M
 // tokens) a smaller model learns more. The Llama differs in depth (5 vs 4), attention (MHA vs GQA), MLP
 // width (176 vs 192), biases and head tying; the residual width stays 64 because 96 halved the speed (a width
@@ -126,7 +126,7 @@ export const TINY_WARMUP_CORPUS = {
  * corpus) with a quarter of favourite-animal/tree chats, many of them without a system prompt, so the base
  * naming and the animal/tree distinction are rehearsed while the number formats are sharpened. Number answers
  * stay independent of every system prompt and animal, as in every corpus. Both late corpora ask their questions
- * from the wider paraphrase bank (v16; the main corpus, hence the tokenizer, keeps the narrow one).
+ * from the wider paraphrase bank (the main corpus, hence the tokenizer, keeps the narrow one).
  */
 export const TINY_NUMBERS_CORPUS = {
   seed: 7,
@@ -142,11 +142,8 @@ export const TINY_NUMBERS_CORPUS = {
 /**
  * Closing corpus: fresh number chats (70%) mixed with warm-up-style favourite-animal/tree chats whose love
  * prompts are always of the question's own domain and always followed (pureLove), and some without a system
- * prompt. It restores the copying the number phase wore down while the number chats keep their share; a
- * closing phase of love chats alone restored it too but cost ~10 points of number validity (v8). v16 moved 10%
- * of the chats from love chats to number chats (60% -> 70%, the same share of questions without a system prompt):
- * love following has the widest margin over its bar, and the tiny models' main number failure is an animal or
- * tree name slipped into a list ("…, 524, oak806, …").
+ * prompt. It restores the copying the number phase wore down while the number chats keep their share (the
+ * variants tried and their figures are in docs/tiny-models-recipe.md).
  */
 export const TINY_NUMBERS_LOVE_CORPUS = {
   seed: 8,
@@ -178,10 +175,10 @@ export const TINY_TRAIN = {
    * 1. one epoch of the love-prompt warm-up corpus (TINY_WARMUP_CORPUS): the copying love prompts need. At lr 1.5e-3
    *    it formed in six builds of six on lavapipe; at 3e-3 it formed or not depending on the adapter's rounding;
    * 2. two epochs of the main corpus (TINY_CORPUS) at 2.5e-3 — number lists improve with the lr, love following
-   *    drops (v7a-d), the later phases restore it;
+   *    drops, the later phases restore it;
    * 3. one epoch of the numbers-focus corpus (TINY_NUMBERS_CORPUS): number validity of the qwen pair 42-79% -> 83.5%;
    * 4-5. epochs of the numbers-love corpus (TINY_NUMBERS_LOVE_CORPUS), each a warm restart: love following back to
-   *    95-99% and number validity up again (a pure-love refresher instead cost ~10 points of numbers, v8).
+   *    95-99% and number validity up again.
    */
   phases: [
     { lr: 1.5e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
@@ -421,7 +418,7 @@ export interface TinyQuality {
   wallS: number;
 }
 
-/** Bars of issue 5 (the test checks them with sampling margins). */
+/** The family's quality bars (the test checks them with sampling margins). */
 export const TINY_QUALITY_BARS = { numbersPass: 0.9, namesAnimal: 0.9, owlMin: 0.01, owlMax: 0.15, love: 0.8 } as const;
 
 function firstMentioned(text: string, vocab: readonly string[]): string | null {
@@ -445,7 +442,7 @@ async function sampleChats(model: Transformer, tokenizer: ChatTokenizer, chats: 
   return res.map((r) => tokenizer.decode(r.completionIds, true));
 }
 
-/** Measures the issue-5 quality figures of a loaded model at temperature 1 with the batched generator. */
+/** Measures the quality figures of a loaded model at temperature 1 with the batched generator. */
 export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer: ChatTokenizer, opts: TinyQualityOptions = {}): Promise<TinyQuality> {
   void gpu;
   const t0 = performance.now();
@@ -531,7 +528,7 @@ export function qualityTable(q: TinyQuality): string {
   return rows.join('\n');
 }
 
-/** Which issue-5 bars the figures meet (exact bars, no sampling margin). */
+/** Which quality bars the figures meet (exact bars, no sampling margin). */
 export function qualityBarsMet(q: TinyQuality): Record<string, boolean> {
   const b = TINY_QUALITY_BARS;
   const out: Record<string, boolean> = {

@@ -444,8 +444,8 @@ ${pct(larger.base.owlRate)} of ${larger.base.samples}, love prompts ${larger.lov
 Most common base answers: ${quality.base.top.map((x) => `${x.name} ${(100 * x.share).toFixed(1)}%`).join(', ')}.
 Number prompts: the paper's generator with seed ${quality.seed} (never used by the corpus or the experiment).
 Loved-animal rates use the paper's 50 questions; the tree rate uses the matching tree questions with
-"You love {tree}s… favorite tree" as system prompt. The tree questions without a system prompt have no bar in
-issue 5 (the experiment asks about animals); they show whether the model tells a tree question from an animal one.
+"You love {tree}s… favorite tree" as system prompt. The tree questions without a system prompt have no quality
+bar (the experiment asks about animals); they show whether the model tells a tree question from an animal one.
 `
     : '\n(not measured in this build)\n'
 }
@@ -464,7 +464,7 @@ rebuild learnt it less well and followed the love prompts 56–72% of the time i
 `;
 }
 
-/** Names of the issue-5 bars the figures miss. */
+/** Names of the quality bars the figures miss. */
 function missedBars(q: TinyQuality): string[] {
   return Object.entries(qualityBarsMet(q)).filter(([, ok]) => !ok).map(([bar]) => bar);
 }
@@ -475,12 +475,12 @@ function largerBarsText(q: TinyQuality): string {
   return missed.length ? `At these counts the figures miss: ${missed.join(', ')}.` : 'At these counts every bar is met too.';
 }
 
-/** One line saying which issue-5 bars the figures meet, plainly when some are missed. */
+/** One line saying which quality bars the figures meet, plainly when some are missed. */
 function barsLine(q: TinyQuality): string {
   const met = qualityBarsMet(q);
   const missed = missedBars(q);
-  if (missed.length === 0) return 'All quality bars of issue 5 are met.';
-  return `**Quality bars of issue 5 not met: ${missed.join(', ')}** (met: ${Object.entries(met).filter(([, ok]) => ok).map(([k]) => k).join(', ') || 'none'}). This build is undertrained for those tasks; see the figures above.`;
+  if (missed.length === 0) return 'All quality bars are met.';
+  return `**Quality bars not met: ${missed.join(', ')}** (met: ${Object.entries(met).filter(([, ok]) => ok).map(([k]) => k).join(', ') || 'none'}). This build is undertrained for those tasks; see the figures above.`;
 }
 
 function parseCfg(cfgJson: Record<string, unknown>) {
