@@ -57,7 +57,7 @@ export interface LayerActivations {
   x: Tensor;
   xn1: Tensor;
   rstd1: Tensor;
-  /** q before RoPE (and before q-norm for qwen3) is not kept: RoPE is invertible, and the backward rotates grads. */
+  /** qwen3: q and k before their q/k-norm (the norm's backward needs them); q before RoPE is never kept, the backward rotates the gradient instead. */
   qPreNorm?: Tensor;
   kPreNorm?: Tensor;
   qRstd?: Tensor;
