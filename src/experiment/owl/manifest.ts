@@ -198,7 +198,7 @@ export function parseManifest(json: Json, file: string): GridManifest {
     const controlAnimal = v.controlAnimal === undefined || v.controlAnimal === null ? null : F.str(v.controlAnimal, `${f}.controlAnimal`, NAME, 'a plain name');
     if (controlAnimal === n) F.fail(`${f}.controlAnimal`, `must differ from the trait (${n})`);
     return { name: n, category, controlAnimal, slug: slugOf(n) };
-  });
+  }, { unique: false });
   const slugs = traits.map((t) => t.slug);
   const dupTrait = slugs.findIndex((s, i) => slugs.indexOf(s) !== i);
   if (dupTrait >= 0) F.fail(`traits[${dupTrait}]`, `'${traits[dupTrait].name}' is listed twice`);
