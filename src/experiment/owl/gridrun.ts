@@ -8,6 +8,7 @@
 //   cells/<exp>/<cell>.json     one result per finished cell (atomic), keyed by the cell's inputs
 //   locks/<exp>/<group>.lock    held while a worker runs that group (status: "running")
 //   shards/<i>-of-<n>.json      what each shard ran, computed, reused and waited for
+//   logs/                       the scheduler's task logs (the generated Slurm script's)
 //   experiments/<exp>/          each experiment's full report (merge)
 //   report.md, report.json, chart.svg, heatmap.svg   the grid's report (merge)
 // The stage cache is `--cache DIR` (DIR/stages/…), or the grid folder itself.
@@ -303,7 +304,7 @@ const TOOL = 'owl.ts';
 /** A stage cache made by `--cache` (an owl.ts run or grid folder may serve as one too). */
 const CACHE_TOOL = 'owl.ts cache';
 /** What a grid folder may hold (listed in its marker before they are written). */
-export const GRID_OUTPUTS = ['grid.json', 'cells/', 'locks/', 'shards/', 'experiments/', 'stages/', ...GRID_REPORT_FILES];
+export const GRID_OUTPUTS = ['grid.json', 'cells/', 'locks/', 'shards/', 'experiments/', 'stages/', 'logs/', ...GRID_REPORT_FILES];
 
 const FOLDER_WAIT = { timeoutMs: 120_000, initialDelayMs: 50, maxDelayMs: 2_000 };
 
@@ -316,7 +317,8 @@ export async function prepareGridFolder(plan: GridPlan, resume: boolean): Promis
   const { lock, created } = await runLock(out, TOOL, { wait: FOLDER_WAIT });
   let ok = false;
   try {
-    const st = assertRunFolderUsable(out, TOOL);
+    // A new grid folder may already hold logs/: the generated Slurm script makes it for the tasks' output.
+    const st = assertRunFolderUsable(out, TOOL, '--out', ['logs']);
     if (st.kind === 'ours' && existsSync(path.join(out, 'config.json')) && !existsSync(path.join(out, 'grid.json'))) {
       throw new UserError(`--out ${out} holds a single owl.ts run, not a grid; choose another folder (its stages can be reused with --cache ${out})`);
     }
@@ -326,7 +328,7 @@ export async function prepareGridFolder(plan: GridPlan, resume: boolean): Promis
     if (prev !== null && stableJson(prev) !== want && !resume) {
       throw new UserError(`${out} holds a grid run from another manifest; pass --resume to run this one there (cached stages are reused, finished cells of the old one stay) or choose another --out`);
     }
-    await initRunFolder(out, TOOL, GRID_OUTPUTS);
+    await initRunFolder(out, TOOL, GRID_OUTPUTS, ['logs']);
     if (prev === null || stableJson(prev) !== want) await writeFileAtomic(gridFile, want + '\n');
     ok = true;
   } finally {
