@@ -291,7 +291,8 @@ async function gridMain(f: Flags): Promise<void> {
 }
 
 function printMerge(r: { files: string[]; reported: number; missing: string[] }, total: number, outDir: string): void {
-  console.log(`report: ${path.join(outDir, 'report.md')} (${r.reported} of ${total} cells${r.missing.length ? `; not finished: ${r.missing.join(', ')}` : ''})`);
+  const shown = r.missing.length > 12 ? `${r.missing.slice(0, 12).join(', ')} and ${r.missing.length - 12} more (see report.md)` : r.missing.join(', ');
+  console.log(`report: ${path.join(outDir, 'report.md')} (${r.reported} of ${total} cells${r.missing.length ? `; not finished: ${shown}` : ''})`);
   for (const x of r.files.filter((x) => path.dirname(x) === outDir && !x.endsWith('report.md'))) console.log(`        ${x}`);
 }
 

@@ -144,6 +144,7 @@ describe('a grid on a cluster', () => {
       [['--grid', manifest, '--merge', '--status'], /^error: --merge and --status cannot be used together$/m],
       [['--grid', manifest, '--animal', 'cat'], /^error: --animal cannot be used with --grid/m],
       [['--shard', '1/2'], /^error: --shard needs --grid FILE$/m],
+      [['--grid', manifest, '--merge', '--out', path.join(dir, 'fresh')], /^error: nothing to merge: none of the grid's 8 cells is finished in .*fresh \(see --status\)$/m],
     ];
     for (const [args, re] of cases) {
       const p = owl(args);
@@ -152,5 +153,6 @@ describe('a grid on a cluster', () => {
       expect(p.stderr).toMatch(re);
       expect(p.stderr.split('\n').filter((l) => l.startsWith('error:'))).toHaveLength(1);
     }
+    expect(existsSync(path.join(dir, 'fresh'))).toBe(false);
   }, 300_000);
 });

@@ -357,6 +357,8 @@ export async function prepareCache(dir: string): Promise<void> {
 
 /** Takes the grid folder's lock for writing the merged report; marks the folder complete when no cell is missing. */
 export async function mergeInFolder(plan: GridPlan, cacheDir: string, log: (l: string) => void): Promise<{ files: string[]; reported: number; missing: string[] }> {
+  const keys = new Map<string, string>();
+  if (!plan.cells.some((c) => readCellResult(plan, c, keys))) throw new UserError(`nothing to merge: none of the grid's ${plan.cells.length} cells is finished in ${plan.outDir} (see --status)`);
   const { lock } = await runLock(plan.outDir, TOOL, { wait: FOLDER_WAIT });
   try {
     assertRunFolderUsable(plan.outDir, TOOL);
