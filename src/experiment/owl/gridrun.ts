@@ -306,7 +306,8 @@ const CACHE_TOOL = 'owl.ts cache';
 /** What a grid folder may hold (listed in its marker before they are written). */
 export const GRID_OUTPUTS = ['grid.json', 'cells/', 'locks/', 'shards/', 'experiments/', 'stages/', 'logs/', ...GRID_REPORT_FILES];
 
-const FOLDER_WAIT = { timeoutMs: 120_000, initialDelayMs: 50, maxDelayMs: 2_000 };
+// The folder lock is held only briefly (setting up, writing the merged report), so waiting long is safe.
+const FOLDER_WAIT = { timeoutMs: 3600_000, initialDelayMs: 50, maxDelayMs: 5_000 };
 
 /**
  * Makes or checks the grid folder under its lock (shards start together): refused when not owl.ts's,
