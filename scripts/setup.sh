@@ -19,7 +19,10 @@ fi
 
 export ONNXRUNTIME_NODE_INSTALL=skip
 stamp=node_modules/.setup-stamp
-if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+if [ -L node_modules ]; then
+  # A worktree sharing another checkout's packages: `npm ci` would empty that checkout's node_modules.
+  log "node_modules is a link to $(readlink node_modules) (another checkout's packages): not reinstalling"
+elif [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   log "installing npm packages"
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
   touch "$stamp"
