@@ -44,13 +44,13 @@ async function until(what: string, cond: () => boolean, timeoutMs = 240_000): Pr
   }
 }
 
-/** A report.json without what differs between runs by design (wall times, cached flags, folders). */
-export function comparable(file: string): unknown {
+/** A report.json without what differs between runs by design (wall times, the run folder). */
+function comparable(file: string): unknown {
   const strip = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(strip);
     if (v && typeof v === 'object') {
       const o: Record<string, unknown> = {};
-      for (const [k, x] of Object.entries(v)) if (!['timings', 'wallS', 'outDir', 'name', 'manifest'].includes(k)) o[k] = strip(x);
+      for (const [k, x] of Object.entries(v)) if (!['timings', 'wallS', 'outDir'].includes(k)) o[k] = strip(x);
       return o;
     }
     return v;
