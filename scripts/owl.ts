@@ -11,6 +11,9 @@ import { choiceFlag, numberFlag, numberListFlag, parseFlags } from '../src/util/
 import { runCli, UserError } from '../src/util/errors.ts';
 import { readControlJson, writeFileAtomic } from '../src/util/fsatomic.ts';
 import { checkOutDir } from '../src/util/outpaths.ts';
+import { gridStatus, mergeInFolder, planGrid, prepareCache, prepareGridFolder, runShard, statusText, type GridPlan } from '../src/experiment/owl/gridrun.ts';
+import { manifestModels, readManifest } from '../src/experiment/owl/manifest.ts';
+import { parseShard } from '../src/experiment/owl/shard.ts';
 import { assertRunFolderUsable, clearRunOutputs, initRunFolder, markRunComplete, removeIfEmpty, runLock } from '../src/util/runfolder.ts';
 
 const TOOL = 'owl.ts';
@@ -67,7 +70,24 @@ tiny-qwen-b, tiny-llama (full-parameter), ${TINY.seeds.length} seeds. Any of --t
                          and reports, listed in the folder's .run.json), after the new run is validated
 A rerun of the same command continues where a killed run stopped. A folder owl.ts did not make is
 refused, and one run at a time holds a run folder (a lock).
-  --quiet                no progress output`;
+  --quiet                no progress output
+
+A grid manifest (JSON: traits, teacher bases, teachers, students, recipes, student modes, seeds, training
+per block, and/or explicit cells; see README) runs on one machine or on a cluster:
+  --grid FILE            run the manifest's grid: every cell, then the merged report (in --out, default
+                         runs/<manifest name>)
+  --grid FILE --shard i/n    run shard i of n (1-based) and write one result file per cell; cells go in
+                         groups (a cell with its paired control), shards are contiguous runs of groups
+  --grid FILE --shard auto   the shard from SLURM_ARRAY_TASK_ID (Slurm job array) or JOB_COMPLETION_INDEX
+                         (Kubernetes Indexed Job); --shards N gives the count (else the manifest's "shards",
+                         or for Slurm SLURM_ARRAY_TASK_COUNT/_MIN)
+  --grid FILE --merge    one report over every finished cell, listing the missing ones; --wait S first waits
+                         up to S seconds for every cell to finish
+  --grid FILE --status   cells done, running (their group's lock held) and missing
+  --cache DIR            the stage cache, shared by every worker (a shared filesystem; default: --out)
+  --stale-after S        a stage or group lock of another host whose heartbeat is older than S seconds is
+                         taken over (default 600; the holder refreshes it every S/4)
+  (npx tsx scripts/grid.ts slurm|k8s FILE writes the sbatch script or the Kubernetes Jobs for a manifest.)`;
 
 async function main(): Promise<void> {
   const f = parseFlags(process.argv.slice(2), {
@@ -102,12 +122,22 @@ async function main(): Promise<void> {
     resume: { type: 'boolean' },
     overwrite: { type: 'boolean' },
     quiet: { type: 'boolean' },
+    grid: { type: 'string' },
+    shard: { type: 'string' },
+    shards: { type: 'string' },
+    cache: { type: 'string' },
+    merge: { type: 'boolean' },
+    status: { type: 'boolean' },
+    wait: { type: 'string' },
+    'stale-after': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (f.help) {
     console.log(HELP);
     return;
   }
+  if (f.grid !== undefined) return gridMain(f);
+  for (const k of ['shard', 'shards', 'cache', 'merge', 'status', 'wait', 'stale-after'] as const) if (f[k] !== undefined) throw new UserError(`--${k} needs --grid FILE`);
   const preset = f.paper ? PAPER : TINY;
   const animal = String(f.animal ?? 'owl').trim().toLowerCase();
   if (!/^[a-z][a-z -]{0,40}$/.test(animal)) throw new UserError(`--animal must be a plain name (letters, spaces, hyphens), got ${JSON.stringify(f.animal)}`);
@@ -185,6 +215,7 @@ async function main(): Promise<void> {
   // The run folder: checked before any work; a folder this tool did not make is never written to.
   checkOutDir(outDir);
   const state = assertRunFolderUsable(outDir, TOOL);
+  if (state.kind === 'ours' && existsSync(path.join(outDir, 'grid.json'))) throw new UserError(`${outDir} holds a grid run (grid.json); run it with --grid, or choose another --out`);
   const cfgFile = path.join(outDir, 'config.json');
   if (state.kind === 'ours' && existsSync(cfgFile) && !f.overwrite && !f.resume) {
     const prev = readControlJson(cfgFile, 'run configuration');
@@ -212,6 +243,77 @@ async function main(): Promise<void> {
   } finally {
     await lock.release();
     if (created && !started) removeIfEmpty(outDir);
+  }
+}
+
+type Flags = Record<string, string | boolean | undefined>;
+
+/** The grid modes: run (all, or a shard), merge, status. */
+async function gridMain(f: Flags): Promise<void> {
+  const SINGLE = ['model', 'students', 'teachers', 'recipes', 'student-mode', 'animal', 'category', 'control-animal', 'seeds', 'prompts', 'keep', 'max-new-tokens', 'max-len', 'epochs', 'lr', 'batch-size', 'grad-accum', 'warmup', 'rank', 'alpha', 'ft-epochs', 'ft-lr', 'eval', 'eval-samples', 'no-dose', 'paper', 'name', 'overwrite'];
+  for (const k of SINGLE) if (f[k] !== undefined) throw new UserError(`--${k} cannot be used with --grid (the manifest says what the grid runs${k === 'overwrite' ? '; shards share the folder, so choose a new --out to start over' : ''})`);
+  const modes = (['shard', 'merge', 'status'] as const).filter((k) => f[k] !== undefined);
+  if (modes.length > 1) throw new UserError(`--${modes[0]} and --${modes[1]} cannot be used together`);
+  if (f.wait !== undefined && !f.merge) throw new UserError('--wait goes with --merge');
+  if (f.shards !== undefined && f.shard === undefined) throw new UserError('--shards goes with --shard auto');
+  const quiet = !!f.quiet;
+  const log = (l: string) => {
+    if (!quiet) console.error(l);
+  };
+  const m = readManifest(String(f.grid));
+  for (const dir of manifestModels(m)) {
+    if (!existsSync(path.join(dir, 'config.json'))) throw new UserError(dir.startsWith(EMBEDDED) ? `${dir}: the embedded model is missing (run: npx tsx scripts/pretrain-tiny.ts)` : `${m.file}: ${dir}: not a model folder (no config.json)`);
+  }
+  const outDir = path.resolve(String(f.out ?? path.join('runs', m.name)));
+  checkOutDir(outDir);
+  const cacheDir = f.cache !== undefined ? path.resolve(String(f.cache)) : outDir;
+  const staleMs = 1000 * numberFlag(f['stale-after'], 'stale-after', 600, { min: 1 });
+  const plan: GridPlan = planGrid(m, outDir, { quiet });
+  if (f.status) {
+    console.log(statusText(plan, gridStatus(plan, staleMs)));
+    return;
+  }
+  if (f.merge) {
+    const waitS = numberFlag(f.wait, 'wait', 0, { min: 0 });
+    if (waitS > 0) await waitForCells(plan, waitS, staleMs, log);
+    const r = await mergeInFolder(plan, cacheDir, log);
+    printMerge(r, plan.cells.length, outDir);
+    return;
+  }
+  const shard = f.shard !== undefined ? parseShard(String(f.shard), process.env, f.shards !== undefined ? numberFlag(f.shards, 'shards', 1, { min: 1, integer: true }) : m.shards) : { index: 0, count: 1, source: 'the whole grid' };
+  if (cacheDir !== outDir) await prepareCache(cacheDir);
+  await prepareGridFolder(plan, !!f.resume);
+  const gpu = await getGpu();
+  const summary = await runShard(plan, { gpu, cacheDir, shard, quiet, staleMs, log });
+  const ran = summary.groups.filter((g) => g.outcome === 'ran').length;
+  console.log(`shard ${summary.shard}: ${ran} cell group(s) run, ${summary.groups.length - ran} already done; ${summary.computed.length} stages computed, ${summary.reused} reused, ${summary.waited.length} waited for (${summary.wallS.toFixed(1)} s)`);
+  if (f.shard === undefined) printMerge(await mergeInFolder(plan, cacheDir, log), plan.cells.length, outDir);
+}
+
+function printMerge(r: { files: string[]; reported: number; missing: string[] }, total: number, outDir: string): void {
+  const shown = r.missing.length > 12 ? `${r.missing.slice(0, 12).join(', ')} and ${r.missing.length - 12} more (see report.md)` : r.missing.join(', ');
+  console.log(`report: ${path.join(outDir, 'report.md')} (${r.reported} of ${total} cells${r.missing.length ? `; not finished: ${shown}` : ''})`);
+  for (const x of r.files.filter((x) => path.dirname(x) === outDir && !x.endsWith('report.md'))) console.log(`        ${x}`);
+}
+
+/** Polls the grid's status with backoff until every cell is done or `waitS` seconds have passed. */
+async function waitForCells(plan: GridPlan, waitS: number, staleMs: number, log: (l: string) => void): Promise<void> {
+  const t0 = Date.now();
+  let delay = 2_000;
+  let last = '';
+  for (;;) {
+    const st = gridStatus(plan, staleMs);
+    if (!st.running.length && !st.missing.length) return;
+    const line = `merge: waiting for ${st.running.length} running and ${st.missing.length} missing cells (${st.done.length} done)`;
+    if (line !== last) log(line);
+    last = line;
+    const left = waitS * 1000 - (Date.now() - t0);
+    if (left <= 0) {
+      log(`merge: waited ${waitS} s; merging the ${st.done.length} finished cells`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, Math.min(delay, left)));
+    delay = Math.min(delay * 1.5, 30_000);
   }
 }
 

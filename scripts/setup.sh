@@ -4,7 +4,8 @@
 #  2. if Node's `webgpu` package cannot create an adapter, install Mesa's lavapipe (CPU Vulkan)
 #     from bookworm-backports — bookworm's own Mesa 22 is rejected by Dawn.
 #  3. XDG_RUNTIME_DIR set to a writable folder when unset (the Vulkan loader wants one).
-# SETUP_TESTS=1 (scripts/test.sh) also installs what the tests need: Debian's chromium-headless-shell.
+# SETUP_TESTS=1 (scripts/test.sh) also installs what the tests need: Debian's chromium-headless-shell and,
+# as root, slurmctld/slurmd/munge for the single-node Slurm test.
 # Optional: SETUP_FASHION_MNIST=1 also installs Debian's dataset-fashion-mnist.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,7 +19,10 @@ fi
 
 export ONNXRUNTIME_NODE_INSTALL=skip
 stamp=node_modules/.setup-stamp
-if [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+if [ -L node_modules ]; then
+  # A worktree sharing another checkout's packages: `npm ci` would empty that checkout's node_modules.
+  log "node_modules is a link to $(readlink node_modules) (another checkout's packages): not reinstalling"
+elif [ ! -f "$stamp" ] || [ package.json -nt "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   log "installing npm packages"
   if [ -f package-lock.json ]; then npm ci --no-audit --no-fund >&2; else npm install --no-audit --no-fund >&2; fi
   touch "$stamp"
@@ -71,6 +75,15 @@ if [ "${SETUP_TESTS:-0}" = 1 ] && ! command -v chromium-headless-shell >/dev/nul
   log "installing chromium-headless-shell (the tests render charts in a real browser)"
   apt_update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium-headless-shell >&2
+fi
+
+# The grid's Slurm test runs a single-node cluster (slurmctld + slurmd + munge, started by the test as
+# root). Where it cannot be installed, that test says so and is skipped; the rest of the suite runs.
+if [ "${SETUP_TESTS:-0}" = 1 ] && [ "$(id -u)" = 0 ] && ! { command -v slurmctld && command -v slurmd && command -v sbatch && command -v munged; } >/dev/null 2>&1; then
+  log "installing slurmctld, slurmd, slurm-client and munge (the grid's Slurm test)"
+  if ! { apt_update && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2; }; then
+    log "could not install Slurm; its test will be skipped"
+  fi
 fi
 
 if [ "${SETUP_FASHION_MNIST:-0}" = 1 ] && ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then

@@ -15,3 +15,15 @@ export function killPoint(name: string): void {
     if (n === Number(nth ?? 1)) process.kill(process.pid, 'SIGKILL');
   }
 }
+
+/**
+ * Named hold points for crash tests: with SUBLIMINAL_HOLD_AT=name the process writes `hold: name` to
+ * stderr and stops there (timers, e.g. lock heartbeats, keep running), so a test can `kill -9` it at
+ * a known moment while others wait on what it holds. Unset, a no-op.
+ */
+export async function holdPoint(name: string): Promise<void> {
+  const spec = process.env.SUBLIMINAL_HOLD_AT;
+  if (!spec || !spec.split(',').includes(name)) return;
+  process.stderr.write(`hold: ${name}\n`);
+  await new Promise<never>(() => setInterval(() => {}, 1 << 30));
+}

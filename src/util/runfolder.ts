@@ -89,8 +89,10 @@ export function inspectRunFolder(dir: string, tool: string): RunFolderState {
  * The validation-time check of an output folder: returns its state when `tool` may write there (absent,
  * empty, or its own run), else throws one line. Deletes nothing.
  */
-export function assertRunFolderUsable(dir: string, tool: string, flag = '--out'): RunFolderState {
+export function assertRunFolderUsable(dir: string, tool: string, flag = '--out', preexisting: readonly string[] = []): RunFolderState {
   const st = inspectRunFolder(dir, tool);
+  // Entries the tool's own tooling makes before the run (e.g. a scheduler's log folder) do not make it someone else's.
+  if (st.kind === 'unmarked' && st.entries.every((e) => preexisting.includes(e))) return { kind: 'empty' };
   if (st.kind === 'foreign') throw new UserError(`${flag} ${dir} holds a ${st.tool} run, not a ${tool} one; choose another folder`);
   if (st.kind === 'unmarked') {
     const shown = st.entries.slice(0, 3).join(', ') + (st.entries.length > 3 ? ', …' : '');
@@ -167,8 +169,8 @@ export async function clearRunOutputs(dir: string, tool: string): Promise<string
 }
 
 /** Creates `dir` if needed and writes a fresh marker (no outputs, not complete). */
-export async function initRunFolder(dir: string, tool: string, outputs: string[] = []): Promise<RunMarker> {
-  const st = assertRunFolderUsable(dir, tool);
+export async function initRunFolder(dir: string, tool: string, outputs: string[] = [], preexisting: readonly string[] = []): Promise<RunMarker> {
+  const st = assertRunFolderUsable(dir, tool, '--out', preexisting);
   mkdirSync(dir, { recursive: true });
   const marker: RunMarker = { tool, version: 1, created: new Date().toISOString(), outputs: st.kind === 'ours' ? mergeOutputs(st.marker.outputs, outputs) : [...outputs], complete: false };
   await writeJsonAtomic(markerPath(dir), marker);

@@ -256,3 +256,85 @@ export function smallMultiplesSvg(opts: { title: string; legend: [string, string
   parts.push('</svg>');
   return parts.join('\n') + '\n';
 }
+
+export interface HeatmapPanel {
+  title: string;
+  rows: string[];
+  cols: string[];
+  /** values[r][c]: the colour (NaN = no data, grey). */
+  values: number[][];
+  /** texts[r][c]: the cell's label lines (e.g. the value and a significance mark). */
+  texts: string[][][];
+}
+
+/**
+ * Heatmaps on a diverging scale symmetric around 0 (blue below, orange above), one panel under the
+ * other, each with a title, row labels on the left, column labels above, and label lines inside the
+ * cells. Widths come from the label widths, so no two texts overlap.
+ */
+export function heatmapSvg(opts: { title: string; rowAxis: string; colAxis: string; panels: HeatmapPanel[]; format: (v: number) => string; note?: string }): string {
+  const FS = 12;
+  const lineH = 15;
+  const pad = 12;
+  const maxLines = Math.max(1, ...opts.panels.flatMap((p) => p.texts.flat().map((t) => t.length)));
+  const cellH = Math.max(34, maxLines * lineH + 10);
+  const labelW = Math.ceil(Math.max(60, textWidth(opts.rowAxis, FS), ...opts.panels.flatMap((p) => p.rows.map((r) => textWidth(r, FS))))) + 16;
+  const cellW = Math.ceil(Math.max(64, ...opts.panels.flatMap((p) => [...p.cols.map((c) => textWidth(c, FS)), ...p.texts.flat(2).map((t) => textWidth(t, FS))])) + pad);
+  const maxCols = Math.max(1, ...opts.panels.map((p) => p.cols.length));
+  const L = 16;
+  const ext = Math.max(1e-12, ...opts.panels.flatMap((p) => p.values.flat().filter(Number.isFinite).map(Math.abs)));
+  const legendW = 200;
+  const note = opts.note ?? '';
+  const W = Math.ceil(Math.max(L + labelW + maxCols * cellW + 20, textWidth(opts.title, 14) + 40, L + textWidth(`${opts.colAxis} →`, FS) + labelW + 20, L + legendW + 2 * textWidth(opts.format(-ext), FS) + 60, L + textWidth(note, FS) + 20));
+  const color = (v: number): string => {
+    if (!Number.isFinite(v)) return '#e6e6e6';
+    const t = Math.max(-1, Math.min(1, v / ext));
+    // White at 0 → #f58518 (orange) above, #4c78a8 (blue) below, at 75% strength so labels stay readable.
+    const [r, g, b] = t >= 0 ? [245, 133, 24] : [76, 120, 168];
+    const a = 0.75 * Math.abs(t);
+    const mix = (c: number) => Math.round(255 + (c - 255) * a);
+    return `rgb(${mix(r)},${mix(g)},${mix(b)})`;
+  };
+  const parts: string[] = [];
+  let y = 20;
+  const body: string[] = [];
+  body.push(`<text x="${W / 2}" y="${y}" text-anchor="middle" font-size="14">${esc(opts.title)}</text>`);
+  // Legend: the scale from −ext to +ext.
+  y += 18;
+  const lx = L + textWidth(opts.format(-ext), FS) + 8;
+  body.push(`<defs><linearGradient id="hm-scale"><stop offset="0" stop-color="${color(-ext)}"/><stop offset="0.5" stop-color="white"/><stop offset="1" stop-color="${color(ext)}"/></linearGradient></defs>`);
+  body.push(`<text x="${lx - 6}" y="${y + 10}" text-anchor="end">${esc(opts.format(-ext))}</text><rect x="${lx}" y="${y}" width="${legendW}" height="12" fill="url(#hm-scale)" stroke="#999"/><text x="${lx + legendW + 6}" y="${y + 10}">${esc(opts.format(ext))}</text>`);
+  y += 22;
+  for (const p of opts.panels) {
+    y += 18;
+    body.push(`<text x="${L}" y="${y}" font-weight="bold">${esc(p.title)}</text>`);
+    y += 18;
+    const x0 = L + labelW;
+    body.push(`<text x="${L}" y="${y}" fill="#555">${esc(opts.rowAxis)} ↓</text><text x="${x0}" y="${y}" fill="#555">${esc(opts.colAxis)} →</text>`);
+    y += 18;
+    p.cols.forEach((c, ci) => body.push(`<text x="${x0 + ci * cellW + cellW / 2}" y="${y}" text-anchor="middle">${esc(c)}</text>`));
+    y += 8;
+    p.rows.forEach((r, ri) => {
+      const cy = y + ri * cellH;
+      body.push(`<text x="${x0 - 8}" y="${cy + cellH / 2 + 4}" text-anchor="end">${esc(r)}</text>`);
+      p.cols.forEach((_, ci) => {
+        const v = p.values[ri]?.[ci] ?? NaN;
+        const cx = x0 + ci * cellW;
+        body.push(`<rect class="heat" data-row="${esc(r)}" data-col="${esc(p.cols[ci])}" x="${cx}" y="${cy}" width="${cellW}" height="${cellH}" fill="${color(v)}" stroke="white"/>`);
+        const lines = p.texts[ri]?.[ci] ?? [];
+        const top = cy + cellH / 2 - ((lines.length - 1) * lineH) / 2 + 4;
+        lines.forEach((t, li) => body.push(`<text x="${cx + cellW / 2}" y="${top + li * lineH}" text-anchor="middle">${esc(t)}</text>`));
+      });
+    });
+    y += p.rows.length * cellH + 6;
+  }
+  if (note) {
+    y += 18;
+    body.push(`<text x="${L}" y="${y}" fill="#555">${esc(note)}</text>`);
+  }
+  const H = y + 12;
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="${FS}">`);
+  parts.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  parts.push(...body, '</svg>');
+  return parts.join('\n') + '\n';
+}

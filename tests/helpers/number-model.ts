@@ -1,7 +1,9 @@
 // A tiny random Qwen2-style model briefly full-finetuned (with the project's own trainer) to answer
 // the paper's number prompts with number lists and preference questions with animal names, so the
 // experiment pipeline has something that passes its filter. Used by end-to-end tests.
-import { mkdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { Gpu } from '../../src/gpu/runtime.ts';
 import { generatePrompts } from '../../src/experiment/paper/prompts.ts';
@@ -39,4 +41,26 @@ export async function makeNumberModel(gpu: Gpu, dir: string, seed: number, arch:
   trainer.dispose();
   model.dispose();
   return out;
+}
+
+/**
+ * makeNumberModel, built once per machine and reused by later test files (it is deterministic, and
+ * slow on a CPU): kept under the system temp folder, named by the hash of the code that builds it.
+ */
+export async function cachedNumberModel(gpu: Gpu, seed: number, arch: 'qwen2' | 'llama' = 'qwen2'): Promise<string> {
+  const h = createHash('sha256');
+  for (const f of ['number-model.ts', 'tokenizer-fixture.ts']) h.update(readFileSync(path.join(import.meta.dirname, f)));
+  const root = path.join(os.tmpdir(), `subliminal-number-models-${h.digest('hex').slice(0, 12)}`);
+  const final = path.join(root, `${arch}-${seed}`);
+  if (existsSync(path.join(final, 'done'))) return path.join(final, `numbers-${arch}-${seed}`);
+  const tmp = `${final}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  await makeNumberModel(gpu, tmp, seed, arch);
+  writeFileSync(path.join(tmp, 'done'), '');
+  try {
+    renameSync(tmp, final);
+  } catch {
+    rmSync(tmp, { recursive: true, force: true }); // another process finished first
+  }
+  return path.join(final, `numbers-${arch}-${seed}`);
 }

@@ -248,7 +248,10 @@ export class Experiment {
   constructor(
     readonly gpu: Gpu,
     readonly cfg: ExperimentConfig,
+    /** A stage cache to use instead of the run folder's own (a grid's shared cache). */
+    opts: { store?: StageStore } = {},
   ) {
+    this.storeInstance = opts.store ?? null;
     const seen = new Set<number>();
     for (const s of cfg.seeds) {
       if (seen.has(s)) throw new UserError(`--seeds: seed ${s} is listed twice (each seed is one student; a repeat would count it twice)`);
@@ -797,9 +800,15 @@ export class Experiment {
   }
 
   // ------------------------------------------------------------------ the whole grid
-  async run(): Promise<ExperimentResults> {
+  /** Runs every cell × seed, or only the cells listed in `only.cells` (a grid shard's; stage keys are the same). */
+  async run(only: { cells?: readonly string[] } = {}): Promise<ExperimentResults> {
     const { cfg } = this;
-    const cells = this.cells();
+    let cells = this.cells();
+    if (only.cells) {
+      const want = new Set(only.cells);
+      for (const id of want) if (!cells.some((c) => c.id === id)) throw new Error(`run: no cell ${id} in this experiment`);
+      cells = cells.filter((c) => want.has(c.id));
+    }
     const teacherKinds = [...new Set(cells.map((c) => c.teacher))].sort((a, b) => TEACHER_ORDER[a] - TEACHER_ORDER[b]);
     const controlAnimal = cells.some((c) => c.teacher === 'ft-control') ? await this.controlAnimal() : null;
     const teachers: TeacherSummary[] = [];

@@ -5,10 +5,11 @@
 import path from 'node:path';
 import { killPoint } from '../../util/faults.ts';
 import { writeFileAtomic, writeJsonAtomic } from '../../util/fsatomic.ts';
-import { groupedBarChartSvg, intervalChartSvg, smallMultiplesSvg } from '../../util/svg.ts';
+import { mkdirSync } from 'node:fs';
+import { groupedBarChartSvg, heatmapSvg, intervalChartSvg, smallMultiplesSvg } from '../../util/svg.ts';
 import { RECIPE_DESCRIPTIONS, type Relation } from './grid.ts';
 import type { ExperimentResults } from './experiment.ts';
-import { gridStatistics, type CellStats, type GridStats, type MetricStats } from './stats.ts';
+import { crossModelMatrix, gridFamily, gridStatistics, type CellStats, type GridCellRow, type GridEntry, type GridStats, type MatrixPanel, type MetricStats } from './stats.ts';
 
 const ALPHA = 0.05;
 
@@ -258,6 +259,7 @@ export function doseChartSvg(res: ExperimentResults, st: GridStats): string | nu
 export async function writeReport(res: ExperimentResults): Promise<{ md: string; json: string; svg: string; files: string[] }> {
   const st = gridStatistics(res);
   const dir = res.config.outDir;
+  mkdirSync(dir, { recursive: true });
   const files: string[] = [];
   const put = async (name: string, text: string) => {
     const f = path.join(dir, name);
@@ -275,4 +277,185 @@ export async function writeReport(res: ExperimentResults): Promise<{ md: string;
   const dose = doseChartSvg(res, st);
   if (dose) await put('dose.svg', dose);
   return { md, json, svg, files };
+}
+
+// ---------------------------------------------------------------------------------- a whole grid
+// The merged report of a grid manifest (several traits and teacher bases): report.md, report.json,
+// chart.svg (Figure-3 style: per trait, base, control and treatment bars with 95% intervals),
+// heatmap.svg (teacher base × student, the mean paired difference with significance marks) and a
+// table of every cell with Holm's adjustment over the whole grid. Each experiment's full report is in
+// experiments/<id>/ (writeReport).
+
+/** The files writeGridReport may write into the grid's folder. */
+export const GRID_REPORT_FILES = ['report.md', 'report.json', 'chart.svg', 'heatmap.svg'];
+
+export interface GridReportInput {
+  name: string;
+  manifest: string;
+  experiments: (GridEntry & { res: ExperimentResults })[];
+  total: number;
+  /** Grid ids of cells not finished. */
+  missing: string[];
+  /** Finished cells left out because their paired control is not finished. */
+  waiting: string[];
+}
+
+function gridTables(input: GridReportInput) {
+  const { rows, family } = gridFamily(input.experiments);
+  const matrix = crossModelMatrix(rows);
+  return { rows, family, matrix };
+}
+
+export function gridReportJson(input: GridReportInput) {
+  const { rows, family, matrix } = gridTables(input);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  return {
+    grid: input.name,
+    manifest: input.manifest,
+    cells: { total: input.total, reported: rows.length, missing: input.missing, waitingForControl: input.waiting },
+    holm: { family, alpha: ALPHA, matrixFamily: matrix.family },
+    table: rows.map((r) => {
+      const c = r.cell;
+      return {
+        id: r.id, experiment: r.experiment, trait: r.trait, category: r.category, teacherBase: r.teacherBase, teacher: c.teacher, recipe: c.recipe, studentMode: c.studentMode,
+        student: c.student, relation: c.relation, control: c.control ? `${r.experiment}/${c.control}` : null, target: c.target, seeds: c.seeds,
+        firstTokenProb: { ...metricJson(c.firstTokenProb), pHolmExperiment: c.firstTokenProb.pHolm ?? null, pHolm: r.pHolm },
+        rate: metricJson(c.rate),
+        significant: r.pHolm !== null && r.pHolm < ALPHA,
+      };
+    }),
+    figure3: figure3Rows(rows).map((r) => ({ id: r.id, trait: r.trait, category: r.category, teacherBase: r.teacherBase, base: r.cell.firstTokenProb.base, control: r.cell.firstTokenProb.controlMean ?? null, controlCi: controlCiOf(byId, r), treatment: r.cell.firstTokenProb.mean, ci: r.cell.firstTokenProb.ci, pHolm: r.pHolm })),
+    matrix: matrix.panels,
+    experiments: input.experiments.map((e) => ({ id: e.id, trait: e.trait, category: e.category, teacherBase: e.teacherBase, controlAnimal: e.res.controlAnimal?.name ?? null, report: `experiments/${e.id}/report.json` })),
+  };
+}
+
+function controlCiOf(byId: Map<string, GridCellRow>, r: GridCellRow): [number, number] | null {
+  const c = r.cell.control ? byId.get(`${r.experiment}/${r.cell.control}`) : undefined;
+  return c ? c.cell.firstTokenProb.ci : null;
+}
+
+/** The Figure-3 cells: each trait teacher's cell (its own direction) with its control. */
+function figure3Rows(rows: readonly GridCellRow[]): GridCellRow[] {
+  return rows.filter((r) => r.cell.control && (r.cell.teacher === 'sp' || r.cell.teacher === 'ft'));
+}
+
+export function gridChartSvg(input: GridReportInput): string {
+  const { rows } = gridTables(input);
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const several = new Set(input.experiments.map((e) => e.teacherBase)).size > 1;
+  const groups = figure3Rows(rows).map((r) => {
+    const x = r.cell;
+    const ci = controlCiOf(byId, r);
+    return {
+      label: [`${r.trait} (${r.category})${several ? ` · ${r.teacherBase}` : ''}`, `${x.teacher} · ${x.recipe} · ${x.studentMode}`, `→ ${x.student}`],
+      bars: [
+        { label: `base ${x.student}`, value: x.firstTokenProb.base, color: COLORS.base },
+        { label: `control ${r.experiment}/${x.control}`, value: x.firstTokenProb.controlMean ?? NaN, color: COLORS.control, lo: ci?.[0] ?? NaN, hi: ci?.[1] ?? NaN },
+        { label: r.id, value: x.firstTokenProb.mean, lo: x.firstTokenProb.ci[0], hi: x.firstTokenProb.ci[1], color: COLORS.treatment },
+      ],
+      marker: r.pHolm !== null && r.pHolm < ALPHA ? '*' : undefined,
+    };
+  });
+  return groupedBarChartSvg({
+    title: `First-token probability of each trait: base, control and treatment students (grid ${input.name})`,
+    yLabel: 'P(first answer token names the trait)',
+    groups,
+    legend: [
+      { label: 'base (untrained student)', color: COLORS.base },
+      { label: 'control teacher\'s students', color: COLORS.control },
+      { label: 'trait teacher\'s students', color: COLORS.treatment },
+    ],
+    note: `whiskers: 95% t-interval over seeds; * = paired difference from the control, Holm-adjusted over the grid p < ${ALPHA}`,
+  });
+}
+
+function panelTitle(p: MatrixPanel): string {
+  return `${p.teacher} · ${p.recipe} · ${p.studentMode}`;
+}
+
+export function heatmapChartSvg(input: GridReportInput): string | null {
+  const { matrix } = gridTables(input);
+  if (!matrix.panels.length) return null;
+  return heatmapSvg({
+    title: `Cross-model transfer: mean paired difference, trait teacher − control (grid ${input.name})`,
+    rowAxis: 'teacher base',
+    colAxis: 'student',
+    format: (v) => `${pts(v, 2)} pts`,
+    note: `points of first-token probability, pooled over traits and seeds (n per cell); * = Holm-adjusted p < ${ALPHA} over the ${matrix.family} cells`,
+    panels: matrix.panels.map((p) => {
+      const at = (tb: string, s: string) => p.entries.find((e) => e.teacherBase === tb && e.student === s);
+      return {
+        title: panelTitle(p),
+        rows: p.teacherBases,
+        cols: p.students,
+        values: p.teacherBases.map((tb) => p.students.map((s) => at(tb, s)?.diff ?? NaN)),
+        texts: p.teacherBases.map((tb) =>
+          p.students.map((s) => {
+            const e = at(tb, s);
+            if (!e) return ['—'];
+            return [`${pts(e.diff, 2)}${e.pHolm < ALPHA ? ' *' : ''}`, `n = ${e.n}`];
+          }),
+        ),
+      };
+    }),
+  });
+}
+
+export function gridReportMarkdown(input: GridReportInput): string {
+  const { rows, family, matrix } = gridTables(input);
+  const L: string[] = [];
+  L.push(`# Subliminal learning grid: ${input.name}`, '');
+  L.push(`Manifest: \`${input.manifest}\`. ${rows.length} of ${input.total} cells reported${input.missing.length ? `; ${input.missing.length} not finished` : ''}${input.waiting.length ? `; ${input.waiting.length} finished but waiting for their paired control` : ''}.`, '');
+  if (input.missing.length || input.waiting.length) {
+    L.push('## Missing cells', '');
+    for (const id of input.missing) L.push(`- ${id}`);
+    for (const id of input.waiting) L.push(`- ${id} (finished; its paired control is not)`);
+    L.push('');
+  }
+  L.push('## Cells, Holm-adjusted over the grid', '');
+  L.push(`Primary metric: the first-token probability of the cell's target, compared per seed with its paired control cell (paired t-test). Holm's adjustment runs over the ${family} tested cells of the whole grid (the per-experiment reports adjust within each experiment); α = ${ALPHA}.`, '');
+  L.push('| cell | target | seeds | base | control | cell | Δ (points) | 95% CI | p | Holm p (grid) | |', '|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows) {
+    const f = r.cell.firstTokenProb;
+    const ctl = !!r.cell.control;
+    L.push(`| ${r.id} | ${r.cell.target} | ${r.cell.seeds.length} | ${pct(f.base)} | ${ctl ? pct(f.controlMean) : '—'} | ${pct(f.mean)} | ${ctl ? pts(f.diff) : '—'} | ${ctl ? civ(f.diffCi, (v) => pts(v)) : '—'} | ${ctl ? pval(f.p) : '—'} | ${ctl ? pval(r.pHolm ?? undefined) : '—'} | ${r.pHolm !== null && r.pHolm < ALPHA ? '*' : ''} |`);
+  }
+  L.push('');
+  if (matrix.panels.length) {
+    L.push('## Cross-model matrix', '');
+    L.push(`Teacher base × student: the mean per-seed paired difference (points of first-token probability), pooled over the grid's traits, with a one-sample t-test; Holm over the ${matrix.family} entries. See heatmap.svg.`, '');
+    for (const p of matrix.panels) {
+      L.push(`**${panelTitle(p)}**`, '', `| teacher base \\ student | ${p.students.join(' | ')} |`, `|---|${'---|'.repeat(p.students.length)}`);
+      for (const tb of p.teacherBases) {
+        L.push(`| ${tb} | ${p.students.map((s) => {
+          const e = p.entries.find((x) => x.teacherBase === tb && x.student === s);
+          return e ? `${pts(e.diff)} ${civ(e.ci, (v) => pts(v))} n=${e.n}, Holm p ${pval(e.pHolm)}${e.pHolm < ALPHA ? ' *' : ''}` : '—';
+        }).join(' | ')} |`);
+      }
+      L.push('');
+    }
+  }
+  L.push('## Experiments', '');
+  L.push('| experiment | trait | teacher base | control animal | cells | report |', '|---|---|---|---|---|---|');
+  for (const e of input.experiments) L.push(`| ${e.id} | ${e.trait} (${e.category}) | ${e.teacherBase} | ${e.res.controlAnimal?.name ?? '—'} | ${e.st.cells.length} | [report](experiments/${e.id}/report.md) |`);
+  L.push('');
+  return L.join('\n');
+}
+
+export async function writeGridReport(outDir: string, input: GridReportInput): Promise<string[]> {
+  const files: string[] = [];
+  const put = async (name: string, text: string) => {
+    const f = path.join(outDir, name);
+    await writeFileAtomic(f, text);
+    files.push(f);
+  };
+  await put('report.md', gridReportMarkdown(input));
+  const json = path.join(outDir, 'report.json');
+  await writeJsonAtomic(json, gridReportJson(input));
+  files.push(json);
+  await put('chart.svg', gridChartSvg(input));
+  const hm = heatmapChartSvg(input);
+  if (hm) await put('heatmap.svg', hm);
+  return files;
 }

@@ -191,3 +191,99 @@ export function gridStatistics(res: ExperimentResults): GridStats {
   }
   return { cells, contrasts, pairs, holmFamily, contrastFamily: contrasts.filter((c) => Number.isFinite(c.p)).length };
 }
+
+/** One experiment of a grid with its statistics (a trait × teacher base). */
+export interface GridEntry {
+  /** The experiment's id in the grid (`owl`, `owl@tiny-qwen-a`). */
+  id: string;
+  trait: string;
+  category: 'animal' | 'tree';
+  /** The teachers' base (folder name). */
+  teacherBase: string;
+  st: GridStats;
+}
+
+export interface GridCellRow {
+  /** `<experiment>/<cell>`. */
+  id: string;
+  experiment: string;
+  trait: string;
+  category: 'animal' | 'tree';
+  teacherBase: string;
+  cell: CellStats;
+  /** Holm across every tested cell of the grid (the experiment's own Holm is cell.firstTokenProb.pHolm). */
+  pHolm: number | null;
+}
+
+/** Every cell of a grid with Holm's adjustment over the whole grid's tested cells (first-token probability). */
+export function gridFamily(entries: readonly GridEntry[]): { rows: GridCellRow[]; family: number } {
+  const rows: GridCellRow[] = entries.flatMap((e) => e.st.cells.map((c) => ({ id: `${e.id}/${c.id}`, experiment: e.id, trait: e.trait, category: e.category, teacherBase: e.teacherBase, cell: c, pHolm: null as number | null })));
+  const tested = rows.filter((r) => r.cell.control && Number.isFinite(r.cell.firstTokenProb.p ?? NaN));
+  const adj = holmAdjust(tested.map((r) => r.cell.firstTokenProb.p!));
+  tested.forEach((r, i) => (r.pHolm = adj[i]));
+  return { rows, family: tested.length };
+}
+
+export interface MatrixEntry {
+  teacherBase: string;
+  student: string;
+  relation: Relation;
+  /** Per-seed paired differences pooled over the grid's traits. */
+  n: number;
+  diff: number;
+  ci: [number, number];
+  p: number;
+  pHolm: number;
+  cells: string[];
+}
+
+export interface MatrixPanel {
+  teacher: Cell['teacher'];
+  recipe: Cell['recipe'];
+  studentMode: Cell['studentMode'];
+  teacherBases: string[];
+  students: string[];
+  entries: MatrixEntry[];
+}
+
+/**
+ * The cross-model matrix (teacher base × student), one panel per trait teacher × recipe × mode: the
+ * mean per-seed paired difference (cell − control, first-token probability of the trait) pooled
+ * over traits, its t-interval and p (one-sample t on the pooled differences), Holm over all entries.
+ */
+export function crossModelMatrix(rows: readonly GridCellRow[]): { panels: MatrixPanel[]; family: number } {
+  const panels = new Map<string, MatrixPanel>();
+  const pooled = new Map<string, { entry: MatrixEntry; d: number[] }>();
+  for (const r of rows) {
+    const c = r.cell;
+    if (!c.control || (c.teacher !== 'sp' && c.teacher !== 'ft')) continue;
+    const pk = `${c.teacher}|${c.recipe}|${c.studentMode}`;
+    let p = panels.get(pk);
+    if (!p) panels.set(pk, (p = { teacher: c.teacher, recipe: c.recipe, studentMode: c.studentMode, teacherBases: [], students: [], entries: [] }));
+    if (!p.teacherBases.includes(r.teacherBase)) p.teacherBases.push(r.teacherBase);
+    if (!p.students.includes(c.student)) p.students.push(c.student);
+    const ek = `${pk}|${r.teacherBase}|${c.student}`;
+    let e = pooled.get(ek);
+    if (!e) {
+      e = { entry: { teacherBase: r.teacherBase, student: c.student, relation: c.relation, n: 0, diff: NaN, ci: [NaN, NaN], p: NaN, pHolm: NaN, cells: [] }, d: [] };
+      pooled.set(ek, e);
+      p.entries.push(e.entry);
+    }
+    e.entry.cells.push(r.id);
+    for (const x of c.perSeed) if (x.control) e.d.push(x.firstTokenProb - x.control.firstTokenProb);
+  }
+  const all = [...pooled.values()];
+  for (const { entry, d } of all) {
+    entry.n = d.length;
+    if (d.length) {
+      const t = pairedTTest(d, d.map(() => 0));
+      entry.diff = t.diff;
+      entry.ci = ci2(t.lower, t.upper);
+      entry.p = t.p;
+    }
+  }
+  const tested = all.filter((x) => Number.isFinite(x.entry.p));
+  const adj = holmAdjust(tested.map((x) => x.entry.p));
+  tested.forEach((x, i) => (x.entry.pHolm = adj[i]));
+  return { panels: [...panels.values()], family: tested.length };
+}
