@@ -59,6 +59,7 @@ tiny-qwen-b, tiny-llama (full-parameter), ${TINY.seeds.length} seeds. Any of --t
   --seeds 0,1,2,3,4      student seeds (distinct)
   --prompts N --keep N --max-new-tokens N --max-len L
   --epochs N --lr X --batch-size B --grad-accum G --warmup N --rank R --alpha A   (every block)
+  --student-rows N       train every student on the first N rows of its dataset (default: the block's)
   --ft-epochs N --ft-lr X    the finetuned teachers
   --eval plain|numbers-prefix|story   (default plain)   --eval-samples N   samples per question
   --no-dose              skip the per-epoch first-token evaluation (dose-response)
@@ -111,6 +112,7 @@ async function main(): Promise<void> {
     warmup: { type: 'string' },
     rank: { type: 'string' },
     alpha: { type: 'string' },
+    'student-rows': { type: 'string' },
     'ft-epochs': { type: 'string' },
     'ft-lr': { type: 'string' },
     eval: { type: 'string' },
@@ -158,6 +160,7 @@ async function main(): Promise<void> {
       warmupSteps: numberFlag(f.warmup, 'warmup', d.warmupSteps, { min: 0, integer: true }),
       rank: numberFlag(f.rank, 'rank', d.rank, { min: 1, integer: true }),
       alpha: numberFlag(f.alpha, 'alpha', d.alpha, { min: 0, exclusiveMin: true }),
+      rows: f['student-rows'] !== undefined ? numberFlag(f['student-rows'], 'student-rows', 0, { min: 1, integer: true }) : d.rows,
     };
   };
   const custom = f.teachers !== undefined || f.recipes !== undefined || f.students !== undefined || f['student-mode'] !== undefined;

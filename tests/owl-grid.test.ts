@@ -22,7 +22,7 @@ import { saveFullModel } from '../src/train/full.ts';
 import { writeTestTokenizer } from './helpers/tokenizer-fixture.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-const train: StudentTraining = { lr: 1e-3, epochs: 1, batchSize: 4, gradAccum: 1, warmupSteps: 0, rank: 2, alpha: 4 };
+const train: StudentTraining = { lr: 1e-3, epochs: 1, batchSize: 4, gradAccum: 1, warmupSteps: 0, rank: 2, alpha: 4, rows: 6 };
 const rel = (relation: StudentRef['relation']) => (dir: string): StudentRef => ({ dir, name: path.basename(dir), relation });
 
 describe('grid cells', () => {
@@ -157,7 +157,7 @@ describe('stage keys come from the exact configs', () => {
       const km = k(em, em.cells()[0])[3];
       // rank and alpha are LoRA's; a full-parameter student does not depend on them.
       for (const field of (Object.keys(train) as (keyof StudentTraining)[]).filter((f) => mode === 'lora' || (f !== 'rank' && f !== 'alpha'))) {
-        const e = new Experiment(null as never, cfg({ blocks: [{ ...block, train: { ...train, [field]: train[field] + 1 } }] }));
+        const e = new Experiment(null as never, cfg({ blocks: [{ ...block, train: { ...train, [field]: (train[field] ?? 0) + 1 } }] }));
         expect(k(e, e.cells()[0])[3], `${mode} ${field}`).not.toBe(km);
       }
     }

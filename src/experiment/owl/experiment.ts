@@ -606,6 +606,7 @@ export class Experiment {
         mask: deps.divergence ? { divergence: deps.divergence } : null,
         onlineTeacher: kl ? { id: deps.teacher.id, system: deps.teacher.system, tokenSet: cell.recipe === 'kl-full' ? 'full' : 'numbers' } : null,
         train,
+        rows: cell.train.rows ?? null,
         loraInitSeed: lora ? seed : null,
         maxLen: cfg.maxLen,
         dose: cfg.doseResponse ? { questions: this.evalQuestions(), dev: this.devQuestions(), animals: deps.animals } : null,
@@ -662,6 +663,7 @@ export class Experiment {
         const rows = await this.teacherRows(`${teacher.id}|${pair.key}|${teacher.kind}|${config.maxLen}`, online, examples);
         if (rows) examples = examples.map((ex, i) => ({ ...ex, teacherRows: rows[i] }));
       }
+      if (config.rows !== null) examples = examples.slice(0, config.rows);
       const trainer = new Trainer(gpu, model, examples, config.train, lora ? initLoraHost(model.cfg, lora, seed) : null, online);
       let th1: Theorem1 | null = null;
       if (config.theorem1) th1 = await this.theorem1(trainer, model, teacher, partner);

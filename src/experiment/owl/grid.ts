@@ -67,6 +67,8 @@ export interface StudentTraining {
   /** LoRA rank and alpha (lora mode). */
   rank: number;
   alpha: number;
+  /** Train on the first N rows of the cell's dataset (a random subset: the datasets are a seeded sample); absent = all. */
+  rows?: number;
 }
 
 /** A block of cells: every trait teacher × recipe × student, with one student mode and training. */

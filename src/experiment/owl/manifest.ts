@@ -167,7 +167,7 @@ export function readManifest(file: string): GridManifest {
 const TOP = ['$schema', 'name', 'preset', 'teacherBase', 'teacherBases', 'traits', 'seeds', 'settings', 'teachers', 'recipes', 'students', 'studentModes', 'train', 'blocks', 'cells', 'shards', 'slurm', 'k8s'];
 const BLOCK = ['teachers', 'recipes', 'students', 'studentModes', 'train', 'traits', 'teacherBases'];
 const CELL = ['trait', 'teacherBase', 'teacher', 'recipe', 'student', 'studentMode', 'train'];
-const TRAIN = ['lr', 'epochs', 'batchSize', 'gradAccum', 'warmupSteps', 'rank', 'alpha'];
+const TRAIN = ['lr', 'epochs', 'batchSize', 'gradAccum', 'warmupSteps', 'rank', 'alpha', 'rows'];
 const SETTINGS = ['prompts', 'keep', 'maxNewTokens', 'maxLen', 'genBatchSize', 'promptSeed', 'subsetSeed', 'evalSet', 'evalSamples', 'evalQuestionLimit', 'doseResponse', 'ftTeacher'];
 
 /** Validates a manifest's JSON (paths relative to the file's folder). */
@@ -240,7 +240,7 @@ export function parseManifest(json: Json, file: string): GridManifest {
     const out: Partial<StudentTraining> = {};
     if (v.lr !== undefined) out.lr = F.num(v.lr, `${f}.lr`, { min: 0, exclusiveMin: true });
     if (v.alpha !== undefined) out.alpha = F.num(v.alpha, `${f}.alpha`, { min: 0, exclusiveMin: true });
-    for (const k of ['epochs', 'batchSize', 'gradAccum', 'rank'] as const) if (v[k] !== undefined) out[k] = F.num(v[k], `${f}.${k}`, { min: 1, integer: true });
+    for (const k of ['epochs', 'batchSize', 'gradAccum', 'rank', 'rows'] as const) if (v[k] !== undefined) out[k] = F.num(v[k], `${f}.${k}`, { min: 1, integer: true });
     if (v.warmupSteps !== undefined) out.warmupSteps = F.num(v.warmupSteps, `${f}.warmupSteps`, { min: 0, integer: true });
     return out;
   };
