@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import { addInPlace, gatherRows } from '../kernels/elementwise.ts';
 import { buildEmbedGradIndex } from '../kernels/embedding.ts';
-import { klDistillation, lmHeadCrossEntropy, topKDistillation, type LossResult } from '../kernels/loss.ts';
+import { klDistillation, lmHeadCrossEntropy, TokenSubset, topKDistillation, type LossResult } from '../kernels/loss.ts';
 import { AdamW, gradNorm, SGD } from '../kernels/optimizer.ts';
 import { loraToHost, uploadLora, type HostLora } from '../model/adapter.ts';
 import { Rng } from '../model/checkpoint.ts';
@@ -159,6 +159,9 @@ export class Trainer {
   private readonly opt: AdamW | SGD;
   readonly totalSteps: number;
   state: TrainerState;
+  /** The online teacher's token set as LM-head rows (built on the first step; see useSubset). */
+  private subset: TokenSubset | null = null;
+  private subsetChecked = false;
 
   constructor(
     readonly gpu: Gpu,
@@ -362,6 +365,26 @@ export class Trainer {
   }
 
   /**
+   * With a token set smaller than half the vocabulary, the KL computes logits of the set's LM-head rows
+   * only (TokenSubset: the same loss and gradients, |set|/V of the head's work). Reads the set back
+   * once.
+   */
+  private async prepareSubset(): Promise<void> {
+    if (this.subsetChecked) return;
+    this.subsetChecked = true;
+    const set = this.teacher?.tokenSet;
+    if (!set || this.cfg.distillWeight <= 0) return;
+    const w = this.model.lmHead;
+    const wt = this.teacher!.model.lmHead;
+    if (wt.rows !== w.rows || wt.rowsPerChunk !== w.rowsPerChunk) return;
+    const [ids] = (await this.gpu.readMany([set])) as Uint32Array[];
+    const sub = new TokenSubset(this.gpu, ids, w.rows, w.rowsPerChunk);
+    const maxRows = this.cfg.batchSize * Math.max(...this.examples.map((r) => r.ids.length));
+    if (sub.size * 2 > w.rows || maxRows * sub.size * 4 > this.gpu.limits.maxStorageBufferBindingSize) sub.dispose();
+    else this.subset = sub;
+  }
+
+  /**
    * Forward and backward of every micro-batch of optimizer step `stepInEpoch` (in `order`), accumulating
    * the gradient buffers; returns the unread loss results and the step's normalisers.
    */
@@ -401,6 +424,7 @@ export class Trainer {
           r.kl = klDistillation(gpu, student, { x: th.hidden, w: this.teacher.model.lmHead }, {
             mask: th.mask ?? undefined,
             tokenSet: this.teacher.tokenSet,
+            tokenSubset: this.subset ?? undefined,
             normalizer: Math.max(1e-9, totalDistill) / wKl,
             dW: this.fullGrads ? this.fullGrads.lmHead : false,
           });
@@ -443,6 +467,7 @@ export class Trainer {
    * array per parameter, in the optimizer's order) without updating anything; the buffers are zeroed again.
    */
   async gradientAt(stepInEpoch = 0): Promise<Float32Array[]> {
+    await this.prepareSubset();
     const order = epochOrder(this.examples.length, this.cfg.seed, 0, this.cfg.shuffle);
     const { results } = this.accumulateGradients(order, stepInEpoch);
     for (const r of results) {
@@ -463,6 +488,7 @@ export class Trainer {
   async step(order: number[], stepInEpoch: number): Promise<StepInfo & { finite: boolean }> {
     const { gpu, cfg } = this;
     const t0 = performance.now();
+    await this.prepareSubset();
     const { results, totalTargets, totalDistill, tokens } = this.accumulateGradients(order, stepInEpoch);
     const wCe = 1 - cfg.distillWeight;
     const wKl = cfg.distillWeight;
@@ -589,6 +615,7 @@ export class Trainer {
   }
 
   dispose(): void {
+    this.subset?.dispose();
     this.opt.dispose();
     if (this.loraGrads) for (const g of loraGradList(this.lora!, this.loraGrads)) g.dispose();
     if (this.lora) for (const p of loraParams(this.lora).params) p.dispose();
