@@ -143,6 +143,8 @@ export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: 
 interface Config {
   transA: boolean;
   transB: boolean;
+  /** Segmented (matmulSegmented): row tile t of 8 rows uses B's batch Seg[t]; one output matrix. */
+  seg?: boolean;
   /** rowcast/gemv: whether A / B are bound as vec4 arrays. */
   aVec: boolean;
   bVec: boolean;
@@ -197,9 +199,9 @@ function genNaive(cfg: Config): string {
   return `${EPILOGUE}${scalarLoaders(cfg)}
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let n = g.x; let m = g.y; let bz = wid.z;
+  let n = g.x; let m = g.y; let bz = ${cfg.seg ? '0u' : 'wid.z'};
   if (m >= u.M || n >= u.N) { return; }
-  let bA = bz * u.sA; let bB = bz * u.sB;
+  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.y] * u.sB' : 'bz * u.sB'};
   var acc = 0.0;
   for (var k = 0u; k < u.K; k++) { acc = fma(ldA(bA, m, k), ldB(bB, k, n), acc); }
   storeC(bz, m, n, acc);
@@ -237,8 +239,8 @@ function genRowcastNN(cfg: Config, tm: number, vn: number, wg: number, ku: numbe
   return `${EPILOGUE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let bz = wid.z;
-  let bA = bz * u.sA; let bB = bz * u.sB;
+  let bz = ${cfg.seg ? '0u' : 'wid.z'};
+  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.y] * u.sB' : 'bz * u.sB'};
   let row0 = wid.y * ${tm}u;
   let lane = wid.x * ${wg}u + lid.x;
 ${cols.join('\n')}
@@ -426,8 +428,8 @@ function genCoop(cfg: Config, tm: number, vn: number, wg: number): string {
   return `${EPILOGUE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let bz = wid.z;
-  let bA = bz * u.sA; let bB = bz * u.sB;
+  let bz = ${cfg.seg ? '0u' : 'wid.z'};
+  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.y] * u.sB' : 'bz * u.sB'};
   let row0 = wid.y * ${tm}u;
   let lane = wid.x * ${wg}u + lid.x;
 ${pre.join('\n')}
@@ -476,8 +478,8 @@ function genCoopSkinny(cfg: Config, tn: number, wg: number): string {
   return `${EPILOGUE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let bz = wid.z;
-  let bA = bz * u.sA; let bB = bz * u.sB;
+  let bz = ${cfg.seg ? '0u' : 'wid.z'};
+  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.x] * u.sB' : 'bz * u.sB'};
   let mRaw = wid.x * ${wg}u + lid.x;
   let m = min(mRaw, u.M - 1u);
   let n0 = wid.y * ${tn}u;
@@ -602,6 +604,7 @@ const matmulKernel = defineKernel({
     ['B', p.bVec ? 'vec4<f32>' : 'f32', 'read'],
     ['C', 'f32', 'read_write'],
     ['Bias', 'f32', 'read'],
+    ...(p.seg ? [['Seg', 'u32', 'read'] as const] : []),
   ],
   // flags — bit 0: add bias; bit 1: accumulate into C.
   uniforms: {
@@ -610,7 +613,7 @@ const matmulKernel = defineKernel({
     cOff: 'u32', sBias: 'u32', biasOff: 'u32', alpha: 'f32',
     flags: 'u32',
   },
-  key: (p) => `${p.kind}_${p.tm}_${p.vn}_${p.wg}_${p.ku}_${+p.transA}${+p.transB}${+p.aVec}${+p.bVec}`,
+  key: (p) => `${p.kind}_${p.tm}_${p.vn}_${p.wg}_${p.ku}_${+p.transA}${+p.transB}${+p.aVec}${+p.bVec}${p.seg ? '_seg' : ''}`,
   space: matmulSpace,
   enable: (p) => (p.kind === 'coop' || p.kind === 'coopskinny' ? ['subgroups'] : []),
   body: (p) => {
@@ -634,6 +637,11 @@ function matmulSpace(): MatmulParams[] {
           for (const [N, K] of [[3, 3], [4, 3], [3, 4], [8, 8], [12, 8]]) {
             const p = planParams(variant, { transA, transB }, M, N, K);
             seen.set(JSON.stringify(p), p);
+            // The segmented forms (matmulSegmented: no Aᵀ).
+            if (!transA && SEG_VARIANTS.includes(variant)) {
+              const q = { ...planParams(variant, { transA, transB }, M, N, K), seg: true };
+              seen.set(JSON.stringify(q), q);
+            }
             // The K-loop unroll of the A·B rowcast form (no variant uses it by default).
             if (p.kind === 'rowcast' && !transB) {
               const u = { ...p, ku: 4 };
@@ -646,6 +654,9 @@ function matmulSpace(): MatmulParams[] {
   }
   return [...seen.values()];
 }
+
+/** Variants with a segmented form: one workgroup's rows lie in one 8-row tile. */
+const SEG_VARIANTS = ['naive', 'coop8x1', 'coopskinny'];
 
 interface Plan {
   program: KernelProgram;
@@ -688,7 +699,7 @@ function planParams(variant: string, cfg0: { transA: boolean; transB: boolean },
     bVec = K % 4 === 0;
     aVec = bVec && !cfg0.transA;
   }
-  return { transA: cfg0.transA, transB: cfg0.transB, aVec, bVec, kind, tm, vn, wg: spec.wg, ku: spec.ku ?? 1 };
+  return { transA: cfg0.transA, transB: cfg0.transB, seg: false, aVec, bVec, kind, tm, vn, wg: spec.wg, ku: spec.ku ?? 1 };
 }
 
 function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number, batch: number): Plan {
@@ -802,6 +813,75 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
     return out;
   }
   record(gpu, a, b, out, d, opts, { ldc: d.N, cOff: 0, sC: d.M * d.N, biasOff: 0, biasN: d.N }, 'matmul');
+  return out;
+}
+
+/** Rows per segment tile of matmulSegmented (a segment boundary must fall on a multiple of it). */
+export const SEG_TILE = 8;
+
+export interface SegmentedOptions {
+  /** b stored [S, N, K] and used transposed (x·Wᵀ per segment). */
+  transB?: boolean;
+  accumulate?: boolean;
+  alpha?: number;
+  out?: Tensor;
+  /** Force a variant (tests): naive, coop8x1 or coopskinny. */
+  variant?: string;
+}
+
+/**
+ * Segmented matmul (Punica/S-LoRA's segmented gather): C[M, N] (+)= alpha·A[M, K]·op(B[s]) where row
+ * tile t (rows 8t … 8t+7) uses s = seg[t] of the stacked B [S, K, N] (transB: [S, N, K]). Rows of one
+ * segment (e.g. one student's rows of a joint batch, each starting at a multiple of 8) share a matrix.
+ * seg: u32 [ceil(M / 8)], values < S (unchecked on the GPU; a value ≥ S reads out of range, which
+ * WebGPU clamps).
+ */
+export function matmulSegmented(gpu: Gpu, a: Tensor, b: Tensor, seg: Tensor, opts: SegmentedOptions = {}): Tensor {
+  const kernel = 'matmulSegmented';
+  const transB = !!opts.transB;
+  const desc = `${kernel}: A ${shp(a)} · B ${shp(b)}${transB ? 'ᵀ' : ''}`;
+  if (a.dtype !== 'f32' || b.dtype !== 'f32') throw new GpuError(`${desc}: operands must be f32`);
+  if (a.shape.length !== 2 || b.shape.length !== 3) throw new GpuError(`${desc}: A must be [M, K] and B [segments, …]`);
+  const [M, K] = a.shape;
+  const [S, br, bc] = b.shape;
+  const Kb = transB ? bc : br;
+  const N = transB ? br : bc;
+  if (K !== Kb) throw new GpuError(`${desc}: inner dimensions differ (${K} vs ${Kb})`);
+  if (seg.dtype !== 'u32' || seg.size !== cdiv(M, SEG_TILE)) throw new GpuError(`${desc}: seg must be u32 [${cdiv(M, SEG_TILE)}] (one per ${SEG_TILE}-row tile), got ${seg.dtype} ${shp(seg)}`);
+  if (opts.accumulate && !opts.out) throw new GpuError(`${desc}: accumulate requires out`);
+  let out = opts.out;
+  if (out) {
+    if (out.size !== M * N || out.dtype !== 'f32') throw new GpuError(`${desc}: out ${shp(out)} must be f32 [${M}, ${N}]`);
+  } else out = gpu.empty([M, N], 'f32', 'matmul_seg_out');
+  const sub = llvmpipeSubgroupWidth(gpu);
+  const variant = opts.variant ?? (gpu.info.isSoftware && sub === 8 ? (N <= 16 ? 'coopskinny' : 'coop8x1') : 'naive');
+  if (!SEG_VARIANTS.includes(variant)) throw new GpuError(`${desc}: variant ${variant} has no segmented form (${SEG_VARIANTS.join(', ')})`);
+  const cfg0 = { transA: false, transB };
+  const p: MatmulParams = { ...planParams(variant, cfg0, M, N, K), seg: true };
+  if ((p.kind === 'coop' || p.kind === 'coopskinny') && sub !== p.wg) {
+    throw new GpuError(`${desc}: variant ${variant} needs llvmpipe with subgroups of ${p.wg} lanes (adapter: ${gpu.info.adapterInfo.description})`);
+  }
+  const plan = makePlan(variant, cfg0, M, N, K, 1);
+  const u = {
+    M, N, K, batch: 1, sA: 0, sB: K * N, sC: M * N, ldc: N, cOff: 0, sBias: 0, biasOff: 0,
+    alpha: opts.alpha ?? 1, flags: opts.accumulate ? 2 : 0,
+  };
+  void S;
+  gpu.run(matmulKernel.program(p), { A: a, B: b, C: out, Bias: dummyBias(gpu), Seg: seg }, plan.workgroups, u);
+  return out;
+}
+
+/** Float64 reference of matmulSegmented: a [M, K], b [S, K, N] (transB: [S, N, K]), seg per 8-row tile. */
+export function matmulSegmentedRef(a: ArrayLike<number>, b: ArrayLike<number>, seg: ArrayLike<number>, M: number, N: number, K: number, transB = false): Float64Array {
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    const ob = seg[Math.floor(m / SEG_TILE)] * K * N;
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += a[m * K + k] * b[ob + (transB ? n * K + k : k * N + n)];
+      out[m * N + n] = s;
+    }
+  }
   return out;
 }
 
