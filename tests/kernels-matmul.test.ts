@@ -287,10 +287,11 @@ describe('matmul', () => {
 // in any order and repeated, accumulate with alpha. Tolerance as above: (K + 4)·u32 times Σ|a||b| per
 // element (a float32 dot of K terms plus the scaled accumulate).
 describe('matmulSegmented', () => {
-  for (const variant of ['naive', 'coop8x1', 'coopskinny']) {
+  for (const variant of ['naive', 'coop8x1', 'coopskinny', 'naive per row']) {
     it(`${variant}: A·B[s] and A·B[s]ᵀ vs the float64 reference`, async () => {
       const gpu = await getGpu();
       if (variant.startsWith('coop') && llvmpipeSubgroupWidth(gpu) !== 8) return;
+      const rowsPerSeg = variant === 'naive per row' ? 1 : 8;
       for (const [M, N, K, transB] of [
         [37, 8, 64, true],
         [40, 64, 8, false],
@@ -299,14 +300,14 @@ describe('matmulSegmented', () => {
         [16, 20, 12, false],
       ] as [number, number, number, boolean][]) {
         const S = 3;
-        const tiles = Math.ceil(M / 8);
+        const tiles = Math.ceil(M / rowsPerSeg);
         const seg = Uint32Array.from({ length: tiles }, (_, t) => [2, 0, 0, 1, 2][t % 5]);
         const a = randF32(M * K), b = randF32(S * K * N), old = randF32(M * N);
         const out = gpu.upload(old, [M, N]);
-        matmulSegmented(gpu, gpu.upload(a, [M, K]), gpu.upload(b, transB ? [S, N, K] : [S, K, N]), gpu.upload(seg), { transB, accumulate: true, alpha: -0.5, out, variant });
+        matmulSegmented(gpu, gpu.upload(a, [M, K]), gpu.upload(b, transB ? [S, N, K] : [S, K, N]), gpu.upload(seg), { transB, accumulate: true, alpha: -0.5, out, variant: variant.split(' ')[0], rowsPerSeg });
         const got = await gpu.readF32(out);
-        const ref = matmulSegmentedRef(a, b, seg, M, N, K, transB);
-        const mag = matmulSegmentedRef(Float64Array.from(a, Math.abs), Float64Array.from(b, Math.abs), seg, M, N, K, transB);
+        const ref = matmulSegmentedRef(a, b, seg, M, N, K, transB, rowsPerSeg);
+        const mag = matmulSegmentedRef(Float64Array.from(a, Math.abs), Float64Array.from(b, Math.abs), seg, M, N, K, transB, rowsPerSeg);
         for (let i = 0; i < M * N; i++) {
           const want = old[i] - 0.5 * ref[i];
           const bound = (K + 4) * U32 * (0.5 * mag[i] + Math.abs(old[i])) + 1e-30;

@@ -145,6 +145,8 @@ interface Config {
   transB: boolean;
   /** Segmented (matmulSegmented): row tile t of 8 rows uses B's batch Seg[t]; one output matrix. */
   seg?: boolean;
+  /** Segmented per row (naive only): row m uses B's batch Seg[m]. */
+  segRow?: boolean;
   /** rowcast/gemv: whether A / B are bound as vec4 arrays. */
   aVec: boolean;
   bVec: boolean;
@@ -201,7 +203,7 @@ function genNaive(cfg: Config): string {
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let n = g.x; let m = g.y; let bz = ${cfg.seg ? '0u' : 'wid.z'};
   if (m >= u.M || n >= u.N) { return; }
-  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.y] * u.sB' : 'bz * u.sB'};
+  let bA = bz * u.sA; let bB = ${cfg.seg ? (cfg.segRow ? 'Seg[m] * u.sB' : 'Seg[wid.y] * u.sB') : 'bz * u.sB'};
   var acc = 0.0;
   for (var k = 0u; k < u.K; k++) { acc = fma(ldA(bA, m, k), ldB(bB, k, n), acc); }
   storeC(bz, m, n, acc);
@@ -613,7 +615,7 @@ const matmulKernel = defineKernel({
     cOff: 'u32', sBias: 'u32', biasOff: 'u32', alpha: 'f32',
     flags: 'u32',
   },
-  key: (p) => `${p.kind}_${p.tm}_${p.vn}_${p.wg}_${p.ku}_${+p.transA}${+p.transB}${+p.aVec}${+p.bVec}${p.seg ? '_seg' : ''}`,
+  key: (p) => `${p.kind}_${p.tm}_${p.vn}_${p.wg}_${p.ku}_${+p.transA}${+p.transB}${+p.aVec}${+p.bVec}${p.seg ? '_seg' : ''}${p.segRow ? '_row' : ''}`,
   space: matmulSpace,
   enable: (p) => (p.kind === 'coop' || p.kind === 'coopskinny' ? ['subgroups'] : []),
   body: (p) => {
@@ -641,6 +643,10 @@ function matmulSpace(): MatmulParams[] {
             if (!transA && SEG_VARIANTS.includes(variant)) {
               const q = { ...planParams(variant, { transA, transB }, M, N, K), seg: true };
               seen.set(JSON.stringify(q), q);
+              if (variant === 'naive') {
+                const r = { ...q, segRow: true };
+                seen.set(JSON.stringify(r), r);
+              }
             }
             // The K-loop unroll of the A·B rowcast form (no variant uses it by default).
             if (p.kind === 'rowcast' && !transB) {
@@ -699,7 +705,7 @@ function planParams(variant: string, cfg0: { transA: boolean; transB: boolean },
     bVec = K % 4 === 0;
     aVec = bVec && !cfg0.transA;
   }
-  return { transA: cfg0.transA, transB: cfg0.transB, seg: false, aVec, bVec, kind, tm, vn, wg: spec.wg, ku: spec.ku ?? 1 };
+  return { transA: cfg0.transA, transB: cfg0.transB, seg: false, segRow: false, aVec, bVec, kind, tm, vn, wg: spec.wg, ku: spec.ku ?? 1 };
 }
 
 function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number, batch: number): Plan {
@@ -827,6 +833,11 @@ export interface SegmentedOptions {
   out?: Tensor;
   /** Force a variant (tests): naive, coop8x1 or coopskinny. */
   variant?: string;
+  /**
+   * Rows per segment entry: 8 (default; seg holds one entry per 8-row tile) or 1 (one per row, e.g.
+   * decode steps where each row is a sequence with its own adapter; naive kernel).
+   */
+  rowsPerSeg?: 8 | 1;
 }
 
 /**
@@ -847,17 +858,19 @@ export function matmulSegmented(gpu: Gpu, a: Tensor, b: Tensor, seg: Tensor, opt
   const Kb = transB ? bc : br;
   const N = transB ? br : bc;
   if (K !== Kb) throw new GpuError(`${desc}: inner dimensions differ (${K} vs ${Kb})`);
-  if (seg.dtype !== 'u32' || seg.size !== cdiv(M, SEG_TILE)) throw new GpuError(`${desc}: seg must be u32 [${cdiv(M, SEG_TILE)}] (one per ${SEG_TILE}-row tile), got ${seg.dtype} ${shp(seg)}`);
+  const perRow = opts.rowsPerSeg === 1;
+  const tile = perRow ? 1 : SEG_TILE;
+  if (seg.dtype !== 'u32' || seg.size !== cdiv(M, tile)) throw new GpuError(`${desc}: seg must be u32 [${cdiv(M, tile)}] (one per ${tile}-row tile), got ${seg.dtype} ${shp(seg)}`);
   if (opts.accumulate && !opts.out) throw new GpuError(`${desc}: accumulate requires out`);
   let out = opts.out;
   if (out) {
     if (out.size !== M * N || out.dtype !== 'f32') throw new GpuError(`${desc}: out ${shp(out)} must be f32 [${M}, ${N}]`);
   } else out = gpu.empty([M, N], 'f32', 'matmul_seg_out');
   const sub = llvmpipeSubgroupWidth(gpu);
-  const variant = opts.variant ?? (gpu.info.isSoftware && sub === 8 ? (N <= 16 ? 'coopskinny' : 'coop8x1') : 'naive');
-  if (!SEG_VARIANTS.includes(variant)) throw new GpuError(`${desc}: variant ${variant} has no segmented form (${SEG_VARIANTS.join(', ')})`);
+  const variant = opts.variant ?? (perRow ? 'naive' : gpu.info.isSoftware && sub === 8 ? (N <= 16 ? 'coopskinny' : 'coop8x1') : 'naive');
+  if (!SEG_VARIANTS.includes(variant) || (perRow && variant !== 'naive')) throw new GpuError(`${desc}: variant ${variant} has no segmented form${perRow ? ' per row (naive only)' : ''}`);
   const cfg0 = { transA: false, transB };
-  const p: MatmulParams = { ...planParams(variant, cfg0, M, N, K), seg: true };
+  const p: MatmulParams = { ...planParams(variant, cfg0, M, N, K), seg: true, segRow: perRow };
   if ((p.kind === 'coop' || p.kind === 'coopskinny') && sub !== p.wg) {
     throw new GpuError(`${desc}: variant ${variant} needs llvmpipe with subgroups of ${p.wg} lanes (adapter: ${gpu.info.adapterInfo.description})`);
   }
@@ -871,11 +884,11 @@ export function matmulSegmented(gpu: Gpu, a: Tensor, b: Tensor, seg: Tensor, opt
   return out;
 }
 
-/** Float64 reference of matmulSegmented: a [M, K], b [S, K, N] (transB: [S, N, K]), seg per 8-row tile. */
-export function matmulSegmentedRef(a: ArrayLike<number>, b: ArrayLike<number>, seg: ArrayLike<number>, M: number, N: number, K: number, transB = false): Float64Array {
+/** Float64 reference of matmulSegmented: a [M, K], b [S, K, N] (transB: [S, N, K]), seg per tile of rowsPerSeg rows. */
+export function matmulSegmentedRef(a: ArrayLike<number>, b: ArrayLike<number>, seg: ArrayLike<number>, M: number, N: number, K: number, transB = false, rowsPerSeg = SEG_TILE): Float64Array {
   const out = new Float64Array(M * N);
   for (let m = 0; m < M; m++) {
-    const ob = seg[Math.floor(m / SEG_TILE)] * K * N;
+    const ob = seg[Math.floor(m / rowsPerSeg)] * K * N;
     for (let n = 0; n < N; n++) {
       let s = 0;
       for (let k = 0; k < K; k++) s += a[m * K + k] * b[ob + (transB ? n * K + k : k * N + n)];
