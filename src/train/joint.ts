@@ -1,0 +1,262 @@
+// Joint training of K students: every student keeps its own data, order, seed, schedule, loss
+// normalisation, gradient clipping by its own norm and optimizer state (one Trainer each), and one
+// joint step advances every unfinished student by one optimizer step with one submit and one readback.
+//
+// Two engines:
+//  - 'multilora': LoRA students of one frozen base with adapters of one shape. Their micro-batches are
+//    concatenated into one joint batch (padded to a common length, a multiple of 8, so each student's
+//    rows form whole 8-row tiles) and run through ONE base forward/backward; the LoRA branches are
+//    segmented matmuls in which student k's rows use adapter k (MultiLora), and each student's
+//    adapter gradients are summed over its own rows. Adapters live stacked ([K, r, in], [K, out, r]);
+//    each student's Trainer works on views of them.
+//  - 'interleaved': any other mix (full-parameter students, each training its own weight copy, or LoRA
+//    students of different bases): each student's forward/backward is recorded in turn into the same
+//    submit. On lavapipe, where the tiny students' matmuls (≈3,000 rows each) are already
+//    throughput-bound, stacking K weight copies into batched matmuls would not change the per-FLOP
+//    speed; what joint training saves there is the per-step wait, which this engine removes too.
+//
+// Joint equals separate up to float32 rounding: the real rows of a padded sequence never read pad
+// rows (causal attention, row-wise norms and matmuls), and the multilora engine computes
+// x·Wᵀ + s·(x·Aᵀ)·Bᵀ where a single Trainer uses x·(W + s·B·A)ᵀ.
+import type { Gpu, Tensor } from '../gpu/runtime.ts';
+import { copyRows, gatherRows } from '../kernels/elementwise.ts';
+import { SEG_TILE } from '../kernels/matmul.ts';
+import type { HostLora } from '../model/adapter.ts';
+import { disposeMultiLora, stackedGrads, stackHostLoras } from '../model/multilora.ts';
+import type { LoraWeights, MultiLora, Transformer } from '../model/transformer.ts';
+import { UserError } from '../util/errors.ts';
+import { modelBackward } from './backward.ts';
+import type { TrainExample } from './data.ts';
+import { stepBatches, stepNormalisers, Trainer, type MicroBatch, type MicroLoss, type OnlineTeacher, type StepInfo, type StepRecord, type TrainConfig, type TrainResult } from './trainer.ts';
+
+
+/** One student of a joint job. */
+export interface JointStudent {
+  /**
+   * The student's model: LoRA — the frozen base (students given the same object share one base
+   * forward); full — the weights this student trains in place (one object per student).
+   */
+  model: Transformer;
+  examples: TrainExample[];
+  config: TrainConfig;
+  /** LoRA: the initial adapter (e.g. initLoraHost(model.cfg, config.lora, seed)). */
+  initialLora?: HostLora | null;
+  teacher?: OnlineTeacher | null;
+}
+
+/** A student during and after joint training. */
+export interface StudentHandle {
+  readonly index: number;
+  /** Its Trainer: state, losses, saveState/loadState (resume), adapterHost. */
+  readonly trainer: Trainer;
+  /** Its weights (full) or its base (LoRA). */
+  readonly model: Transformer;
+  /** Its adapter (LoRA; a view of the stacked adapters with the multilora engine). */
+  readonly lora: LoraWeights | null;
+}
+
+export interface JointHooks {
+  onStep?: (student: number, info: StepInfo) => void;
+  /** After a student's epoch (number of finished epochs), before its next step; awaited. */
+  onEpochEnd?: (student: number, epoch: number, h: StudentHandle) => Promise<void>;
+  /** Every saveEvery steps of a student (not after its last step); awaited. */
+  save?: (student: number, h: StudentHandle) => Promise<void>;
+  saveEvery?: number;
+  /** When a student has taken its last step (its epoch-end hook has run); awaited. */
+  onFinished?: (student: number, h: StudentHandle) => Promise<void>;
+}
+
+export type JointEngine = 'multilora' | 'interleaved';
+
+function loraKey(c: TrainConfig): string {
+  const l = c.lora;
+  return l ? JSON.stringify([l.rank, l.alpha, l.rslora, [...l.targets].sort()]) : '';
+}
+
+/** The engine a set of students can use: multilora for LoRA students of one base and one adapter shape. */
+export function jointEngine(students: readonly JointStudent[]): JointEngine {
+  const s0 = students[0];
+  const multi =
+    students.length > 0 &&
+    students.every((s) => s.config.mode === 'lora' && s.model === s0.model && loraKey(s.config) === loraKey(s0.config) && !(s.config.lora?.dropout ?? 0));
+  return multi ? 'multilora' : 'interleaved';
+}
+
+export class JointTrainer {
+  readonly engine: JointEngine;
+  readonly handles: StudentHandle[];
+  private readonly trainers: Trainer[];
+  private readonly multi: MultiLora | null = null;
+  private readonly multiGrads: Partial<Record<string, { dA: Tensor; dB: Tensor }>>[] | null = null;
+  private readonly stackedGrads: Tensor[] = [];
+  private readonly base: Transformer | null = null;
+  private readonly orders: { epoch: number; order: number[] }[];
+
+  constructor(
+    readonly gpu: Gpu,
+    readonly students: readonly JointStudent[],
+  ) {
+    if (!students.length) throw new UserError('joint training needs at least one student');
+    this.engine = jointEngine(students);
+    if (this.engine === 'multilora') {
+      const base = students[0].model;
+      const hosts = students.map((s, k) => {
+        if (!s.initialLora) throw new UserError(`student ${k}: LoRA training needs an initial adapter`);
+        return s.initialLora;
+      });
+      const stacked = stackHostLoras(gpu, base.cfg, hosts);
+      const grads = stackedGrads(gpu, stacked.multi, students.length);
+      this.multi = stacked.multi;
+      this.multiGrads = grads.multiGrads;
+      this.stackedGrads = grads.stacked;
+      this.base = base;
+      this.trainers = students.map((s, k) => new Trainer(gpu, base, s.examples, s.config, null, s.teacher ?? null, { lora: stacked.views[k], loraGrads: grads.views[k] }));
+    } else {
+      const full = students.filter((s) => s.config.mode === 'full').map((s) => s.model);
+      if (new Set(full).size !== full.length) throw new UserError('full-parameter students each need their own model (a weight copy)');
+      for (const s of students) if (s.config.mode === 'lora' && full.includes(s.model)) throw new UserError('a LoRA student shares its base with a full-parameter student');
+      this.trainers = students.map((s) => new Trainer(gpu, s.model, s.examples, s.config, s.initialLora ?? null, s.teacher ?? null));
+    }
+    this.handles = this.trainers.map((trainer, index) => ({ index, trainer, model: trainer.model, lora: trainer.lora }));
+    this.orders = this.trainers.map(() => ({ epoch: -1, order: [] }));
+  }
+
+  private order(k: number): number[] {
+    const tr = this.trainers[k];
+    const o = this.orders[k];
+    if (o.epoch !== tr.state.epoch) {
+      o.epoch = tr.state.epoch;
+      o.order = tr.epochOrder();
+    }
+    return o.order;
+  }
+
+  /** One optimizer step of each listed student (one submit, one readback); returns their step infos. */
+  async step(active: readonly number[]): Promise<(StepInfo & { finite: boolean })[]> {
+    const t0 = performance.now();
+    for (const k of active) await this.trainers[k].prepareSubset();
+    const recs = this.engine === 'multilora' ? this.recordMulti(active) : active.map((k) => this.trainers[k].accumulateGradients(this.order(k), this.trainers[k].state.stepInEpoch));
+    const withNorm = active.map((k, i) => this.trainers[k].recordNorm(recs[i]));
+    const vals = (await this.gpu.readMany(withNorm.flatMap((r) => r.toRead))) as Float32Array[];
+    let o = 0;
+    return active.map((k, i) => {
+      const n = withNorm[i].toRead.length;
+      const info = this.trainers[k].finishStep(withNorm[i], vals.slice(o, o + n), t0);
+      o += n;
+      return info;
+    });
+  }
+
+  /** The multilora engine's forward/backward of one joint step. */
+  private recordMulti(active: readonly number[]): StepRecord[] {
+    const { gpu } = this;
+    const base = this.base!;
+    const multi = this.multi!;
+    const K = this.trainers.length;
+    const H = base.cfg.hidden;
+    const mbs = active.map((k) => stepBatches(this.trainers[k].examples, this.order(k), this.trainers[k].state.stepInEpoch, this.trainers[k].cfg));
+    const norms = mbs.map((m) => stepNormalisers(m));
+    const recs: StepRecord[] = active.map((_, i) => ({ results: [], totalTargets: norms[i].totalTargets, totalDistill: norms[i].totalDistill, tokens: 0 }));
+    const micros = Math.max(...mbs.map((m) => m.length));
+    const checkpoint = active.some((k) => this.trainers[k].cfg.checkpointing);
+    for (let a = 0; a < micros; a++) {
+      const parts = active.map((k, i) => ({ k, i, mb: mbs[i][a] })).filter((p) => p.mb);
+      const T = Math.ceil(Math.max(...parts.map((p) => p.mb.T)) / SEG_TILE) * SEG_TILE;
+      const Btot = parts.reduce((s, p) => s + p.mb.rows.length, 0);
+      const N = Btot * T;
+      const ids = new Uint32Array(N);
+      const pos = new Uint32Array(N);
+      const seg = new Uint32Array(N / SEG_TILE);
+      const segments = Array.from({ length: K }, () => ({ start: 0, rows: 0 }));
+      const inverse = new Uint32Array(N).fill(0xffffffff);
+      let seq = 0;
+      let compactRows = 0;
+      const inputs = parts.map((p) => {
+        const mb: MicroBatch = { rows: p.mb.rows, T };
+        const start = seq * T;
+        const inp = this.trainers[p.k].prepareMicro(mb, { rowOffset: start });
+        ids.set(inp.hostIds, start);
+        pos.set(inp.hostPos, start);
+        const rows = p.mb.rows.length * T;
+        seg.fill(p.k, start / SEG_TILE, (start + rows) / SEG_TILE);
+        segments[p.k] = { start, rows };
+        if (inp.compact) for (const r of inp.compact.hostRows) inverse[start + r] = compactRows++;
+        seq += p.mb.rows.length;
+        recs[p.i].tokens += p.mb.rows.reduce((s, r) => s + r.ids.length, 0);
+        return { ...p, mb, inp };
+      });
+      const idsT = gpu.upload(ids, [N], 'u32', 'joint.ids');
+      const posT = gpu.upload(pos, [N], 'u32', 'joint.positions');
+      multi.seg?.dispose();
+      multi.seg = gpu.upload(seg, [seg.length], 'u32', 'joint.seg');
+      multi.rowsPerSeg = SEG_TILE;
+      multi.segments = segments;
+      const fwd = base.forward(idsT, posT, Btot, T, { lora: multi, save: true, checkpoint });
+      // Each student's losses at its labelled rows; their gradients stacked in inverse's order.
+      const dhAll = gpu.zeros([Math.max(1, compactRows), H], 'f32', 'joint.dh');
+      let row = 0;
+      const losses: MicroLoss[] = [];
+      for (const p of inputs) {
+        const c = p.inp.compact;
+        if (!c) {
+          losses.push({});
+          continue;
+        }
+        const tr = this.trainers[p.k];
+        const hidden = gatherRows(gpu, fwd.hidden, c.rows);
+        const r = tr.microLoss(hidden, p.mb, p.inp, recs[p.i].totalTargets, recs[p.i].totalDistill);
+        copyRows(gpu, r.dh!, dhAll, 0, row, c.hostRows.length);
+        row += c.hostRows.length;
+        hidden.dispose();
+        losses.push(r);
+      }
+      const invT = gpu.upload(inverse, [N], 'u32', 'joint.inverse');
+      const dx = gatherRows(gpu, dhAll, invT);
+      modelBackward(base, fwd, dx, { lora: multi, loraGrads: this.multiGrads as never, positions: posT, batch: Btot, seqLen: T });
+      for (const t of [fwd.hidden, dhAll, invT, dx, idsT, posT]) t.dispose();
+      inputs.forEach((p, j) => {
+        p.inp.dispose();
+        recs[p.i].results.push(losses[j]);
+      });
+    }
+    return recs;
+  }
+
+  /** Trains every student to its last step; returns each student's result (in order). */
+  async run(hooks: JointHooks = {}): Promise<TrainResult[]> {
+    const t0 = performance.now();
+    const tokens = this.trainers.map(() => 0);
+    const done = this.trainers.map((tr) => !tr.active);
+    for (;;) {
+      const active = this.trainers.map((tr, k) => (tr.active ? k : -1)).filter((k) => k >= 0);
+      if (!active.length) break;
+      const infos = await this.step(active);
+      for (const [i, k] of active.entries()) {
+        const tr = this.trainers[k];
+        const info = infos[i];
+        if (!info.finite) {
+          const e = tr.divergedError(info);
+          throw new UserError(`student ${k}: ${e.message}`);
+        }
+        tokens[k] += info.tokens;
+        const epochEnded = tr.advance(info);
+        hooks.onStep?.(k, info);
+        if (hooks.save && hooks.saveEvery && tr.state.step % hooks.saveEvery === 0 && tr.active) await hooks.save(k, this.handles[k]);
+        if (epochEnded) await hooks.onEpochEnd?.(k, tr.state.epoch, this.handles[k]);
+        if (!tr.active && !done[k]) {
+          done[k] = true;
+          await hooks.onFinished?.(k, this.handles[k]);
+        }
+      }
+    }
+    const wallS = (performance.now() - t0) / 1000;
+    return this.trainers.map((tr, k) => ({ losses: tr.state.losses, steps: tr.state.step, tokens: tokens[k], wallS }));
+  }
+
+  dispose(): void {
+    for (const tr of this.trainers) tr.dispose();
+    if (this.multi) disposeMultiLora(this.multi);
+    for (const g of this.stackedGrads) g.dispose();
+  }
+}
+
