@@ -13,7 +13,7 @@ import type { Arch } from '../src/model/config.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import type { TrainExample } from '../src/train/data.ts';
 import { fullParamList } from '../src/train/full.ts';
-import { JointTrainer, jointEngine, type JointStudent } from '../src/train/joint.ts';
+import { JointTrainer, jointEngine, trainStudents, type JointStudent, type StudentJob, type StudentOutcome } from '../src/train/joint.ts';
 import { ALL_TARGETS, initLoraHost, loraParams } from '../src/train/lora.ts';
 import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } from '../src/train/trainer.ts';
 
@@ -151,5 +151,48 @@ describe('joint training equals separate training (K = 3)', () => {
     }
     joint.dispose();
     for (const m of [...sepModels, ...jointModels, teacher]) m.dispose();
+  });
+});
+
+describe('trainStudents (jobs by model folder, per-student resume)', () => {
+  it('groups LoRA students by base and full students apart; a killed job resumes every unfinished student to the uninterrupted result', async () => {
+    const gpu = await getGpu();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'joint-model-'));
+    await writeRandomCheckpoint(dir, tinyConfigJson('qwen2'), { dtype: 'F32', seed: 9 });
+    const jobs = (ck?: string): StudentJob[] => [
+      { modelDir: dir, examples: examples(5, 8, 1), config: { ...BASE, seed: 1, epochs: 2 } },
+      { modelDir: dir, examples: examples(4, 11, 2), config: { ...BASE, seed: 2, batchSize: 2, epochs: 1 } },
+      { modelDir: dir, examples: examples(6, 7, 3), config: { ...BASE, mode: 'full' as const, lora: undefined, seed: 3, epochs: 1, batchSize: 2 } },
+      { modelDir: dir, examples: examples(3, 9, 4), config: { ...BASE, mode: 'full' as const, lora: undefined, seed: 4, epochs: 2, batchSize: 2 } },
+    ].map((j, i) => ({ ...j, checkpointDir: ck ? path.join(ck, `s${i}`) : undefined }));
+    const params = async (o: StudentOutcome): Promise<Float32Array[]> =>
+      o.adapter ? o.adapter.layers.flatMap((l) => Object.values(l).flatMap((p) => [p!.A, p!.B])) : ((await gpu.readMany(fullParamList(o.model!.weights).params)) as Float32Array[]);
+
+    const epochs: string[] = [];
+    const clean = await trainStudents(gpu, jobs(), { onEpochEnd: async (i, e) => void epochs.push(`${i}:${e}`) });
+    expect(epochs.sort()).toEqual(['0:1', '0:2', '1:1', '2:1', '3:1', '3:2']);
+    const want = await Promise.all(clean.map(params));
+
+    const ck = mkdtempSync(path.join(os.tmpdir(), 'joint-ck-'));
+    let calls = 0;
+    await expect(
+      trainStudents(gpu, jobs(ck), {
+        saveEvery: 1,
+        onStep: (i) => {
+          // "Killed" during the full-parameter group's second joint step.
+          if (i === 3 && ++calls === 2) throw new Error('killed');
+        },
+      }),
+    ).rejects.toThrow('killed');
+    const finished: number[] = [];
+    const again = await trainStudents(gpu, jobs(ck), { saveEvery: 1, onFinished: async (o) => void finished.push(o.index) });
+    expect(finished.sort()).toEqual([0, 1, 2, 3]);
+    expect(again.map((o) => o.resumedFrom !== null)).toEqual([true, true, true, true]);
+    for (const [i, o] of again.entries()) {
+      expect(o.result.steps).toBe(clean[i].result.steps);
+      const got = await params(o);
+      got.forEach((p, j) => expect(maxAbsDiff(p, want[i][j])).toBe(0));
+    }
+    for (const o of [...clean, ...again]) o.model?.dispose();
   });
 });

@@ -18,15 +18,18 @@
 // Joint equals separate up to float32 rounding: the real rows of a padded sequence never read pad
 // rows (causal attention, row-wise norms and matmuls), and the multilora engine computes
 // x·Wᵀ + s·(x·Aᵀ)·Bᵀ where a single Trainer uses x·(W + s·B·A)ᵀ.
+import path from 'node:path';
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import { copyRows, gatherRows } from '../kernels/elementwise.ts';
 import { SEG_TILE } from '../kernels/matmul.ts';
 import type { HostLora } from '../model/adapter.ts';
 import { disposeMultiLora, stackedGrads, stackHostLoras } from '../model/multilora.ts';
-import type { LoraWeights, MultiLora, Transformer } from '../model/transformer.ts';
+import { Transformer, type LoraWeights, type MultiLora } from '../model/transformer.ts';
 import { UserError } from '../util/errors.ts';
 import { modelBackward } from './backward.ts';
 import type { TrainExample } from './data.ts';
+import { initLoraHost } from './lora.ts';
+import { hasCheckpoint } from './state.ts';
 import { stepBatches, stepNormalisers, Trainer, type MicroBatch, type MicroLoss, type OnlineTeacher, type StepInfo, type StepRecord, type TrainConfig, type TrainResult } from './trainer.ts';
 
 
@@ -258,5 +261,140 @@ export class JointTrainer {
     if (this.multi) disposeMultiLora(this.multi);
     for (const g of this.stackedGrads) g.dispose();
   }
+}
+
+
+// ------------------------------------------------------------------------------------------ jobs
+
+/** One student of trainStudents. */
+export interface StudentJob {
+  /**
+   * The student's model folder. LoRA: students of one folder (and one adapter shape) train together
+   * over one frozen base; full: each student trains its own copy loaded from the folder.
+   */
+  modelDir: string;
+  examples: TrainExample[];
+  config: TrainConfig;
+  /** LoRA: the initial adapter; default PEFT's initialisation from config.seed (initLoraHost). */
+  initialLora?: HostLora;
+  teacher?: OnlineTeacher | null;
+  /**
+   * This student's checkpoint folder: training resumes from its newest checkpoint (refused, naming
+   * what differs, when it was made with another config or other data), and a checkpoint is written
+   * every `saveEvery` steps.
+   */
+  checkpointDir?: string;
+}
+
+/** What trainStudents hands back for each student (in job order). */
+export interface StudentOutcome {
+  index: number;
+  result: TrainResult;
+  /** LoRA: the trained adapter. */
+  adapter: HostLora | null;
+  /** Full: the trained weights (the caller disposes it). */
+  model: Transformer | null;
+  /** Where it resumed from, if it did. */
+  resumedFrom: { dir: string; step: number } | null;
+}
+
+export interface TrainStudentsOptions {
+  /** Positions of the RoPE tables of loaded models (default: the model's own limit, capped at 4096). */
+  maxPositions?: number;
+  /** Already loaded LoRA bases by folder (e.g. a model cache): used instead of loading them again. */
+  bases?: ReadonlyMap<string, Transformer>;
+  /** Checkpoint every this many steps of a student (students with a checkpointDir; default 0 = never). */
+  saveEvery?: number;
+  onStep?: (index: number, info: StepInfo) => void;
+  /** After each epoch of a student (the experiment scores first-token probabilities here); awaited. */
+  onEpochEnd?: (index: number, epoch: number, h: StudentHandle) => Promise<void>;
+  /** As soon as a student has finished (e.g. to store its result, so a rerun skips it); awaited. */
+  onFinished?: (outcome: StudentOutcome, h: StudentHandle) => Promise<void>;
+}
+
+/**
+ * Trains K students jointly (see JointTrainer): LoRA students grouped by base folder and adapter shape
+ * (one shared base forward per group), full-parameter students in one interleaved group. Each
+ * student keeps its own data, order, schedule, normalisation, clipping and optimizer state; results
+ * equal training each alone within float32 rounding. Resume is per student (checkpointDir): a killed
+ * job rerun with the same jobs continues every unfinished student from its last checkpoint (pass only
+ * the unfinished students, or all of them: finished ones with a final checkpoint take no steps).
+ */
+export async function trainStudents(gpu: Gpu, jobs: readonly StudentJob[], opts: TrainStudentsOptions = {}): Promise<StudentOutcome[]> {
+  const groups = new Map<string, number[]>();
+  for (const [i, j] of jobs.entries()) {
+    if (j.config.mode === 'lora' && !j.config.lora) throw new UserError(`student ${i}: LoRA training needs config.lora`);
+    const key = j.config.mode === 'lora' && !(j.config.lora!.dropout ?? 0) ? `lora|${path.resolve(j.modelDir)}|${loraKey(j.config)}` : 'interleaved';
+    groups.set(key, [...(groups.get(key) ?? []), i]);
+  }
+  const outcomes: StudentOutcome[] = new Array(jobs.length);
+  const loadOpts = opts.maxPositions ? { maxPositions: opts.maxPositions } : {};
+  for (const [key, members] of groups) {
+    const owned: Transformer[] = [];
+    const loadBase = async (dir: string) => {
+      const hit = opts.bases?.get(dir) ?? opts.bases?.get(path.resolve(dir));
+      if (hit) return hit;
+      const m = await Transformer.load(gpu, dir, loadOpts);
+      owned.push(m);
+      return m;
+    };
+    const bases = new Map<string, Transformer>();
+    const students: JointStudent[] = [];
+    for (const i of members) {
+      const j = jobs[i];
+      let model: Transformer;
+      if (j.config.mode === 'full') model = await Transformer.load(gpu, j.modelDir, loadOpts);
+      else {
+        const d = path.resolve(j.modelDir);
+        if (!bases.has(d)) bases.set(d, await loadBase(j.modelDir));
+        model = bases.get(d)!;
+      }
+      const initialLora = j.config.mode === 'lora' ? (j.initialLora ?? initLoraHost(model.cfg, j.config.lora!, j.config.seed)) : null;
+      students.push({ model, examples: j.examples, config: j.config, initialLora, teacher: j.teacher ?? null });
+    }
+    void key;
+    const joint = new JointTrainer(gpu, students);
+    const resumed = members.map((i, g) => {
+      const dir = jobs[i].checkpointDir;
+      if (!dir || !hasCheckpoint(dir)) return null;
+      const r = joint.handles[g].trainer.loadState(dir);
+      return { dir: r.dir, step: r.step };
+    });
+    const outcomeOf = async (g: number, result: TrainResult): Promise<StudentOutcome> => {
+      const h = joint.handles[g];
+      const adapter = h.lora ? await h.trainer.adapterHost() : null;
+      return { index: members[g], result, adapter, model: h.lora ? null : h.model, resumedFrom: resumed[g] };
+    };
+    const started = performance.now();
+    const tokens = members.map(() => 0);
+    const results = await joint.run({
+      onStep: (g, info) => {
+        tokens[g] += info.tokens;
+        opts.onStep?.(members[g], info);
+      },
+      onEpochEnd: opts.onEpochEnd ? (g, epoch, h) => opts.onEpochEnd!(members[g], epoch, h) : undefined,
+      saveEvery: opts.saveEvery,
+      save: async (g, h) => {
+        const dir = jobs[members[g]].checkpointDir;
+        if (dir) await h.trainer.saveState(dir);
+      },
+      onFinished: async (g, h) => {
+        const tr = h.trainer;
+        const o = await outcomeOf(g, { losses: tr.state.losses, steps: tr.state.step, tokens: tokens[g], wallS: (performance.now() - started) / 1000 });
+        outcomes[members[g]] = o;
+        await opts.onFinished?.(o, h);
+      },
+    });
+    // Students that had nothing left to do (resumed at their last step) still get an outcome.
+    for (const [g, i] of members.entries()) {
+      if (!outcomes[i]) {
+        outcomes[i] = await outcomeOf(g, results[g]);
+        await opts.onFinished?.(outcomes[i], joint.handles[g]);
+      }
+    }
+    joint.dispose();
+    for (const m of owned) m.dispose();
+  }
+  return outcomes;
 }
 
