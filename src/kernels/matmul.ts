@@ -828,6 +828,8 @@ export const SEG_TILE = 8;
 export interface SegmentedOptions {
   /** b stored [S, N, K] and used transposed (x·Wᵀ per segment). */
   transB?: boolean;
+  /** [N], added to every row. */
+  bias?: Tensor;
   accumulate?: boolean;
   alpha?: number;
   out?: Tensor;
@@ -877,10 +879,11 @@ export function matmulSegmented(gpu: Gpu, a: Tensor, b: Tensor, seg: Tensor, opt
   const plan = makePlan(variant, cfg0, M, N, K, 1);
   const u = {
     M, N, K, batch: 1, sA: 0, sB: K * N, sC: M * N, ldc: N, cOff: 0, sBias: 0, biasOff: 0,
-    alpha: opts.alpha ?? 1, flags: opts.accumulate ? 2 : 0,
+    alpha: opts.alpha ?? 1, flags: (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0),
   };
   void S;
-  gpu.run(matmulKernel.program(p), { A: a, B: b, C: out, Bias: dummyBias(gpu), Seg: seg }, plan.workgroups, u);
+  if (opts.bias && (opts.bias.dtype !== 'f32' || opts.bias.size !== N)) throw new GpuError(`${desc}: bias ${shp(opts.bias)} must be f32 [${N}]`);
+  gpu.run(matmulKernel.program(p), { A: a, B: b, C: out, Bias: opts.bias ?? dummyBias(gpu), Seg: seg }, plan.workgroups, u);
   return out;
 }
 

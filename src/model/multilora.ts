@@ -133,6 +133,11 @@ export function disposeMultiLora(multi: MultiLora): void {
     p?.A.dispose();
     p?.B.dispose();
   }
+  for (const pairs of multi.merged ?? []) for (const m of Object.values(pairs)) {
+    m?.W.dispose();
+    m?.WT?.dispose();
+  }
+  multi.merged = undefined;
   multi.seg?.dispose();
   multi.seg = null;
 }

@@ -55,6 +55,13 @@ export interface MultiLora {
   seg: Tensor | null;
   rowsPerSeg: 8 | 1;
   segments?: { start: number; rows: number }[];
+  /**
+   * Per layer and module, each adapter merged into the base: W [K, out, in] = W + s·B_k·A_k and, with
+   * transposed weights, WT [K, in, out] (Transformer.mergeMulti; refreshed after every update). When
+   * set, the forward's projection and the backward's input gradient are one segmented matmul each
+   * (the same products a single merged adapter runs), and only u = x·A_kᵀ and dy·B_k stay separate.
+   */
+  merged?: Partial<Record<LinearModule, { W: Tensor; WT?: Tensor }>>[];
 }
 
 /** Either adapter kind a forward takes. */
@@ -227,6 +234,40 @@ export class Transformer {
     return entry;
   }
 
+  /**
+   * (Re)computes multi.merged: every adapter k merged into the base, exactly as mergedWeight does for
+   * one adapter (copy W, then W += s·B_k·A_k; the [in, out] copy from the transposed base with
+   * s·A_kᵀ·B_kᵀ), so a joint student's products equal a single student's. `views` are the adapters'
+   * LoraWeights views (A_k, B_k). Call after every optimizer update.
+   */
+  mergeMulti(multi: MultiLora, views: readonly LoraWeights[]): void {
+    const gpu = this.gpu;
+    const K = views.length;
+    if (!multi.merged) multi.merged = multi.layers.map(() => ({}));
+    multi.layers.forEach((pairs, l) => {
+      for (const mod of Object.keys(pairs) as LinearModule[]) {
+        const w = this.weights.layers[l][LINEAR_MODULES[mod].key as keyof LayerWeights] as Tensor;
+        const [outDim, inDim] = w.shape;
+        let e = multi.merged![l][mod];
+        if (!e) {
+          e = { W: gpu.empty([K, outDim, inDim], 'f32', 'multilora.merged'), WT: this.transposedWeights ? gpu.empty([K, inDim, outDim], 'f32', 'multilora.merged_t') : undefined };
+          multi.merged![l][mod] = e;
+        }
+        views.forEach((v, k) => {
+          const p = v.layers[l][mod]!;
+          const Wk = e!.W.view([outDim, inDim], k * outDim * inDim);
+          gpu.copy(w, Wk, w.size);
+          matmul(gpu, p.B, p.A, { accumulate: true, out: Wk, alpha: multi.scale });
+          if (e!.WT) {
+            const WTk = e!.WT.view([inDim, outDim], k * outDim * inDim);
+            gpu.copy(this.weightT(w), WTk, w.size);
+            matmul(gpu, p.A, p.B, { transA: true, transB: true, accumulate: true, out: WTk, alpha: multi.scale });
+          }
+        });
+      }
+    });
+  }
+
   /** Drops merged LoRA weights (call when an adapter is disposed). */
   releaseMerged(): void {
     for (const m of this.merged.values()) {
@@ -255,7 +296,7 @@ export class Transformer {
     const spec = LINEAR_MODULES[module];
     const w = lw[spec.key as keyof LayerWeights] as Tensor;
     const bias = lw[spec.bias as keyof LayerWeights] as Tensor | undefined;
-    if (isMultiLora(lora)) return this.multiLinear(x, w, bias, lora.layers[layer]?.[module], lora, out, needU);
+    if (isMultiLora(lora)) return this.multiLinear(x, w, bias, lora.layers[layer]?.[module], lora, out, needU, layer, module);
     const pair = lora?.layers[layer]?.[module];
     const dropoutActive = !!(train && lora?.dropout && lora.dropout > 0);
     if (pair && lora && !dropoutActive) {
@@ -277,14 +318,22 @@ export class Transformer {
     return { y, u, dropKey };
   }
 
-  /** linear() with a MultiLora: the shared base product plus s·(x·A_segᵀ)·B_segᵀ per row segment. */
-  private multiLinear(x: Tensor, w: Tensor, bias: Tensor | undefined, pair: LoraPair | undefined, lora: MultiLora, out: Tensor | undefined, needU: boolean): { y: Tensor; u?: Tensor } {
+  /**
+   * linear() with a MultiLora: the shared base product plus s·(x·A_segᵀ)·B_segᵀ per row segment, or one
+   * segmented product with the merged weights when the MultiLora carries them.
+   */
+  private multiLinear(x: Tensor, w: Tensor, bias: Tensor | undefined, pair: LoraPair | undefined, lora: MultiLora, out: Tensor | undefined, needU: boolean, layer = 0, module: LinearModule = 'q_proj'): { y: Tensor; u?: Tensor } {
+    const m = pair ? lora.merged?.[layer]?.[module] : undefined;
+    if (pair && !lora.seg) throw new GpuError('MultiLora: no segment table set for the rows being run');
+    const o = { rowsPerSeg: lora.rowsPerSeg };
+    if (m) {
+      const y = m.WT ? matmulSegmented(this.gpu, x, m.WT, lora.seg!, { ...o, bias, out }) : matmulSegmented(this.gpu, x, m.W, lora.seg!, { ...o, transB: true, bias, out });
+      return { y, u: needU ? matmulSegmented(this.gpu, x, pair!.A, lora.seg!, { ...o, transB: true }) : undefined };
+    }
     const y = this.transposedWeights ? matmul(this.gpu, x, this.weightT(w), { bias, out }) : matmul(this.gpu, x, w, { transB: true, bias, out });
     if (!pair) return { y };
-    if (!lora.seg) throw new GpuError('MultiLora: no segment table set for the rows being run');
-    const o = { rowsPerSeg: lora.rowsPerSeg };
-    const u = matmulSegmented(this.gpu, x, pair.A, lora.seg, { ...o, transB: true });
-    matmulSegmented(this.gpu, u, pair.B, lora.seg, { ...o, transB: true, accumulate: true, out: y, alpha: lora.scale });
+    const u = matmulSegmented(this.gpu, x, pair.A, lora.seg!, { ...o, transB: true });
+    matmulSegmented(this.gpu, u, pair.B, lora.seg!, { ...o, transB: true, accumulate: true, out: y, alpha: lora.scale });
     if (needU) return { y, u };
     u.dispose();
     return { y };

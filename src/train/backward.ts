@@ -115,8 +115,12 @@ function multiLinearBackward(model: Transformer, l: number, module: LinearModule
   const lora = opts.lora as MultiLora;
   if (opts.fullGrads) throw new GpuError('backward: a MultiLora trains adapters only (no full gradients)');
   const w = model.weights.layers[l][LINEAR_MODULES[module].key as keyof LayerWeights] as Tensor;
-  const dx = matmul(gpu, dy, w, dxOut ? { out: dxOut, accumulate: true } : {});
   const pair = lora.layers[l]?.[module];
+  const merged = pair ? lora.merged?.[l]?.[module] : undefined;
+  // With merged weights dy·W'_seg already holds the LoRA branch's input gradient (as a merged single adapter).
+  const dx = merged
+    ? matmulSegmented(gpu, dy, merged.W, lora.seg!, { rowsPerSeg: lora.rowsPerSeg, ...(dxOut ? { out: dxOut, accumulate: true } : {}) })
+    : matmul(gpu, dy, w, dxOut ? { out: dxOut, accumulate: true } : {});
   const grads = opts.loraGrads?.[l]?.[module];
   if (!pair || !grads) return dx;
   const u = acts.loraU[module];
@@ -134,7 +138,7 @@ function multiLinearBackward(model: Transformer, l: number, module: LinearModule
     matmul(gpu, gk, xk, { transA: true, alpha: s, accumulate: true, out: grads.dA.view([r, inDim], k * r * inDim) });
     for (const [b, t] of [[dyk, dy], [uk, u], [gk, g], [xk, xIn]]) if (b !== t && !b.isDisposed) b.dispose();
   });
-  matmulSegmented(gpu, g, pair.A, lora.seg, { ...o, accumulate: true, out: dx, alpha: s });
+  if (!merged) matmulSegmented(gpu, g, pair.A, lora.seg, { ...o, accumulate: true, out: dx, alpha: s });
   g.dispose();
   return dx;
 }
