@@ -113,7 +113,6 @@ export async function benchMatmul(gpu: Gpu, opts: BenchOptions): Promise<BenchRe
     cases.push({ label: `LoRA u=x·Aᵀ [${R},64]·[8,64]ᵀ`, a: [R, 64], b: [8, 64], o: { transB: true }, M: R, N: 8, K: 64 });
     cases.push({ label: `LoRA g=dY·B [${R},192]·[192,8]`, a: [R, 192], b: [192, 8], o: {}, M: R, N: 8, K: 192 });
     cases.push({ label: `LoRA dB=dYᵀ·u [${R},64]ᵀ·[${R},8]`, a: [R, 64], b: [R, 8], o: { transA: true }, M: 64, N: 8, K: R });
-    if (opts.quick) cases.splice(4);
     for (const c of cases) {
       const a = randTensor(gpu, c.a);
       const b = randTensor(gpu, c.b);
