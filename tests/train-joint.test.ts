@@ -99,7 +99,10 @@ describe('joint training equals separate training (K = 3)', () => {
       separate.push({ losses: res.losses.map((l) => l.loss), params: (await gpu.readMany(loraParams(tr.lora!).params)) as Float32Array[] });
       tr.dispose();
     }
-    const joint = new JointTrainer(gpu, studs);
+    // Once with all students in one forward, once with each joint micro-batch cut into forwards of at
+    // most 35 rows (whole students, counted at their own lengths: 0 alone, 1 and 2 together).
+    for (const maxRowsPerForward of [undefined, 35]) {
+    const joint = new JointTrainer(gpu, studs, { maxRowsPerForward });
     const epochEnds: [number, number][] = [];
     const res = await joint.run({ onEpochEnd: async (k, e) => void epochEnds.push([k, e]) });
     // Every student's epochs end on its own schedule (student 0 twice).
@@ -118,6 +121,7 @@ describe('joint training equals separate training (K = 3)', () => {
       params.forEach((p, i) => expect(maxAbsDiff(p, want.params[i])).toBeLessThan(2e-5));
     }
     joint.dispose();
+    }
     base.dispose();
     teacher.dispose();
   });

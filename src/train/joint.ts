@@ -126,6 +126,8 @@ export class JointTrainer {
   constructor(
     readonly gpu: Gpu,
     readonly students: readonly JointStudent[],
+    /** maxRowsPerForward: rows of one joint forward (default per adapter kind, see JOINT_MAX_ROWS_SOFTWARE). */
+    private readonly opts: { maxRowsPerForward?: number } = {},
   ) {
     if (!students.length) throw new UserError('joint training needs at least one student');
     this.engine = jointEngine(students);
@@ -194,7 +196,7 @@ export class JointTrainer {
     const checkpoint = active.some((k) => this.trainers[k].cfg.checkpointing);
     if (this.merged) base.mergeMulti(multi, this.views);
     // Joint forwards of at most maxRows rows (whole students): see JOINT_MAX_ROWS.
-    const maxRows = this.gpu.isSoftware ? JOINT_MAX_ROWS_SOFTWARE : JOINT_MAX_ROWS;
+    const maxRows = this.opts.maxRowsPerForward ?? (this.gpu.isSoftware ? JOINT_MAX_ROWS_SOFTWARE : JOINT_MAX_ROWS);
     const groups: { k: number; i: number; mb: MicroBatch }[][] = [];
     for (let a = 0; a < micros; a++) {
       let g: { k: number; i: number; mb: MicroBatch }[] = [];
