@@ -102,25 +102,25 @@ describe('joint training equals separate training (K = 3)', () => {
     // Once with all students in one forward, once with each joint micro-batch cut into forwards of at
     // most 35 rows (whole students, counted at their own lengths: 0 alone, 1 and 2 together).
     for (const maxRowsPerForward of [undefined, 35]) {
-    const joint = new JointTrainer(gpu, studs, { maxRowsPerForward });
-    const epochEnds: [number, number][] = [];
-    const res = await joint.run({ onEpochEnd: async (k, e) => void epochEnds.push([k, e]) });
-    // Every student's epochs end on its own schedule (student 0 twice).
-    expect(epochEnds.filter(([k]) => k === 0).map(([, e]) => e)).toEqual([1, 2]);
-    for (const [k, h] of joint.handles.entries()) {
-      const params = (await gpu.readMany(loraParams(h.lora!).params)) as Float32Array[];
-      const want = separate[k];
-      expect(res[k].losses.length).toBe(want.losses.length);
-      // Losses: the same float32 sums in another association (x·Wᵀ + s·x·Aᵀ·Bᵀ against the merged
-      // x·(W + s·B·A)ᵀ, other matmul tilings at other row counts): ~1e-6 relative; bound 1e-4.
-      res[k].losses.forEach((l, i) => expect(Math.abs(l.loss - want.losses[i])).toBeLessThan(1e-4 * Math.abs(want.losses[i]) + 1e-6));
-      // Parameters after ≤ 4 AdamW steps: each update is lr·m̂/(√v̂ + ε), insensitive to a ~1e-6
-      // relative gradient error except where |g| ≲ ε; the bound 2e-5 absolute (≈ 1% of one lr-sized
-      // step) leaves room for that and stays far below the parameters' changes (~lr per step).
-      // Observed ≤ 1.3e-7.
-      params.forEach((p, i) => expect(maxAbsDiff(p, want.params[i])).toBeLessThan(2e-5));
-    }
-    joint.dispose();
+      const joint = new JointTrainer(gpu, studs, { maxRowsPerForward });
+      const epochEnds: [number, number][] = [];
+      const res = await joint.run({ onEpochEnd: async (k, e) => void epochEnds.push([k, e]) });
+      // Every student's epochs end on its own schedule (student 0 twice).
+      expect(epochEnds.filter(([k]) => k === 0).map(([, e]) => e)).toEqual([1, 2]);
+      for (const [k, h] of joint.handles.entries()) {
+        const params = (await gpu.readMany(loraParams(h.lora!).params)) as Float32Array[];
+        const want = separate[k];
+        expect(res[k].losses.length).toBe(want.losses.length);
+        // Losses: the same float32 sums in another association (x·Wᵀ + s·x·Aᵀ·Bᵀ against the merged
+        // x·(W + s·B·A)ᵀ, other matmul tilings at other row counts): ~1e-6 relative; bound 1e-4.
+        res[k].losses.forEach((l, i) => expect(Math.abs(l.loss - want.losses[i])).toBeLessThan(1e-4 * Math.abs(want.losses[i]) + 1e-6));
+        // Parameters after ≤ 4 AdamW steps: each update is lr·m̂/(√v̂ + ε), insensitive to a ~1e-6
+        // relative gradient error except where |g| ≲ ε; the bound 2e-5 absolute (≈ 1% of one lr-sized
+        // step) leaves room for that and stays far below the parameters' changes (~lr per step).
+        // Observed ≤ 1.3e-7.
+        params.forEach((p, i) => expect(maxAbsDiff(p, want.params[i])).toBeLessThan(2e-5));
+      }
+      joint.dispose();
     }
     base.dispose();
     teacher.dispose();
