@@ -22,7 +22,7 @@ import path from 'node:path';
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import { copyRows, gatherRows } from '../kernels/elementwise.ts';
 import { SEG_TILE } from '../kernels/matmul.ts';
-import type { HostLora } from '../model/adapter.ts';
+import { loraDims, type HostLora } from '../model/adapter.ts';
 import { disposeMultiLora, stackedGrads, stackHostLoras } from '../model/multilora.ts';
 import { Transformer, type LoraWeights, type MultiLora } from '../model/transformer.ts';
 import { UserError } from '../util/errors.ts';
@@ -106,8 +106,22 @@ export function jointEngine(students: readonly JointStudent[]): JointEngine {
   const s0 = students[0];
   const multi =
     students.length > 0 &&
-    students.every((s) => s.config.mode === 'lora' && s.model === s0.model && loraKey(s.config) === loraKey(s0.config) && !(s.config.lora?.dropout ?? 0));
+    students.every((s) => s.config.mode === 'lora' && s.model === s0.model && loraKey(s.config) === loraKey(s0.config) && !(s.config.lora?.dropout ?? 0)) &&
+    stackable(s0);
   return multi ? 'multilora' : 'interleaved';
+}
+
+/**
+ * Whether adapters of this shape can be stacked: each adapter's slice of a stacked A [K, r, in] and
+ * B [K, out, r] must start on the device's 256-byte view alignment (r·in and out·r multiples of 64).
+ */
+function stackable(s: JointStudent): boolean {
+  const l = s.config.lora;
+  if (!l) return false;
+  return l.targets.every((m) => {
+    const { inDim, outDim } = loraDims(s.model.cfg, m);
+    return (l.rank * inDim) % 64 === 0 && (outDim * l.rank) % 64 === 0;
+  });
 }
 
 export class JointTrainer {
