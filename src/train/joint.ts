@@ -395,7 +395,7 @@ export async function trainStudents(gpu: Gpu, jobs: readonly StudentJob[], opts:
   }
   const outcomes: StudentOutcome[] = new Array(jobs.length);
   const loadOpts = opts.maxPositions ? { maxPositions: opts.maxPositions } : {};
-  for (const [key, members] of groups) {
+  for (const members of groups.values()) {
     const owned: Transformer[] = [];
     const loadBase = async (dir: string) => {
       const hit = opts.bases?.get(dir) ?? opts.bases?.get(path.resolve(dir));
@@ -418,7 +418,6 @@ export async function trainStudents(gpu: Gpu, jobs: readonly StudentJob[], opts:
       const initialLora = j.config.mode === 'lora' ? (j.initialLora ?? initLoraHost(model.cfg, j.config.lora!, j.config.seed)) : null;
       students.push({ model, examples: j.examples, config: j.config, initialLora, teacher: j.teacher ?? null });
     }
-    void key;
     const joint = new JointTrainer(gpu, students);
     const resumed = members.map((i, g) => {
       const dir = jobs[i].checkpointDir;

@@ -4,7 +4,7 @@
 // Every stage's cache key is the exact configuration object the stage runs (plus the keys of the
 // stages it reads), so a changed setting can never reuse a stale result.
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu, Tensor } from '../../gpu/runtime.ts';
 import { gatherRows } from '../../kernels/elementwise.ts';
@@ -811,6 +811,7 @@ export class Experiment {
           devFirstTokenProb: await firstTokenProbabilities(h.model, tokenizer, d.dev, d.animals, { lora: h.lora }),
         });
         dose[i] = kept;
+        mkdirSync(pending[i].ckpt, { recursive: true });
         await writeJsonAtomic(path.join(pending[i].ckpt, 'dose.json'), kept);
       },
       onFinished: async (o) => {
