@@ -7,7 +7,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
 import { sampleTokensRef } from '../src/kernels/sampling.ts';
-import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
 import { generate, lastTokenLogits, NonFiniteLogitsError, sequenceLogits, type GenerateResult } from '../src/model/generate.ts';
 import { disposeLora, uploadLora } from '../src/model/adapter.ts';

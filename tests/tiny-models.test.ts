@@ -38,7 +38,7 @@ import {
 } from '../src/experiment/tiny/models.ts';
 import { BpeEncoder, bpeTokenizerJson, preTokenize, writeBpeTokenizer } from '../src/model/bpe-train.ts';
 import { preferenceSystemPrompt } from '../src/experiment/paper/prompts.ts';
-import { Rng } from '../src/model/checkpoint.ts';
+import { SeedStreamRng } from '../src/util/rng.ts';
 import { parseConfig } from '../src/model/config.ts';
 import { openSafetensors } from '../src/model/safetensors.ts';
 import { ChatTokenizer } from '../src/model/tokenizer.ts';
@@ -234,7 +234,7 @@ describe('tiny model recipe (no training)', () => {
   });
 
   it('length-bucketed order: a permutation per epoch, deterministic, less padding than random batches', () => {
-    const rng = new Rng(9);
+    const rng = new SeedStreamRng(9);
     const rows = Array.from({ length: 1000 }, (_, i) => ({ i, ids: new Array<number>(5 + rng.int(180)).fill(0) }));
     const o1 = lengthBucketedOrder(rows, 16, 2, 3, 10);
     const o2 = lengthBucketedOrder(rows, 16, 2, 3, 10);

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import type { Arch } from '../src/model/config.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import type { TrainExample } from '../src/train/data.ts';

@@ -99,7 +99,7 @@ fn orderKey(f: f32) -> u32 {
 
 /**
  * The PCG-RXS-M-XS 32-bit hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", JCGT 2020)
- * as WGSL `pcg`; pcgHash is the same on the CPU.
+ * as WGSL `pcg`; pcgHash in src/util/rng.ts is the same on the CPU.
  */
 export const PCG_WGSL = /* wgsl */ `
 fn pcg(v: u32) -> u32 {
@@ -108,8 +108,3 @@ fn pcg(v: u32) -> u32 {
   return (word >> 22u) ^ word;
 }`;
 
-export function pcgHash(v: number): number {
-  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
-  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
-  return ((word >>> 22) ^ word) >>> 0;
-}

@@ -8,7 +8,8 @@
 
 import { defineKernel, product } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, outputTensor, overlaps, PCG_WGSL, pcgHash, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
+import { expectTensor, outputTensor, overlaps, PCG_WGSL, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
+import { pcgHash } from '../util/rng.ts';
 
 const ELEM_WG = 64;
 /** Elements per lane (in units of the vector width) for streaming kernels: amortises per-lane setup. */

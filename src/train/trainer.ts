@@ -16,7 +16,7 @@ import { buildEmbedGradIndex } from '../kernels/embedding.ts';
 import { klDistillation, lmHeadCrossEntropy, TokenSubset, topKDistillation, type LossResult } from '../kernels/loss.ts';
 import { AdamW, gradNorm, SGD } from '../kernels/optimizer.ts';
 import { loraToHost, uploadLora, type HostLora } from '../model/adapter.ts';
-import { Rng } from '../model/checkpoint.ts';
+import { SeedStreamRng } from '../util/rng.ts';
 import type { ChatTokenizer } from '../model/tokenizer.ts';
 import type { LoraWeights, Transformer } from '../model/transformer.ts';
 import { UserError } from '../util/errors.ts';
@@ -90,7 +90,7 @@ export function scheduleFactor(schedule: Schedule, k: number, warmup: number, to
 export function epochOrder(n: number, seed: number, epoch: number, shuffle: boolean): number[] {
   const order = Array.from({ length: n }, (_, i) => i);
   if (!shuffle) return order;
-  const rng = new Rng(seed, `epoch.${epoch}`);
+  const rng = new SeedStreamRng(seed, `epoch.${epoch}`);
   for (let i = n - 1; i > 0; i--) {
     const j = rng.int(i + 1);
     [order[i], order[j]] = [order[j], order[i]];

@@ -16,7 +16,8 @@
 
 import { defineKernel, product } from '../../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../../gpu/runtime.ts';
-import { expectTensor, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, pcgHash, shapeStr as shp, spreadGrid, vecType, vecWidth } from '../../kernels/common.ts';
+import { expectTensor, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, shapeStr as shp, spreadGrid, vecType, vecWidth } from '../../kernels/common.ts';
+import { pcgHash } from '../../util/rng.ts';
 
 const WG = 64;
 
@@ -451,8 +452,6 @@ export function narrowLinearGradW(gpu: Gpu, h: Tensor, dz: Tensor, out: Tensor):
 // ------------------------------------------------------------------------------------------------
 // float64 / integer references
 // ------------------------------------------------------------------------------------------------
-
-export { pcgHash };
 
 /** Noise pixel p of image `image` of model `model` under `seed` (exactly the GPU value). */
 export function noisePixelRef(seed: number, model: number, image: number, p: number): number {
