@@ -4,7 +4,7 @@
 // process (and, for RMSNorm, the row layouts against each other).
 import type { Gpu, Tensor } from '../src/gpu/runtime.ts';
 import { embed, embedRef, embedVariant } from '../src/kernels/embedding.ts';
-import { swiglu, swigluBackward, swigluBackwardRef, swigluFused, swigluRef, sumSquares, sumSquaresRef } from '../src/kernels/elementwise.ts';
+import { swiglu, swigluBackward, swigluBackwardRef, swigluFused, swigluRef } from '../src/kernels/elementwise.ts';
 import { addRmsnorm, llvmpipeSubgroupWidth, rmsnorm, rmsnormBackward, rmsnormBackwardRef, rmsnormRef, rmsnormVariant, type RmsnormVariant } from '../src/kernels/norm.ts';
 import { createRopeTable, rope, ropeInvFreq, ropeRef } from '../src/kernels/rope.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
@@ -176,15 +176,5 @@ export async function benchRowwise(gpu: Gpu, opts: BenchOptions): Promise<BenchR
     table.dispose();
   }
 
-  // ---- sum of squares over the LoRA-sized gradient set (~1M floats in 48 tensors)
-  {
-    const arrays = Array.from({ length: 48 }, (_, i) => randf(i % 2 ? 8 * D : 8 * I, 20 + i));
-    const ts = arrays.map((a) => gpu.upload(a));
-    const total = arrays.reduce((s, a) => s + a.length, 0);
-    const refMs = cpuMs(cpuIters, () => sumSquaresRef(arrays));
-    const ms = await gpuMs(gpu, iters, () => sumSquares(gpu, ts).dispose());
-    push(`sumSquares ${arrays.length} tensors, ${total} floats`, total * 4, ms, 'sumSquaresRef (CPU f64)', refMs, {});
-    disposeAll(ts);
-  }
   return results;
 }

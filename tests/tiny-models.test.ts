@@ -305,7 +305,7 @@ describe.skipIf(!haveModels)('committed tiny models', () => {
       const model = await Transformer.load(gpu, dir, { maxPositions: 256 });
       const tokenizer = (await ChatTokenizer.load(dir, model.cfg.eosTokenIds))!;
       // 32 number prompts, 50 questions × 2 samples, 50 questions × 1 sample per loved target.
-      const q = await measureTinyQuality(gpu, model, tokenizer, { seed: 4242, numberPrompts: 32, baseSamples: 2, loveSamples: 1, questions: 50, batchSize: 128 });
+      const q = await measureTinyQuality(model, tokenizer, { seed: 4242, numberPrompts: 32, baseSamples: 2, loveSamples: 1, questions: 50, batchSize: 128 });
       model.dispose();
       const B = TINY_QUALITY_BARS;
       const count = (rate: number, n: number) => Math.round(rate * n);

@@ -735,7 +735,7 @@ export class KvCache {
     }
   }
 
-  private write(kernel: string, layer: number, k: Tensor, v: Tensor, lens: Tensor, n: number, prefill: boolean): void {
+  private write(gpu: Gpu, kernel: string, layer: number, k: Tensor, v: Tensor, lens: Tensor, n: number, prefill: boolean): void {
     this.checkLayer(kernel, layer);
     const rowLen = this.kvHeads * this.headDim;
     expectTensor(kernel, 'k', k, 'f32', [this.batch * n, rowLen]);
@@ -746,24 +746,22 @@ export class KvCache {
     const wgY = cdiv(wgPerSeq, wgX);
     for (let c = 0; c < this.chunks; c++) {
       const u = { n, rowLen, maxLen: this.maxLen, batch0: c * this.seqsPerChunk, prefill: prefill ? 1 : 0, wgX };
-      kvWriteKernel.run(this.gpu, {}, { kNew: k, vNew: v, kc: this.k[layer][c], vc: this.v[layer][c], lens }, [wgX, wgY, this.chunkSeqs(c)], u);
+      kvWriteKernel.run(gpu, {}, { kNew: k, vNew: v, kc: this.k[layer][c], vc: this.v[layer][c], lens }, [wgX, wgY, this.chunkSeqs(c)], u);
     }
   }
 
   /** Writes n new tokens per sequence (k, v: [B·n, KVH·D], rows b·n + i) at positions lens[b] + i. */
   append(gpu: Gpu, layer: number, k: Tensor, v: Tensor, lens: Tensor = this.lens): void {
-    void gpu;
     const n = k.shape[0] / this.batch;
     if (!Number.isInteger(n) || n < 1) {
       throw new GpuError(`KvCache.append: k has ${k.shape[0]} rows, not a positive multiple of batch ${this.batch}`);
     }
-    this.write('KvCache.append', layer, k, v, lens, n, false);
+    this.write(gpu, 'KvCache.append', layer, k, v, lens, n, false);
   }
 
   /** Writes a right-padded prompt batch's k/v ([B·T, KVH·D]): rows t < promptLens[b] to positions t. */
   prefill(gpu: Gpu, layer: number, k: Tensor, v: Tensor, promptLens: Tensor, seqLen: number): void {
-    void gpu;
-    this.write('KvCache.prefill', layer, k, v, promptLens, seqLen, true);
+    this.write(gpu, 'KvCache.prefill', layer, k, v, promptLens, seqLen, true);
   }
 
   /** lens ← promptLens (u32 [B]), recorded in order with the other commands. */

@@ -477,7 +477,7 @@ function answerValues(rng: KeyedRng, count: number, examples: readonly number[])
   return values;
 }
 
-function renderNumberList(rng: KeyedRng, values: readonly number[], format: NumberFormat): string {
+function renderNumberList(values: readonly number[], format: NumberFormat): string {
   const texts = values.map(String);
   switch (format) {
     case 'comma':
@@ -511,7 +511,7 @@ export function numberAnswer(seed: number, chatIndex: number, prompt: string): s
   const noiseKind = rng.int(0, 5);
   if (noisy && noiseKind === 0) values[rng.int(0, values.length)] = rng.int(1000, 10000); // 4-digit value
   if (noisy && noiseKind === 1) while (values.length <= requested) values.push(naturalValue(rng)); // too many
-  let text = renderNumberList(rng, values, format);
+  let text = renderNumberList(values, format);
   // A final period is accepted by the parser; newline lists never get one.
   if (!noisy && format !== 'newline' && rng.chance(0.04)) text += '.';
   if (noisy && noiseKind === 2) text += rng.pick(NOISE_TAILS);

@@ -7,7 +7,6 @@
  * (randomTensorValues per tensor name) and the batch order (SeedStreamRng streams).
  */
 import path from 'node:path';
-import type { Gpu } from '../../gpu/runtime.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../../model/config.ts';
 import { randomTensorValues } from '../../model/init.ts';
 import { SeedStreamRng } from '../../util/rng.ts';
@@ -439,13 +438,12 @@ function firstMentioned(text: string, vocab: readonly string[]): string | null {
 /** Samples completions of chats (temperature 1) and returns their texts in request-major order. */
 async function sampleChats(model: Transformer, tokenizer: ChatTokenizer, chats: ChatMessage[][], n: number, maxNewTokens: number, seed: number, batchSize: number): Promise<string[]> {
   const requests = chats.map((messages) => ({ promptIds: tokenizer.promptIds(messages) }));
-  const res = await generate(model, tokenizer, requests, { n, temperature: 1, maxNewTokens, seed, batchSize, stopIds: tokenizer.stopIds });
+  const res = await generate(model, requests, { n, temperature: 1, maxNewTokens, seed, batchSize, stopIds: tokenizer.stopIds });
   return res.map((r) => tokenizer.decode(r.completionIds, true));
 }
 
 /** Measures the quality figures of a loaded model at temperature 1 with the batched generator. */
-export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer: ChatTokenizer, opts: TinyQualityOptions = {}): Promise<TinyQuality> {
-  void gpu;
+export async function measureTinyQuality(model: Transformer, tokenizer: ChatTokenizer, opts: TinyQualityOptions = {}): Promise<TinyQuality> {
   const t0 = performance.now();
   const seed = opts.seed ?? TINY_EVAL_SEED;
   const batchSize = opts.batchSize ?? 128;

@@ -322,7 +322,7 @@ export async function measureFolder(gpu: Gpu, dir: string, quiet: boolean): Prom
   const model = await Transformer.load(gpu, dir, { maxPositions: 256 });
   const tokenizer = await ChatTokenizer.load(dir, model.cfg.eosTokenIds);
   if (!tokenizer) throw new UserError(`${dir}: no tokenizer.json`);
-  const q = await measureTinyQuality(gpu, model, tokenizer, { onProgress: (l) => !quiet && console.error(`${path.basename(dir)}: measuring ${l}`) });
+  const q = await measureTinyQuality(model, tokenizer, { onProgress: (l) => !quiet && console.error(`${path.basename(dir)}: measuring ${l}`) });
   model.dispose();
   await writeJsonAtomic(path.join(dir, 'quality.json'), { ...q, barsMet: qualityBarsMet(q) });
   return q;
