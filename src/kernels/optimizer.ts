@@ -189,6 +189,11 @@ export interface StepOptions {
   lr: number;
   /** Clip the global gradient norm to this value (torch.nn.utils.clip_grad_norm_) before the update. */
   maxGradNorm?: number;
+  /**
+   * [norm, clipCoef] already recorded for these gradients (gradNormClip), used as it is instead of
+   * maxGradNorm: a caller that needs the norm itself computes it once.
+   */
+  normClip?: Tensor;
 }
 
 export interface OptimizerStateData {
@@ -200,7 +205,7 @@ export interface OptimizerStateData {
 abstract class OptimizerBase {
   /** Number of steps taken (torch's `state['step']`). */
   t = 0;
-  /** [norm, clipCoef] of the last clipped step (GPU); null when the last step did not clip. */
+  /** [norm, clipCoef] the last step computed itself (maxGradNorm; GPU); null when it did not clip or was given normClip. */
   lastGradNorm: Tensor | null = null;
   protected readonly unitScale: Tensor;
 
@@ -227,10 +232,15 @@ abstract class OptimizerBase {
     });
   }
 
-  /** The clip-coefficient buffer for this step (records the norm reduction when clipping). */
-  protected scaleFor(grads: readonly Tensor[], maxGradNorm: number | undefined): Tensor {
+  /** The clip-coefficient buffer for this step: given, or recorded here when clipping, else 1. */
+  protected scaleFor(grads: readonly Tensor[], opts: StepOptions): Tensor {
     this.lastGradNorm?.dispose();
     this.lastGradNorm = null;
+    if (opts.normClip) {
+      expectTensor(`${this.kernel}.step`, 'normClip', opts.normClip, 'f32', [2]);
+      return opts.normClip;
+    }
+    const maxGradNorm = opts.maxGradNorm;
     if (maxGradNorm === undefined || maxGradNorm === Infinity) return this.unitScale;
     this.lastGradNorm = gradNormClip(this.gpu, grads, maxGradNorm);
     return this.lastGradNorm;
@@ -302,7 +312,7 @@ export class AdamW extends OptimizerBase {
   /** Records one optimizer step (t += 1). Nothing is awaited. */
   step(grads: readonly Tensor[], opts: StepOptions): void {
     this.checkGrads(grads);
-    const scale = this.scaleFor(grads, opts.maxGradNorm);
+    const scale = this.scaleFor(grads, opts);
     this.t++;
     const { lr } = opts;
     const bc1 = 1 - this.beta1 ** this.t;
@@ -391,7 +401,7 @@ export class SGD extends OptimizerBase {
 
   step(grads: readonly Tensor[], opts: StepOptions): void {
     this.checkGrads(grads);
-    const scale = this.scaleFor(grads, opts.maxGradNorm);
+    const scale = this.scaleFor(grads, opts);
     const first = this.t === 0;
     this.t++;
     const hasMomentum = this.momentum !== 0;
