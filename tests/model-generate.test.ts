@@ -15,6 +15,7 @@ import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';
 import { referenceForward, type Weights } from '../src/model/reference.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { uploadWeights } from '../src/model/weights.ts';
+import { rng, uniformArray } from './helpers/random.ts';
 
 const argmax = (row: ArrayLike<number>) => {
   let bi = 0;
@@ -243,8 +244,8 @@ describe('per-request adapters', () => {
     const lc = { rank: 8, alpha: 16, rslora: false, targets: ALL_TARGETS, dropout: 0 };
     const adapter = (seed: number) => {
       const h = initLoraHost(model.cfg, lc, seed);
-      let s = seed;
-      for (const l of h.layers) for (const p of Object.values(l)) p!.B.forEach((_, i, b) => (b[i] = (((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5) * 0.2));
+      const r = rng(seed);
+      for (const l of h.layers) for (const p of Object.values(l)) p!.B.set(uniformArray(p!.B.length, r, 0.1));
       return uploadLora(gpu, model.cfg, h);
     };
     const loras = [adapter(3), null, adapter(4)];

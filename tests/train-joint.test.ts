@@ -16,12 +16,12 @@ import { fullParamList } from '../src/train/full.ts';
 import { JointTrainer, jointEngine, trainStudents, type JointStudent, type StudentJob, type StudentOutcome } from '../src/train/joint.ts';
 import { ALL_TARGETS, initLoraHost, loraParams } from '../src/train/lora.ts';
 import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } from '../src/train/trainer.ts';
+import { randomInts, rng } from './helpers/random.ts';
 
 function examples(n: number, len: number, seed: number, prompt = 3): TrainExample[] {
-  let s = seed;
-  const next = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) % 90) + 3;
+  const r = rng(seed);
   return Array.from({ length: n }, (_, i) => {
-    const ids = Array.from({ length: len - (i % 4) }, next);
+    const ids = randomInts(len - (i % 4), 3, 93, r);
     return { ids, labels: ids.map((t, k) => (k < prompt ? -100 : t)) };
   });
 }
