@@ -31,7 +31,7 @@
 // Decode: `KvCache` (per-layer K/V [B, maxLen, KVH·D], u32 lengths on the GPU) + `attentionDecode`
 // (split-K over key blocks, then a reduce pass; or a single pass). See the class comment for a step.
 
-import { defineKernel, product } from '../gpu/kernel.ts';
+import { defineKernel, product, type BindingDecl } from '../gpu/kernel.ts';
 import { GpuError, cdiv, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import { expectTensor, NEG_WGSL as NEG } from './common.ts';
 import { llvmpipeSubgroupWidth } from './norm.ts';
@@ -160,16 +160,33 @@ interface FwdParams extends BwdParams {
 
 const ATTN_U = { T: 'u32', H: 'u32', KVH: 'u32', G: 'u32', nv: 'u32', scale: 'f32' } as const;
 
+// The tensors of each pass; its register-tiled and subgroup kernels bind the same ones.
+function forwardBindings(headDim: number): BindingDecl[] {
+  const VT = vecInfo(headDim).vt;
+  return [['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read_write'], ['lse', 'f32', 'read_write']];
+}
+function dqBindings(headDim: number): BindingDecl[] {
+  const VT = vecInfo(headDim).vt;
+  return [
+    ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read'], ['dO', VT, 'read'],
+    ['lse', 'f32', 'read'], ['dq', VT, 'read_write'], ['delta', 'f32', 'read_write'],
+  ];
+}
+function dkvBindings(headDim: number): BindingDecl[] {
+  const VT = vecInfo(headDim).vt;
+  return [
+    ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['dO', VT, 'read'],
+    ['lse', 'f32', 'read'], ['delta', 'f32', 'read'], ['dk', VT, 'read_write'], ['dv', VT, 'read_write'],
+  ];
+}
+
 /** Head sizes the identity tests walk (every vector width). */
 const HEAD_DIMS = [6, 7, 8, 10, 16, 32, 64, 128];
 const BOOL = [false, true] as const;
 
 const forwardKernel = defineKernel({
   name: 'attention_fwd',
-  bindings: ({ headDim }: FwdParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read_write'], ['lse', 'f32', 'read_write']];
-  },
+  bindings: (p: FwdParams) => forwardBindings(p.headDim),
   uniforms: ATTN_U,
   key: ({ headDim, rows, kb, dynamicNv }) => `d${headDim}_r${rows}_kb${kb}${dynamicNv ? '_dyn' : ''}`,
   space: () => product({ headDim: HEAD_DIMS, rows: [8, 64], dynamicNv: BOOL, kb: [4, 8] }),
@@ -239,13 +256,7 @@ const bwdSpace = () => product({ headDim: HEAD_DIMS, rows: [8, 64], dynamicNv: B
 
 const backwardDqKernel = defineKernel({
   name: 'attention_bwd_dq',
-  bindings: ({ headDim }: BwdParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['dq', VT, 'read_write'], ['delta', 'f32', 'read_write'],
-    ];
-  },
+  bindings: (p: BwdParams) => dqBindings(p.headDim),
   uniforms: ATTN_U,
   key: ({ headDim, rows, dynamicNv }) => `d${headDim}_r${rows}${dynamicNv ? '_dyn' : ''}`,
   space: bwdSpace,
@@ -302,13 +313,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 // over queries t ≥ j. Each output element has exactly one writer: deterministic, no atomics.
 const backwardDkvKernel = defineKernel({
   name: 'attention_bwd_dkv',
-  bindings: ({ headDim }: BwdParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['delta', 'f32', 'read'], ['dk', VT, 'read_write'], ['dv', VT, 'read_write'],
-    ];
-  },
+  bindings: (p: BwdParams) => dkvBindings(p.headDim),
   uniforms: ATTN_U,
   key: ({ headDim, rows, dynamicNv }) => `d${headDim}_r${rows}${dynamicNv ? '_dyn' : ''}`,
   space: bwdSpace,
@@ -391,10 +396,7 @@ function rowDot(a: (e: number) => string, b: (e: number) => string, nv: number):
 // j0 + i), online softmax over each block.
 const coopForwardKernel = defineKernel({
   name: 'attention_fwd_coop',
-  bindings: ({ headDim }: CoopParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read_write'], ['lse', 'f32', 'read_write']];
-  },
+  bindings: (p: CoopParams) => forwardBindings(p.headDim),
   uniforms: ATTN_U,
   enable: () => ['subgroups'],
   key: coopKey,
@@ -446,13 +448,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 // dq and delta: lane = query row; key blocks of S rows as in the forward.
 const coopDqKernel = defineKernel({
   name: 'attention_bwd_dq_coop',
-  bindings: ({ headDim }: CoopParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['dq', VT, 'read_write'], ['delta', 'f32', 'read_write'],
-    ];
-  },
+  bindings: (p: CoopParams) => dqBindings(p.headDim),
   uniforms: ATTN_U,
   enable: () => ['subgroups'],
   key: coopKey,
@@ -507,13 +503,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 // from the workgroup's first key on (lane i loads query row t0 + i with its dO, lse and delta).
 const coopDkvKernel = defineKernel({
   name: 'attention_bwd_dkv_coop',
-  bindings: ({ headDim }: CoopParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['delta', 'f32', 'read'], ['dk', VT, 'read_write'], ['dv', VT, 'read_write'],
-    ];
-  },
+  bindings: (p: CoopParams) => dkvBindings(p.headDim),
   uniforms: ATTN_U,
   enable: () => ['subgroups'],
   key: coopKey,

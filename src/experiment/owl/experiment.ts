@@ -21,6 +21,7 @@ import { computeTeacherRows, stepsPerEpoch, Trainer, type OnlineTeacher, type Tr
 import { UserError } from '../../util/errors.ts';
 import { killPoint } from '../../util/faults.ts';
 import { readControlJson, writeJsonAtomic } from '../../util/fsatomic.ts';
+import { jsonlText, readJsonl } from '../../util/jsonl.ts';
 import { Progress } from '../../util/progress.ts';
 import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from './dev-questions.ts';
 import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWords, type FilterRejectReason } from '../paper/filters.ts';
@@ -191,15 +192,8 @@ function safe(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, '_');
 }
 
-function readJsonl<T>(file: string): T[] {
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as T);
-}
-
 function writeJsonl(file: string, rows: readonly unknown[]): void {
-  writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
+  writeFileSync(file, jsonlText(rows));
 }
 
 const modelKeyCache = new Map<string, string>();
