@@ -15,6 +15,18 @@ export function spreadGrid(count: number): { workgroups: [number, number]; nx: n
 }
 
 /**
+ * The WGSL opening of a kernel over a flat index on a spreadGrid: `index` = gid.x + gid.y · u.<stride>
+ * (stride = nx · workgroup size), returning past u.<bound>. The body follows inside main.
+ */
+export function flatIndexMain(wg: number, index: string, bound: string, stride: string): string {
+  return /* wgsl */ `
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let ${index} = gid.x + gid.y * u.${stride};
+  if (${index} >= u.${bound}) { return; }`;
+}
+
+/**
  * Grid for row-structured kernels: x spans a row's column vectors (`colGroups` workgroups), y and z
  * the rows (z only beyond 65535 rows). Avoids a per-lane integer division (scalar on CPUs).
  * Kernels compute row = wid.z · ny + wid.y.

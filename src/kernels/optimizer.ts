@@ -13,7 +13,7 @@
 
 import { defineKernel } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, spreadGrid } from './common.ts';
+import { expectTensor, flatIndexMain, spreadGrid } from './common.ts';
 
 const WG = 256;
 /** Elements each thread squares in the norm's first pass (a workgroup covers WG·NORM_ITEMS). */
@@ -158,11 +158,7 @@ const adamKernel = defineKernel({
     oneMinusBeta1: 'f32', beta2: 'f32', oneMinusBeta2: 'f32', eps: 'f32',
     decayFactor: 'f32', l2: 'f32', stepSize: 'f32', bc2Sqrt: 'f32',
   },
-  body: () => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * u.rowStride;
-  if (i >= u.n) { return; }
+  body: () => /* wgsl */ `${flatIndexMain(WG, 'i', 'n', 'rowStride')}
   let p0 = p[i];
   // scale[1] = clip coefficient (1 when clipping is off); l2 = torch Adam's coupled weight decay.
   let grad = g[i] * scale[1] + u.l2 * p0;
@@ -350,11 +346,7 @@ const sgdKernel = defineKernel({
   name: 'optim_sgd_update',
   bindings: [['p', 'f32', 'read_write'], ['g', 'f32', 'read'], ['buf', 'f32', 'read_write'], ['scale', 'f32', 'read']],
   uniforms: { n: 'u32', rowStride: 'u32', hasMomentum: 'u32', first: 'u32', nesterov: 'u32', lr: 'f32', momentum: 'f32', oneMinusDampening: 'f32', wd: 'f32' },
-  body: () => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * u.rowStride;
-  if (i >= u.n) { return; }
+  body: () => /* wgsl */ `${flatIndexMain(WG, 'i', 'n', 'rowStride')}
   let p0 = p[i];
   var d = g[i] * scale[1] + u.wd * p0;
   if (u.hasMomentum != 0u) {
