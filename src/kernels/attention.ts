@@ -392,6 +392,27 @@ function rowDot(a: (e: number) => string, b: (e: number) => string, nv: number):
   return range(nv).map((e) => `vdot(${a(e)}, ${b(e)})`).join(' + ');
 }
 
+/**
+ * The opening of the subgroup kernels with one query row per lane (forward, dq): workgroup (query block,
+ * head, batch) of S lanes; lane li takes row t = t0 + li, and k/v rows are read in blocks of S up to tLast.
+ */
+function coopQueryMain(S: number): string {
+  return /* wgsl */ `
+const S = ${S}u;
+
+@compute @workgroup_size(${S})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let h = wg.y;
+  let b = wg.z;
+  let t0 = wg.x * S;
+  let tRaw = t0 + li;
+  let t = min(tRaw, u.T - 1u);               // lanes past T compute row T-1 and do not store
+  let tLast = min(u.T - 1u, t0 + S - 1u);    // last key any lane needs (workgroup-uniform)
+  let qRow = ((b * u.T + t) * u.H + h) * NV;
+  let kvStride = u.KVH * NV;
+  let kvBase = b * u.T * kvStride + (h / u.G) * NV;`;
+}
+
 // Forward: lane = query row t of the workgroup's S rows; key blocks of S rows (lane i loads key row
 // j0 + i), online softmax over each block.
 const coopForwardKernel = defineKernel({
@@ -406,20 +427,7 @@ const coopForwardKernel = defineKernel({
     const E = range(nv);
     const I = range(S);
     const maxOf = (xs: string[]): string => (xs.length === 1 ? xs[0] : `max(${maxOf(xs.slice(0, xs.length >> 1))}, ${maxOf(xs.slice(xs.length >> 1))})`);
-    return /* wgsl */ `${prelude}
-const S = ${S}u;
-
-@compute @workgroup_size(${S})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let h = wg.y;
-  let b = wg.z;
-  let t0 = wg.x * S;
-  let tRaw = t0 + li;
-  let t = min(tRaw, u.T - 1u);               // lanes past T compute row T-1 and do not store
-  let tLast = min(u.T - 1u, t0 + S - 1u);    // last key any lane needs (workgroup-uniform)
-  let qRow = ((b * u.T + t) * u.H + h) * NV;
-  let kvStride = u.KVH * NV;
-  let kvBase = b * u.T * kvStride + (h / u.G) * NV;
+    return /* wgsl */ `${prelude}${coopQueryMain(S)}
   ${loadRow('q', 'q', 'qRow', nv, ' * u.scale')}
   ${E.map((e) => `var a${e} = VT(0.0);`).join(' ')}
   var m = NEG;
@@ -465,20 +473,7 @@ const coopDqKernel = defineKernel({
       let ds = p * (dp - dl);
       ${E.map((e) => `a${e} += ds * bk${e};`).join(' ')}
     }`;
-    return /* wgsl */ `${prelude}
-const S = ${S}u;
-
-@compute @workgroup_size(${S})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let h = wg.y;
-  let b = wg.z;
-  let t0 = wg.x * S;
-  let tRaw = t0 + li;
-  let t = min(tRaw, u.T - 1u);
-  let tLast = min(u.T - 1u, t0 + S - 1u);
-  let qRow = ((b * u.T + t) * u.H + h) * NV;
-  let kvStride = u.KVH * NV;
-  let kvBase = b * u.T * kvStride + (h / u.G) * NV;
+    return /* wgsl */ `${prelude}${coopQueryMain(S)}
   ${loadRow('q', 'q', 'qRow', nv, ' * u.scale')}
   ${loadRow('g', 'dO', 'qRow', nv)}
   let dl = ${rowDot((e) => `g${e}`, (e) => `o[qRow + ${e}u]`, nv)};
