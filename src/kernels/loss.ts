@@ -1104,6 +1104,20 @@ function rowLse(z: ArrayLike<number>, off: number, V: number, allowed?: (v: numb
   return m + Math.log(s);
 }
 
+/** Membership of the references' token set (undefined: every token counts). */
+function tokenFilter(tokenSet: ArrayLike<number> | undefined): ((v: number) => boolean) | undefined {
+  if (!tokenSet) return undefined;
+  const set = new Set(Array.from(tokenSet));
+  return (v) => set.has(v);
+}
+
+/** Σ of the row weights: the mask, else 1 per row. */
+function maskedCount(M: number, mask: ArrayLike<number> | undefined): number {
+  let count = 0;
+  for (let i = 0; i < M; i++) count += mask ? mask[i] : 1;
+  return count;
+}
+
 function normOf(n: Normalizer | undefined, count: number): number {
   return n === undefined || n === 'mean' ? count : n === 'sum' ? 1 : n;
 }
@@ -1142,10 +1156,8 @@ export interface TopKRefOptions {
 
 /** Top-k KL (see topKDistillation for the convention). idx [M, k] (negative = none), logp [M, k]. */
 export function topKDistillationRef(logits: ArrayLike<number>, M: number, V: number, idx: ArrayLike<number>, logp: ArrayLike<number>, k: number, opts: TopKRefOptions = {}): LossRef {
-  const set = opts.tokenSet ? new Set(Array.from(opts.tokenSet)) : null;
-  const allowed = set ? (v: number) => set.has(v) : undefined;
-  let count = 0;
-  for (let i = 0; i < M; i++) count += opts.mask ? opts.mask[i] : 1;
+  const allowed = tokenFilter(opts.tokenSet);
+  const count = maskedCount(M, opts.mask);
   const N = normOf(opts.normalizer, count);
   const d = new Float64Array(M * V);
   let sum = 0;
@@ -1156,7 +1168,7 @@ export function topKDistillationRef(logits: ArrayLike<number>, M: number, V: num
     const valid: number[] = [];
     for (let j = 0; j < k; j++) {
       const t = idx[i * k + j];
-      if (t >= 0 && t < V && (!set || set.has(t))) valid.push(j);
+      if (t >= 0 && t < V && (!allowed || allowed(t))) valid.push(j);
     }
     if (!valid.length) continue;
     let lmax = -Infinity;
@@ -1181,10 +1193,8 @@ export function topKDistillationRef(logits: ArrayLike<number>, M: number, V: num
 
 /** KL(teacher‖student) with full teacher logits; gradient w.r.t. the student logits. */
 export function klDistillationRef(student: ArrayLike<number>, teacher: ArrayLike<number>, M: number, V: number, opts: { mask?: ArrayLike<number>; tokenSet?: ArrayLike<number>; normalizer?: Normalizer } = {}): LossRef {
-  const set = opts.tokenSet ? new Set(Array.from(opts.tokenSet)) : null;
-  const allowed = set ? (v: number) => set.has(v) : undefined;
-  let count = 0;
-  for (let i = 0; i < M; i++) count += opts.mask ? opts.mask[i] : 1;
+  const allowed = tokenFilter(opts.tokenSet);
+  const count = maskedCount(M, opts.mask);
   const N = normOf(opts.normalizer, count);
   const d = new Float64Array(M * V);
   let sum = 0;
@@ -1208,8 +1218,7 @@ export function klDistillationRef(student: ArrayLike<number>, teacher: ArrayLike
 
 /** Top-k of log-softmax per row (ties: lowest index), optionally over a token set. */
 export function logSoftmaxTopKRef(logits: ArrayLike<number>, M: number, V: number, k: number, tokenSet?: ArrayLike<number>): { indices: number[][]; logprobs: number[][] } {
-  const set = tokenSet ? new Set(Array.from(tokenSet)) : null;
-  const allowed = set ? (v: number) => set.has(v) : undefined;
+  const allowed = tokenFilter(tokenSet);
   const indices: number[][] = [];
   const logprobs: number[][] = [];
   for (let i = 0; i < M; i++) {
