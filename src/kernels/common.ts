@@ -15,6 +15,19 @@ export function spreadGrid(count: number): { workgroups: [number, number]; nx: n
 }
 
 /**
+ * The WGSL opening of a kernel on a rowsGrid: `row` = wid.z · u.ny + wid.y, `col` = wid.x · wg + lid.x,
+ * returning past u.<rowsBound> or u.<colsBound>. The body follows inside main.
+ */
+export function rowGridMain(wg: number, row: string, col: string, rowsBound: string, colsBound: string): string {
+  return /* wgsl */ `
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let ${row} = wid.z * u.ny + wid.y;
+  let ${col} = wid.x * ${wg}u + lid.x;
+  if (${row} >= u.${rowsBound} || ${col} >= u.${colsBound}) { return; }`;
+}
+
+/**
  * The WGSL opening of a kernel over a flat index on a spreadGrid: `index` = gid.x + gid.y · u.<stride>
  * (stride = nx · workgroup size), returning past u.<bound>. The body follows inside main.
  */

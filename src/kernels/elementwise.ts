@@ -8,7 +8,7 @@
 
 import { defineKernel, product } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, outputTensor, overlaps, PCG_WGSL, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
+import { expectTensor, outputTensor, overlaps, PCG_WGSL, rowGridMain, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
 import { pcgHash } from '../util/rng.ts';
 
 const ELEM_WG = 64;
@@ -47,12 +47,7 @@ fn sigmoid4(g: vec4<f32>) -> vec4<f32> { return 1.0 / (1.0 + exp(-g)); }
 fn sigmoid1(g: f32) -> f32 { return 1.0 / (1.0 + exp(-g)); }`;
 
 // Row-grid kernel header: lane (row r, column vector c) of a [rows, colsv] output.
-const ROW_HEADER = (wg: number) => /* wgsl */ `
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let r = wid.z * u.ny + wid.y;
-  let c = wid.x * ${wg}u + lid.x;
-  if (r >= u.rows || c >= u.colsv) { return; }`;
+const ROW_HEADER = (wg: number) => rowGridMain(wg, 'r', 'c', 'rows', 'colsv');
 
 const sig = (v: Vw) => (v === 4 ? 'sigmoid4' : 'sigmoid1');
 
