@@ -380,6 +380,8 @@ interface CoopParams {
 
 const coopSpace = () => product({ headDim: HEAD_DIMS.filter((d) => vecInfo(d).nv <= COOP_MAX_NV), lanes: [8, 16] });
 const coopKey = ({ headDim, lanes }: CoopParams) => `d${headDim}_s${lanes}`;
+/** What every subgroup kernel declares alike: uniforms, the subgroups feature, key and key space. */
+const COOP_KERNEL = { uniforms: ATTN_U, enable: (): string[] => ['subgroups'], key: coopKey, space: coopSpace };
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** `let NAME0 = SRC[BASE + 0u]; …` for the NV vectors of one head row. */
@@ -418,10 +420,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 const coopForwardKernel = defineKernel({
   name: 'attention_fwd_coop',
   bindings: (p: CoopParams) => forwardBindings(p.headDim),
-  uniforms: ATTN_U,
-  enable: () => ['subgroups'],
-  key: coopKey,
-  space: coopSpace,
+  ...COOP_KERNEL,
   body: ({ headDim, lanes: S }) => {
     const { prelude, nv } = vecInfo(headDim);
     const E = range(nv);
@@ -457,10 +456,7 @@ const coopForwardKernel = defineKernel({
 const coopDqKernel = defineKernel({
   name: 'attention_bwd_dq_coop',
   bindings: (p: CoopParams) => dqBindings(p.headDim),
-  uniforms: ATTN_U,
-  enable: () => ['subgroups'],
-  key: coopKey,
-  space: coopSpace,
+  ...COOP_KERNEL,
   body: ({ headDim, lanes: S }) => {
     const { prelude, nv } = vecInfo(headDim);
     const E = range(nv);
@@ -499,10 +495,7 @@ const coopDqKernel = defineKernel({
 const coopDkvKernel = defineKernel({
   name: 'attention_bwd_dkv_coop',
   bindings: (p: CoopParams) => dkvBindings(p.headDim),
-  uniforms: ATTN_U,
-  enable: () => ['subgroups'],
-  key: coopKey,
-  space: coopSpace,
+  ...COOP_KERNEL,
   body: ({ headDim, lanes: S }) => {
     const { prelude, nv } = vecInfo(headDim);
     const E = range(nv);
