@@ -234,6 +234,21 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 });
 
 /**
+ * The opening of the kernels that write one block of dlogits (lane: column c of block row r, global row
+ * g = rowStart + r, element i): v starts at 0 and is only set where the row's coefficient a is not 0.
+ */
+const DLOGITS_BLOCK_MAIN = /* wgsl */ `
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let c = gid.x;
+  let r = wid.y + wid.z * ${MAX_ROWS_PER_DIM}u;
+  if (c >= u.cols || r >= u.rows) { return; }
+  let g = u.rowStart + r;
+  let i = r * u.cols + c;
+  let a = coefA[g];
+  var v = 0.0;`;
+
+/**
  * dlogits for sparse targets over a block: coefA·exp(z − lse) (in-set columns only) minus, when
  * inlineTarget (k = 1), coefB at the target column. In place over the logits unless `outOfPlace`.
  */
@@ -249,16 +264,7 @@ const denseSparseKernel = defineKernel({
   uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
   key: ({ inlineTarget, useSet, outOfPlace }) => `${inlineTarget ? 'inline' : ''}${useSet ? '_set' : ''}${outOfPlace ? '_oop' : ''}`,
   space: () => product({ inlineTarget: BOOL, useSet: BOOL, outOfPlace: BOOL }),
-  body: ({ inlineTarget, useSet, outOfPlace }) => /* wgsl */ `
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let c = gid.x;
-  let r = wid.y + wid.z * ${MAX_ROWS_PER_DIM}u;
-  if (c >= u.cols || r >= u.rows) { return; }
-  let g = u.rowStart + r;
-  let i = r * u.cols + c;
-  let a = coefA[g];
-  var v = 0.0;
+  body: ({ inlineTarget, useSet, outOfPlace }) => /* wgsl */ `${DLOGITS_BLOCK_MAIN}
   if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) { v = a * exp(${outOfPlace ? 'zin' : 'd'}[i] - lse[g]); }
   ${inlineTarget ? 'if (tgt[g] == i32(u.colStart + c)) { v -= coefB[g]; }' : ''}
   d[i] = v;
@@ -385,16 +391,7 @@ const dense2Kernel = defineKernel({
   uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
   key: ({ useSet, outOfPlace }) => `${useSet ? 'set' : ''}${outOfPlace ? '_oop' : ''}`,
   space: () => product({ useSet: BOOL, outOfPlace: BOOL }),
-  body: ({ useSet, outOfPlace }) => /* wgsl */ `
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let c = gid.x;
-  let r = wid.y + wid.z * ${MAX_ROWS_PER_DIM}u;
-  if (c >= u.cols || r >= u.rows) { return; }
-  let g = u.rowStart + r;
-  let i = r * u.cols + c;
-  let a = coefA[g];
-  var v = 0.0;
+  body: ({ useSet, outOfPlace }) => /* wgsl */ `${DLOGITS_BLOCK_MAIN}
   if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) {
     v = a * (exp(${outOfPlace ? 'zin' : 'd'}[i] - lse2[2u * g]) - exp(zt[i] - lse2[2u * g + 1u]));
   }
