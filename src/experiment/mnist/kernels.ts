@@ -347,6 +347,20 @@ export function supportsNarrow(K: number, N: number): boolean {
   return K % 4 === 0 && N % 4 === 0 && N >= 4 && N <= 16;
 }
 
+/**
+ * The opening of the narrow-output kernels: lane `index` (< u.<bound>) of model g = wid.y, with an
+ * accumulator of N4 = n4 output vectors.
+ */
+function narrowMain(n4: number, index: string, bound: string): string {
+  return /* wgsl */ `const N4 = ${n4}u;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let ${index} = gid.x;
+  let g = wid.y;
+  if (${index} >= u.${bound}) { return; }
+  var acc: array<vec4<f32>, ${n4}>;`;
+}
+
 const narrowForwardKernel = defineKernel({
   name: 'mlp_narrow_linear',
   bindings: [['h', 'vec4<f32>', 'read'], ['w', 'vec4<f32>', 'read'], ['bias', 'vec4<f32>', 'read'], ['y', 'vec4<f32>', 'read_write']],
@@ -354,13 +368,7 @@ const narrowForwardKernel = defineKernel({
   key: ({ n4 }: { n4: number }) => `n${n4 * 4}`,
   space: () => product({ n4: [1, 2, 3, 4] }),
   body: ({ n4 }) => /* wgsl */ `
-const N4 = ${n4}u;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let r = gid.x;
-  let g = wid.y;
-  if (r >= u.rows) { return; }
-  var acc: array<vec4<f32>, ${n4}>;
+${narrowMain(n4, 'r', 'rows')}
   for (var q = 0u; q < N4; q++) { acc[q] = bias[g * N4 + q]; }
   let hRow = ((g % u.hBatch) * u.rows + r) * u.k4;
   let wBase = g * u.k4 * 4u * N4;
@@ -397,13 +405,7 @@ const narrowGradKernel = defineKernel({
   key: ({ n4 }: { n4: number }) => `n${n4 * 4}`,
   space: () => product({ n4: [1, 2, 3, 4] }),
   body: ({ n4 }) => /* wgsl */ `
-const N4 = ${n4}u;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let kk = gid.x;
-  let g = wid.y;
-  if (kk >= u.K) { return; }
-  var acc: array<vec4<f32>, ${n4}>;
+${narrowMain(n4, 'kk', 'K')}
   for (var r = 0u; r < u.rows; r++) {
     let hv = h[(g * u.rows + r) * u.K + kk];
     let d = (g * u.rows + r) * N4;
