@@ -7,17 +7,11 @@ import { embed, embedRef, embedVariant } from '../src/kernels/embedding.ts';
 import { swiglu, swigluBackward, swigluBackwardRef, swigluFused, swigluRef } from '../src/kernels/elementwise.ts';
 import { addRmsnorm, llvmpipeSubgroupWidth, rmsnorm, rmsnormBackward, rmsnormBackwardRef, rmsnormRef, rmsnormVariant, type RmsnormVariant } from '../src/kernels/norm.ts';
 import { createRopeTable, rope, ropeInvFreq, ropeRef } from '../src/kernels/rope.ts';
+import { randomArray } from './random.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
-function randf(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
+/** Uniform in [−1, 1) (std 1/√3). */
+const randf = (n: number, seed: number): Float32Array => randomArray(n, 1 / Math.sqrt(3), seed);
 
 /** Milliseconds per call of `record` (GPU): `iters` recorded calls, one sync. */
 async function gpuMs(gpu: Gpu, iters: number, record: () => void): Promise<number> {
