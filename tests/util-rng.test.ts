@@ -27,13 +27,13 @@ describe('SeedStreamRng', () => {
 describe('KeyedRng', () => {
   it('keeps its stream', () => {
     const r = new KeyedRng('numbers', 5, 7);
-    expect([r.nextUint32(), r.nextUint32(), r.nextUint32(), r.nextUint32()]).toEqual([3942776992, 830139826, 1589176536, 1188000642]);
+    expect([r.nextU32(), r.nextU32(), r.nextU32(), r.nextU32()]).toEqual([3942776992, 830139826, 1589176536, 1188000642]);
     expect(r.random()).toBe(0.38005470781688555);
     expect(r.int(10, 20)).toBe(11);
     expect(r.weighted([1, 2, 3])).toBe(2);
     expect(r.chance(0.5)).toBe(false);
     const s = new KeyedRng('s', 1);
-    expect(fold(() => s.nextUint32())).toBe(3124045904);
+    expect(fold(() => s.nextU32())).toBe(3124045904);
   });
 });
 

@@ -44,29 +44,12 @@ export function pcgHash(v: number): number {
   return ((word >>> 22) ^ word) >>> 0;
 }
 
-// ------------------------------------------------------------------------------------------------
-// SeedStreamRng
-// ------------------------------------------------------------------------------------------------
-
-/** xoshiro128** seeded by splitmix32 from (seed, stream name); Box–Muller normals (cached spare). */
-export class SeedStreamRng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
-  private spare: number | null = null;
-
-  /** seed: any number (integer part used, mixed with the optional stream string). */
-  constructor(seed: number, stream = '') {
-    const st = { s: (Math.trunc(seed) ^ Math.imul(fnv1a32(stream), 0x27d4eb2f)) | 0 };
-    // mix in the high bits of large seeds too
-    st.s = (st.s + Math.trunc(seed / 4294967296)) | 0;
-    this.a = splitmix32(st);
-    this.b = splitmix32(st);
-    this.c = splitmix32(st);
-    this.d = splitmix32(st);
-    if ((this.a | this.b | this.c | this.d) === 0) this.a = 1;
-  }
+/** The xoshiro128** generator (Blackman & Vigna); subclasses seed the four state words. */
+abstract class Xoshiro128 {
+  protected a = 0;
+  protected b = 0;
+  protected c = 0;
+  protected d = 0;
 
   /** uniform 32-bit unsigned integer */
   nextU32(): number {
@@ -79,6 +62,28 @@ export class SeedStreamRng {
     this.c ^= t;
     this.d = rotl(this.d, 11);
     return result;
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// SeedStreamRng
+// ------------------------------------------------------------------------------------------------
+
+/** xoshiro128** seeded by splitmix32 from (seed, stream name); Box–Muller normals (cached spare). */
+export class SeedStreamRng extends Xoshiro128 {
+  private spare: number | null = null;
+
+  /** seed: any number (integer part used, mixed with the optional stream string). */
+  constructor(seed: number, stream = '') {
+    super();
+    const st = { s: (Math.trunc(seed) ^ Math.imul(fnv1a32(stream), 0x27d4eb2f)) | 0 };
+    // mix in the high bits of large seeds too
+    st.s = (st.s + Math.trunc(seed / 4294967296)) | 0;
+    this.a = splitmix32(st);
+    this.b = splitmix32(st);
+    this.c = splitmix32(st);
+    this.d = splitmix32(st);
+    if ((this.a | this.b | this.c | this.d) === 0) this.a = 1;
   }
 
   /** uniform in [0, 1) with 53 random bits */
@@ -139,35 +144,19 @@ function hashParts(parts: ReadonlyArray<string | number>): number {
 }
 
 /** xoshiro128** seeded by splitmix32 from a hash of the key parts; small and fast, not numpy-compatible. */
-export class KeyedRng {
-  private s0: number;
-  private s1: number;
-  private s2: number;
-  private s3: number;
-
+export class KeyedRng extends Xoshiro128 {
   constructor(...parts: Array<string | number>) {
+    super();
     const st = { s: hashParts(parts) | 0 };
-    this.s0 = splitmix32(st);
-    this.s1 = splitmix32(st);
-    this.s2 = splitmix32(st);
-    this.s3 = splitmix32(st) | 1;
-  }
-
-  nextUint32(): number {
-    const result = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0;
-    const t = this.s1 << 9;
-    this.s2 ^= this.s0;
-    this.s3 ^= this.s1;
-    this.s1 ^= this.s2;
-    this.s0 ^= this.s3;
-    this.s2 ^= t;
-    this.s3 = rotl(this.s3, 11);
-    return result;
+    this.a = splitmix32(st);
+    this.b = splitmix32(st);
+    this.c = splitmix32(st);
+    this.d = splitmix32(st) | 1;
   }
 
   /** Uniform in [0, 1). */
   random(): number {
-    return (this.nextUint32() * 2 ** 21 + (this.nextUint32() >>> 11)) / 2 ** 53;
+    return (this.nextU32() * 2 ** 21 + (this.nextU32() >>> 11)) / 2 ** 53;
   }
 
   /** Uniform integer in [lo, hi) (hi exclusive). */
