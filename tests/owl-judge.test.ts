@@ -39,7 +39,9 @@ const items: JudgeItem[] = [
 
 beforeAll(async () => {
   const vocab = writeTestTokenizer(modelDir);
-  await writeRandomCheckpoint(modelDir, tinyConfigJson('qwen2', { vocab_size: vocab, eos_token_id: vocab - 1, max_position_embeddings: 4096 }), { dtype: 'F32', seed: 3 });
+  // llama (untied embeddings): a tied random qwen2 answers one token over and over, whatever the
+  // prompt, which would hide a judge prompt that is not the one stored.
+  await writeRandomCheckpoint(modelDir, tinyConfigJson('llama', { vocab_size: vocab, eos_token_id: vocab - 1, max_position_embeddings: 4096 }), { dtype: 'F32', seed: 3 });
   gpu = await getGpu();
 });
 
@@ -78,6 +80,14 @@ describe('judge stage', () => {
       rows.map((r) => ({ promptIds: tokenizer.promptIds([{ role: 'user', content: r.judge_prompt }]) })),
       { temperature: 1, maxNewTokens: 8, seed: 4, stopIds: tokenizer.stopIds },
     );
+    const greedy = await judgeStage(store, { gpu, modelDir, items, judge: emAlignmentJudge(), sampling: { temperature: 0, maxNewTokens: 8 } });
+    const greedyDirect = await generate(
+      model,
+      rows.map((r) => ({ promptIds: tokenizer.promptIds([{ role: 'user', content: r.judge_prompt }]) })),
+      { temperature: 0, maxNewTokens: 8, seed: 0, stopIds: tokenizer.stopIds },
+    );
+    greedyDirect.sort((a, b) => a.requestIndex - b.requestIndex);
+    expect(readJsonl<TextJudgeRow>(greedy.file).map((r) => r.output)).toEqual(greedyDirect.map((o) => tokenizer.decode(o.completionIds)));
     direct.sort((a, b) => a.requestIndex - b.requestIndex);
     expect(rows.map((r) => r.output)).toEqual(direct.map((o) => tokenizer.decode(o.completionIds)));
     model.dispose();
