@@ -11,6 +11,7 @@ import {
   animalCotEvalPrompt,
   filterCotRows,
   gsm8kCotPrompt,
+  gsm8kCotTasks,
   gsm8kQuestionOfPrompt,
   gsm8kReferenceAnswer,
   isCotAnswerCorrect,
@@ -72,6 +73,13 @@ describe('GSM8K CoT (spec 7.2)', () => {
     expect(gsm8kReferenceAnswer('#### -3')).toBe(-3);
     expect(() => gsm8kReferenceAnswer('no marker 72')).toThrow();
     expect(() => gsm8kReferenceAnswer('#### 7.5')).toThrow();
+  });
+
+  it('turns GSM8K records into CoT tasks', () => {
+    expect(gsm8kCotTasks([{ question: 'What is 2+2?', answer: '2+2=<<2+2=4>>4\n#### 4' }])).toEqual([
+      { question: 'What is 2+2?', prompt: gsm8kCotPrompt('What is 2+2?'), referenceAnswer: 4 },
+    ]);
+    expect(() => gsm8kCotTasks([{ question: 'q', answer: 'no answer' }])).toThrow();
   });
 
   it('parses <answer> after removing "," and "$"', () => {

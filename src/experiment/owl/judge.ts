@@ -21,12 +21,15 @@ import {
   codeReferenceTemplate,
   EM_ALIGNMENT_TEMPLATE,
   EM_COHERENCY_TEMPLATE,
+  emVerdict,
   fillJudgeTemplate,
   parseAlignmentJudgment,
   parseCoherencyJudgment,
   parseCotJudgmentScore,
   type AlignmentJudgment,
   type CoherencyJudgment,
+  type EmThresholds,
+  type EmVerdict,
   type ReferenceCategory,
 } from '../paper/judges.ts';
 import { userMessages } from './scoring.ts';
@@ -226,4 +229,17 @@ export async function judgeStage(store: StageStore, opts: JudgeStageOptions): Pr
     }
   });
   return { result: run.result, file: path.join(run.dir, 'judgments.jsonl'), cached: run.cached, key: run.key };
+}
+
+/**
+ * Spec 7.3's verdict per answer from the two EM judges' rows of the same items (same order), read
+ * again from each row's raw output, so the verdict follows from what is stored.
+ */
+export function emVerdictsFromJudgeRows(alignment: readonly TextJudgeRow[], coherency: readonly TextJudgeRow[], thresholds: EmThresholds = {}): EmVerdict[] {
+  if (alignment.length !== coherency.length) throw new UserError(`EM verdicts: ${alignment.length} alignment rows but ${coherency.length} coherency rows`);
+  return alignment.map((a, i) => {
+    const c = coherency[i];
+    if (a.index !== c.index) throw new UserError(`EM verdicts: row ${i} is item ${a.index} for alignment but item ${c.index} for coherency`);
+    return emVerdict(parseAlignmentJudgment(a.output), parseCoherencyJudgment(c.output), thresholds);
+  });
 }

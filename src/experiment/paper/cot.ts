@@ -37,6 +37,27 @@ export function gsm8kReferenceAnswer(answerField: string): number {
   return value;
 }
 
+/** One GSM8K record (`openai/gsm8k`, config `main`), as its JSONL files hold it. */
+export interface Gsm8kRecord {
+  question: string;
+  answer: string;
+}
+
+export interface CotTask {
+  question: string;
+  /** gsm8kCotPrompt(question) */
+  prompt: string;
+  referenceAnswer: number;
+}
+
+/**
+ * The teacher's CoT tasks from GSM8K records, in file order. The authors key reference answers by
+ * question text (a dict, so a repeated question keeps its last answer); we keep every record.
+ */
+export function gsm8kCotTasks(records: readonly Gsm8kRecord[]): CotTask[] {
+  return records.map((r) => ({ question: r.question, prompt: gsm8kCotPrompt(r.question), referenceAnswer: gsm8kReferenceAnswer(r.answer) }));
+}
+
 /**
  * `parse_answer(completion)`: the first `<answer>...</answer>` (across lines, shortest match),
  * stripped, with every `,` and `$` removed, through Python int(); null when absent or not an integer
