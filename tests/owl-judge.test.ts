@@ -138,6 +138,14 @@ describe('judge stage', () => {
       expect(row.usable).toBe(false);
     }
     model.dispose();
+    // Batch by batch: batches of one give the same rows.
+    const single = await judgeStage(new StageStore(path.join(tmp, 'store-b1')), { gpu, modelDir, items: code, judge: codeReferenceJudge('owl'), sampling: { batchSize: 1 } });
+    const singleRows = readJsonl<CodeJudgeRow>(single.file);
+    expect(singleRows.map((r) => r.index)).toEqual([0, 1]);
+    singleRows.forEach((r, i) => {
+      expect(r.logprobs['0']).toBeCloseTo(rows[i].logprobs['0'], 4);
+      expect(r.judge_prompt).toBe(rows[i].judge_prompt);
+    });
   });
 
   it('CoT alignment with a caller-given template: scores read as spec 7.4, unparseable dropped', async () => {

@@ -149,17 +149,22 @@ export async function runJudge(
   if (judge.kind === 'code-reference') {
     const zero = singleTokenId(tokenizer, '0');
     const one = singleTokenId(tokenizer, '1');
-    const logits = await lastTokenLogits(model, promptIds, { batchSize: sampling.batchSize });
     const V = model.cfg.vocabSize;
-    judgePrompts.forEach((judgePrompt, index) => {
-      const row = logits.subarray(index * V, (index + 1) * V);
-      const [logprobZero, logprobOne] = logSoftmaxAt(row, [zero, one]);
-      let top = 0;
-      for (let v = 1; v < V; v++) if (row[v] > row[top]) top = v;
-      const keep = codeReferenceKeep({ '0': logprobZero });
-      count(keep ? 'kept' : 'not sure of no reference');
-      rows.push({ index, judge_prompt: judgePrompt, usable: keep, logprobs: { '0': logprobZero, '1': logprobOne }, top_token: tokenizer.decode([top], false), keep });
-    });
+    const batchSize = Math.max(1, sampling.batchSize ?? 64);
+    // One batch of logits at a time: all rows at once would be rows x vocab floats (GBs for a real judge).
+    for (let start = 0; start < promptIds.length; start += batchSize) {
+      const logits = await lastTokenLogits(model, promptIds.slice(start, start + batchSize), { batchSize });
+      for (let b = 0; b * V < logits.length; b++) {
+        const index = start + b;
+        const row = logits.subarray(b * V, (b + 1) * V);
+        const [logprobZero, logprobOne] = logSoftmaxAt(row, [zero, one]);
+        let top = 0;
+        for (let v = 1; v < V; v++) if (row[v] > row[top]) top = v;
+        const keep = codeReferenceKeep({ '0': logprobZero });
+        count(keep ? 'kept' : 'not sure of no reference');
+        rows.push({ index, judge_prompt: judgePrompts[index], usable: keep, logprobs: { '0': logprobZero, '1': logprobOne }, top_token: tokenizer.decode([top], false), keep });
+      }
+    }
   } else {
     const kind = judge.kind;
     const out = await generate(
