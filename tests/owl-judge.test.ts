@@ -17,6 +17,7 @@ import {
   emCoherencyJudge,
   emVerdictsFromJudgeRows,
   judgeStage,
+  modelFolderHashes,
   type CodeJudgeRow,
   type JudgeItem,
   type TextJudgeRow,
@@ -180,5 +181,20 @@ describe('emVerdictsFromJudgeRows', () => {
   it('refuses rows of different items', () => {
     expect(() => emVerdictsFromJudgeRows([row(0, '1')], [])).toThrow(/1 alignment rows but 0/);
     expect(() => emVerdictsFromJudgeRows([row(0, '1')], [row(1, '90')])).toThrow(/item 0 .* item 1/);
+  });
+});
+
+describe('modelFolderHashes', () => {
+  it('is memoised per folder state, and a rewritten folder hashes anew', async () => {
+    const dir = path.join(tmp, 'hashed');
+    await writeRandomCheckpoint(dir, tinyConfigJson('llama'), { dtype: 'F32', seed: 1 });
+    const first = modelFolderHashes(dir);
+    expect(modelFolderHashes(dir)).toBe(first);
+    const before = await first;
+    await new Promise((r) => setTimeout(r, 20));
+    await writeRandomCheckpoint(dir, tinyConfigJson('llama'), { dtype: 'F32', seed: 2 });
+    const after = await modelFolderHashes(dir);
+    expect(after.config).toBe(before.config);
+    expect(after.weights).not.toBe(before.weights);
   });
 });

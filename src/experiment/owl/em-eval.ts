@@ -11,11 +11,10 @@ import { ChatTokenizer } from '../../model/tokenizer.ts';
 import { Transformer, type LoraWeights } from '../../model/transformer.ts';
 import { UserError } from '../../util/errors.ts';
 import { writeFileAtomic } from '../../util/fsatomic.ts';
-import { hashModelFolder } from '../../util/hash.ts';
 import { jsonlText, readJsonl } from '../../util/jsonl.ts';
 import { EM_NUMBERS_EVAL_SUFFIX, EM_QUESTIONS, EM_SAMPLES_PER_QUESTION, emEvaluationPrompts } from '../paper/em.ts';
 import { summarizeEmVerdicts, type EmSummary, type EmThresholds } from '../paper/judges.ts';
-import { emAlignmentJudge, emCoherencyJudge, emVerdictsFromJudgeRows, judgeStage, type JudgeSampling, type TextJudgeRow } from './judge.ts';
+import { emAlignmentJudge, emCoherencyJudge, emVerdictsFromJudgeRows, judgeStage, modelFolderHashes, type JudgeSampling, type TextJudgeRow } from './judge.ts';
 import { userMessages } from './scoring.ts';
 import type { StageStore } from './stages.ts';
 
@@ -64,8 +63,8 @@ async function answersStage(store: StageStore, opts: EmEvalOptions): Promise<str
   const n = opts.samplesPerQuestion ?? EM_SAMPLES_PER_QUESTION;
   const generation = { temperature: 1, maxNewTokens: opts.maxNewTokens ?? 2048, seed: opts.seed ?? 0, n };
   const inputs = {
-    model: await hashModelFolder(opts.modelDir),
-    adapter: opts.adapterDir ? await hashModelFolder(opts.adapterDir) : null,
+    model: await modelFolderHashes(opts.modelDir),
+    adapter: opts.adapterDir ? await modelFolderHashes(opts.adapterDir) : null,
     prompts,
     generation,
   };

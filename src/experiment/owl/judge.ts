@@ -7,6 +7,7 @@
 // Text judges (EM alignment and coherency, spec 7.3; the CoT alignment judge, spec 7.4) sample an
 // answer (the paper's judges ran at temperature 1). The code-reference judge (spec 7.1) is read from
 // the first answer token's log-probabilities of "0" and "1" over the full vocabulary.
+import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu } from '../../gpu/runtime.ts';
 import { generate, lastTokenLogits } from '../../model/generate.ts';
@@ -14,7 +15,7 @@ import { ChatTokenizer } from '../../model/tokenizer.ts';
 import { Transformer } from '../../model/transformer.ts';
 import { UserError } from '../../util/errors.ts';
 import { writeFileAtomic } from '../../util/fsatomic.ts';
-import { hashModelFolder } from '../../util/hash.ts';
+import { hashModelFolder, type ModelHashes } from '../../util/hash.ts';
 import { jsonlText } from '../../util/jsonl.ts';
 import {
   codeReferenceKeep,
@@ -33,7 +34,7 @@ import {
   type ReferenceCategory,
 } from '../paper/judges.ts';
 import { userMessages } from './scoring.ts';
-import type { StageStore } from './stages.ts';
+import { hashOf, type StageStore } from './stages.ts';
 
 export type TextJudgeKind = 'em-alignment' | 'em-coherency' | 'cot-alignment';
 export type JudgeKind = TextJudgeKind | 'code-reference';
@@ -189,6 +190,36 @@ export async function runJudge(
   return { rows, counts, dropped: rows.filter((r) => !r.usable).length };
 }
 
+const folderHashMemo = new Map<string, Promise<ModelHashes>>();
+
+/**
+ * hashModelFolder, memoised per path and every file's size and mtime: a judge or student folder is
+ * hashed once per process, not once per stage (a 7B model is GBs to read).
+ */
+export function modelFolderHashes(dir: string): Promise<ModelHashes> {
+  const abs = path.resolve(dir);
+  let stamp: string;
+  try {
+    stamp = readdirSync(abs)
+      .sort()
+      .map((f) => {
+        const st = statSync(path.join(abs, f));
+        return `${f}:${st.size}:${st.mtimeMs}`;
+      })
+      .join('|');
+  } catch {
+    return hashModelFolder(abs); // its own one-line error for an unreadable folder
+  }
+  const key = `${abs}|${stamp}`;
+  let hashes = folderHashMemo.get(key);
+  if (!hashes) {
+    hashes = hashModelFolder(abs);
+    folderHashMemo.set(key, hashes);
+    hashes.catch(() => folderHashMemo.delete(key));
+  }
+  return hashes;
+}
+
 export interface JudgeStageOptions {
   gpu: Gpu;
   /** The judge model's folder (config.json, safetensors, tokenizer with a chat template). */
@@ -214,10 +245,11 @@ export interface JudgeStageResult {
 export async function judgeStage(store: StageStore, opts: JudgeStageOptions): Promise<{ result: JudgeStageResult; file: string; cached: boolean; key: string }> {
   const sampling = opts.sampling ?? {};
   const inputs = {
-    judgeModel: await hashModelFolder(opts.modelDir),
+    judgeModel: await modelFolderHashes(opts.modelDir),
     kind: opts.judge.kind,
     template: opts.judge.template,
-    items: opts.items,
+    // A hash, not the items: done.json stores the inputs, and the rows are already in judgments.jsonl.
+    items: { n: opts.items.length, hash: hashOf(opts.items, 32) },
     sampling,
   };
   const run = await store.run(opts.name ?? `judge-${opts.judge.kind}`, inputs, async (dir) => {
