@@ -45,8 +45,8 @@ Recipes (--recipes):
 Students (--students): model folders; each cell is labelled same-init (the teachers' base), cross-init
 (same architecture, other weights) or cross-arch. KL recipes need the teacher's tokenizer.
 
-Default grid (embedded models): (a) sp × sft × tiny-qwen-a (LoRA) and (b) ft × kl-numbers × tiny-qwen-a,
-tiny-qwen-b, tiny-llama (full-parameter), ${TINY.seeds.length} seeds. Any of --teachers/--recipes/--students/
+Default grid (embedded models): (a) sp × sft (LoRA) and (b) ft × kl-numbers (full-parameter), each on
+tiny-qwen-a, tiny-qwen-b and tiny-llama, with their paired controls, ${TINY.seeds.length} seeds. Any of --teachers/--recipes/--students/
 --student-mode replaces it with one block (defaults: sp,ft × sft × --model, LoRA).
 
   --model DIR            the teachers' base (default models/tiny-qwen-a)

@@ -21,9 +21,8 @@ export interface Preset {
 
 /**
  * The embedded family's default: (a) the paper's recipe (system-prompted teacher, SFT on sampled
- * tokens, LoRA) with its control, on the same-init student; (b) finetuned teacher + KL over the
- * number tokens with its paired finetuned control, for same-init, cross-init and cross-arch
- * full-parameter students.
+ * tokens, LoRA) and (b) finetuned teacher + KL over the number tokens with its paired finetuned
+ * control (full-parameter), each with its paired control for same-init, cross-init and cross-arch students.
  */
 export const TINY: Preset = {
   prompts: 1500,
@@ -44,7 +43,7 @@ export const TINY: Preset = {
     full: { lr: 1e-3, epochs: 2, batchSize: 32, gradAccum: 1, warmupSteps: 0, rank: 8, alpha: 8 },
   },
   blocks: (a, others) => [
-    { teachers: ['sp'], recipes: ['sft'], students: [a], studentMode: 'lora', train: TINY.train.lora },
+    { teachers: ['sp'], recipes: ['sft'], students: [a, ...others], studentMode: 'lora', train: TINY.train.lora },
     { teachers: ['ft'], recipes: ['kl-numbers'], students: [a, ...others], studentMode: 'full', train: TINY.train.full },
   ],
 };
