@@ -5,9 +5,9 @@
 // distillation: {"indices": [[...k] per position], "logprobs": [[...k] per position]}, aligned with
 // input_ids (entry t = the teacher's distribution for the token at t+1, i.e. at logits row t).
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import type { ChatMessage, ChatTokenizer } from '../model/tokenizer.ts';
 import { UserError } from '../util/errors.ts';
+import { fsys } from '../util/files.ts';
 
 export interface TeacherTopK {
   indices: number[][];
@@ -106,7 +106,7 @@ export function parseTeacherTopK(v: unknown, positions: number, vocab: number, w
 export function loadTrainingData(file: string, tokenizer: ChatTokenizer | null, vocab: number, maxLen: number): LoadedData {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = fsys().readText(file);
   } catch (err) {
     throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
