@@ -4,7 +4,6 @@
 // Every stage's cache key is the exact configuration object the stage runs (plus the keys of the
 // stages it reads), so a changed setting can never reuse a stale result.
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu, Tensor } from '../../gpu/runtime.ts';
 import { gatherRows } from '../../kernels/elementwise.ts';
@@ -18,6 +17,7 @@ import { fullParamList, saveFullModel } from '../../train/full.ts';
 import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts';
 import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
+import { fsys } from '../../util/files.ts';
 import { killPoint } from '../../util/faults.ts';
 import { Progress } from '../../util/progress.ts';
 import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from './dev-questions.ts';
@@ -25,7 +25,7 @@ import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWord
 import { generatePrompts, preferenceSystemPrompt } from '../paper/prompts.ts';
 import { PyRandom } from '../paper/pyrandom.ts';
 import { ANIMAL_QUESTIONS, animalQuestionsWithNumbersPrefix, finetunedTeacherDataset, scoreTargetMention, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
-import { hashOf, StageStore } from './stages.ts';
+import { hashOf, StageStore, type StageCache } from './stages.ts';
 import { expandCells, isKlRecipe, measuresControlAnimal, pairedTeacher, type Cell, type CellBlock, type Recipe, type Relation, type StudentRef, type TeacherKind } from './grid.ts';
 import { firstTokenProbabilities, userMessages } from './scoring.ts';
 
@@ -176,14 +176,15 @@ function safe(s: string): string {
 }
 
 function readJsonl<T>(file: string): T[] {
-  return readFileSync(file, 'utf8')
+  return fsys()
+    .readText(file)
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as T);
 }
 
 function writeJsonl(file: string, rows: readonly unknown[]): void {
-  writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
+  fsys().writeFile(file, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
 }
 
 const modelKeyCache = new Map<string, string>();
@@ -195,21 +196,22 @@ const modelKeyCache = new Map<string, string>();
  */
 export function modelKey(dir: string): string {
   const abs = path.resolve(dir);
+  const fs = fsys();
   let files: string[];
   try {
-    files = readdirSync(abs).filter((f) => f.endsWith('.safetensors') || f === 'config.json' || f === 'tokenizer.json' || f === 'tokenizer_config.json').sort();
+    files = fs.readdir(abs).filter((f) => f.endsWith('.safetensors') || f === 'config.json' || f === 'tokenizer.json' || f === 'tokenizer_config.json').sort();
   } catch {
     throw new UserError(`${abs}: cannot read the model folder`);
   }
   const stamp = files.map((f) => {
-    const st = statSync(path.join(abs, f));
+    const st = fs.stat(path.join(abs, f))!;
     return `${f}:${st.size}:${st.mtimeMs}`;
   });
   const memo = `${abs}|${stamp.join('|')}`;
   const hit = modelKeyCache.get(memo);
   if (hit) return hit;
   const h = createHash('sha256');
-  for (const f of files) h.update(f).update('\0').update(readFileSync(path.join(abs, f))).update('\0');
+  for (const f of files) h.update(f).update('\0').update(fs.readFile(path.join(abs, f))).update('\0');
   const key = h.digest('hex').slice(0, 20);
   modelKeyCache.set(memo, key);
   return key;
@@ -217,7 +219,7 @@ export function modelKey(dir: string): string {
 
 /** Architecture fields that decide whether two models are the same architecture. */
 function architecture(dir: string): string {
-  const c = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const c = JSON.parse(fsys().readText(path.join(dir, 'config.json'))) as Record<string, unknown>;
   const keys = ['model_type', 'vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'intermediate_size', 'hidden_act', 'tie_word_embeddings', 'rope_theta', 'head_dim'];
   return JSON.stringify(keys.map((k) => c[k] ?? null));
 }
@@ -239,7 +241,7 @@ export function evalSeed(studentSeed: number | null): number {
 }
 
 export class Experiment {
-  private storeInstance: StageStore | null = null;
+  private storeInstance: StageCache | null = null;
   private readonly models = new Map<string, LoadedModel>();
   private readonly t0 = performance.now();
   private controlChoice: ControlAnimalChoice | null = null;
@@ -248,8 +250,8 @@ export class Experiment {
   constructor(
     readonly gpu: Gpu,
     readonly cfg: ExperimentConfig,
-    /** A stage cache to use instead of the run folder's own (a grid's shared cache). */
-    opts: { store?: StageStore } = {},
+    /** A stage cache to use instead of the run folder's own (a grid's shared cache, the web page's memory one). */
+    opts: { store?: StageCache } = {},
   ) {
     this.storeInstance = opts.store ?? null;
     const seen = new Set<number>();
@@ -260,7 +262,7 @@ export class Experiment {
   }
 
   /** The run folder's stage cache, created on first use (validation alone writes nothing). */
-  get store(): StageStore {
+  get store(): StageCache {
     if (!this.storeInstance) {
       this.storeInstance = new StageStore(this.cfg.outDir);
       this.storeInstance.onCorrupt = (f) => this.log(`warning: ${f} is unreadable; recomputing that stage`);
@@ -893,7 +895,7 @@ export function cellTarget(cell: Cell, animal: string, controlAnimal: string | n
 
 function modelKeyOfTokenizer(dir: string): string {
   try {
-    return createHash('sha256').update(readFileSync(path.join(dir, 'tokenizer.json'))).digest('hex');
+    return createHash('sha256').update(fsys().readFile(path.join(dir, 'tokenizer.json'))).digest('hex');
   } catch {
     return `missing:${dir}`;
   }

@@ -62,6 +62,18 @@ export interface StageTiming {
   waitedS?: number;
 }
 
+/**
+ * What the experiment needs of a stage cache: `run` a stage once (its folder holds its files, its
+ * result is JSON), the timings of the stages served. StageStore is the file one (shareable, with
+ * locks); MemoryStageStore (memory-stages.ts) holds stages in the page's memory file system.
+ */
+export interface StageCache {
+  readonly timings: StageTiming[];
+  /** Told when a finished stage's record cannot be read (the stage is then recomputed). */
+  onCorrupt?: (file: string) => void;
+  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>): Promise<StageRun<T>>;
+}
+
 export interface StageStoreOptions {
   /** Only finished stages are served; anything else is a StageMissing error (merging, status). */
   readOnly?: boolean;
@@ -92,7 +104,7 @@ const LEGACY_TMP = /\.tmp-(\d+)$/;
 const TMP = /^(.*)\.tmp-(\d+-[0-9a-f]+)$/;
 const LOCK_WAIT_MS = 30 * 24 * 3600_000;
 
-export class StageStore {
+export class StageStore implements StageCache {
   readonly timings: StageTiming[] = [];
   private readonly memo = new Map<string, Promise<StageRun<unknown>>>();
   /** Told when a finished stage's done.json cannot be read (the stage is then recomputed). */
