@@ -62,6 +62,7 @@ tiny-qwen-b, tiny-llama (full-parameter), ${TINY.seeds.length} seeds. Any of --t
   --student-rows N       train every student on the first N rows of its dataset (default: the block's)
   --ft-epochs N --ft-lr X    the finetuned teachers
   --eval plain|numbers-prefix|story   (default plain)   --eval-samples N   samples per question
+  --eval-questions N     only the first N evaluation (and development) questions (quick runs)
   --no-dose              skip the per-epoch first-token evaluation (dose-response)
   --paper                the paper's recipe and sizes (sp × sft, LoRA r8 α8, 30,000 prompts, 10,000 kept,
                          3 epochs, lr 2e-4, batch 22 × 3, max length 500, 8 seeds, 50 × 100 samples)
@@ -117,6 +118,7 @@ async function main(): Promise<void> {
     'ft-lr': { type: 'string' },
     eval: { type: 'string' },
     'eval-samples': { type: 'string' },
+    'eval-questions': { type: 'string' },
     'no-dose': { type: 'boolean' },
     paper: { type: 'boolean' },
     name: { type: 'string' },
@@ -212,6 +214,7 @@ async function main(): Promise<void> {
     evalSet,
     evalSamples: numberFlag(f['eval-samples'], 'eval-samples', preset.evalSamples, { min: 1, integer: true }),
     evalMaxNewTokens: evalSet === 'story' ? 160 : preset.evalMaxNewTokens,
+    ...(f['eval-questions'] !== undefined ? { evalQuestionLimit: numberFlag(f['eval-questions'], 'eval-questions', 0, { min: 1, integer: true }) } : {}),
     doseResponse: !f['no-dose'],
     quiet: !!f.quiet,
   };
@@ -253,7 +256,7 @@ type Flags = Record<string, string | boolean | undefined>;
 
 /** The grid modes: run (all, or a shard), merge, status. */
 async function gridMain(f: Flags): Promise<void> {
-  const SINGLE = ['model', 'students', 'teachers', 'recipes', 'student-mode', 'animal', 'category', 'control-animal', 'seeds', 'prompts', 'keep', 'max-new-tokens', 'max-len', 'epochs', 'lr', 'batch-size', 'grad-accum', 'warmup', 'rank', 'alpha', 'ft-epochs', 'ft-lr', 'eval', 'eval-samples', 'no-dose', 'paper', 'name', 'overwrite'];
+  const SINGLE = ['model', 'students', 'teachers', 'recipes', 'student-mode', 'animal', 'category', 'control-animal', 'seeds', 'prompts', 'keep', 'max-new-tokens', 'max-len', 'epochs', 'lr', 'batch-size', 'grad-accum', 'warmup', 'rank', 'alpha', 'ft-epochs', 'ft-lr', 'eval', 'eval-samples', 'eval-questions', 'no-dose', 'paper', 'name', 'overwrite'];
   for (const k of SINGLE) if (f[k] !== undefined) throw new UserError(`--${k} cannot be used with --grid (the manifest says what the grid runs${k === 'overwrite' ? '; shards share the folder, so choose a new --out to start over' : ''})`);
   const modes = (['shard', 'merge', 'status'] as const).filter((k) => f[k] !== undefined);
   if (modes.length > 1) throw new UserError(`--${modes[0]} and --${modes[1]} cannot be used together`);
