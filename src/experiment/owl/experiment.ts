@@ -9,7 +9,7 @@ import type { Gpu, Tensor } from '../../gpu/runtime.ts';
 import { gatherRows } from '../../kernels/elementwise.ts';
 import { logSoftmaxTopK } from '../../kernels/loss.ts';
 import { loadPeftAdapter, writePeftAdapter } from '../../model/adapter.ts';
-import { generate } from '../../model/generate.ts';
+import { generate, type PartialSequence } from '../../model/generate.ts';
 import { ChatTokenizer } from '../../model/tokenizer.ts';
 import { Transformer, type LoraWeights } from '../../model/transformer.ts';
 import { loadTrainingData, type TrainExample } from '../../train/data.ts';
@@ -169,6 +169,16 @@ export interface TeacherRef {
   animal: string | null;
 }
 
+/** A teacher's completions while they are generated (Experiment's onTeacherTokens). */
+export interface TeacherTokens {
+  teacher: TeacherKind;
+  decoding: 'sample' | 'greedy';
+  prompts: readonly string[];
+  tokenizer: ChatTokenizer;
+  /** The current batch's sequences so far (requestIndex indexes `prompts`). */
+  sequences: PartialSequence[];
+}
+
 type Row = { index: number; prompt: string; completion: string; completion_ids: number[]; stop_id: number | null };
 
 function safe(s: string): string {
@@ -246,14 +256,16 @@ export class Experiment {
   private readonly t0 = performance.now();
   private controlChoice: ControlAnimalChoice | null = null;
   private readonly teacherMemo = new Map<TeacherKind, Promise<TeacherRef>>();
+  private readonly onTeacherTokens?: (e: TeacherTokens) => void;
 
   constructor(
     readonly gpu: Gpu,
     readonly cfg: ExperimentConfig,
-    /** A stage cache to use instead of the run folder's own (a grid's shared cache, the web page's memory one). */
-    opts: { store?: StageCache } = {},
+    /** A stage cache to use instead of the run folder's own (a grid's shared cache, the web page's memory one); a watcher of the teachers' sampling. */
+    opts: { store?: StageCache; onTeacherTokens?: (e: TeacherTokens) => void } = {},
   ) {
     this.storeInstance = opts.store ?? null;
+    this.onTeacherTokens = opts.onTeacherTokens;
     const seen = new Set<number>();
     for (const s of cfg.seeds) {
       if (seen.has(s)) throw new UserError(`--seeds: seed ${s} is listed twice (each seed is one student; a repeat would count it twice)`);
@@ -437,7 +449,9 @@ export class Experiment {
       const { model, tokenizer } = await this.load(t.dir);
       const requests = prompts.map((p) => ({ promptIds: tokenizer.promptIds(userMessages(p, t.system)) }));
       const bar = new Progress(`teacher ${t.kind} (${decoding})`, requests.length, { unit: 'seq', quiet: cfg.quiet });
-      const out = await generate(model, tokenizer, requests, { ...generation, stopIds: tokenizer.stopIds, onProgress: (p) => bar.update(p.done, `${p.tokens} tok`) });
+      const watch = this.onTeacherTokens;
+      const onTokens = watch && ((sequences: PartialSequence[]) => watch({ teacher: t.kind, decoding, prompts, tokenizer, sequences }));
+      const out = await generate(model, tokenizer, requests, { ...generation, stopIds: tokenizer.stopIds, onProgress: (p) => bar.update(p.done, `${p.tokens} tok`), onTokens });
       bar.finish();
       const rows: Row[] = out
         .sort((a, b) => a.requestIndex - b.requestIndex)
