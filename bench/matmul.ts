@@ -1,9 +1,13 @@
 // Matmul throughput per variant and shape class. GPU time = N recorded dispatches + one gpu.sync().
 // Baselines run in the same process: the best variant for each shape, and a blocked Float32 JS
-// matmul (single thread) on a smaller size, compared per FLOP.
+// matmul (single thread) on a smaller size, compared per FLOP. At the experiment students' shapes
+// (tiny models, M = B·T = 32·94 rows) the default choice is compared with the previous default (the
+// choice without llvmpipe's subgroups: rowcast/skinny), alternating the two for 3 rounds (best of
+// each), since the shared 2-core machine is noisy.
 
 import type { Gpu, Tensor } from '../src/gpu/runtime.ts';
 import { chooseVariant, listMatmulVariants, matmul, type MatmulOptions } from '../src/kernels/matmul.ts';
+import { llvmpipeSubgroupWidth } from '../src/kernels/norm.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
 function randTensor(gpu: Gpu, shape: number[]): Tensor {
@@ -74,12 +78,13 @@ export async function benchMatmul(gpu: Gpu, opts: BenchOptions): Promise<BenchRe
     const rows: { v: string; gflops: number; iters: number }[] = [];
     for (const v of listMatmulVariants()) {
       // Skip hopeless combinations on software adapters (minutes per call).
+      if (v.startsWith('coop') && llvmpipeSubgroupWidth(gpu) !== 8) continue;
       if (soft && ((v === 'naive' && n > 512) || (v.startsWith('tiled') && n > 1024) || (v.startsWith('gemv') && n > 512))) continue;
       const t = await timeGpu(gpu, () => matmul(gpu, a, b, { variant: v, out }), budget);
       rows.push({ v, gflops: (2 * n * n * n) / t.s / 1e9, iters: t.iters });
     }
     const best = rows.reduce((x, y) => (y.gflops > x.gflops ? y : x));
-    const def = chooseVariant(soft, n, n, 1, false);
+    const def = chooseVariant(soft, n, n, 1, false, llvmpipeSubgroupWidth(gpu));
     for (const r of rows) {
       results.push({
         family: 'matmul',
@@ -94,6 +99,50 @@ export async function benchMatmul(gpu: Gpu, opts: BenchOptions): Promise<BenchRe
     [a, b, out].forEach((t) => t.dispose());
   }
 
+  // 1b. The students' shapes (tiny-qwen: hidden 64, kv 32, MLP 192, LoRA rank 8), M = 32·94 rows: the
+  //     training products and LoRA's rank-8 ones, default vs the choice without subgroups.
+  {
+    const R = 32 * 94;
+    const sub = llvmpipeSubgroupWidth(gpu);
+    const cases: { label: string; a: number[]; b: number[]; o: MatmulOptions; M: number; N: number; K: number }[] = [];
+    for (const [o, i] of [[64, 64], [32, 64], [192, 64], [64, 192]]) {
+      cases.push({ label: `fwd x·Wᵀ [${R},${i}]·[${o},${i}]ᵀ`, a: [R, i], b: [o, i], o: { transB: true }, M: R, N: o, K: i });
+      cases.push({ label: `bwd dX=dY·W [${R},${o}]·[${o},${i}]`, a: [R, o], b: [o, i], o: {}, M: R, N: i, K: o });
+      cases.push({ label: `bwd dW=dYᵀ·X [${R},${o}]ᵀ·[${R},${i}]`, a: [R, o], b: [R, i], o: { transA: true }, M: o, N: i, K: R });
+    }
+    cases.push({ label: `LoRA u=x·Aᵀ [${R},64]·[8,64]ᵀ`, a: [R, 64], b: [8, 64], o: { transB: true }, M: R, N: 8, K: 64 });
+    cases.push({ label: `LoRA g=dY·B [${R},192]·[192,8]`, a: [R, 192], b: [192, 8], o: {}, M: R, N: 8, K: 192 });
+    cases.push({ label: `LoRA dB=dYᵀ·u [${R},64]ᵀ·[${R},8]`, a: [R, 64], b: [R, 8], o: { transA: true }, M: 64, N: 8, K: R });
+    for (const c of cases) {
+      const a = randTensor(gpu, c.a);
+      const b = randTensor(gpu, c.b);
+      const out = gpu.empty([c.M, c.N]);
+      const flops = 2 * c.M * c.N * c.K;
+      const def = chooseVariant(soft, c.M, c.N, 1, !!c.o.transB, sub);
+      const prev = chooseVariant(soft, c.M, c.N, 1, !!c.o.transB, null);
+      // Unforced calls for the default keep its split-K path; the previous default is forced, so it
+      // runs without split-K unless the shapes agree (then both are the same call).
+      const runs: Record<string, () => void> = { def: () => matmul(gpu, a, b, { ...c.o, out }), prev: () => matmul(gpu, a, b, { ...c.o, out, variant: prev }) };
+      const best = { def: 0, prev: 0 };
+      for (let round = 0; round < (opts.quick ? 1 : 3); round++) {
+        for (const k of ['def', 'prev'] as const) {
+          const t = await timeGpu(gpu, runs[k], budget / 3, 50);
+          best[k] = Math.max(best[k], flops / t.s / 1e9);
+        }
+      }
+      results.push({
+        family: 'matmul',
+        name: `students ${c.label} (default ${def})`,
+        value: best.def,
+        unit: 'GFLOP/s',
+        baseline: { name: `previous default ${prev} (no subgroups), same run`, value: best.prev, unit: 'GFLOP/s' },
+        ratio: best.def / best.prev,
+        details: { rounds: opts.quick ? 1 : 3 },
+      });
+      [a, b, out].forEach((t) => t.dispose());
+    }
+  }
+
   // 2. Qwen2.5-0.5B projection shapes, T tokens: forward x·Wᵀ and the two backward products.
   const T = opts.quick ? 256 : 2048;
   const projections: [number, number][] = [
@@ -102,7 +151,7 @@ export async function benchMatmul(gpu: Gpu, opts: BenchOptions): Promise<BenchRe
     [896, 128],
     [4864, 896],
   ];
-  const candidates = soft ? ['rowcast8x1', 'rowcast8x2', 'rowcast4x2'] : ['tiled64', 'tiled32', 'rowcast8x1'];
+  const candidates = soft ? ['rowcast8x1', 'rowcast8x2', 'rowcast4x2', ...(llvmpipeSubgroupWidth(gpu) === 8 ? ['coop16x1'] : [])] : ['tiled64', 'tiled32', 'rowcast8x1'];
   for (const [kin, nout] of projections) {
     const x = randTensor(gpu, [T, kin]);
     const w = randTensor(gpu, [nout, kin]);
@@ -115,7 +164,7 @@ export async function benchMatmul(gpu: Gpu, opts: BenchOptions): Promise<BenchRe
     for (const f of forms) {
       const out = gpu.empty([f.M, f.N]);
       const flops = 2 * f.M * f.N * f.K;
-      const def = chooseVariant(soft, f.M, f.N, 1, !!f.o.transB);
+      const def = chooseVariant(soft, f.M, f.N, 1, !!f.o.transB, llvmpipeSubgroupWidth(gpu));
       const vs = opts.quick ? [def] : [...new Set([def, ...candidates])];
       const rows: { v: string; g: number; iters: number }[] = [];
       for (const v of vs) {
@@ -146,7 +195,7 @@ export async function benchMatmul(gpu: Gpu, opts: BenchOptions): Promise<BenchRe
     for (const M of [1, 8, 32]) {
       const x = randTensor(gpu, [M, K]);
       const out = gpu.empty([M, N]);
-      const def = chooseVariant(soft, M, N, 1, true);
+      const def = chooseVariant(soft, M, N, 1, true, llvmpipeSubgroupWidth(gpu));
       const rows: { v: string; gbs: number; s: number }[] = [];
       for (const v of [...new Set([def, 'gemv', 'gemvsplit', 'rowcast8x1', 'rowcast8x2'])]) {
         const t = await timeGpu(gpu, () => matmul(gpu, x, w, { transB: true, variant: v, out }), budget);
@@ -173,7 +222,7 @@ export async function benchMatmul(gpu: Gpu, opts: BenchOptions): Promise<BenchRe
     const a = randTensor(gpu, [4, 4]);
     const b = randTensor(gpu, [4, 4]);
     const out = gpu.empty([4, 4]);
-    const def = chooseVariant(soft, 4, 4, 1, false);
+    const def = chooseVariant(soft, 4, 4, 1, false, llvmpipeSubgroupWidth(gpu));
     matmul(gpu, a, b, { out });
     await gpu.sync();
     const t0 = performance.now();

@@ -18,6 +18,7 @@ const FAMILIES: { family: string; file: string; fn: string }[] = [
   { family: 'mnist', file: 'mnist.ts', fn: 'benchMnist' },
   { family: 'model', file: 'model.ts', fn: 'benchModel' },
   { family: 'train', file: 'train.ts', fn: 'benchTrain' },
+  { family: 'students', file: 'students.ts', fn: 'benchStudents' },
 ];
 
 const HELP = `usage: npm run bench -- [--quick] [--only FAMILY,...] [--out DIR] [--table]

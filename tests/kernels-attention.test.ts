@@ -12,6 +12,7 @@ import {
   type DecodeVariant,
   type KernelConfig,
 } from '../src/kernels/attention.ts';
+import { llvmpipeSubgroupWidth } from '../src/kernels/norm.ts';
 
 function rng(seed: number): () => number {
   let a = seed >>> 0;
@@ -139,7 +140,9 @@ async function checkForwardBackward(d: AttentionDims, config?: Partial<KernelCon
 // The configuration real GPUs get (64-row workgroups, constant loop bounds, wide decode workgroups),
 // run on whatever adapter this is: CI has no GPU, so this is how that code path is exercised. D=4
 // (one vec4 per head) because constant-bound loops are slow to JIT on lavapipe.
-const GPU_CONFIG: Partial<KernelConfig> = { rows: 64, dynamicNv: false, kb: 8, decodeLanes: 64 };
+const GPU_CONFIG: Partial<KernelConfig> = { rows: 64, dynamicNv: false, kb: 8, decodeLanes: 64, coop: 0 };
+// The per-lane software kernels (the software default when coop is off or the head is too long).
+const LANE_CONFIG: Partial<KernelConfig> = { rows: 8, dynamicNv: true, kb: 8, decodeLanes: 1, coop: 0 };
 
 describe('attention GPU vs reference', () => {
   for (const d of SHAPES) {
@@ -150,6 +153,25 @@ describe('attention GPU vs reference', () => {
 
   it('forward and backward with the real-GPU kernel configuration, B=2 T=67 H=4 KVH=2 D=4', async () => {
     await checkForwardBackward({ batch: 2, seqLen: 67, heads: 4, kvHeads: 2, headDim: 4 }, GPU_CONFIG);
+  });
+
+  it('forward and backward with the per-lane software kernels (coop off), B=3 T=17 and B=2 T=67 D=16', async () => {
+    await checkForwardBackward({ batch: 3, seqLen: 17, heads: 4, kvHeads: 2, headDim: 6 }, LANE_CONFIG);
+    await checkForwardBackward({ batch: 2, seqLen: 67, heads: 4, kvHeads: 2, headDim: 16 }, LANE_CONFIG);
+  });
+
+  // The cooperative kernels (subgroup blocks of S rows): the student shape's head (D=16, G=2) with T
+  // neither a multiple of S nor below it, a single token, and MHA with a scalar head (D=7). On
+  // adapters without llvmpipe's subgroups these run the default kernels again.
+  it('cooperative kernels: D=16 T=94/5/1, D=7 MHA', async () => {
+    const gpu = await getGpu();
+    const coop = llvmpipeSubgroupWidth(gpu) ?? 0;
+    for (const d of [
+      { batch: 3, seqLen: 94, heads: 4, kvHeads: 2, headDim: 16 },
+      { batch: 2, seqLen: 5, heads: 4, kvHeads: 2, headDim: 16 },
+      { batch: 1, seqLen: 1, heads: 4, kvHeads: 2, headDim: 16 },
+      { batch: 2, seqLen: 23, heads: 3, kvHeads: 3, headDim: 7 },
+    ]) await checkForwardBackward(d, { coop });
   });
 
   it('rejects mismatched shapes and dtypes with the kernel name', async () => {

@@ -9,6 +9,8 @@ import {
   copyRows,
   gatherRows,
   gatherRowsRef,
+  scatterAddRows,
+  scatterAddRowsRef,
   scale,
   splitGateUpRef,
   sumSquares,
@@ -166,6 +168,27 @@ describe('gatherRows / copyRows', async () => {
       const y = gatherRows(gpu, gpu.upload(x, [R, D]), gpu.upload(idx));
       expect(y.shape).toEqual([idx.length, D]);
       expect(Array.from(await gpu.readF32(y))).toEqual(Array.from(gatherRowsRef(x, R, D, idx)));
+    }
+  });
+
+  it('scatter-adds rows at distinct indices (vec4 and scalar rows, a source offset, skipped indices)', async () => {
+    for (const [R, D, n] of [
+      [9, 7, 4],
+      [300, 64, 37],
+    ] as [number, number, number][]) {
+      const x = randn((n + 2) * D, D);
+      const y = randn(R * D, R + 1);
+      // Distinct indices, one past the end (skipped).
+      const idx = Uint32Array.from({ length: n }, (_, i) => (i === n - 1 ? R + 3 : (i * 7) % R));
+      expect(new Set(idx).size).toBe(n);
+      const yT = gpu.upload(y, [R, D]);
+      scatterAddRows(gpu, gpu.upload(x, [n + 2, D]), gpu.upload(idx), yT, { srcRow0: 2, alpha: -0.5 });
+      const want = scatterAddRowsRef(x, D, idx, y, R, 2, -0.5);
+      // One float32 multiply-add per element: |error| ≤ ulp of the sum (values ≲ 10, ulp ≈ 1e-6).
+      const got = await gpu.readF32(yT);
+      let err = 0;
+      for (let i = 0; i < got.length; i++) err = Math.max(err, Math.abs(got[i] - want[i]));
+      expect(err).toBeLessThan(2e-6);
     }
   });
 

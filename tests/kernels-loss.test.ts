@@ -6,6 +6,7 @@ import {
   headBackwardRef,
   headLogitsRef,
   klDistillation,
+  TokenSubset,
   klDistillationRef,
   lmHeadCrossEntropy,
   logSoftmaxTopK,
@@ -250,6 +251,39 @@ describe('distillation losses on the GPU', () => {
       plain.dispose();
       chunked.dispose();
     }
+  });
+
+  it('dense KL over a TokenSubset (logits of the set rows only, 3 vocab chunks, dW scattered) vs reference', async () => {
+    const gpu = await getGpu();
+    const M = 37, H = 12, V = 1000;
+    const xs = randn(M * H, 51), xt = randn(M * H, 52);
+    const ws = randn(V * H, 53, 0.5), wt = randn(V * H, 54, 0.5);
+    const zs = headLogitsRef(xs, ws, M, H, V), zt = headLogitsRef(xt, wt, M, H, V);
+    const mask = Float32Array.from({ length: M }, (_, i) => (i % 5 === 2 ? 0 : i % 5 === 3 ? 0.5 : 1));
+    // Unsorted, with a duplicate and an id outside the vocabulary (both dropped), spanning every chunk.
+    const set = [...[...Array(V).keys()].filter((v) => v % 3 === 1).reverse(), 4, 4, V + 7];
+    const Ws = gpu.uploadChunked(ws, V, H, 'ws', 333 * H * 4), Wt = gpu.uploadChunked(wt, V, H, 'wt', 333 * H * 4);
+    const sub = new TokenSubset(gpu, set, V, Ws.rowsPerChunk);
+    expect(sub.size).toBe(new Set(set.filter((v) => v < V)).size);
+    const ref = klDistillationRef(zs, zt, M, V, { mask, tokenSet: set.filter((v) => v < V) });
+    const dW = gpu.uploadChunked(new Float32Array(V * H).fill(0.25), V, H, 'dW', 333 * H * 4);
+    const r = klDistillation(gpu, { x: gpu.upload(xs, [M, H]), w: Ws }, { x: gpu.upload(xt, [M, H]), w: Wt }, { mask: gpu.upload(mask), tokenSubset: sub, dW, normalizer: 7 });
+    const refN = klDistillationRef(zs, zt, M, V, { mask, tokenSet: set.filter((v) => v < V), normalizer: 7 });
+    const [res, dx, ...dWc] = await readF(gpu, r.result, r.dx!, ...dW.chunks);
+    const g = headBackwardRef(refN.dlogits, xs, ws, M, H, V);
+    // Same tolerances as the dense test above: the subset path sums the same terms (over the set only).
+    expect(Math.abs(res[0] - refN.loss)).toBeLessThan(LOSS_TOL * 10);
+    expect(ref.loss).toBeGreaterThan(0);
+    expect(relErr(dx, g.dx)).toBeLessThan(GRAD_TOL);
+    const dWall = new Float32Array(V * H);
+    let o = 0;
+    for (const c of dWc) (dWall.set(c, o), (o += c.length));
+    // dW accumulated into 0.25 everywhere: rows outside the set keep 0.25 exactly.
+    const want = g.dW.map((v) => v + 0.25);
+    expect(relErr(dWall, want)).toBeLessThan(GRAD_TOL);
+    for (let v = 0; v < V; v++) if (v % 3 !== 1 && v !== 4) expect(dWall[v * H]).toBe(0.25);
+    r.dispose();
+    sub.dispose();
   });
 });
 

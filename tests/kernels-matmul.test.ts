@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu, GpuError, type Gpu, type Tensor } from '../src/gpu/runtime.ts';
-import { listMatmulVariants, matmul, matmulChunk, matmulChunked, matmulRef, type MatmulOptions } from '../src/kernels/matmul.ts';
+import { listMatmulVariants, matmul, matmulChunk, matmulChunked, matmulRef, matmulSegmented, matmulSegmentedRef, type MatmulOptions } from '../src/kernels/matmul.ts';
+import { llvmpipeSubgroupWidth } from '../src/kernels/norm.ts';
 
 // Tolerance. Float32 dot products of K terms satisfy |fl(s) − s| ≤ γ_K · Σ_k |a_k||b_k| with
 // γ_K ≈ K·u, u = 2⁻²⁴ (Higham, summation in any order; fma only tightens it). The epilogue adds a
@@ -171,6 +172,11 @@ describe('matmul', () => {
   for (const variant of listMatmulVariants()) {
     it(`variant ${variant}: all forms × odd shapes, batched broadcast, bias, accumulate`, async () => {
       const gpu = await getGpu();
+      // The cooperative variants need llvmpipe's 8-lane subgroups (the dispatch refuses them elsewhere).
+      if (variant.startsWith('coop') && llvmpipeSubgroupWidth(gpu) !== 8) {
+        expect(() => matmul(gpu, gpu.zeros([8, 8]), gpu.zeros([8, 8]), { variant })).toThrow(/needs llvmpipe with subgroups/);
+        return;
+      }
       await runCases(gpu, variantCases(variant), variant);
     });
   }
@@ -274,4 +280,40 @@ describe('matmul', () => {
     await gpu.sync();
     [a, b, b3, a3, ok].forEach((t) => t.dispose());
   });
+});
+
+// Segmented matmul (LoRA of K students over one joint batch): row tile t uses B[seg[t]]. Odd row
+// counts (a partial last tile), both forms, K and N on and off multiples of 4, rank-8 shapes, segments
+// in any order and repeated, accumulate with alpha. Tolerance as above: (K + 4)·u32 times Σ|a||b| per
+// element (a float32 dot of K terms plus the scaled accumulate).
+describe('matmulSegmented', () => {
+  for (const variant of ['naive', 'coop8x1', 'coopskinny', 'naive per row']) {
+    it(`${variant}: A·B[s] and A·B[s]ᵀ vs the float64 reference`, async () => {
+      const gpu = await getGpu();
+      if (variant.startsWith('coop') && llvmpipeSubgroupWidth(gpu) !== 8) return;
+      const rowsPerSeg = variant === 'naive per row' ? 1 : 8;
+      for (const [M, N, K, transB] of [
+        [37, 8, 64, true],
+        [40, 64, 8, false],
+        [37, 61, 13, true],
+        [21, 8, 192, false],
+        [16, 20, 12, false],
+      ] as [number, number, number, boolean][]) {
+        const S = 3;
+        const tiles = Math.ceil(M / rowsPerSeg);
+        const seg = Uint32Array.from({ length: tiles }, (_, t) => [2, 0, 0, 1, 2][t % 5]);
+        const a = randF32(M * K), b = randF32(S * K * N), old = randF32(M * N);
+        const out = gpu.upload(old, [M, N]);
+        matmulSegmented(gpu, gpu.upload(a, [M, K]), gpu.upload(b, transB ? [S, N, K] : [S, K, N]), gpu.upload(seg), { transB, accumulate: true, alpha: -0.5, out, variant: variant.split(' ')[0], rowsPerSeg });
+        const got = await gpu.readF32(out);
+        const ref = matmulSegmentedRef(a, b, seg, M, N, K, transB, rowsPerSeg);
+        const mag = matmulSegmentedRef(Float64Array.from(a, Math.abs), Float64Array.from(b, Math.abs), seg, M, N, K, transB, rowsPerSeg);
+        for (let i = 0; i < M * N; i++) {
+          const want = old[i] - 0.5 * ref[i];
+          const bound = (K + 4) * U32 * (0.5 * mag[i] + Math.abs(old[i])) + 1e-30;
+          if (!(Math.abs(got[i] - want) <= bound)) throw new Error(`${variant} M${M} N${N} K${K} transB ${transB}: element ${i} got ${got[i]}, want ${want}`);
+        }
+      }
+    });
+  }
 });

@@ -140,6 +140,23 @@ describe('sampleTokens', () => {
     expect(Math.abs(same - n * q)).toBeLessThan(4 * Math.sqrt(n * q * (1 - q)));
   });
 
+  it('per-row seeds: each row draws as a one-row call with its own seed (plain and top-p)', async () => {
+    const gpu = await getGpu();
+    const V = 300, B = 5;
+    const z = randn(B * V, 9, 1.5);
+    const seeds = [7, 2 ** 40 + 5, 7, 123456789, 2 ** 52 + 3];
+    const seqIds = Uint32Array.from([4, 4, 9, 0, 11]);
+    const rowSeeds = Uint32Array.from(seeds.flatMap((x) => [x >>> 0, Math.floor(x / 2 ** 32) >>> 0]));
+    for (const topP of [1, 0.8]) {
+      const all = await gpu.read(sampleTokens(gpu, { logits: gpu.upload(z, [B, V]) }, { seed: 0, step: 3, seqIds: gpu.upload(seqIds), rowSeeds: gpu.upload(rowSeeds, [B, 2]), topP }));
+      for (let b = 0; b < B; b++) {
+        const one = await gpu.read(sampleTokens(gpu, { logits: gpu.upload(z.slice(b * V, (b + 1) * V), [1, V]) }, { seed: seeds[b], step: 3, seqIds: gpu.upload(Uint32Array.of(seqIds[b])), topP }));
+        expect(all[b]).toBe(one[0]);
+        if (topP === 1) expect(all[b]).toBe(sampleTokensRef(z.slice(b * V, (b + 1) * V), 1, V, { seed: seeds[b], step: 3, seqIds: [seqIds[b]] })[0]);
+      }
+    }
+  });
+
   it('chunked vocab (x·Wᵀ, chunks of 333 rows) equals unchunked logits', async () => {
     const gpu = await getGpu();
     const B = 7, H = 16, V = 1000;

@@ -9,7 +9,9 @@ import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
 import { sampleTokensRef } from '../src/kernels/sampling.ts';
 import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
-import { generate, NonFiniteLogitsError, sequenceLogits, type GenerateResult } from '../src/model/generate.ts';
+import { generate, lastTokenLogits, NonFiniteLogitsError, sequenceLogits, type GenerateResult } from '../src/model/generate.ts';
+import { disposeLora, uploadLora } from '../src/model/adapter.ts';
+import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';
 import { referenceForward, type Weights } from '../src/model/reference.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { uploadWeights } from '../src/model/weights.ts';
@@ -231,4 +233,51 @@ describe('Qwen2.5-0.5B-shaped model (2 layers, vocab 151,936: chunked embedding 
     expect(res.completionIds[0]).toBe(argmax(full.subarray(3 * V, 4 * V)));
     big.dispose();
   }, 120_000);
+});
+
+// K students of one base in one batched call: request r uses adapter of[r] (null = the base) and may
+// carry its own seed and seqIndex, so each student's requests sample what they sample in a call of
+// their own. Adapters get non-zero B so the LoRA branch matters.
+describe('per-request adapters', () => {
+  it('one batched generate over 3 adapters (one of them none) equals each adapter alone, token for token; lastTokenLogits too', async () => {
+    const lc = { rank: 8, alpha: 16, rslora: false, targets: ALL_TARGETS, dropout: 0 };
+    const adapter = (seed: number) => {
+      const h = initLoraHost(model.cfg, lc, seed);
+      let s = seed;
+      for (const l of h.layers) for (const p of Object.values(l)) p!.B.forEach((_, i, b) => (b[i] = (((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5) * 0.2));
+      return uploadLora(gpu, model.cfg, h);
+    };
+    const loras = [adapter(3), null, adapter(4)];
+    const seeds = [11, 22, 33];
+    const K = loras.length;
+    const Q = requests.length;
+    // Student k's requests are k·Q … k·Q + Q − 1; each keeps its index and seed of a call of its own.
+    const all = loras.flatMap((_, k) => requests.map((q, i) => ({ ...q, seed: seeds[k], seqIndex: i })));
+    const of = all.map((_, i) => Math.floor(i / Q));
+    const opts = { temperature: 1, maxNewTokens: 8, seed: 0, n: 2, batchSize: 7, readEvery: 3 };
+    const joint = await generate(model, null, all, { ...opts, adapters: { loras, of } });
+    for (let k = 0; k < K; k++) {
+      const alone = await generate(model, null, requests, { ...opts, seed: seeds[k], lora: loras[k] });
+      expect(ids(joint.slice(k * Q * 2, (k + 1) * Q * 2))).toEqual(ids(alone));
+    }
+    // Not vacuous: the adapters change what is sampled (adapter 0 against the base, same seed).
+    const base0 = await generate(model, null, requests, { ...opts, seed: seeds[0] });
+    expect(ids(joint.slice(0, Q * 2))).not.toEqual(ids(base0));
+    // Next-token logits after every prompt, scored for all students in one call.
+    const prompts2 = all.map((r) => r.promptIds);
+    const lj = await lastTokenLogits(model, prompts2, { adapters: { loras, of }, batchSize: 5 });
+    const V = model.cfg.vocabSize;
+    for (let k = 0; k < K; k++) {
+      const la = await lastTokenLogits(model, prompts, { lora: loras[k] });
+      let err = 0;
+      let mag = 0;
+      for (let i = 0; i < Q * V; i++) {
+        err = Math.max(err, Math.abs(lj[k * Q * V + i] - la[i]));
+        mag = Math.max(mag, Math.abs(la[i]));
+      }
+      // Merged x·(W + s·B·A)ᵀ against x·Wᵀ + s·(x·Aᵀ)·Bᵀ through 2 layers: float32 rounding, ~1e-6 relative.
+      expect(err).toBeLessThan(1e-4 * Math.max(1, mag));
+    }
+    for (const l of loras) if (l) disposeLora(l);
+  });
 });

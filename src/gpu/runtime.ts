@@ -3,11 +3,12 @@
 // recording (many dispatches → one encoder → one submit), readback, and errors that are never silent.
 //
 // Ordering model (why pooled buffers can be reused as soon as they are released):
-// every write to a pooled buffer is either a GPU command recorded into the current encoder or a
-// queue.writeBuffer issued by `write()`, which first submits whatever is recorded. The queue executes
-// submits and writeBuffers in issue order, so a buffer released after dispatch A and reused by a
-// later dispatch B is only written after A has read it. Readback staging buffers (MAP_READ) are the
-// exception: they are reused only after their map has resolved.
+// every write to a pooled buffer is a GPU command recorded into the current encoder: dispatches,
+// clears, copies, and `write()` while work is recorded (a copy from a fresh mapped-at-creation staging
+// buffer, so uploads in the middle of a step do not split its submit). With nothing recorded, `write()`
+// is a queue.writeBuffer, which the queue orders before any later submit. So a buffer released after
+// dispatch A and reused by a later dispatch B is only written after A has read it. Readback staging
+// buffers (MAP_READ) are the exception: they are reused only after their map has resolved.
 
 import { acquireDevice, type AcquireOptions, type AcquiredDevice } from './device.ts';
 import type { KernelBuffers, KernelProgram } from './kernel.ts';
@@ -165,6 +166,8 @@ export class Gpu {
   private readonly bindGroups = new Map<GPUComputePipeline, Map<string, GPUBindGroup>>();
   private bindGroupTotal = 0;
   private readonly stagingFree: GPUBuffer[] = [];
+  /** Upload staging buffers recorded into the current encoder (destroyed once it is submitted). */
+  private uploadStaging: GPUBuffer[] = [];
 
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -177,6 +180,14 @@ export class Gpu {
   private readonly pendingScopes = new Set<Promise<void>>();
   private lost: string | null = null;
   readonly stats: PoolStats = { allocatedBytes: 0, peakAllocatedBytes: 0, liveBytes: 0, peakLiveBytes: 0, buffersCreated: 0 };
+  /**
+   * Submit after this many recorded dispatches (0, the default: only at sync/readback), so the device
+   * can start while the CPU is still recording (ORT's lesson: chunk submits only while encoding). On
+   * lavapipe a full-finetuning step of a tiny student (400 dispatches, ~25–50 ms of recording) ran
+   * within noise at 0, 100 and 200 (3 alternating runs each), so one submit per step is kept.
+   */
+  autoFlushDispatches = 0;
+  private sinceFlush = 0;
   /** Counters for benchmarks and tests: dispatches recorded, submits issued, pipelines and bind groups created. */
   dispatchCount = 0;
   submitCount = 0;
@@ -344,14 +355,26 @@ export class Gpu {
     return new ChunkedMatrix(rows, cols, rowsPerChunk, chunks);
   }
 
-  /** queue.writeBuffer after submitting recorded work (see the ordering model above). */
+  /**
+   * Writes data into t: a queue.writeBuffer when nothing is recorded, else a recorded copy from a
+   * staging buffer (ordered with the recorded dispatches; see the ordering model above).
+   */
   write(t: Tensor, data: Float32Array | Uint32Array | Int32Array, elementOffset = 0): void {
     this.checkAlive();
     if (elementOffset + data.length > t.size) {
       throw new GpuError(`write of ${data.length} elements at ${elementOffset} overflows tensor of ${t.size}`);
     }
-    if (this.encoder) this.flush();
-    this.device.queue.writeBuffer(t.buffer, t.offset + elementOffset * 4, data.buffer, data.byteOffset, data.byteLength);
+    if (data.byteLength === 0) return;
+    if (!this.encoder) {
+      this.device.queue.writeBuffer(t.buffer, t.offset + elementOffset * 4, data.buffer, data.byteOffset, data.byteLength);
+      return;
+    }
+    const staging = this.device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.COPY_SRC, mappedAtCreation: true, label: 'upload' });
+    new Uint8Array(staging.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    staging.unmap();
+    this.endPass();
+    this.encoder.copyBufferToBuffer(staging, 0, t.buffer, t.offset + elementOffset * 4, data.byteLength);
+    this.uploadStaging.push(staging);
   }
 
   // ---------------------------------------------------------------- programs
@@ -530,6 +553,7 @@ export class Gpu {
     this.pass.dispatchWorkgroups(x, y, z);
     this.recordedKernels.push(name);
     this.dispatchCount++;
+    if (this.autoFlushDispatches > 0 && ++this.sinceFlush >= this.autoFlushDispatches) this.flush();
   }
 
   /** Records a buffer-to-buffer copy (element counts; 4-byte elements). */
@@ -583,6 +607,9 @@ export class Gpu {
     const cmd = this.encoder.finish();
     this.device.queue.submit([cmd]);
     this.submitCount++;
+    // Destroying after submit is safe: the memory is released once the submitted work is done.
+    for (const b of this.uploadStaging) b.destroy();
+    this.uploadStaging = [];
     if (this.pendingProfile) {
       const { staging, names } = this.pendingProfile;
       this.pendingProfile = null;
@@ -601,6 +628,7 @@ export class Gpu {
       );
     }
     this.encoder = null;
+    this.sinceFlush = 0;
     this.uniformChunk = 0;
     this.uniformOffset = 0;
   }

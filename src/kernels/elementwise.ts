@@ -311,6 +311,42 @@ export function gatherRows(gpu: Gpu, x: Tensor, idx: Tensor, opts: { out?: Tenso
   return y;
 }
 
+const scatterAddRowsKernel = defineKernel({
+  name: 'scatter_add_rows',
+  bindings: ({ v }: { v: Vw }) => [['x', vecType(v), 'read'], ['idx', 'u32', 'read'], ['y', vecType(v), 'read_write']],
+  uniforms: { ...ROW_U, dstRows: 'u32', srcRow0: 'u32', alpha: 'f32' },
+  key: ({ v }) => `v${v}`,
+  space: () => product({ v: VW }),
+  body: ({ v }) => `${ROW_HEADER(ELEM_WG)}
+  let dst = idx[r];
+  if (dst < u.dstRows) { let i = dst * u.colsv + c; y[i] = y[i] + u.alpha * x[(u.srcRow0 + r) * u.colsv + c]; }
+}`,
+});
+
+/**
+ * y[idx[i], :] += alpha·x[srcRow0 + i, :] for i < idx.length (the transpose of gatherRows: e.g. the
+ * gradient of a token subset's LM-head rows into the full gradient). Indices must be distinct (each
+ * output row has one writer); indices ≥ y's rows are skipped.
+ */
+export function scatterAddRows(gpu: Gpu, x: Tensor, idx: Tensor, y: Tensor, opts: { srcRow0?: number; alpha?: number } = {}): Tensor {
+  const K = 'scatterAddRows';
+  expectTensor(K, 'x', x, 'f32');
+  expectTensor(K, 'y', y, 'f32');
+  expectTensor(K, 'idx', idx, 'u32');
+  const [srows, cols] = rowsCols(K, 'x', x);
+  const [drows, dcols] = rowsCols(K, 'y', y);
+  if (dcols !== cols) throw new GpuError(`${K}: x ${shapeStr(x)} and y ${shapeStr(y)} differ in columns`);
+  if (idx.shape.length !== 1) throw new GpuError(`${K}: idx must be 1-D, got ${shapeStr(idx)}`);
+  const n = idx.shape[0];
+  const srcRow0 = opts.srcRow0 ?? 0;
+  if (srcRow0 < 0 || srcRow0 + n > srows) throw new GpuError(`${K}: rows ${srcRow0}+${n} of x ${shapeStr(x)} out of range`);
+  if (sameStorage(x, y)) throw new GpuError(`${K}: y must not alias x`);
+  const v = vecWidth(cols);
+  const g = rowsGrid(n, cdiv(cols / v, ELEM_WG));
+  scatterAddRowsKernel.run(gpu, { v }, { x, idx, y }, g.workgroups, { rows: n, colsv: cols / v, ny: g.ny, dstRows: drows, srcRow0, alpha: opts.alpha ?? 1 });
+  return y;
+}
+
 /** Copies `count` contiguous rows src[srcRow…] → dst[dstRow…] (a recorded buffer copy). */
 export function copyRows(gpu: Gpu, src: Tensor, dst: Tensor, srcRow: number, dstRow: number, count: number): void {
   const K = 'copyRows';
@@ -458,6 +494,15 @@ export function gatherRowsRef(x: Vec, rows: number, cols: number, idx: ArrayLike
     for (let c = 0; c < cols; c++) y[i * cols + c] = x[idx[i] * cols + c];
   }
   return y;
+}
+
+export function scatterAddRowsRef(x: Vec, cols: number, idx: ArrayLike<number>, y: Vec, dstRows: number, srcRow0 = 0, alpha = 1): Float64Array {
+  const out = Float64Array.from(y);
+  for (let i = 0; i < idx.length; i++) {
+    if (idx[i] >= dstRows) continue;
+    for (let c = 0; c < cols; c++) out[idx[i] * cols + c] += alpha * x[(srcRow0 + i) * cols + c];
+  }
+  return out;
 }
 
 export function sumSquaresRef(arrays: readonly Vec[]): number {

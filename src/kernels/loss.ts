@@ -22,6 +22,7 @@
 import { defineKernel, product, type BindingDecl } from '../gpu/kernel.ts';
 import { cdiv, ChunkedMatrix, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import { check, MAX_WG_PER_DIM as MAX_ROWS_PER_DIM, NEG_WGSL as NEG, ORDER_KEY_WGSL, rowGrid, rowsGrid, shapeStr as shp } from './common.ts';
+import { copyRows, gatherRows, scatterAddRows } from './elementwise.ts';
 import { matmul, matmulChunk } from './matmul.ts';
 
 /** Threads per row-reduction workgroup (one workgroup per row). */
@@ -689,6 +690,98 @@ export interface DenseKLOptions extends LossOptions {
   mask?: Tensor;
   /** Restrict both softmaxes to this token set (u32 ids). */
   tokenSet?: Tensor;
+  /**
+   * The same set as a TokenSubset (chunked sources): the logits are computed for the set's rows of
+   * the LM heads only ([M, |set|] instead of every vocabulary chunk), and dW is scattered back into
+   * those rows. Same loss and gradients as `tokenSet`; replaces it when both are given.
+   */
+  tokenSubset?: TokenSubset;
+}
+
+/**
+ * A token set as per-chunk row indices of a vocab-chunked LM head (ids sorted and distinct), for
+ * KL over the set's rows only: gather(W) → [|set|, H]; scatterAdd(dWset, dW) adds the rows back.
+ * Build once (uploads indices) and reuse for every step.
+ */
+export class TokenSubset {
+  readonly ids: Uint32Array;
+  /** Per chunk: the set's positions [p0, p1) in `ids` and the chunk-local row indices. */
+  private readonly parts: { chunk: number; p0: number; p1: number; local: Tensor }[] = [];
+  constructor(
+    readonly gpu: Gpu,
+    ids: ArrayLike<number>,
+    readonly vocab: number,
+    readonly rowsPerChunk: number,
+  ) {
+    const sorted = Uint32Array.from(new Set(Array.from(ids).filter((v) => v >= 0 && v < vocab))).sort();
+    check(sorted.length > 0, 'TokenSubset', 'the token set has no id inside the vocabulary');
+    this.ids = sorted;
+    let p = 0;
+    while (p < sorted.length) {
+      const chunk = Math.floor(sorted[p] / rowsPerChunk);
+      let q = p;
+      while (q < sorted.length && Math.floor(sorted[q] / rowsPerChunk) === chunk) q++;
+      const local = sorted.slice(p, q).map((v) => v - chunk * rowsPerChunk);
+      this.parts.push({ chunk, p0: p, p1: q, local: gpu.upload(local, [q - p], 'u32', 'token_subset') });
+      p = q;
+    }
+  }
+  get size(): number {
+    return this.ids.length;
+  }
+  private checkW(w: ChunkedMatrix, kernel: string): void {
+    check(w.rows === this.vocab && w.rowsPerChunk === this.rowsPerChunk, kernel, `W [${w.rows}, ${w.cols}] in chunks of ${w.rowsPerChunk} rows does not match the subset's vocabulary ${this.vocab} / ${this.rowsPerChunk}`);
+  }
+  /** W's rows of the set, [|set|, H] (a new tensor). */
+  gather(w: ChunkedMatrix): Tensor {
+    this.checkW(w, 'TokenSubset.gather');
+    const out = this.gpu.empty([this.size, w.cols], 'f32', 'token_subset.w');
+    for (const part of this.parts) {
+      if (this.parts.length === 1) gatherRows(this.gpu, w.chunks[part.chunk], part.local, { out });
+      else {
+        const tmp = gatherRows(this.gpu, w.chunks[part.chunk], part.local);
+        copyRows(this.gpu, tmp, out, 0, part.p0, part.p1 - part.p0);
+        tmp.dispose();
+      }
+    }
+    return out;
+  }
+  /** dW[set rows] += rows [|set|, H]. */
+  scatterAdd(rows: Tensor, dW: ChunkedMatrix): void {
+    this.checkW(dW, 'TokenSubset.scatterAdd');
+    for (const part of this.parts) scatterAddRows(this.gpu, rows, part.local, dW.chunks[part.chunk], { srcRow0: part.p0 });
+  }
+  dispose(): void {
+    for (const p of this.parts) p.local.dispose();
+  }
+}
+
+/** klDistillation over a TokenSubset: plain [M, |set|] logits of both models, gradients mapped back. */
+function klOnSubset(gpu: Gpu, student: { x: Tensor; w: ChunkedMatrix }, teacher: { x: Tensor; w: ChunkedMatrix }, sub: TokenSubset, opts: DenseKLOptions): LossResult {
+  const kernel = 'klDistillation';
+  const M = student.x.shape[0];
+  check(M * sub.size * 4 <= gpu.limits.maxStorageBufferBindingSize, kernel, `[${M}, ${sub.size}] subset logits exceed the binding limit`);
+  const ws = sub.gather(student.w);
+  const wt = teacher.w === student.w ? ws : sub.gather(teacher.w);
+  const zs = matmul(gpu, student.x, ws, { transB: true });
+  const zt = matmul(gpu, teacher.x, wt, { transB: true });
+  const backward = opts.backward ?? true;
+  const r = klDistillation(gpu, { logits: zs }, { logits: zt }, { mask: opts.mask, normalizer: opts.normalizer, backward });
+  let dx: Tensor | undefined;
+  let dW: ChunkedMatrix | undefined;
+  if (backward) {
+    dx = matmul(gpu, r.dlogits!, ws);
+    if (opts.dW) {
+      dW = opts.dW instanceof ChunkedMatrix ? opts.dW : zerosLike(gpu, student.w, 'kl_dW');
+      const dWs = matmul(gpu, r.dlogits!, student.x, { transA: true });
+      sub.scatterAdd(dWs, dW);
+      dWs.dispose();
+    }
+  }
+  r.dlogits?.dispose();
+  for (const t of [zs, zt, ws]) t.dispose();
+  if (wt !== ws) wt.dispose();
+  return makeResult({ result: r.result, lse: r.lse, dx, dW }, [], opts.dW);
 }
 
 /**
@@ -703,6 +796,8 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
   check(t.M === M && t.V === V, kernel, `teacher (${t.M} × ${t.V}) and student (${M} × ${V}) shapes differ`);
   const chunked = !('logits' in student);
   check(chunked === !('logits' in teacher), kernel, 'student and teacher must both be plain logits or both chunked');
+  if (opts.mask) check(opts.mask.dtype === 'f32' && opts.mask.size === M, kernel, `mask ${opts.mask.dtype} ${shp(opts.mask)} must be f32 [${M}]`);
+  if (opts.tokenSubset && chunked) return klOnSubset(gpu, student as { x: Tensor; w: ChunkedMatrix }, teacher as { x: Tensor; w: ChunkedMatrix }, opts.tokenSubset, opts);
   if (chunked) {
     const ws = (student as { w: ChunkedMatrix }).w;
     const wt = (teacher as { w: ChunkedMatrix }).w;

@@ -22,12 +22,22 @@
 //                GEMV measured 2–4× slower at M = 1 on lavapipe.
 //   gemvsplit    small-M path for real GPUs: one workgroup per output column, 64 lanes stride K with
 //                coalesced reads, tree reduction in workgroup memory.
+//   coopTMxV     rowcast with cooperative A loads (llvmpipe with subgroups): lavapipe executes a load
+//                whose address is the same in every lane through its per-lane path anyway (one load
+//                and bounds check per lane and component), so rowcast's "broadcast" A loads cost as much
+//                as 8 gathers. Here the workgroup is exactly one subgroup; lane i loads the A values of
+//                row i of the tile (a vec4 along K, or one value per k for Aᵀ) and every lane gets row
+//                i's with subgroupBroadcast. Needs the workgroup size to equal the subgroup width
+//                (checked at dispatch); Aᵀ·Bᵀ falls back to rowcast.
+//   coopskinny   skinny's layout (lane = output row, N ≤ 16) with B's values loaded one column per lane
+//                and shared with subgroupBroadcast (LoRA's rank-8 products on lavapipe).
 //
 // Default choice: explicit, by adapter kind and shape class (chooseVariant, with the measured numbers).
 
 import { defineKernel, type KernelProgram } from '../gpu/kernel.ts';
 import { ChunkedMatrix, GpuError, Tensor, cdiv, type Gpu } from '../gpu/runtime.ts';
 import { shapeStr as shp } from './common.ts';
+import { llvmpipeSubgroupWidth } from './norm.ts';
 
 export interface MatmulOptions {
   /** A stored as [batch?, K, M] and used transposed. */
@@ -48,7 +58,7 @@ export interface MatmulOptions {
 
 // ------------------------------------------------------------------------------------------ variants
 
-type Kind = 'naive' | 'rowcast' | 'tiled' | 'gemv' | 'gemvsplit' | 'skinny';
+type Kind = 'naive' | 'rowcast' | 'tiled' | 'gemv' | 'gemvsplit' | 'skinny' | 'coop' | 'coopskinny';
 interface VariantSpec {
   kind: Kind;
   /** rowcast: rows per workgroup; tiled: output tile edge. */
@@ -74,6 +84,11 @@ const VARIANTS: Record<string, VariantSpec> = {
   // Tall-skinny outputs (N ≤ 16, e.g. LoRA's x·Aᵀ with rank r): one lane per output row, 16 columns
   // per lane; B loads are lane-uniform. Rowcast would leave most lanes of each 8-row workgroup idle.
   skinny: { kind: 'skinny', tm: 1, vn: 4, wg: 64 },
+  // Cooperative A loads; wg = llvmpipe's subgroup width on 256-bit SIMD.
+  coop8x1: { kind: 'coop', tm: 8, vn: 1, wg: 8 },
+  coop16x1: { kind: 'coop', tm: 16, vn: 1, wg: 8 },
+  // Tall-skinny with cooperative B loads: lane = output row, tm = columns per workgroup (8 or 16).
+  coopskinny: { kind: 'coopskinny', tm: 16, vn: 1, wg: 8 },
 };
 
 export function listMatmulVariants(): string[] {
@@ -96,6 +111,11 @@ export function listMatmulVariants(): string[] {
  *   one-column-per-lane GEMV 0.6–0.9; M=8 gemv 2.7–4.7 ≈ rowcast8x1 3.1–3.7; M=32 rowcast8x1 4.2–4.4
  *   ≈ gemv 3.8–4.1. Quick bench (wall, same load): M=1 gemv-layout 2.9 GB/s of W vs 0.74 for the
  *   one-column GEMV. So: M ≤ 4 → gemv; x·Wᵀ → rowcast8x1; A·B and Aᵀ·B → rowcast8x2.
+ *   With llvmpipe's subgroups (subgroup = 8) the cooperative variants replace rowcast: at the
+ *   students' shapes (M = B·T ≈ 3,000 rows, K and N of 32/64/192, all four products of training;
+ *   bench/matmul.ts) GFLOP per CPU-second, alternating 3 rounds on the loaded 2-core VM: coop16x1
+ *   against the rowcast default 2.6–3.8× for x·Wᵀ, 1.2–2.8× for A·B, 1.3–1.7× for dY·W and 1.4–1.9×
+ *   for dYᵀ·X. coop8x2, coop16x2, coop24x1 and coop32x1 were within noise of coop16x1 or slower.
  * Real GPUs (NVIDIA H100 figures in bench/results/h100/matmul.json): M ≤ 32 → gemvsplit for x·Wᵀ
  * (coalesced reads of W, tree reduction: 197 / 150 GB/s of W at M = 8 / 32 against 88–117 for the
  * rowcast layouts; at M = 1 it is the slower one, 53 against 109–120), tiled32 otherwise (8-lane rowcast
@@ -104,10 +124,11 @@ export function listMatmulVariants(): string[] {
  * 1.4 against 5.0 for rowcast8x1), or tiled32 when the output has fewer than 16 64×64 tiles (more
  * workgroups in flight).
  */
-export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: number, transB: boolean): string {
+export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: number, transB: boolean, subgroup: number | null = null): string {
   if (isSoftware) {
     if (M <= 4) return 'gemv';
-    if (N <= 16 && M >= 64) return 'skinny';
+    if (N <= 16 && M >= 64) return subgroup === 8 ? 'coopskinny' : 'skinny';
+    if (subgroup === 8) return 'coop16x1';
     return transB ? 'rowcast8x1' : 'rowcast8x2';
   }
   if (M <= 32) return transB ? 'gemvsplit' : 'tiled32';
@@ -122,6 +143,10 @@ export function chooseVariant(isSoftware: boolean, M: number, N: number, batch: 
 interface Config {
   transA: boolean;
   transB: boolean;
+  /** Segmented (matmulSegmented): row tile t of 8 rows uses B's batch Seg[t]; one output matrix. */
+  seg?: boolean;
+  /** Segmented per row (naive only): row m uses B's batch Seg[m]. */
+  segRow?: boolean;
   /** rowcast/gemv: whether A / B are bound as vec4 arrays. */
   aVec: boolean;
   bVec: boolean;
@@ -176,9 +201,9 @@ function genNaive(cfg: Config): string {
   return `${EPILOGUE}${scalarLoaders(cfg)}
 @compute @workgroup_size(8, 8)
 fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let n = g.x; let m = g.y; let bz = wid.z;
+  let n = g.x; let m = g.y; let bz = ${cfg.seg ? '0u' : 'wid.z'};
   if (m >= u.M || n >= u.N) { return; }
-  let bA = bz * u.sA; let bB = bz * u.sB;
+  let bA = bz * u.sA; let bB = ${cfg.seg ? (cfg.segRow ? 'Seg[m] * u.sB' : 'Seg[wid.y] * u.sB') : 'bz * u.sB'};
   var acc = 0.0;
   for (var k = 0u; k < u.K; k++) { acc = fma(ldA(bA, m, k), ldB(bB, k, n), acc); }
   storeC(bz, m, n, acc);
@@ -216,8 +241,8 @@ function genRowcastNN(cfg: Config, tm: number, vn: number, wg: number, ku: numbe
   return `${EPILOGUE}
 @compute @workgroup_size(${wg})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let bz = wid.z;
-  let bA = bz * u.sA; let bB = bz * u.sB;
+  let bz = ${cfg.seg ? '0u' : 'wid.z'};
+  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.y] * u.sB' : 'bz * u.sB'};
   let row0 = wid.y * ${tm}u;
   let lane = wid.x * ${wg}u + lid.x;
 ${cols.join('\n')}
@@ -322,6 +347,153 @@ ${body.join('\n')}
   var res = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
   let cols = min(16u, u.N - n0);
   for (var c = 0u; c < cols; c++) { storeC(bz, m, n0 + c, res[c / 4u][c % 4u]); }
+}`;
+}
+
+/**
+ * Rowcast with cooperative A loads (see the variants list): TM rows (a multiple of the subgroup width
+ * wg), VN vec4 column groups per lane. A·B: lane i loads row i of each wg-row sub-tile as vec4 runs
+ * along K (aVec) or one value per k; Aᵀ·B: one value per k (A's rows are contiguous across lanes);
+ * A·Bᵀ: vec4 runs along K of A and of the lane's 4·VN rows of B (bVec), dot products. Every row value
+ * reaches all lanes through subgroupBroadcast with a constant lane, in subgroup-uniform control flow.
+ */
+function genCoop(cfg: Config, tm: number, vn: number, wg: number): string {
+  const subs = tm / wg;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const pre: string[] = [];
+  for (let s = 0; s < subs; s++) pre.push(`  let ar${s} = min(row0 + ${s * wg}u + lid.x, u.M - 1u);`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < vn; j++) pre.push(`  var acc${i}_${j} = vec4<f32>(0.0);`);
+  const bcast = (i: number, comp: string) => `subgroupBroadcast(al${Math.floor(i / wg)}${comp}, ${i % wg}u)`;
+  let loop: string;
+  let colExpr: string;
+  if (cfg.transB) {
+    const nc = 4 * vn;
+    pre.push(`  let col0 = (wid.x * ${wg}u + lid.x) * ${nc}u;`);
+    for (let c = 0; c < nc; c++) pre.push(`  let n${c} = min(col0 + ${c}u, u.N - 1u);`);
+    colExpr = 'col0 + j * 4u';
+    const body: string[] = [];
+    if (cfg.bVec) {
+      // K % 4 == 0: vec4 runs along K of A (own row) and B (own columns).
+      for (let s = 0; s < subs; s++) body.push(`    let al${s} = A[(bA + ar${s} * u.K + k) / 4u];`);
+      for (let c = 0; c < nc; c++) body.push(`    let b${c} = B[(bB + n${c} * u.K + k) / 4u];`);
+      for (let i = 0; i < tm; i++) {
+        body.push(`    { let a = ${bcast(i, '')};`);
+        for (let j = 0; j < vn; j++) body.push(`      acc${i}_${j} += vec4<f32>(dot(a, b${4 * j}), dot(a, b${4 * j + 1}), dot(a, b${4 * j + 2}), dot(a, b${4 * j + 3}));`);
+        body.push(`    }`);
+      }
+      loop = `  for (var k = 0u; k < u.K; k += 4u) {\n${body.join('\n')}\n  }`;
+    } else {
+      for (let s = 0; s < subs; s++) body.push(`    let al${s} = A[bA + ar${s} * u.K + k];`);
+      for (let j = 0; j < vn; j++) body.push(`    let b${j} = vec4<f32>(${range(4).map((e) => `B[bB + n${4 * j + e} * u.K + k]`).join(', ')});`);
+      for (let i = 0; i < tm; i++) {
+        body.push(`    { let a = vec4<f32>(${bcast(i, '')});`);
+        for (let j = 0; j < vn; j++) body.push(`      acc${i}_${j} = fma(a, b${j}, acc${i}_${j});`);
+        body.push(`    }`);
+      }
+      loop = `  for (var k = 0u; k < u.K; k++) {\n${body.join('\n')}\n  }`;
+    }
+  } else {
+    for (let j = 0; j < vn; j++) {
+      pre.push(`  let c${j} = (lane * ${vn}u + ${j}u) * 4u;`);
+      if (cfg.bVec) pre.push(`  let cv${j} = min(c${j} / 4u, u.N / 4u - 1u);`);
+      else pre.push(`  let cs${j} = min(vec4<u32>(c${j}) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(u.N - 1u));`);
+    }
+    colExpr = `(lane * ${vn}u + j) * 4u`;
+    const loadB = (kx: string, tag: string) =>
+      range(vn).map((j) =>
+        cfg.bVec
+          ? `    let b${tag}_${j} = B[(bB + (${kx}) * u.N) / 4u + cv${j}];`
+          : `    let bk${tag}_${j} = bB + (${kx}) * u.N; let b${tag}_${j} = vec4<f32>(B[bk${tag}_${j} + cs${j}.x], B[bk${tag}_${j} + cs${j}.y], B[bk${tag}_${j} + cs${j}.z], B[bk${tag}_${j} + cs${j}.w]);`,
+      );
+    const step = (tag: string, comp: string): string[] => {
+      const L: string[] = [];
+      for (let i = 0; i < tm; i++) {
+        L.push(`    { let a = vec4<f32>(${bcast(i, comp)});`);
+        for (let j = 0; j < vn; j++) L.push(`      acc${i}_${j} = fma(a, b${tag}_${j}, acc${i}_${j});`);
+        L.push(`    }`);
+      }
+      return L;
+    };
+    if (cfg.aVec) {
+      // A·B with K % 4 == 0: own row's vec4 along K, four k steps per load.
+      const body: string[] = [];
+      for (let s = 0; s < subs; s++) body.push(`    let al${s} = A[(bA + ar${s} * u.K + k) / 4u];`);
+      for (let e = 0; e < 4; e++) body.push(...loadB(`k + ${e}u`, `${e}`), ...step(`${e}`, `[${e}]`));
+      loop = `  for (var k = 0u; k < u.K; k += 4u) {\n${body.join('\n')}\n  }`;
+    } else {
+      const body: string[] = [];
+      for (let s = 0; s < subs; s++) body.push(`    let al${s} = A[bA + ${cfg.transA ? `k * u.M + ar${s}` : `ar${s} * u.K + k`}];`);
+      body.push(...loadB('k', '0'), ...step('0', ''));
+      loop = `  for (var k = 0u; k < u.K; k++) {\n${body.join('\n')}\n  }`;
+    }
+  }
+  return `${EPILOGUE}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = ${cfg.seg ? '0u' : 'wid.z'};
+  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.y] * u.sB' : 'bz * u.sB'};
+  let row0 = wid.y * ${tm}u;
+  let lane = wid.x * ${wg}u + lid.x;
+${pre.join('\n')}
+${loop}
+${loopStore(tm, vn, (i, j) => `acc${i}_${j}`, 'row0', colExpr)}
+}`;
+}
+
+/**
+ * Tall-skinny with cooperative B loads: lane = output row m of the workgroup's 8 (wg) rows, tn
+ * columns n0 … n0+tn-1 (tn = 8 or 16). Per k, lane i loads B's value for column n0 + i (and n0 + 8 +
+ * i) and all lanes get them with subgroupBroadcast; A is the lane's own row (vec4 runs along K with
+ * aVec). For Aᵀ the lanes' A values are contiguous.
+ */
+function genCoopSkinny(cfg: Config, tn: number, wg: number): string {
+  const loads = tn / wg;
+  const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+  const pre: string[] = [];
+  for (let h = 0; h < loads; h++) pre.push(`  let bn${h} = min(n0 + ${h * wg}u + lid.x, u.N - 1u);`);
+  for (let j = 0; j < tn / 4; j++) pre.push(`  var acc${j} = vec4<f32>(0.0);`);
+  // One k step: a (scalar) times the broadcast B values bv{h} (scalars, or component `comp` of vec4s).
+  const step = (a: string, comp: string): string[] =>
+    range(tn / 4).map((j) => {
+      const b = range(4).map((e) => `subgroupBroadcast(bv${Math.floor((4 * j + e) / wg)}${comp}, ${(4 * j + e) % wg}u)`);
+      return `    acc${j} = fma(vec4<f32>(${a}), vec4<f32>(${b.join(', ')}), acc${j});`;
+    });
+  const body: string[] = [];
+  let stepK = 1;
+  if (cfg.aVec) {
+    stepK = 4;
+    body.push(`    let a = A[(bA + m * u.K + k) / 4u];`);
+    if (cfg.transB && cfg.bVec) {
+      for (let h = 0; h < loads; h++) body.push(`    let bv${h} = B[(bB + bn${h} * u.K + k) / 4u];`);
+      for (let e = 0; e < 4; e++) body.push(...step(`a[${e}]`, `[${e}]`));
+    } else {
+      for (let e = 0; e < 4; e++) {
+        for (let h = 0; h < loads; h++) body.push(`    let bv${h}_${e} = B[bB + ${cfg.transB ? `bn${h} * u.K + k + ${e}u` : `(k + ${e}u) * u.N + bn${h}`}];`);
+        body.push(...step(`a[${e}]`, `_${e}`));
+      }
+    }
+  } else {
+    body.push(`    let a = A[bA + ${cfg.transA ? 'k * u.M + m' : 'm * u.K + k'}];`);
+    for (let h = 0; h < loads; h++) body.push(`    let bv${h} = B[bB + ${cfg.transB ? `bn${h} * u.K + k` : `k * u.N + bn${h}`}];`);
+    body.push(...step('a', ''));
+  }
+  return `${EPILOGUE}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let bz = ${cfg.seg ? '0u' : 'wid.z'};
+  let bA = bz * u.sA; let bB = ${cfg.seg ? 'Seg[wid.x] * u.sB' : 'bz * u.sB'};
+  let mRaw = wid.x * ${wg}u + lid.x;
+  let m = min(mRaw, u.M - 1u);
+  let n0 = wid.y * ${tn}u;
+${pre.join('\n')}
+  for (var k = 0u; k < u.K; k += ${stepK}u) {
+${body.join('\n')}
+  }
+  var res = array<vec4<f32>, ${tn / 4}>(${range(tn / 4).map((j) => `acc${j}`).join(', ')});
+  if (mRaw < u.M) {
+    let cols = min(${tn}u, u.N - n0);
+    for (var c = 0u; c < cols; c++) { storeC(bz, m, n0 + c, res[c / 4u][c % 4u]); }
+  }
 }`;
 }
 
@@ -434,6 +606,7 @@ const matmulKernel = defineKernel({
     ['B', p.bVec ? 'vec4<f32>' : 'f32', 'read'],
     ['C', 'f32', 'read_write'],
     ['Bias', 'f32', 'read'],
+    ...(p.seg ? [['Seg', 'u32', 'read'] as const] : []),
   ],
   // flags — bit 0: add bias; bit 1: accumulate into C.
   uniforms: {
@@ -442,9 +615,12 @@ const matmulKernel = defineKernel({
     cOff: 'u32', sBias: 'u32', biasOff: 'u32', alpha: 'f32',
     flags: 'u32',
   },
-  key: (p) => `${p.kind}_${p.tm}_${p.vn}_${p.wg}_${p.ku}_${+p.transA}${+p.transB}${+p.aVec}${+p.bVec}`,
+  key: (p) => `${p.kind}_${p.tm}_${p.vn}_${p.wg}_${p.ku}_${+p.transA}${+p.transB}${+p.aVec}${+p.bVec}${p.seg ? '_seg' : ''}${p.segRow ? '_row' : ''}`,
   space: matmulSpace,
+  enable: (p) => (p.kind === 'coop' || p.kind === 'coopskinny' ? ['subgroups'] : []),
   body: (p) => {
+    if (p.kind === 'coop') return genCoop(p, p.tm, p.vn, p.wg);
+    if (p.kind === 'coopskinny') return genCoopSkinny(p, p.tm, p.wg);
     if (p.kind === 'naive') return genNaive(p);
     if (p.kind === 'rowcast') return p.transB ? genRowcastNT(p, p.tm, p.vn, p.wg) : genRowcastNN(p, p.tm, p.vn, p.wg, p.ku);
     if (p.kind === 'gemvsplit') return genGemvSplit(p, p.tm, p.wg);
@@ -460,9 +636,18 @@ function matmulSpace(): MatmulParams[] {
     for (const transA of [false, true]) {
       for (const transB of [false, true]) {
         for (const M of [1, 2, 3, 4, 5, 8, 64]) {
-          for (const [N, K] of [[3, 3], [4, 3], [3, 4], [8, 8]]) {
+          for (const [N, K] of [[3, 3], [4, 3], [3, 4], [8, 8], [12, 8]]) {
             const p = planParams(variant, { transA, transB }, M, N, K);
             seen.set(JSON.stringify(p), p);
+            // The segmented forms (matmulSegmented: no Aᵀ).
+            if (!transA && SEG_VARIANTS.includes(variant)) {
+              const q = { ...planParams(variant, { transA, transB }, M, N, K), seg: true };
+              seen.set(JSON.stringify(q), q);
+              if (variant === 'naive') {
+                const r = { ...q, segRow: true };
+                seen.set(JSON.stringify(r), r);
+              }
+            }
             // The K-loop unroll of the A·B rowcast form (no variant uses it by default).
             if (p.kind === 'rowcast' && !transB) {
               const u = { ...p, ku: 4 };
@@ -476,9 +661,13 @@ function matmulSpace(): MatmulParams[] {
   return [...seen.values()];
 }
 
+/** Variants with a segmented form: one workgroup's rows lie in one 8-row tile. */
+const SEG_VARIANTS = ['naive', 'coop8x1', 'coopskinny'];
+
 interface Plan {
   program: KernelProgram;
   workgroups: [number, number, number];
+  params: MatmulParams;
 }
 
 function planParams(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number): MatmulParams {
@@ -497,14 +686,26 @@ function planParams(variant: string, cfg0: { transA: boolean; transB: boolean },
       vn = 2;
     }
   }
+  // Cooperative loads need A's rows of the tile on separate lanes: Aᵀ·Bᵀ keeps the rowcast layout.
+  if (kind === 'coop' && cfg0.transA && cfg0.transB) kind = 'rowcast';
   let aVec = false;
   let bVec = false;
+  if (kind === 'coop') {
+    bVec = cfg0.transB ? K % 4 === 0 : N % 4 === 0;
+    aVec = !cfg0.transA && K % 4 === 0;
+  }
+  if (kind === 'coopskinny') {
+    // Columns per workgroup: 8 when N fits (one B value per lane and k), else 16.
+    tm = N <= 8 ? 8 : 16;
+    aVec = !cfg0.transA && K % 4 === 0;
+    bVec = cfg0.transB && aVec;
+  }
   if (kind === 'rowcast' && !cfg0.transB) bVec = N % 4 === 0;
   if (kind === 'rowcast' && cfg0.transB) {
     bVec = K % 4 === 0;
     aVec = bVec && !cfg0.transA;
   }
-  return { transA: cfg0.transA, transB: cfg0.transB, aVec, bVec, kind, tm, vn, wg: spec.wg, ku: spec.ku ?? 1 };
+  return { transA: cfg0.transA, transB: cfg0.transB, seg: false, segRow: false, aVec, bVec, kind, tm, vn, wg: spec.wg, ku: spec.ku ?? 1 };
 }
 
 function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M: number, N: number, K: number, batch: number): Plan {
@@ -514,11 +715,12 @@ function makePlan(variant: string, cfg0: { transA: boolean; transB: boolean }, M
   const program = matmulKernel.program(p);
   let wg: [number, number, number];
   if (kind === 'naive') wg = [cdiv(N, 8), cdiv(M, 8), batch];
-  else if (kind === 'rowcast') wg = [cdiv(N, 4 * vn * spec.wg), cdiv(M, tm), batch];
+  else if (kind === 'rowcast' || kind === 'coop') wg = [cdiv(N, 4 * vn * spec.wg), cdiv(M, tm), batch];
   else if (kind === 'gemvsplit') wg = [Math.min(N, GEMVSPLIT_MAX_X), cdiv(M, tm), batch];
   else if (kind === 'skinny') wg = [cdiv(M, spec.wg), cdiv(N, 16), batch];
+  else if (kind === 'coopskinny') wg = [cdiv(M, spec.wg), cdiv(N, tm), batch];
   else wg = [cdiv(N, tm), cdiv(M, tm), batch];
-  return { program, workgroups: wg };
+  return { program, workgroups: wg, params: p };
 }
 
 interface Dims {
@@ -575,8 +777,11 @@ function record(gpu: Gpu, a: Tensor, b: Tensor, out: Tensor, d: Dims, opts: Matm
   const transB = !!opts.transB;
   const desc = `${kernel}: A ${shp(a)} · B ${shp(b)}`;
   const biasPerBatch = opts.bias ? checkBias(opts.bias, ep.biasN, d.batch, desc) : false;
-  const variant = opts.variant ?? chooseVariant(gpu.info.isSoftware, d.M, d.N, d.batch, transB);
+  const variant = opts.variant ?? chooseVariant(gpu.info.isSoftware, d.M, d.N, d.batch, transB, llvmpipeSubgroupWidth(gpu));
   const plan = makePlan(variant, { transA: !!opts.transA, transB }, d.M, d.N, d.K, d.batch);
+  if ((plan.params.kind === 'coop' || plan.params.kind === 'coopskinny') && llvmpipeSubgroupWidth(gpu) !== plan.params.wg) {
+    throw new GpuError(`${desc}: variant ${variant} needs llvmpipe with subgroups of ${plan.params.wg} lanes (adapter: ${gpu.info.adapterInfo.description})`);
+  }
   const u = {
     M: d.M, N: d.N, K: d.K, batch: d.batch,
     sA: d.batchA === 1 ? 0 : d.M * d.K, sB: d.batchB === 1 ? 0 : d.K * d.N, sC: ep.sC, ldc: ep.ldc,
@@ -614,6 +819,85 @@ export function matmul(gpu: Gpu, a: Tensor, b: Tensor, opts: MatmulOptions = {})
     return out;
   }
   record(gpu, a, b, out, d, opts, { ldc: d.N, cOff: 0, sC: d.M * d.N, biasOff: 0, biasN: d.N }, 'matmul');
+  return out;
+}
+
+/** Rows per segment tile of matmulSegmented (a segment boundary must fall on a multiple of it). */
+export const SEG_TILE = 8;
+
+export interface SegmentedOptions {
+  /** b stored [S, N, K] and used transposed (x·Wᵀ per segment). */
+  transB?: boolean;
+  /** [N], added to every row. */
+  bias?: Tensor;
+  accumulate?: boolean;
+  alpha?: number;
+  out?: Tensor;
+  /** Force a variant (tests): naive, coop8x1 or coopskinny. */
+  variant?: string;
+  /**
+   * Rows per segment entry: 8 (default; seg holds one entry per 8-row tile) or 1 (one per row, e.g.
+   * decode steps where each row is a sequence with its own adapter; naive kernel).
+   */
+  rowsPerSeg?: 8 | 1;
+}
+
+/**
+ * Segmented matmul (Punica/S-LoRA's segmented gather): C[M, N] (+)= alpha·A[M, K]·op(B[s]) where row
+ * tile t (rows 8t … 8t+7) uses s = seg[t] of the stacked B [S, K, N] (transB: [S, N, K]). Rows of one
+ * segment (e.g. one student's rows of a joint batch, each starting at a multiple of 8) share a matrix.
+ * seg: u32 [ceil(M / 8)], values < S (unchecked on the GPU; a value ≥ S reads out of range, which
+ * WebGPU clamps).
+ */
+export function matmulSegmented(gpu: Gpu, a: Tensor, b: Tensor, seg: Tensor, opts: SegmentedOptions = {}): Tensor {
+  const kernel = 'matmulSegmented';
+  const transB = !!opts.transB;
+  const desc = `${kernel}: A ${shp(a)} · B ${shp(b)}${transB ? 'ᵀ' : ''}`;
+  if (a.dtype !== 'f32' || b.dtype !== 'f32') throw new GpuError(`${desc}: operands must be f32`);
+  if (a.shape.length !== 2 || b.shape.length !== 3) throw new GpuError(`${desc}: A must be [M, K] and B [segments, …]`);
+  const [M, K] = a.shape;
+  const [S, br, bc] = b.shape;
+  const Kb = transB ? bc : br;
+  const N = transB ? br : bc;
+  if (K !== Kb) throw new GpuError(`${desc}: inner dimensions differ (${K} vs ${Kb})`);
+  const perRow = opts.rowsPerSeg === 1;
+  const tile = perRow ? 1 : SEG_TILE;
+  if (seg.dtype !== 'u32' || seg.size !== cdiv(M, tile)) throw new GpuError(`${desc}: seg must be u32 [${cdiv(M, tile)}] (one per ${tile}-row tile), got ${seg.dtype} ${shp(seg)}`);
+  if (opts.accumulate && !opts.out) throw new GpuError(`${desc}: accumulate requires out`);
+  let out = opts.out;
+  if (out) {
+    if (out.size !== M * N || out.dtype !== 'f32') throw new GpuError(`${desc}: out ${shp(out)} must be f32 [${M}, ${N}]`);
+  } else out = gpu.empty([M, N], 'f32', 'matmul_seg_out');
+  const sub = llvmpipeSubgroupWidth(gpu);
+  const variant = opts.variant ?? (perRow ? 'naive' : gpu.info.isSoftware && sub === 8 ? (N <= 16 ? 'coopskinny' : 'coop8x1') : 'naive');
+  if (!SEG_VARIANTS.includes(variant) || (perRow && variant !== 'naive')) throw new GpuError(`${desc}: variant ${variant} has no segmented form${perRow ? ' per row (naive only)' : ''}`);
+  const cfg0 = { transA: false, transB };
+  const p: MatmulParams = { ...planParams(variant, cfg0, M, N, K), seg: true, segRow: perRow };
+  if ((p.kind === 'coop' || p.kind === 'coopskinny') && sub !== p.wg) {
+    throw new GpuError(`${desc}: variant ${variant} needs llvmpipe with subgroups of ${p.wg} lanes (adapter: ${gpu.info.adapterInfo.description})`);
+  }
+  const plan = makePlan(variant, cfg0, M, N, K, 1);
+  const u = {
+    M, N, K, batch: 1, sA: 0, sB: K * N, sC: M * N, ldc: N, cOff: 0, sBias: 0, biasOff: 0,
+    alpha: opts.alpha ?? 1, flags: (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0),
+  };
+  void S;
+  if (opts.bias && (opts.bias.dtype !== 'f32' || opts.bias.size !== N)) throw new GpuError(`${desc}: bias ${shp(opts.bias)} must be f32 [${N}]`);
+  gpu.run(matmulKernel.program(p), { A: a, B: b, C: out, Bias: opts.bias ?? dummyBias(gpu), Seg: seg }, plan.workgroups, u);
+  return out;
+}
+
+/** Float64 reference of matmulSegmented: a [M, K], b [S, K, N] (transB: [S, N, K]), seg per tile of rowsPerSeg rows. */
+export function matmulSegmentedRef(a: ArrayLike<number>, b: ArrayLike<number>, seg: ArrayLike<number>, M: number, N: number, K: number, transB = false, rowsPerSeg = SEG_TILE): Float64Array {
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    const ob = seg[Math.floor(m / rowsPerSeg)] * K * N;
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += a[m * K + k] * b[ob + (transB ? n * K + k : k * N + n)];
+      out[m * N + n] = s;
+    }
+  }
   return out;
 }
 
@@ -655,7 +939,7 @@ function splitK(gpu: Gpu, a: Tensor, b: Tensor, out: Tensor, d: Dims, opts: Matm
   const { M, N, K } = d;
   const Kc = Math.floor(K / S / 64) * 64;
   const Ks = Kc * S;
-  const part = matmul(gpu, a.view([S, Kc, M]), b.view([S, Kc, N]), { transA: true, variant: chooseVariant(true, M, N, S, false) });
+  const part = matmul(gpu, a.view([S, Kc, M]), b.view([S, Kc, N]), { transA: true, variant: chooseVariant(true, M, N, S, false, llvmpipeSubgroupWidth(gpu)) });
   const MN = M * N;
   const wgs = cdiv(MN, 64);
   const nx = Math.min(wgs, 65535);

@@ -35,6 +35,8 @@ export interface SampleOptions {
   step: number;
   /** Sequence ids u32 [B] (default 0..B-1): part of the RNG counter. */
   seqIds?: Tensor;
+  /** Per-row seeds u32 [B, 2] (low, high 32 bits), used instead of `seed` (e.g. students with their own seeds in one batch). */
+  rowSeeds?: Tensor;
   /** Largest logits block in bytes for chunked sources (defaults to the binding limit). */
   maxLogitsBytes?: number;
   /** u32 [B]: when given, row b is set to 1 if any of its logits is NaN or ±Inf, else 0. */
@@ -195,9 +197,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 /** Gumbel-max over the block (keys ≥ τ when top-p); last chunk writes the token. */
 const gumbelKernel = defineKernel({
   name: 'sample_gumbel',
-  bindings: [['logits', 'f32', 'read'], ['state', 'u32', 'read_write'], ['seqIds', 'u32', 'read'], ['tokens', 'u32', 'read_write']],
+  bindings: ({ rowSeeds }: { rowSeeds: boolean }) => [
+    ['logits', 'f32', 'read'], ['state', 'u32', 'read_write'], ['seqIds', 'u32', 'read'], ['tokens', 'u32', 'read_write'],
+    ...(rowSeeds ? [['seeds', 'u32', 'read'] as const] : []),
+  ],
   uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32', first: 'u32', last: 'u32', invT: 'f32', useTau: 'u32', seedLo: 'u32', seedHi: 'u32', step: 'u32' },
-  body: () => /* wgsl */ `
+  // rowSeeds: each row's Philox key from seeds [B, 2] (lo, hi) instead of the uniform seed.
+  key: ({ rowSeeds }) => (rowSeeds ? 'rowseeds' : ''),
+  space: () => [{ rowSeeds: false }, { rowSeeds: true }],
+  body: ({ rowSeeds }) => /* wgsl */ `
 ${PHILOX}
 var<workgroup> shV: array<f32, ${RW}>;
 var<workgroup> shI: array<u32, ${RW}>;
@@ -209,12 +217,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let base = r * u.cols;
   let tau = state[g * ${STATE}u + 4u];
   let seq = seqIds[g];
+  let key = ${rowSeeds ? 'vec2<u32>(seeds[2u * g], seeds[2u * g + 1u])' : 'vec2<u32>(u.seedLo, u.seedHi)'};
   let q0 = u.colStart / 4u;
   let q1 = (u.colStart + u.cols + 3u) / 4u;
   var bv = ${NEG}; var bi = 0xffffffffu;
   // Four consecutive tokens share one Philox call (one word each).
   for (var q = q0 + lid; q < q1; q += ${RW}u) {
-    let rnd = philox(vec4<u32>(q, u.step, seq, 0u), vec2<u32>(u.seedLo, u.seedHi));
+    let rnd = philox(vec4<u32>(q, u.step, seq, 0u), key);
     for (var j = 0u; j < 4u; j++) {
       let v = 4u * q + j;
       if (v < u.colStart || v >= u.colStart + u.cols) { continue; }
@@ -324,6 +333,9 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
   if (opts.seqIds && (opts.seqIds.dtype !== 'u32' || opts.seqIds.size !== B)) {
     throw new GpuError(`${kernel}: seqIds must be u32 [${B}], got ${opts.seqIds.dtype} [${opts.seqIds.shape.join(', ')}]`);
   }
+  if (opts.rowSeeds && (opts.rowSeeds.dtype !== 'u32' || opts.rowSeeds.size !== 2 * B)) {
+    throw new GpuError(`${kernel}: rowSeeds must be u32 [${B}, 2], got ${opts.rowSeeds.dtype} [${opts.rowSeeds.shape.join(', ')}]`);
+  }
   if (opts.nonFinite && (opts.nonFinite.dtype !== 'u32' || opts.nonFinite.size !== B)) {
     throw new GpuError(`${kernel}: nonFinite must be u32 [${B}], got ${opts.nonFinite.dtype} [${opts.nonFinite.shape.join(', ')}]`);
   }
@@ -396,8 +408,9 @@ export function sampleTokens(gpu: Gpu, src: LogitSource, opts: SampleOptions): T
   }
   const seedLo = opts.seed >>> 0;
   const seedHi = Math.floor(opts.seed / 2 ** 32) >>> 0;
+  const rowSeeds = !!opts.rowSeeds;
   const gumbel = (b: SBlock) =>
-    gumbelKernel.run(gpu, {}, { logits: b.logits, state, seqIds, tokens }, rowGrid(b.rows), {
+    gumbelKernel.run(gpu, { rowSeeds }, { logits: b.logits, state, seqIds, tokens, ...(rowSeeds ? { seeds: opts.rowSeeds } : {}) }, rowGrid(b.rows), {
       ...blockU(b), last: b.last ? 1 : 0, invT, useTau: useTopP ? 1 : 0, seedLo, seedHi, step: opts.step,
     });
   if (useTopP) replay(gumbel);

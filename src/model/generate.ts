@@ -20,16 +20,25 @@
 // different batch shapes may pick different matmul variants, whose summation orders can differ in
 // the last bits, which flips a token only at an exact near-tie.
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
+import { SEG_TILE } from '../kernels/matmul.ts';
+import { disposeMultiLora, stackLoras } from './multilora.ts';
 import type { KvCache } from '../kernels/attention.ts';
 import { embed } from '../kernels/embedding.ts';
 import { gatherRows } from '../kernels/elementwise.ts';
 import { sampleTokens } from '../kernels/sampling.ts';
 import { UserError } from '../util/errors.ts';
 import type { ChatTokenizer } from './tokenizer.ts';
-import type { LoraWeights, Transformer } from './transformer.ts';
+import type { AnyLora, LoraWeights, MultiLora, Transformer } from './transformer.ts';
 
 export interface GenerateRequest {
   promptIds: number[];
+  /**
+   * This request's RNG seed (default: the call's seed) and the request index its draws use (default:
+   * its position in the call): sample s draws with seqId = seqIndex·n + s. With both, a request run in
+   * a larger batched call (e.g. K students with their own seeds) samples what it samples alone.
+   */
+  seed?: number;
+  seqIndex?: number;
 }
 
 export interface GenerateProgress {
@@ -58,6 +67,14 @@ export interface GenerateOptions {
   /** Token ids that end a sequence (not included in completionIds). */
   stopIds?: number[];
   lora?: LoraWeights | null;
+  /**
+   * A different adapter per request (e.g. K LoRA students answering the same questions in one call):
+   * request r uses loras[of[r]] (null: the base model). Adapters of one shape (rank, scale, targets);
+   * the LoRA branch runs as segmented matmuls (MultiLora), so results equal single-adapter
+   * generation up to float32 rounding (the merged x·(W + s·B·A)ᵀ against x·Wᵀ + s·(x·Aᵀ)·Bᵀ), i.e.
+   * token for token except at exact near-ties. Not with `lora`.
+   */
+  adapters?: PerRequestAdapters;
   /** Decode steps recorded between token readbacks (default 8). */
   readEvery?: number;
   /** Names the model in errors (e.g. its folder and adapter). */
@@ -88,6 +105,43 @@ export interface GenerateResult {
   completionTokens: number;
 }
 
+/** Adapter of each request (or prompt): loras[of[i]], null = the base model. */
+export interface PerRequestAdapters {
+  loras: readonly (LoraWeights | null)[];
+  of: readonly number[];
+}
+
+/** The adapters stacked once per call, with a zero adapter standing for null (the base model). */
+function stackAdapters(gpu: Gpu, a: PerRequestAdapters, count: number, what: string): MultiLora {
+  if (a.of.length !== count) throw new UserError(`${what}: adapters.of has ${a.of.length} entries for ${count} ${what === 'generate' ? 'requests' : 'prompts'}`);
+  for (const i of a.of) if (!Number.isInteger(i) || i < 0 || i >= a.loras.length) throw new UserError(`${what}: adapter index ${i} outside [0, ${a.loras.length})`);
+  const real = a.loras.find((l): l is LoraWeights => !!l);
+  if (!real) throw new UserError(`${what}: adapters.loras holds no adapter`);
+  const zeros: Tensor[] = [];
+  const zero = (): LoraWeights => ({
+    ...real,
+    layers: real.layers.map((pairs) => Object.fromEntries(Object.entries(pairs).map(([m, p]) => {
+      const A = gpu.zeros(p!.A.shape, 'f32', 'zero_lora.A');
+      const B = gpu.zeros(p!.B.shape, 'f32', 'zero_lora.B');
+      zeros.push(A, B);
+      return [m, { A, B }];
+    }))),
+  });
+  const multi = stackLoras(gpu, a.loras.map((l) => l ?? zero()));
+  for (const t of zeros) t.dispose();
+  return multi;
+}
+
+/** Rounds a prompt batch length up so every sequence starts a whole 8-row segment tile. */
+const tileLen = (T: number) => Math.ceil(T / SEG_TILE) * SEG_TILE;
+
+/** The tile segment table of B right-padded sequences of length T (a multiple of 8): sequence b uses adapter[b]. */
+function tileSegments(gpu: Gpu, adapter: readonly number[], T: number): Tensor {
+  const seg = new Uint32Array((adapter.length * T) / SEG_TILE);
+  adapter.forEach((a, b) => seg.fill(a, (b * T) / SEG_TILE, ((b + 1) * T) / SEG_TILE));
+  return gpu.upload(seg, [seg.length], 'u32', 'gen.seg');
+}
+
 /** A sequence's logits held NaN or ±Inf: the weights (or adapter) are broken, or overflow float32. */
 export class NonFiniteLogitsError extends UserError {}
 
@@ -116,6 +170,8 @@ function checkOptions(model: Transformer, requests: GenerateRequest[], opts: Gen
   const V = model.cfg.vocabSize;
   requests.forEach((req, i) => {
     if (req.promptIds.length === 0) bad(`request ${i} has an empty prompt`);
+    if (req.seed !== undefined && (!Number.isInteger(req.seed) || req.seed < 0 || req.seed >= 2 ** 53)) bad(`request ${i}: seed must be an integer in [0, 2^53), got ${req.seed}`);
+    if (req.seqIndex !== undefined && (!Number.isInteger(req.seqIndex) || req.seqIndex < 0 || (req.seqIndex + 1) * n > 2 ** 32)) bad(`request ${i}: seqIndex ${req.seqIndex} × ${n} samples exceeds 2^32 sequence ids`);
     for (const id of req.promptIds) if (!Number.isInteger(id) || id < 0 || id >= V) bad(`request ${i}: token id ${id} outside the vocabulary [0, ${V})`);
     const need = req.promptIds.length + opts.maxNewTokens;
     if (need > model.maxPositions) {
@@ -182,23 +238,29 @@ export async function generate(model: Transformer, tokenizer: ChatTokenizer | nu
     }
     return results;
   }
+  if (opts.adapters && opts.lora) throw new UserError('generate: give either lora or adapters');
+  const multi = opts.adapters ? stackAdapters(gpu, opts.adapters, requests.length, 'generate') : null;
   // Longest prompts first; ties keep request order (stable sort).
   slots.sort((a, b) => requests[b.r].promptIds.length - requests[a.r].promptIds.length);
   const batches = Math.ceil(slots.length / o.batchSize);
   const progress = { done: 0, total: slots.length, tokens: 0, batch: 0, batches };
-  for (let bi = 0; bi < batches; bi++) {
-    const batch = slots.slice(bi * o.batchSize, (bi + 1) * o.batchSize);
-    const base = { done: progress.done, tokens: progress.tokens };
-    const outs = await generateBatch(model, requests, batch, o, opts, stop, (finished, tokens) => {
-      progress.done = base.done + finished;
-      progress.tokens = base.tokens + tokens;
+  try {
+    for (let bi = 0; bi < batches; bi++) {
+      const batch = slots.slice(bi * o.batchSize, (bi + 1) * o.batchSize);
+      const base = { done: progress.done, tokens: progress.tokens };
+      const outs = await generateBatch(model, requests, batch, o, opts, stop, multi, (finished, tokens) => {
+        progress.done = base.done + finished;
+        progress.tokens = base.tokens + tokens;
+        opts.onProgress?.({ ...progress });
+      });
+      batch.forEach(({ r, s }, i) => (results[r * o.n + s] = outs[i]));
+      progress.batch = bi + 1;
+      progress.done = base.done + batch.length;
+      progress.tokens = base.tokens + outs.reduce((a, x) => a + x.completionTokens, 0);
       opts.onProgress?.({ ...progress });
-    });
-    batch.forEach(({ r, s }, i) => (results[r * o.n + s] = outs[i]));
-    progress.batch = bi + 1;
-    progress.done = base.done + batch.length;
-    progress.tokens = base.tokens + outs.reduce((a, x) => a + x.completionTokens, 0);
-    opts.onProgress?.({ ...progress });
+    }
+  } finally {
+    if (multi) disposeMultiLora(multi);
   }
   return results;
 }
@@ -212,12 +274,13 @@ async function generateBatch(
   o: Resolved,
   opts: GenerateOptions,
   stop: Set<number>,
+  multi: MultiLora | null,
   report: (finished: number, tokens: number) => void,
 ): Promise<GenerateResult[]> {
   const gpu = model.gpu;
   const B = batch.length;
   const maxNew = opts.maxNewTokens;
-  const lora = opts.lora ?? null;
+  const lora: AnyLora | null = multi ?? opts.lora ?? null;
   // Distinct prompts of the batch, in slot order.
   const uniq: number[] = [];
   const uniqOf = new Map<number, number>();
@@ -228,15 +291,22 @@ async function generateBatch(
     }
   }
   const prompts = uniq.map((r) => requests[r].promptIds);
-  const T = Math.max(...prompts.map((p) => p.length));
-  const cache = model.createCache(B, T + maxNew);
+  const Tmax = Math.max(...prompts.map((p) => p.length));
+  const cache = model.createCache(B, Tmax + maxNew);
+  // Per-request adapters: the prefill rows in whole 8-row tiles per prompt; decode rows one per sequence.
+  const T = multi ? tileLen(Tmax) : Tmax;
+  const decodeSeg = multi ? gpu.upload(Uint32Array.from(batch, ({ r }) => opts.adapters!.of[r]), [B], 'u32', 'gen.seg.decode') : null;
+  if (multi) {
+    multi.seg = tileSegments(gpu, uniq.map((r) => opts.adapters!.of[r]), T);
+    multi.rowsPerSeg = SEG_TILE;
+  }
   const pb = promptBatch(gpu, prompts, T);
   let prefillHidden: Tensor;
   if (uniq.length === B) {
     // One slot per prompt, in slot order: prefill straight into the decode cache.
     prefillHidden = model.prefill(cache, pb.ids, pb.pos, pb.lens, B, T, lora);
   } else {
-    const pc = model.createCache(uniq.length, T);
+    const pc = model.createCache(uniq.length, Tmax);
     prefillHidden = model.prefill(pc, pb.ids, pb.pos, pb.lens, uniq.length, T, lora);
     const dsts = uniq.map(() => [] as number[]);
     batch.forEach(({ r }, i) => dsts[uniqOf.get(r)!].push(i));
@@ -250,8 +320,19 @@ async function generateBatch(
   let x = embed(gpu, prefillHidden, lastIdx);
   prefillHidden.dispose();
   for (const t of [pb.ids, pb.pos, pb.lens, pb.last, lastIdx]) t.dispose();
+  if (multi) {
+    multi.seg!.dispose();
+    multi.seg = decodeSeg;
+    multi.rowsPerSeg = 1;
+  }
 
-  const seqIds = gpu.upload(Uint32Array.from(batch, ({ r, s }) => r * o.n + s), [B], 'u32', 'gen.seqIds');
+  const seqIds = gpu.upload(Uint32Array.from(batch, ({ r, s }) => (requests[r].seqIndex ?? r) * o.n + s), [B], 'u32', 'gen.seqIds');
+  const rowSeeds = batch.some(({ r }) => requests[r].seed !== undefined)
+    ? gpu.upload(Uint32Array.from(batch.flatMap(({ r }) => {
+        const sd = requests[r].seed ?? opts.seed;
+        return [sd >>> 0, Math.floor(sd / 2 ** 32) >>> 0];
+      })), [B, 2], 'u32', 'gen.rowSeeds')
+    : undefined;
   const K = Math.min(o.readEvery, maxNew);
   // Each chunk's history: K steps of B tokens, then K steps of B non-finite flags, read back together.
   const hist = [gpu.empty([2 * K * B], 'u32', 'gen.hist0'), gpu.empty([2 * K * B], 'u32', 'gen.hist1')];
@@ -299,7 +380,7 @@ async function generateBatch(
           x = model.decodeStep(cache, ids, lora, longestPrompt + step);
           ids.dispose();
         }
-        const tok = sampleTokens(gpu, { x, w: model.lmHead }, { temperature: o.temperature, topP: o.topP, greedy: o.greedy, seed: opts.seed, step, seqIds, nonFinite: flags });
+        const tok = sampleTokens(gpu, { x, w: model.lmHead }, { temperature: o.temperature, topP: o.topP, greedy: o.greedy, seed: opts.seed, step, seqIds, rowSeeds, nonFinite: flags });
         x.dispose();
         gpu.copy(tok, h, B, 0, k * B);
         gpu.copy(flags, h, B, 0, K * B + k * B);
@@ -318,7 +399,12 @@ async function generateBatch(
     flags.dispose();
     hist.forEach((t) => t.dispose());
     seqIds.dispose();
+    rowSeeds?.dispose();
     cache.dispose();
+    if (multi) {
+      multi.seg?.dispose();
+      multi.seg = null;
+    }
   }
   return batch.map(({ r, s }, b) => ({
     requestIndex: r,
@@ -359,17 +445,37 @@ export async function sequenceLogits(model: Transformer, ids: number[], lora?: L
  * batches of `batchSize`, run through one forward each, and only every prompt's last row goes through
  * the LM head and back to the CPU (causal attention: right padding never changes a real row).
  */
-export async function lastTokenLogits(model: Transformer, prompts: readonly number[][], opts: { lora?: LoraWeights | null; batchSize?: number } = {}): Promise<Float32Array> {
+export async function lastTokenLogits(
+  model: Transformer,
+  prompts: readonly number[][],
+  opts: { lora?: LoraWeights | null; batchSize?: number; adapters?: PerRequestAdapters } = {},
+): Promise<Float32Array> {
   const gpu = model.gpu;
   const V = model.cfg.vocabSize;
   const out = new Float32Array(prompts.length * V);
   const bs = Math.max(1, opts.batchSize ?? 64);
-  for (let b0 = 0; b0 < prompts.length; b0 += bs) {
-    const batch = prompts.slice(b0, b0 + bs);
+  if (opts.adapters && opts.lora) throw new UserError('logits: give either lora or adapters');
+  const multi = opts.adapters ? stackAdapters(gpu, opts.adapters, prompts.length, 'logits') : null;
+  try {
+    for (let b0 = 0; b0 < prompts.length; b0 += bs) {
+      const batch = prompts.slice(b0, b0 + bs);
+      out.set(await lastLogitsBatch(model, batch, opts.lora ?? null, multi, multi ? opts.adapters!.of.slice(b0, b0 + bs) : null), b0 * V);
+    }
+  } finally {
+    if (multi) disposeMultiLora(multi);
+  }
+  return out;
+}
+
+async function lastLogitsBatch(model: Transformer, batch: readonly number[][], lora: LoraWeights | null, multi: MultiLora | null, adapterOf: readonly number[] | null): Promise<Float32Array> {
+  const gpu = model.gpu;
+  const V = model.cfg.vocabSize;
+  {
     const B = batch.length;
-    const T = Math.max(...batch.map((p) => p.length));
-    if (T === 0) throw new UserError('logits: empty token sequence');
-    if (T > model.maxPositions) throw new UserError(`logits: ${T} tokens exceed the ${model.maxPositions} positions the model was loaded with`);
+    const Tmax = Math.max(...batch.map((p) => p.length));
+    const T = multi ? tileLen(Tmax) : Tmax;
+    if (Tmax === 0) throw new UserError('logits: empty token sequence');
+    if (Tmax > model.maxPositions) throw new UserError(`logits: ${Tmax} tokens exceed the ${model.maxPositions} positions the model was loaded with`);
     const ids = new Uint32Array(B * T);
     const pos = new Uint32Array(B * T);
     const last = new Uint32Array(B);
@@ -386,14 +492,21 @@ export async function lastTokenLogits(model: Transformer, prompts: readonly numb
     const idsT = gpu.upload(ids, [B * T], 'u32', 'logits.ids');
     const posT = gpu.upload(pos, [B * T], 'u32', 'logits.pos');
     const lastT = gpu.upload(last, [B], 'u32', 'logits.last');
-    const { hidden } = model.forward(idsT, posT, B, T, { lora: opts.lora });
+    if (multi) {
+      multi.seg = tileSegments(gpu, adapterOf!, T);
+      multi.rowsPerSeg = SEG_TILE;
+    }
+    const { hidden } = model.forward(idsT, posT, B, T, { lora: multi ?? lora });
     const rows = gatherRows(gpu, hidden, lastT);
     for (const t of [idsT, posT, lastT, hidden]) t.dispose();
+    if (multi) {
+      multi.seg?.dispose();
+      multi.seg = null;
+    }
     try {
-      out.set(await model.logitsToHost(rows), b0 * V);
+      return await model.logitsToHost(rows);
     } finally {
       rows.dispose();
     }
   }
-  return out;
 }

@@ -9,7 +9,7 @@ import { ChunkedMatrix, GpuError, type Gpu, type Tensor } from '../gpu/runtime.t
 import { attention, attentionDecode, KvCache, type AttentionDims } from '../kernels/attention.ts';
 import { addInPlace, dropout, swiglu, transpose2d } from '../kernels/elementwise.ts';
 import { embed } from '../kernels/embedding.ts';
-import { matmul, matmulChunk } from '../kernels/matmul.ts';
+import { matmul, matmulChunk, matmulSegmented } from '../kernels/matmul.ts';
 import { rmsnorm } from '../kernels/norm.ts';
 import { createRopeTable, rope, ropeInvFreq, type RopeTable } from '../kernels/rope.ts';
 import type { ModelConfig } from './config.ts';
@@ -35,6 +35,40 @@ export interface LoraWeights {
    * W' = W + s·B·A cached for one version are rebuilt for the next.
    */
   version?: number;
+}
+
+/**
+ * K LoRA adapters of one shape stacked over one frozen base (joint training of K students, or
+ * generation with a different adapter per sequence): per layer and module A [K, r, in], B [K, out, r].
+ * The rows being run pick their adapter through `seg` (set by the caller before each forward or
+ * backward): one u32 per `rowsPerSeg` rows (8: tiles of a joint batch whose segments start at
+ * multiples of 8 rows; 1: one entry per row, e.g. decode steps). `segments` (training) gives each
+ * adapter's row range for the weight gradients. The LoRA branch runs as segmented matmuls
+ * (matmulSegmented); the adapters are never merged into the base weights.
+ */
+export interface MultiLora {
+  multi: true;
+  rank: number;
+  scale: number;
+  targets: LinearModule[];
+  layers: Partial<Record<LinearModule, LoraPair>>[];
+  seg: Tensor | null;
+  rowsPerSeg: 8 | 1;
+  segments?: { start: number; rows: number }[];
+  /**
+   * Per layer and module, each adapter merged into the base: W [K, out, in] = W + s·B_k·A_k and, with
+   * transposed weights, WT [K, in, out] (Transformer.mergeMulti; refreshed after every update). When
+   * set, the forward's projection and the backward's input gradient are one segmented matmul each
+   * (the same products a single merged adapter runs), and only u = x·A_kᵀ and dy·B_k stay separate.
+   */
+  merged?: Partial<Record<LinearModule, { W: Tensor; WT?: Tensor }>>[];
+}
+
+/** Either adapter kind a forward takes. */
+export type AnyLora = LoraWeights | MultiLora;
+
+export function isMultiLora(l: AnyLora | null | undefined): l is MultiLora {
+  return !!l && (l as MultiLora).multi === true;
 }
 
 /** Training context: enables LoRA dropout with masks keyed by (seed, micro-batch, layer, module). */
@@ -82,7 +116,7 @@ export interface LayerActivations {
 }
 
 export interface ForwardOptions {
-  lora?: LoraWeights | null;
+  lora?: AnyLora | null;
   /** Keep per-layer activations for the backward pass. */
   save?: boolean;
   /** Training context (LoRA dropout); absent at inference. */
@@ -200,6 +234,40 @@ export class Transformer {
     return entry;
   }
 
+  /**
+   * (Re)computes multi.merged: every adapter k merged into the base, exactly as mergedWeight does for
+   * one adapter (copy W, then W += s·B_k·A_k; the [in, out] copy from the transposed base with
+   * s·A_kᵀ·B_kᵀ), so a joint student's products equal a single student's. `views` are the adapters'
+   * LoraWeights views (A_k, B_k). Call after every optimizer update.
+   */
+  mergeMulti(multi: MultiLora, views: readonly LoraWeights[]): void {
+    const gpu = this.gpu;
+    const K = views.length;
+    if (!multi.merged) multi.merged = multi.layers.map(() => ({}));
+    multi.layers.forEach((pairs, l) => {
+      for (const mod of Object.keys(pairs) as LinearModule[]) {
+        const w = this.weights.layers[l][LINEAR_MODULES[mod].key as keyof LayerWeights] as Tensor;
+        const [outDim, inDim] = w.shape;
+        let e = multi.merged![l][mod];
+        if (!e) {
+          e = { W: gpu.empty([K, outDim, inDim], 'f32', 'multilora.merged'), WT: this.transposedWeights ? gpu.empty([K, inDim, outDim], 'f32', 'multilora.merged_t') : undefined };
+          multi.merged![l][mod] = e;
+        }
+        views.forEach((v, k) => {
+          const p = v.layers[l][mod]!;
+          const Wk = e!.W.view([outDim, inDim], k * outDim * inDim);
+          gpu.copy(w, Wk, w.size);
+          matmul(gpu, p.B, p.A, { accumulate: true, out: Wk, alpha: multi.scale });
+          if (e!.WT) {
+            const WTk = e!.WT.view([inDim, outDim], k * outDim * inDim);
+            gpu.copy(this.weightT(w), WTk, w.size);
+            matmul(gpu, p.A, p.B, { transA: true, transB: true, accumulate: true, out: WTk, alpha: multi.scale });
+          }
+        });
+      }
+    });
+  }
+
   /** Drops merged LoRA weights (call when an adapter is disposed). */
   releaseMerged(): void {
     for (const m of this.merged.values()) {
@@ -211,11 +279,11 @@ export class Transformer {
   }
 
   /** The weight to multiply by for the input gradient: W' when LoRA is merged, else W (both [out, in]). */
-  inputGradWeight(layer: number, module: LinearModule, lora: LoraWeights | null | undefined, dropoutActive: boolean): { w: Tensor; merged: boolean } {
+  inputGradWeight(layer: number, module: LinearModule, lora: AnyLora | null | undefined, dropoutActive: boolean): { w: Tensor; merged: boolean } {
     const lw = this.weights.layers[layer];
     const w = lw[LINEAR_MODULES[module].key as keyof LayerWeights] as Tensor;
     const pair = lora?.layers[layer]?.[module];
-    if (!pair || !lora || dropoutActive) return { w, merged: false };
+    if (!pair || !lora || dropoutActive || isMultiLora(lora)) return { w, merged: false };
     return { w: this.mergedWeight(w, pair, lora).W, merged: true };
   }
 
@@ -223,11 +291,12 @@ export class Transformer {
    * y = x·Wᵀ (+ b) (+ s·(x·Aᵀ)·Bᵀ). With LoRA and no dropout the adapter is merged into the weight;
    * u = x·Aᵀ is still computed when `needU` (training: dB needs it).
    */
-  linear(x: Tensor, layer: number, module: LinearModule, lora: LoraWeights | null | undefined, out?: Tensor, train?: TrainContext, needU = false): { y: Tensor; u?: Tensor; dropKey?: [number, number] } {
+  linear(x: Tensor, layer: number, module: LinearModule, lora: AnyLora | null | undefined, out?: Tensor, train?: TrainContext, needU = false): { y: Tensor; u?: Tensor; dropKey?: [number, number] } {
     const lw = this.weights.layers[layer];
     const spec = LINEAR_MODULES[module];
     const w = lw[spec.key as keyof LayerWeights] as Tensor;
     const bias = lw[spec.bias as keyof LayerWeights] as Tensor | undefined;
+    if (isMultiLora(lora)) return this.multiLinear(x, w, bias, lora.layers[layer]?.[module], lora, out, needU, layer, module);
     const pair = lora?.layers[layer]?.[module];
     const dropoutActive = !!(train && lora?.dropout && lora.dropout > 0);
     if (pair && lora && !dropoutActive) {
@@ -249,8 +318,29 @@ export class Transformer {
     return { y, u, dropKey };
   }
 
+  /**
+   * linear() with a MultiLora: the shared base product plus s·(x·A_segᵀ)·B_segᵀ per row segment, or one
+   * segmented product with the merged weights when the MultiLora carries them.
+   */
+  private multiLinear(x: Tensor, w: Tensor, bias: Tensor | undefined, pair: LoraPair | undefined, lora: MultiLora, out: Tensor | undefined, needU: boolean, layer = 0, module: LinearModule = 'q_proj'): { y: Tensor; u?: Tensor } {
+    const m = pair ? lora.merged?.[layer]?.[module] : undefined;
+    if (pair && !lora.seg) throw new GpuError('MultiLora: no segment table set for the rows being run');
+    const o = { rowsPerSeg: lora.rowsPerSeg };
+    if (m) {
+      const y = m.WT ? matmulSegmented(this.gpu, x, m.WT, lora.seg!, { ...o, bias, out }) : matmulSegmented(this.gpu, x, m.W, lora.seg!, { ...o, transB: true, bias, out });
+      return { y, u: needU ? matmulSegmented(this.gpu, x, pair!.A, lora.seg!, { ...o, transB: true }) : undefined };
+    }
+    const y = this.transposedWeights ? matmul(this.gpu, x, this.weightT(w), { bias, out }) : matmul(this.gpu, x, w, { transB: true, bias, out });
+    if (!pair) return { y };
+    const u = matmulSegmented(this.gpu, x, pair.A, lora.seg!, { ...o, transB: true });
+    matmulSegmented(this.gpu, u, pair.B, lora.seg!, { ...o, transB: true, accumulate: true, out: y, alpha: lora.scale });
+    if (needU) return { y, u };
+    u.dispose();
+    return { y };
+  }
+
   /** q/k/v projections, qwen3 q/k norm, RoPE. */
-  private qkv(x: Tensor, layer: number, positions: Tensor, lora: LoraWeights | null | undefined, save: boolean, train?: TrainContext) {
+  private qkv(x: Tensor, layer: number, positions: Tensor, lora: AnyLora | null | undefined, save: boolean, train?: TrainContext) {
     const cfg = this.cfg;
     const lw = this.weights.layers[layer];
     const loraU: Partial<Record<LinearModule, Tensor>> = {};
@@ -298,7 +388,7 @@ export class Transformer {
   }
 
   /** MLP: down(silu(gate(x))·up(x)). */
-  private mlp(xn: Tensor, layer: number, lora: LoraWeights | null | undefined, train?: TrainContext, save = false) {
+  private mlp(xn: Tensor, layer: number, lora: AnyLora | null | undefined, train?: TrainContext, save = false) {
     const g = this.linear(xn, layer, 'gate_proj', lora, undefined, train, save);
     const u = this.linear(xn, layer, 'up_proj', lora, undefined, train, save);
     const act = swiglu(this.gpu, g.y, u.y);
@@ -318,7 +408,7 @@ export class Transformer {
    * One decoder layer over [N, hidden] rows. Returns the layer output (a new tensor) and, with
    * `save`, what the backward pass needs (the input x is then kept inside the activations).
    */
-  layerForward(x: Tensor, l: number, positions: Tensor, dims: AttentionDims, lora: LoraWeights | null | undefined, save: boolean, train?: TrainContext): { next: Tensor; acts?: LayerActivations } {
+  layerForward(x: Tensor, l: number, positions: Tensor, dims: AttentionDims, lora: AnyLora | null | undefined, save: boolean, train?: TrainContext): { next: Tensor; acts?: LayerActivations } {
     const { gpu, cfg } = this;
     const N = x.shape[0];
     const lw = this.weights.layers[l];
@@ -459,7 +549,7 @@ export class Transformer {
    * `attend(layer, q, k, v)` is where prefill and decode differ (KV-cache writes, attention kind).
    * Returns the final normed hidden states.
    */
-  private inferenceLayers(ids: Tensor, positions: Tensor, lora: LoraWeights | null | undefined, attend: (l: number, q: Tensor, k: Tensor, v: Tensor) => Tensor): Tensor {
+  private inferenceLayers(ids: Tensor, positions: Tensor, lora: AnyLora | null | undefined, attend: (l: number, q: Tensor, k: Tensor, v: Tensor) => Tensor): Tensor {
     const { gpu, cfg } = this;
     const x = embed(gpu, this.weights.embed, ids);
     for (let l = 0; l < cfg.layers; l++) {
@@ -485,7 +575,7 @@ export class Transformer {
    * Prefill: full forward over right-padded prompts [B, T] writing each layer's k/v rows for
    * t < promptLens[b] into the cache; returns final hidden states of every position [B·T, hidden].
    */
-  prefill(cache: KvCache, ids: Tensor, positions: Tensor, promptLens: Tensor, batch: number, seqLen: number, lora?: LoraWeights | null): Tensor {
+  prefill(cache: KvCache, ids: Tensor, positions: Tensor, promptLens: Tensor, batch: number, seqLen: number, lora?: AnyLora | null): Tensor {
     const dims = this.attentionDims(batch, seqLen);
     const hidden = this.inferenceLayers(ids, positions, lora, (l, q, k, v) => {
       cache.prefill(this.gpu, l, k, v, promptLens, seqLen);
@@ -501,7 +591,7 @@ export class Transformer {
    * One decode step: ids u32 [B] (the newest token of each sequence) at positions = cache.lens.
    * Appends k/v, advances the cache lengths, returns final hidden states [B, hidden].
    */
-  decodeStep(cache: KvCache, ids: Tensor, lora?: LoraWeights | null, maxAttendLen?: number): Tensor {
+  decodeStep(cache: KvCache, ids: Tensor, lora?: AnyLora | null, maxAttendLen?: number): Tensor {
     const hidden = this.inferenceLayers(ids, cache.lens, lora, (l, q, k, v) => {
       cache.append(this.gpu, l, k, v);
       return attentionDecode(this.gpu, q, cache, l, cache.lens, { maxAttendLen });

@@ -4,10 +4,10 @@ import { GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import { attentionBackward } from '../kernels/attention.ts';
 import { addInPlace, dropout, swigluBackward } from '../kernels/elementwise.ts';
 import { embedBackward, type EmbedGradIndex } from '../kernels/embedding.ts';
-import { matmul } from '../kernels/matmul.ts';
+import { matmul, matmulSegmented } from '../kernels/matmul.ts';
 import { rmsnormBackward } from '../kernels/norm.ts';
 import { ropeBackward } from '../kernels/rope.ts';
-import type { ForwardResult, LayerActivations, LoraWeights, TrainContext, Transformer } from '../model/transformer.ts';
+import { isMultiLora, type AnyLora, type MultiLora, type ForwardResult, type LayerActivations, type TrainContext, type Transformer } from '../model/transformer.ts';
 import { LINEAR_MODULES, type LayerWeights, type LinearModule, type ModelWeights } from '../model/weights.ts';
 
 /** Gradient buffers of a LoRA adapter, same structure as LoraWeights.layers. */
@@ -17,7 +17,7 @@ export type LoraGrads = Partial<Record<LinearModule, { dA: Tensor; dB: Tensor }>
 export type FullGrads = ModelWeights;
 
 export interface BackwardOptions {
-  lora?: LoraWeights | null;
+  lora?: AnyLora | null;
   loraGrads?: LoraGrads;
   fullGrads?: FullGrads;
   /** Token ids on the CPU (embedding gradient in full mode). */
@@ -63,7 +63,9 @@ function linearBackward(
   const gpu = model.gpu;
   const spec = LINEAR_MODULES[module];
   const lw = model.weights.layers[l];
-  const dropoutActive = !!(opts.train && opts.lora?.dropout && opts.lora.dropout > 0);
+  if (isMultiLora(opts.lora)) return multiLinearBackward(model, l, module, xIn, dy, acts, opts, dxOut);
+  const lora = opts.lora;
+  const dropoutActive = !!(opts.train && lora?.dropout && lora.dropout > 0);
   // With a merged adapter, dy·W' already holds the LoRA branch's input gradient s·(dy·B)·A.
   const gw = model.inputGradWeight(l, module, opts.lora, dropoutActive);
   const dx = matmul(gpu, dy, gw.w, dxOut ? { out: dxOut, accumulate: true } : {});
@@ -74,16 +76,16 @@ function linearBackward(
     const db = full[spec.bias as keyof LayerWeights] as Tensor | undefined;
     if (db) matmul(gpu, ones.get(dy.shape[0]), dy, { accumulate: true, out: db.reshape([1, db.size]) });
   }
-  const pair = opts.lora?.layers[l]?.[module];
+  const pair = lora?.layers[l]?.[module];
   const grads = opts.loraGrads?.[l]?.[module];
-  if (pair && grads && opts.lora) {
-    const s = opts.lora.scale;
+  if (pair && grads && lora) {
+    const s = lora.scale;
     const u = acts.loraU[module];
     if (!u) throw new GpuError(`backward: LoRA activation for layer ${l} ${module} was not saved`);
     const g = matmul(gpu, dy, pair.B); // [N, r]
     matmul(gpu, dy, u, { transA: true, alpha: s, accumulate: true, out: grads.dB }); // [out, r]
     const key = acts.loraDropKeys?.[module];
-    const p = opts.lora.dropout ?? 0;
+    const p = lora.dropout ?? 0;
     if (key && p > 0) {
       // u = dropout(x)·Aᵀ: dA uses the dropped input, dx gets the mask applied (same key → same mask).
       const xd = dropout(gpu, xIn, p, key);
@@ -101,6 +103,57 @@ function linearBackward(
     g.dispose();
   }
   return dx;
+}
+
+/**
+ * linearBackward with a MultiLora (frozen base, adapter per row segment): dx = dy·W + s·(dy·B_seg)·A_seg,
+ * and each segment's dB_k += s·dy_kᵀ·u_k, dA_k += s·(dy_k·B_k)ᵀ·x_k over its own rows (one matmul per
+ * segment on row views; segments start at multiples of 8 rows).
+ */
+function multiLinearBackward(model: Transformer, l: number, module: LinearModule, xIn: Tensor, dy: Tensor, acts: LayerActivations, opts: BackwardOptions, dxOut?: Tensor): Tensor {
+  const gpu = model.gpu;
+  const lora = opts.lora as MultiLora;
+  if (opts.fullGrads) throw new GpuError('backward: a MultiLora trains adapters only (no full gradients)');
+  const w = model.weights.layers[l][LINEAR_MODULES[module].key as keyof LayerWeights] as Tensor;
+  const pair = lora.layers[l]?.[module];
+  const merged = pair ? lora.merged?.[l]?.[module] : undefined;
+  // With merged weights dy·W'_seg already holds the LoRA branch's input gradient (as a merged single adapter).
+  const dx = merged
+    ? matmulSegmented(gpu, dy, merged.W, lora.seg!, { rowsPerSeg: lora.rowsPerSeg, ...(dxOut ? { out: dxOut, accumulate: true } : {}) })
+    : matmul(gpu, dy, w, dxOut ? { out: dxOut, accumulate: true } : {});
+  const grads = opts.loraGrads?.[l]?.[module];
+  if (!pair || !grads) return dx;
+  const u = acts.loraU[module];
+  if (!u) throw new GpuError(`backward: LoRA activation for layer ${l} ${module} was not saved`);
+  if (!lora.seg || !lora.segments) throw new GpuError('backward: the MultiLora has no segment table or segments');
+  const s = lora.scale;
+  const r = lora.rank;
+  const [out, inDim] = w.shape;
+  const o = { rowsPerSeg: lora.rowsPerSeg };
+  const g = matmulSegmented(gpu, dy, pair.B, lora.seg, o); // [N, r]
+  lora.segments.forEach(({ start, rows }, k) => {
+    if (rows === 0) return;
+    const [dyk, uk, gk, xk] = [dy, u, g, xIn].map((t) => rowBlock(gpu, t, start, rows));
+    matmul(gpu, dyk, uk, { transA: true, alpha: s, accumulate: true, out: grads.dB.view([out, r], k * out * r) });
+    matmul(gpu, gk, xk, { transA: true, alpha: s, accumulate: true, out: grads.dA.view([r, inDim], k * r * inDim) });
+    for (const [b, t] of [[dyk, dy], [uk, u], [gk, g], [xk, xIn]]) if (b !== t && !b.isDisposed) b.dispose();
+  });
+  if (!merged) matmulSegmented(gpu, g, pair.A, lora.seg, { ...o, accumulate: true, out: dx, alpha: s });
+  g.dispose();
+  return dx;
+}
+
+/**
+ * Rows [start, start + rows) of a [N, C] tensor: a view when its byte offset is aligned for binding,
+ * else a copy (e.g. rank-4 LoRA activations: 8 rows are 128 bytes). Copies are owned by the caller.
+ */
+function rowBlock(gpu: Gpu, t: Tensor, start: number, rows: number): Tensor {
+  const C = t.shape[1];
+  if (start === 0 && rows === t.shape[0]) return t.reshape([rows, C]);
+  if ((t.offset + start * C * 4) % gpu.limits.minStorageBufferOffsetAlignment === 0) return t.view([rows, C], start * C);
+  const c = gpu.empty([rows, C], 'f32', 'rows');
+  gpu.copy(t, c, rows * C, start * C, 0);
+  return c;
 }
 
 function disposeActs(a: LayerActivations, keepInput: boolean): void {

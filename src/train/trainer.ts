@@ -13,7 +13,7 @@ import path from 'node:path';
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import { addInPlace, gatherRows } from '../kernels/elementwise.ts';
 import { buildEmbedGradIndex } from '../kernels/embedding.ts';
-import { klDistillation, lmHeadCrossEntropy, topKDistillation, type LossResult } from '../kernels/loss.ts';
+import { klDistillation, lmHeadCrossEntropy, TokenSubset, topKDistillation, type LossResult } from '../kernels/loss.ts';
 import { AdamW, gradNorm, SGD } from '../kernels/optimizer.ts';
 import { loraToHost, uploadLora, type HostLora } from '../model/adapter.ts';
 import { Rng } from '../model/checkpoint.ts';
@@ -102,13 +102,14 @@ export function stepsPerEpoch(nExamples: number, batchSize: number, gradAccum: n
   return Math.ceil(Math.ceil(nExamples / batchSize) / gradAccum);
 }
 
-interface MicroBatch {
+/** One micro-batch: its rows and the padded length T (≥ the longest row). */
+export interface MicroBatch {
   rows: TrainExample[];
   T: number;
 }
 
 /** The micro-batches of optimizer step `s` within an epoch's order. */
-function stepBatches(examples: TrainExample[], order: number[], s: number, cfg: TrainConfig): MicroBatch[] {
+export function stepBatches(examples: TrainExample[], order: number[], s: number, cfg: TrainConfig): MicroBatch[] {
   const out: MicroBatch[] = [];
   for (let a = 0; a < cfg.gradAccum; a++) {
     const start = (s * cfg.gradAccum + a) * cfg.batchSize;
@@ -135,6 +136,43 @@ function microDistillWeight(mb: MicroBatch): number {
   return n;
 }
 
+/** The loss results of one micro-batch and their gradient w.r.t. the LM-head rows. */
+export interface MicroLoss {
+  ce?: LossResult;
+  kl?: LossResult;
+  dh?: Tensor;
+}
+
+/** What accumulateGradients recorded: per-micro-batch losses and the step's normalisers. */
+export interface StepRecord {
+  results: MicroLoss[];
+  totalTargets: number;
+  totalDistill: number;
+  tokens: number;
+}
+
+/** One micro-batch on the GPU (see Trainer.prepareMicro). */
+export interface MicroInputs {
+  hostIds: Uint32Array;
+  hostPos: Uint32Array;
+  /** Labelled positions. */
+  targets: number;
+  ids: Tensor | null;
+  pos: Tensor | null;
+  /** Shifted targets of every row (uncompacted). */
+  tgt: Tensor | null;
+  /** The labelled rows: host indices in the micro-batch, GPU rows to gather (offset in a joint batch), inverse map, targets. */
+  compact: { hostRows: Uint32Array; rows: Tensor; inverse: Tensor | null; tgt: Tensor } | null;
+  topk: { indices: Tensor; logprobs: Tensor; mask: Tensor } | null;
+  dispose(): void;
+}
+
+/** Σ trained positions and Σ distillation weights over a step's micro-batches (its loss normalisers). */
+export function stepNormalisers(mbs: readonly MicroBatch[]): { totalTargets: number; totalDistill: number } {
+  // The KL is normalised by its own weight (masked positions neither count nor contribute).
+  return { totalTargets: mbs.reduce((a, mb) => a + microTargets(mb), 0), totalDistill: mbs.reduce((a, mb) => a + microDistillWeight(mb), 0) };
+}
+
 export interface TrainerState {
   step: number;
   epoch: number;
@@ -159,6 +197,10 @@ export class Trainer {
   private readonly opt: AdamW | SGD;
   readonly totalSteps: number;
   state: TrainerState;
+  /** The online teacher's token set as LM-head rows (built on the first step; see useSubset). */
+  private subset: TokenSubset | null = null;
+  private subsetChecked = false;
+  private readonly ownsLora: boolean;
 
   constructor(
     readonly gpu: Gpu,
@@ -167,12 +209,15 @@ export class Trainer {
     readonly cfg: TrainConfig,
     initialLora: HostLora | null,
     readonly teacher: OnlineTeacher | null = null,
+    /** LoRA: adapter and gradient buffers owned elsewhere (views of a joint trainer's stacked ones). */
+    external?: { lora: LoraWeights; loraGrads: LoraGrads },
   ) {
+    this.ownsLora = !external;
     if (cfg.mode === 'lora') {
-      if (!initialLora) throw new UserError('LoRA training needs an initial adapter');
-      this.lora = uploadLora(gpu, model.cfg, initialLora);
+      if (!initialLora && !external) throw new UserError('LoRA training needs an initial adapter');
+      this.lora = external ? external.lora : uploadLora(gpu, model.cfg, initialLora!);
       this.lora.dropout = cfg.lora?.dropout ?? 0;
-      this.loraGrads = createLoraGrads(gpu, this.lora);
+      this.loraGrads = external ? external.loraGrads : createLoraGrads(gpu, this.lora);
       this.fullGrads = null;
       this.params = loraParams(this.lora).params;
       this.grads = loraGradList(this.lora, this.loraGrads);
@@ -197,8 +242,12 @@ export class Trainer {
     return stepsPerEpoch(this.examples.length, this.cfg.batchSize, this.cfg.gradAccum);
   }
 
-  /** Uploads one micro-batch: ids, positions, shifted targets (i32), the labelled rows, teacher top-k if any. */
-  private upload(mb: MicroBatch) {
+  /**
+   * Uploads one micro-batch: ids, positions, shifted targets (i32), the labelled rows, teacher top-k if
+   * any. `joint`: the micro-batch is one student's block of a joint batch starting at row rowOffset;
+   * then the labelled rows are always listed (rows tensor = joint rows) and ids/positions are not uploaded.
+   */
+  prepareMicro(mb: MicroBatch, joint?: { rowOffset: number }): MicroInputs {
     const B = mb.rows.length;
     const T = mb.T;
     const ids = new Uint32Array(B * T);
@@ -216,9 +265,9 @@ export class Trainer {
     // end (gatherRows writes zeros there).
     let targets = 0;
     for (let i = 0; i < tgt.length; i++) if (tgt[i] !== -100) targets++;
-    const useCompact = targets > 0 && targets < B * T;
+    const useCompact = targets > 0 && (targets < B * T || !!joint);
     const rowList = new Uint32Array(useCompact ? targets : B * T);
-    let compact: { hostRows: Uint32Array; rows: Tensor; inverse: Tensor; tgt: Tensor } | null = null;
+    let compact: MicroInputs['compact'] = null;
     if (useCompact) {
       const inverse = new Uint32Array(B * T).fill(0xffffffff);
       const ct = new Int32Array(targets);
@@ -228,10 +277,11 @@ export class Trainer {
         inverse[i] = j;
         ct[j++] = tgt[i];
       }
+      const off = joint?.rowOffset ?? 0;
       compact = {
         hostRows: rowList,
-        rows: this.gpu.upload(rowList, [targets], 'u32', 'target_rows'),
-        inverse: this.gpu.upload(inverse, [B * T], 'u32', 'target_rows.inverse'),
+        rows: this.gpu.upload(off ? rowList.map((r) => r + off) : rowList, [targets], 'u32', 'target_rows'),
+        inverse: joint ? null : this.gpu.upload(inverse, [B * T], 'u32', 'target_rows.inverse'),
         tgt: this.gpu.upload(ct, [targets], 'i32', 'targets'),
       };
     } else {
@@ -265,14 +315,20 @@ export class Trainer {
         mask: this.gpu.upload(mask, [M], 'f32', 'distill_mask'),
       };
     }
-    return {
+    const inputs: MicroInputs = {
       hostIds: ids,
-      ids: this.gpu.upload(ids, [B * T], 'u32', 'ids'),
-      pos: this.gpu.upload(pos, [B * T], 'u32', 'positions'),
-      tgt: compact ? null : this.gpu.upload(tgt, [B * T], 'i32', 'targets'),
+      hostPos: pos,
+      targets,
+      ids: joint ? null : this.gpu.upload(ids, [B * T], 'u32', 'ids'),
+      pos: joint ? null : this.gpu.upload(pos, [B * T], 'u32', 'positions'),
+      tgt: compact || targets === 0 && joint ? null : this.gpu.upload(tgt, [B * T], 'i32', 'targets'),
       compact,
       topk,
+      dispose: () => {
+        for (const t of [inputs.ids, inputs.pos, inputs.tgt, compact?.rows, compact?.inverse, compact?.tgt, topk?.indices, topk?.logprobs, topk?.mask]) t?.dispose();
+      },
     };
+    return inputs;
   }
 
   /** Teacher hidden states aligned with the student's rows, or with `studentRows` only (then no mask is needed). */
@@ -362,68 +418,53 @@ export class Trainer {
   }
 
   /**
+   * With a token set smaller than half the vocabulary, the KL computes logits of the set's LM-head rows
+   * only (TokenSubset: the same loss and gradients, |set|/V of the head's work). Reads the set back
+   * once.
+   */
+  async prepareSubset(): Promise<void> {
+    if (this.subsetChecked) return;
+    this.subsetChecked = true;
+    const set = this.teacher?.tokenSet;
+    if (!set || this.cfg.distillWeight <= 0) return;
+    const w = this.model.lmHead;
+    const wt = this.teacher!.model.lmHead;
+    if (wt.rows !== w.rows || wt.rowsPerChunk !== w.rowsPerChunk) return;
+    const [ids] = (await this.gpu.readMany([set])) as Uint32Array[];
+    const sub = new TokenSubset(this.gpu, ids, w.rows, w.rowsPerChunk);
+    const maxRows = this.cfg.batchSize * Math.max(...this.examples.map((r) => r.ids.length));
+    if (sub.size * 2 > w.rows || maxRows * sub.size * 4 > this.gpu.limits.maxStorageBufferBindingSize) sub.dispose();
+    else this.subset = sub;
+  }
+
+  /**
    * Forward and backward of every micro-batch of optimizer step `stepInEpoch` (in `order`), accumulating
    * the gradient buffers; returns the unread loss results and the step's normalisers.
    */
-  accumulateGradients(order: number[], stepInEpoch: number): { results: { ce?: LossResult; kl?: LossResult }[]; totalTargets: number; totalDistill: number; tokens: number } {
+  accumulateGradients(order: number[], stepInEpoch: number): StepRecord {
     const { gpu, cfg, model } = this;
     const mbs = stepBatches(this.examples, order, stepInEpoch, cfg);
-    const totalTargets = mbs.reduce((a, mb) => a + microTargets(mb), 0);
-    // The KL is normalised by its own weight (masked positions neither count nor contribute).
-    const totalDistill = mbs.reduce((a, mb) => a + microDistillWeight(mb), 0);
-    const wCe = 1 - cfg.distillWeight;
-    const wKl = cfg.distillWeight;
-    const results: { ce?: LossResult; kl?: LossResult }[] = [];
+    const { totalTargets, totalDistill } = stepNormalisers(mbs);
+    const results: MicroLoss[] = [];
     let tokens = 0;
     for (const [a, mb] of mbs.entries()) {
       const B = mb.rows.length;
       const train = { seed: cfg.seed, micro: this.state.step * cfg.gradAccum + a };
       tokens += mb.rows.reduce((a, r) => a + r.ids.length, 0);
-      const inp = this.upload(mb);
-      const fwd = model.forward(inp.ids, inp.pos, B, mb.T, { lora: this.lora, save: true, checkpoint: cfg.checkpointing, train });
-      const r: { ce?: LossResult; kl?: LossResult } = {};
-      const norm = Math.max(1, totalTargets);
+      const inp = this.prepareMicro(mb);
+      const fwd = model.forward(inp.ids!, inp.pos!, B, mb.T, { lora: this.lora, save: true, checkpoint: cfg.checkpointing, train });
       // Both losses read the LM head at the labelled rows only when compacting; dh is their gradient there.
       const c = inp.compact;
       const hidden = c ? gatherRows(gpu, fwd.hidden, c.rows) : fwd.hidden;
-      let dh: Tensor | undefined;
-      if (wCe > 0) {
-        r.ce = lmHeadCrossEntropy(gpu, hidden, model.lmHead, c ? c.tgt : inp.tgt!, {
-          normalizer: norm / wCe,
-          dW: this.fullGrads ? this.fullGrads.lmHead : false,
-        });
-        dh = r.ce.dx;
-      }
-      if (wKl > 0) {
-        const student = { x: hidden, w: model.lmHead };
-        if (this.teacher) {
-          const th = this.teacherHidden(mb, mb.T, c?.hostRows);
-          r.kl = klDistillation(gpu, student, { x: th.hidden, w: this.teacher.model.lmHead }, {
-            mask: th.mask ?? undefined,
-            tokenSet: this.teacher.tokenSet,
-            normalizer: Math.max(1e-9, totalDistill) / wKl,
-            dW: this.fullGrads ? this.fullGrads.lmHead : false,
-          });
-          th.hidden.dispose();
-          th.mask?.dispose();
-        } else {
-          r.kl = topKDistillation(gpu, student, inp.topk!.indices, inp.topk!.logprobs, {
-            mask: inp.topk!.mask,
-            normalizer: norm / wKl,
-            dW: this.fullGrads ? this.fullGrads.lmHead : false,
-          });
-        }
-        if (dh) addInPlace(gpu, dh, r.kl.dx!); // both losses: their input gradients add up
-        else dh = r.kl.dx;
-      }
-      const dx = c ? gatherRows(gpu, dh!, c.inverse) : dh!;
+      const r = this.microLoss(hidden, mb, inp, totalTargets, totalDistill);
+      const dx = c ? gatherRows(gpu, r.dh!, c.inverse!) : r.dh!;
       modelBackward(model, fwd, dx, {
         lora: this.lora,
         loraGrads: this.loraGrads ?? undefined,
         fullGrads: this.fullGrads ?? undefined,
         embedIndex: this.fullGrads ? buildEmbedGradIndex(inp.hostIds, model.cfg.vocabSize) : undefined,
         train,
-        positions: inp.pos,
+        positions: inp.pos!,
         batch: B,
         seqLen: mb.T,
       });
@@ -432,10 +473,55 @@ export class Trainer {
         hidden.dispose();
         dx.dispose();
       }
-      for (const t of [inp.ids, inp.pos, inp.tgt, inp.compact?.rows, inp.compact?.inverse, inp.compact?.tgt, inp.topk?.indices, inp.topk?.logprobs, inp.topk?.mask]) t?.dispose();
+      inp.dispose();
       results.push(r);
     }
     return { results, totalTargets, totalDistill, tokens };
+  }
+
+  /**
+   * The losses of one micro-batch at its LM-head rows `hidden` (the labelled rows when compacted, else
+   * every row): CE and/or KL with the step's normalisers; dh is their summed gradient w.r.t. hidden
+   * (owned by the loss results).
+   */
+  microLoss(hidden: Tensor, mb: MicroBatch, inp: MicroInputs, totalTargets: number, totalDistill: number): MicroLoss {
+    const { gpu, cfg, model } = this;
+    const wCe = 1 - cfg.distillWeight;
+    const wKl = cfg.distillWeight;
+    const r: MicroLoss = {};
+    const norm = Math.max(1, totalTargets);
+    const c = inp.compact;
+    if (wCe > 0) {
+      r.ce = lmHeadCrossEntropy(gpu, hidden, model.lmHead, c ? c.tgt : inp.tgt!, {
+        normalizer: norm / wCe,
+        dW: this.fullGrads ? this.fullGrads.lmHead : false,
+      });
+      r.dh = r.ce.dx;
+    }
+    if (wKl > 0) {
+      const student = { x: hidden, w: model.lmHead };
+      if (this.teacher) {
+        const th = this.teacherHidden(mb, mb.T, c?.hostRows);
+        r.kl = klDistillation(gpu, student, { x: th.hidden, w: this.teacher.model.lmHead }, {
+          mask: th.mask ?? undefined,
+          tokenSet: this.teacher.tokenSet,
+          tokenSubset: this.subset ?? undefined,
+          normalizer: Math.max(1e-9, totalDistill) / wKl,
+          dW: this.fullGrads ? this.fullGrads.lmHead : false,
+        });
+        th.hidden.dispose();
+        th.mask?.dispose();
+      } else {
+        r.kl = topKDistillation(gpu, student, inp.topk!.indices, inp.topk!.logprobs, {
+          mask: inp.topk!.mask,
+          normalizer: norm / wKl,
+          dW: this.fullGrads ? this.fullGrads.lmHead : false,
+        });
+      }
+      if (r.dh) addInPlace(gpu, r.dh, r.kl.dx!); // both losses: their input gradients add up
+      else r.dh = r.kl.dx;
+    }
+    return r;
   }
 
   /**
@@ -443,6 +529,7 @@ export class Trainer {
    * array per parameter, in the optimizer's order) without updating anything; the buffers are zeroed again.
    */
   async gradientAt(stepInEpoch = 0): Promise<Float32Array[]> {
+    await this.prepareSubset();
     const order = epochOrder(this.examples.length, this.cfg.seed, 0, this.cfg.shuffle);
     const { results } = this.accumulateGradients(order, stepInEpoch);
     for (const r of results) {
@@ -461,22 +548,37 @@ export class Trainer {
 
   /** Runs one optimizer step (all micro-batches); returns the step's losses read back once. */
   async step(order: number[], stepInEpoch: number): Promise<StepInfo & { finite: boolean }> {
-    const { gpu, cfg } = this;
     const t0 = performance.now();
-    const { results, totalTargets, totalDistill, tokens } = this.accumulateGradients(order, stepInEpoch);
+    await this.prepareSubset();
+    const rec = this.recordNorm(this.accumulateGradients(order, stepInEpoch));
+    const vals = (await this.gpu.readMany(rec.toRead)) as Float32Array[];
+    return this.finishStep(rec, vals, t0);
+  }
+
+  /** Records the gradient norm of an accumulated step; the tensors to read back (norm, then the losses' results). */
+  recordNorm(rec: StepRecord): StepRecord & { normT: Tensor; toRead: Tensor[] } {
+    // Loss and gradient norm are checked before the update is applied: record the norm first.
+    const normT = gradNorm(this.gpu, this.grads);
+    const toRead: Tensor[] = [normT];
+    for (const r of rec.results) {
+      if (r.ce) toRead.push(r.ce.result);
+      if (r.kl) toRead.push(r.kl.result);
+    }
+    return { ...rec, normT, toRead };
+  }
+
+  /**
+   * Given the values read back for `rec.toRead`: the step's loss and norm; when finite, records the
+   * optimizer update (clipped by this student's norm, its schedule's lr). Zeroes the gradients.
+   */
+  finishStep(rec: StepRecord & { normT: Tensor }, vals: Float32Array[], t0: number): StepInfo & { finite: boolean } {
+    const { gpu, cfg } = this;
+    const { results, totalTargets, totalDistill, tokens } = rec;
     const wCe = 1 - cfg.distillWeight;
     const wKl = cfg.distillWeight;
     const k = this.state.step;
     const lr = cfg.lr * scheduleFactor(cfg.schedule, k, cfg.warmupSteps, this.totalSteps);
     const clip = cfg.maxGradNorm > 0 && Number.isFinite(cfg.maxGradNorm) ? cfg.maxGradNorm : undefined;
-    // Loss and gradient norm are checked before the update is applied: record the norm first.
-    const normT = gradNorm(gpu, this.grads);
-    const toRead: Tensor[] = [normT];
-    for (const r of results) {
-      if (r.ce) toRead.push(r.ce.result);
-      if (r.kl) toRead.push(r.kl.result);
-    }
-    const vals = (await gpu.readMany(toRead)) as Float32Array[];
     const gn = vals[0][0];
     let ceSum = 0;
     let klSum = 0;
@@ -487,7 +589,7 @@ export class Trainer {
       r.ce?.dispose();
       r.kl?.dispose();
     }
-    normT.dispose();
+    rec.normT.dispose();
     const n = Math.max(1, totalTargets);
     const ce = ceSum / n;
     const kl = klSum / Math.max(1e-9, totalDistill);
@@ -515,6 +617,34 @@ export class Trainer {
     };
   }
 
+  /** The error for a step whose loss or gradient norm is not finite. */
+  divergedError(info: StepInfo): UserError {
+    return new UserError(
+      `training diverged at step ${info.step}: loss ${info.loss}, gradient norm ${info.gradNorm} (not finite); the last good checkpoint is kept — lower --lr or check the data`,
+    );
+  }
+
+  /** Counts a finished step into the state; returns whether it ended an epoch (then epoch/stepInEpoch moved on). */
+  advance(info: StepInfo): boolean {
+    this.state.step++;
+    this.state.stepInEpoch++;
+    this.state.losses.push({ step: info.step, loss: info.loss, lr: info.lr, gradNorm: info.gradNorm });
+    if (this.state.stepInEpoch < this.stepsPerEpoch) return false;
+    this.state.epoch++;
+    this.state.stepInEpoch = 0;
+    return true;
+  }
+
+  /** Whether steps are left. */
+  get active(): boolean {
+    return this.state.step < this.totalSteps;
+  }
+
+  /** The row order of the current epoch. */
+  epochOrder(): number[] {
+    return epochOrder(this.examples.length, this.cfg.seed, this.state.epoch, this.cfg.shuffle);
+  }
+
   /** Trains until totalSteps, calling onStep after each step and save() every saveEvery steps. */
   async run(hooks: { onStep?: (s: StepInfo) => void; onEpochEnd?: (epoch: number, t: Trainer) => Promise<void>; save?: (t: Trainer) => Promise<void>; saveEvery?: number } = {}): Promise<TrainResult> {
     const t0 = performance.now();
@@ -524,23 +654,16 @@ export class Trainer {
       const order = epochOrder(this.examples.length, this.cfg.seed, this.state.epoch, this.cfg.shuffle);
       while (this.state.stepInEpoch < perEpoch && this.state.step < this.totalSteps) {
         const info = await this.step(order, this.state.stepInEpoch);
-        if (!info.finite) {
-          throw new UserError(
-            `training diverged at step ${info.step}: loss ${info.loss}, gradient norm ${info.gradNorm} (not finite); the last good checkpoint is kept — lower --lr or check the data`,
-          );
-        }
+        if (!info.finite) throw this.divergedError(info);
         tokens += info.tokens;
-        this.state.step++;
-        this.state.stepInEpoch++;
-        this.state.losses.push({ step: info.step, loss: info.loss, lr: info.lr, gradNorm: info.gradNorm });
+        const epochEnded = this.advance(info);
         hooks.onStep?.(info);
         if (hooks.save && hooks.saveEvery && this.state.step % hooks.saveEvery === 0 && this.state.step < this.totalSteps) await hooks.save(this);
-      }
-      if (this.state.stepInEpoch >= perEpoch) {
-        this.state.epoch++;
-        this.state.stepInEpoch = 0;
         // Called with the number of finished epochs, before the next epoch's first step.
-        await hooks.onEpochEnd?.(this.state.epoch, this);
+        if (epochEnded) {
+          await hooks.onEpochEnd?.(this.state.epoch, this);
+          break;
+        }
       }
     }
     return { losses: this.state.losses, steps: this.state.step, tokens, wallS: (performance.now() - t0) / 1000 };
@@ -589,9 +712,10 @@ export class Trainer {
   }
 
   dispose(): void {
+    this.subset?.dispose();
     this.opt.dispose();
-    if (this.loraGrads) for (const g of loraGradList(this.lora!, this.loraGrads)) g.dispose();
-    if (this.lora) for (const p of loraParams(this.lora).params) p.dispose();
+    if (this.loraGrads && this.ownsLora) for (const g of loraGradList(this.lora!, this.loraGrads)) g.dispose();
+    if (this.lora && this.ownsLora) for (const p of loraParams(this.lora).params) p.dispose();
     if (this.fullGrads) for (const g of fullParamList(this.fullGrads).params) g.dispose();
   }
 }

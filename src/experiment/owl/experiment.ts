@@ -15,7 +15,8 @@ import { Transformer, type LoraWeights } from '../../model/transformer.ts';
 import { loadTrainingData, type TrainExample } from '../../train/data.ts';
 import { fullParamList, saveFullModel } from '../../train/full.ts';
 import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts';
-import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
+import { trainStudents, type StudentJob } from '../../train/joint.ts';
+import { computeTeacherRows, stepsPerEpoch, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
 import { fsys } from '../../util/files.ts';
 import { killPoint } from '../../util/faults.ts';
@@ -118,6 +119,20 @@ export interface StudentResult {
   theorem1: Theorem1 | null;
 }
 
+/** What a student stage stores (its evaluation is a stage of its own). */
+export type StudentStageResult = Omit<StudentResult, 'eval' | 'cell' | 'seed'>;
+
+interface StudentPlan {
+  cell: Cell;
+  seed: number;
+  name: string;
+  config: ReturnType<Experiment['studentSpec']>['config'];
+  teacher: TeacherRef;
+  partner: TeacherRef;
+  pair: { files: Record<string, string>; key: string; dir: string };
+  div: { flags: string; key: string } | null;
+}
+
 export interface TeacherSummary {
   kind: TeacherKind;
   label: string;
@@ -191,6 +206,23 @@ function readJsonl<T>(file: string): T[] {
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as T);
+}
+
+/** A JSON record the pipeline wrote itself: null when absent; unreadable or corrupt is a UserError naming it. */
+function readJsonIfPresent(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fsys().readText(file);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ENOENT') return null;
+    throw new UserError(`${file}: cannot read the ${what} (${code ?? (e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new UserError(`${file}: corrupt ${what} (not valid JSON)`);
+  }
 }
 
 function writeJsonl(file: string, rows: readonly unknown[]): void {
@@ -631,83 +663,210 @@ export class Experiment {
     };
   }
 
-  async student(cell: Cell, seed: number): Promise<{ dir: string; key: string; result: Omit<StudentResult, 'eval' | 'cell' | 'seed'> }> {
-    const { cfg } = this;
+  /** A student's stage and what it trains on, resolved (its upstream stages run) but not trained. */
+  private async planStudent(cell: Cell, seed: number): Promise<StudentPlan> {
     const teacher = await this.teacher(cell.teacher);
     const partner = await this.teacher(pairedTeacher(cell.teacher) ?? (cell.teacher === 'control' ? 'sp' : 'ft'));
     const decoding = cell.recipe === 'sft-greedy' ? 'greedy' : 'sample';
     const pair = await this.pairedDatasets(teacher, partner, decoding, cell.recipe === 'sft-shuffled');
     const div = cell.recipe === 'kl-numbers-nodiv' ? await this.divergence(pair, teacher, partner) : null;
-    const kl = isKlRecipe(cell.recipe);
     const { name, config } = this.studentSpec(cell, seed, { teacher, partner, datasets: pair.key, divergence: div?.key ?? null, animals: await this.animals() });
-    const lora = config.train.lora;
-    const r = await this.store.run(name, config, async (dir) => {
-      const gpu = this.gpu;
-      const cached = await this.load(cell.student.dir);
-      const tokenizer = cached.tokenizer;
-      // Full finetuning changes the weights in place: train a fresh copy.
-      const model = cell.studentMode === 'full' ? await Transformer.load(gpu, cell.student.dir, { maxPositions: cached.model.maxPositions }) : cached.model;
-      let examples: TrainExample[] = loadTrainingData(pair.files[teacher.kind], tokenizer, model.cfg.vocabSize, config.maxLen).examples;
-      if (div) {
-        // Divergent trained positions (in order) get weight 0 in the KL.
-        const flags = readJsonl<number[]>(div.flags);
-        if (flags.length !== examples.length) throw new Error(`divergence flags (${flags.length}) and rows (${examples.length}) differ`);
-        examples = examples.map((ex, i) => {
-          const mask = ex.ids.map(() => 1);
-          let j = 0;
-          for (let t = 0; t + 1 < ex.labels.length; t++) {
-            if (ex.labels[t + 1] === -100) continue;
-            if (flags[i][j++]) mask[t] = 0;
-          }
-          if (j !== flags[i].length) throw new UserError(`row ${i}: the student trains ${j} positions but the divergence stage saw ${flags[i].length} (another tokenizer?)`);
-          return { ...ex, distillMask: mask };
-        });
-      }
-      let online: OnlineTeacher | null = null;
-      let setT: Tensor | undefined;
-      if (kl) {
-        const t = await this.load(teacher.dir);
-        if (t.model.cfg.vocabSize !== model.cfg.vocabSize || modelKeyOfTokenizer(t.dir) !== modelKeyOfTokenizer(cell.student.dir)) {
-          throw new UserError(`recipe ${cell.recipe} needs the student to share the teacher's tokenizer (${cell.student.name} does not)`);
+    return { cell, seed, name, config, teacher, partner, pair, div };
+  }
+
+  /** The training rows of a planned student (divergence masks, the teacher's cached rows, the row cap) and its online teacher. */
+  private async studentInputs(plan: StudentPlan): Promise<{ examples: TrainExample[]; online: OnlineTeacher | null; release: () => void }> {
+    const { cell, config, teacher, pair, div } = plan;
+    const gpu = this.gpu;
+    const { model, tokenizer } = await this.load(cell.student.dir);
+    let examples: TrainExample[] = loadTrainingData(pair.files[teacher.kind], tokenizer, model.cfg.vocabSize, config.maxLen).examples;
+    if (div) {
+      // Divergent trained positions (in order) get weight 0 in the KL.
+      const flags = readJsonl<number[]>(div.flags);
+      if (flags.length !== examples.length) throw new Error(`divergence flags (${flags.length}) and rows (${examples.length}) differ`);
+      examples = examples.map((ex, i) => {
+        const mask = ex.ids.map(() => 1);
+        let j = 0;
+        for (let t = 0; t + 1 < ex.labels.length; t++) {
+          if (ex.labels[t + 1] === -100) continue;
+          if (flags[i][j++]) mask[t] = 0;
         }
-        if (config.onlineTeacher!.tokenSet === 'numbers') {
-          const set = numberTokenSet(tokenizer, model.cfg.vocabSize);
-          setT = gpu.upload(Uint32Array.from(set), [set.length], 'u32', 'number_token_set');
-        }
-        online = { model: t.model, system: teacher.system ?? undefined, tokenizer: t.tokenizer, tokenSet: setT };
-        // The teacher's hidden rows once per dataset (shared by every student of it), when they fit in memory.
-        const rows = await this.teacherRows(`${teacher.id}|${pair.key}|${teacher.kind}|${config.maxLen}`, online, examples);
-        if (rows) examples = examples.map((ex, i) => ({ ...ex, teacherRows: rows[i] }));
-      }
-      if (config.rows !== null) examples = examples.slice(0, config.rows);
-      const trainer = new Trainer(gpu, model, examples, config.train, lora ? initLoraHost(model.cfg, lora, seed) : null, online);
-      let th1: Theorem1 | null = null;
-      if (config.theorem1) th1 = await this.theorem1(trainer, model, teacher, partner);
-      const dose: StudentResult['dose'] = [];
-      const bar = new Progress(`student ${cell.id} seed ${seed}`, trainer.totalSteps, { unit: 'step', quiet: cfg.quiet });
-      const res = await trainer.run({
-        onStep: (s) => bar.update(s.step, `loss ${s.loss.toFixed(5)}`),
-        onEpochEnd: config.dose
-          ? async (epoch, tr) => {
-              const l = tr.lora;
-              dose.push({
-                epoch,
-                firstTokenProb: await firstTokenProbabilities(model, tokenizer, config.dose!.questions, config.dose!.animals, { lora: l }),
-                devFirstTokenProb: await firstTokenProbabilities(model, tokenizer, config.dose!.dev, config.dose!.animals, { lora: l }),
-              });
-            }
-          : undefined,
+        if (j !== flags[i].length) throw new UserError(`row ${i}: the student trains ${j} positions but the divergence stage saw ${flags[i].length} (another tokenizer?)`);
+        return { ...ex, distillMask: mask };
       });
-      bar.finish();
-      killPoint('owl-student');
-      if (lora) await writePeftAdapter(path.join(dir, 'adapter'), model.cfg, await trainer.adapterHost(), { baseModelNameOrPath: cell.student.dir });
-      else await saveFullModel(gpu, model.weights, model.cfg, cell.student.dir, path.join(dir, 'model'));
-      trainer.dispose();
-      setT?.dispose();
-      if (model !== cached.model) model.dispose();
-      return { finalLoss: res.losses.at(-1)?.loss ?? null, steps: res.steps, dose, theorem1: th1 };
+    }
+    let online: OnlineTeacher | null = null;
+    let setT: Tensor | undefined;
+    if (config.onlineTeacher) {
+      const t = await this.load(teacher.dir);
+      if (t.model.cfg.vocabSize !== model.cfg.vocabSize || modelKeyOfTokenizer(t.dir) !== modelKeyOfTokenizer(cell.student.dir)) {
+        throw new UserError(`recipe ${cell.recipe} needs the student to share the teacher's tokenizer (${cell.student.name} does not)`);
+      }
+      if (config.onlineTeacher.tokenSet === 'numbers') {
+        const set = numberTokenSet(tokenizer, model.cfg.vocabSize);
+        setT = gpu.upload(Uint32Array.from(set), [set.length], 'u32', 'number_token_set');
+      }
+      online = { model: t.model, system: teacher.system ?? undefined, tokenizer: t.tokenizer, tokenSet: setT };
+      // The teacher's hidden rows once per dataset (shared by every student of it), when they fit in memory.
+      const rows = await this.teacherRows(`${teacher.id}|${pair.key}|${teacher.kind}|${config.maxLen}`, online, examples);
+      if (rows) examples = examples.map((ex, i) => ({ ...ex, teacherRows: rows[i] }));
+    }
+    if (config.rows !== null) examples = examples.slice(0, config.rows);
+    return { examples, online, release: () => setT?.dispose() };
+  }
+
+  /** One student (trained alone unless its stage is cached). */
+  async student(cell: Cell, seed: number): Promise<{ dir: string; key: string; result: StudentStageResult }> {
+    return (await this.students([{ cell, seed }]))[0];
+  }
+
+  /**
+   * Every listed student's stage: cached ones are read, the others are trained together in one joint job
+   * (trainStudents: the LoRA students of one base share one base forward/backward, the full-parameter
+   * ones one submit per step), each stored as its own stage as soon as it finishes. A killed job resumes:
+   * finished students are cached stages, unfinished ones continue from their last checkpoint.
+   */
+  async students(items: readonly { cell: Cell; seed: number }[]): Promise<{ dir: string; key: string; result: StudentStageResult }[]> {
+    const { cfg } = this;
+    const plans: StudentPlan[] = [];
+    for (const it of items) plans.push(await this.planStudent(it.cell, it.seed));
+    interface Pending {
+      plan: StudentPlan;
+      dir: string;
+      inputs: Awaited<ReturnType<Experiment['studentInputs']>>;
+      /** Where its training checkpoints and dose-response entries so far are kept; null: the store keeps none. */
+      ckpt: string | null;
+      resolve: (r: StudentStageResult) => void;
+      reject: (e: unknown) => void;
+    }
+    const pending: Pending[] = [];
+    let settled = 0;
+    let allIn!: () => void;
+    const gate = new Promise<void>((r) => (allIn = r));
+    const arrived = () => {
+      if (++settled === plans.length) allIn();
+    };
+    const runs = plans.map((plan) => {
+      let joined = false;
+      const run = this.store.run(plan.name, plan.config, (dir) =>
+        new Promise<StudentStageResult>((resolve, reject) => {
+          joined = true;
+          this.studentInputs(plan).then(
+            (inputs) => {
+              pending.push({ plan, dir, inputs, ckpt: this.store.checkpointDir(plan.name, plan.config), resolve, reject });
+              arrived();
+            },
+            (e) => {
+              reject(e);
+              arrived();
+            },
+          );
+        }),
+      );
+      run.then(
+        () => {
+          if (!joined) arrived();
+        },
+        () => {
+          if (!joined) arrived();
+        },
+      );
+      return run;
     });
-    return { dir: r.dir, key: r.key, result: r.result };
+    await gate;
+    if (pending.length) {
+      try {
+        await this.trainJointly(pending);
+      } catch (e) {
+        for (const p of pending) p.reject(e);
+      } finally {
+        for (const p of pending) p.inputs.release();
+      }
+    }
+    const out = await Promise.all(runs);
+    return out.map((r) => ({ dir: r.dir, key: r.key, result: r.result }));
+  }
+
+  /** Trains the pending students of `students()` in one trainStudents job and completes their stages. */
+  private async trainJointly(pending: { plan: StudentPlan; dir: string; inputs: { examples: TrainExample[]; online: OnlineTeacher | null }; ckpt: string | null; resolve: (r: StudentStageResult) => void }[]): Promise<void> {
+    const { cfg } = this;
+    const gpu = this.gpu;
+    // Theorem 1 first: the first step's gradient at the initial weights, on a fresh copy of the student.
+    const th1: (Theorem1 | null)[] = [];
+    for (const p of pending) {
+      if (!p.plan.config.theorem1) {
+        th1.push(null);
+        continue;
+      }
+      const copy = await Transformer.load(gpu, p.plan.cell.student.dir, { maxPositions: this.maxPositions() });
+      const tr = new Trainer(gpu, copy, p.inputs.examples, p.plan.config.train, null, p.inputs.online);
+      th1.push(await this.theorem1(tr, copy, p.plan.teacher, p.plan.partner));
+      tr.dispose();
+      copy.dispose();
+    }
+    // Dose-response entries so far, kept beside each student's checkpoints (a resumed student keeps those
+    // of the epochs it had finished at its checkpoint).
+    const dose: StudentStageResult['dose'][] = pending.map((p) => {
+      const saved = p.ckpt ? (readJsonIfPresent(path.join(p.ckpt, 'dose.json'), 'dose-response record') as StudentStageResult['dose'] | null) : null;
+      return Array.isArray(saved) ? saved : [];
+    });
+    const totals = pending.map((p) => stepsPerEpoch(p.inputs.examples.length, p.plan.config.train.batchSize, p.plan.config.train.gradAccum) * p.plan.config.train.epochs);
+    const done = pending.map(() => 0);
+    const label = pending.length === 1 ? `student ${pending[0].plan.cell.id} seed ${pending[0].plan.seed}` : `${pending.length} students together`;
+    const bar = new Progress(label, totals.reduce((a, b) => a + b, 0), { unit: 'step', quiet: cfg.quiet });
+    const bases = new Map<string, Transformer>();
+    for (const p of pending) if (p.plan.cell.studentMode === 'lora') bases.set(p.plan.cell.student.dir, (await this.load(p.plan.cell.student.dir)).model);
+    const jobs: StudentJob[] = pending.map((p) => ({
+      modelDir: p.plan.cell.student.dir,
+      examples: p.inputs.examples,
+      config: p.plan.config.train,
+      initialLora: p.plan.config.train.lora ? initLoraHost(bases.get(p.plan.cell.student.dir)!.cfg, p.plan.config.train.lora, p.plan.seed) : undefined,
+      teacher: p.inputs.online,
+      checkpointDir: p.ckpt ?? undefined,
+    }));
+    const saveEvery = Math.max(1, Math.min(...pending.map((p) => stepsPerEpoch(p.inputs.examples.length, p.plan.config.train.batchSize, p.plan.config.train.gradAccum))));
+    await trainStudents(gpu, jobs, {
+      maxPositions: this.maxPositions(),
+      bases,
+      saveEvery,
+      onStep: (i, info) => {
+        done[i] = info.step;
+        bar.update(done.reduce((a, b) => a + b, 0), `${pending[i].plan.cell.id} s${pending[i].plan.seed} loss ${info.loss.toFixed(5)}`);
+      },
+      onEpochEnd: async (i, epoch, h) => {
+        const d = pending[i].plan.config.dose;
+        if (!d) return;
+        const { tokenizer } = await this.load(pending[i].plan.cell.student.dir);
+        const kept = dose[i].filter((x) => x.epoch < epoch);
+        kept.push({
+          epoch,
+          firstTokenProb: await firstTokenProbabilities(h.model, tokenizer, d.questions, d.animals, { lora: h.lora }),
+          devFirstTokenProb: await firstTokenProbabilities(h.model, tokenizer, d.dev, d.animals, { lora: h.lora }),
+        });
+        dose[i] = kept;
+        const ckpt = pending[i].ckpt;
+        if (ckpt) {
+          fsys().mkdir(ckpt);
+          await fsys().writeFileAtomic(path.join(ckpt, 'dose.json'), JSON.stringify(kept, null, 2) + '\n');
+        }
+      },
+      onFinished: async (o) => {
+        const p = pending[o.index];
+        killPoint('owl-student');
+        const cfgM = (await this.load(p.plan.cell.student.dir)).model.cfg;
+        if (o.adapter) await writePeftAdapter(path.join(p.dir, 'adapter'), cfgM, o.adapter, { baseModelNameOrPath: p.plan.cell.student.dir });
+        if (o.model) {
+          await saveFullModel(gpu, o.model.weights, o.model.cfg, p.plan.cell.student.dir, path.join(p.dir, 'model'));
+          o.model.dispose();
+        }
+        const losses = o.result.losses;
+        // A resumed student's epochs before its checkpoint keep their recorded dose entries.
+        const d = dose[o.index].filter((x) => x.epoch <= p.plan.config.train.epochs);
+        p.resolve({ finalLoss: losses.at(-1)?.loss ?? null, steps: o.result.steps, dose: d, theorem1: th1[o.index] });
+        if (p.ckpt) fsys().rm(p.ckpt);
+      },
+    });
+    bar.finish();
   }
 
   private readonly teacherRowsMemo = new Map<string, Promise<Float32Array[] | null>>();
@@ -863,18 +1022,17 @@ export class Experiment {
         divergence.push({ ...d.summary, dataset: `${own.kind}-${decoding}` });
       }
     }
+    // Every student of the grid in one joint job (cached ones are read), then each one's evaluation.
+    const items = cells.flatMap((cell) => cfg.seeds.map((seed) => ({ cell, seed })));
+    this.log(`students: ${items.length} (${cells.length} cells × ${cfg.seeds.length} seeds)`);
+    const trained = await this.students(items);
     const students: StudentResult[] = [];
-    const total = cells.length * cfg.seeds.length;
-    let n = 0;
-    for (const cell of cells) {
-      for (const seed of cfg.seeds) {
-        n++;
-        this.log(`[${n}/${total}] ${cell.id} seed ${seed}`);
-        const st = await this.student(cell, seed);
-        const ref = cell.studentMode === 'lora' ? { adapter: path.join(st.dir, 'adapter') } : { full: path.join(st.dir, 'model') };
-        const ev = await this.evaluate({ dir: cell.student.dir, id: `stage:${st.key}`, ...ref }, `${cell.id}-s${seed}`, seed);
-        students.push({ cell: cell.id, seed, eval: ev, ...st.result });
-      }
+    for (const [n, { cell, seed }] of items.entries()) {
+      const st = trained[n];
+      this.log(`[${n + 1}/${items.length}] evaluating ${cell.id} seed ${seed}`);
+      const ref = cell.studentMode === 'lora' ? { adapter: path.join(st.dir, 'adapter') } : { full: path.join(st.dir, 'model') };
+      const ev = await this.evaluate({ dir: cell.student.dir, id: `stage:${st.key}`, ...ref }, `${cell.id}-s${seed}`, seed);
+      students.push({ cell: cell.id, seed, eval: ev, ...st.result });
     }
     return {
       config: cfg,

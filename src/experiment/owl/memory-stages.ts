@@ -41,6 +41,14 @@ export class MemoryStageStore implements StageCache {
     return p;
   }
 
+  /**
+   * None: training checkpoints are written with node:fs (train/state.ts), and a page's run that is
+   * cancelled mid-student retrains that student; finished stages are still reused.
+   */
+  checkpointDir(): null {
+    return null;
+  }
+
   /** Drops every finished stage. */
   clear(): void {
     fsys().rm(this.stagesDir);

@@ -72,6 +72,11 @@ export interface StageCache {
   /** Told when a finished stage's record cannot be read (the stage is then recomputed). */
   onCorrupt?: (file: string) => void;
   run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>): Promise<StageRun<T>>;
+  /**
+   * A folder beside a stage's where its computation keeps resumable state (training checkpoints),
+   * removed when the stage finishes; null when the store keeps none (a computation then starts over).
+   */
+  checkpointDir(name: string, inputs: unknown): string | null;
 }
 
 export interface StageStoreOptions {
@@ -148,6 +153,10 @@ export class StageStore implements StageCache {
   stageDir(name: string, inputs: unknown): string {
     const key = hashOf({ name, inputs });
     return path.join(this.stagesDir, `${name.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 80)}-${key}`);
+  }
+
+  checkpointDir(name: string, inputs: unknown): string {
+    return `${this.stageDir(name, inputs)}.ckpt`;
   }
 
   /**
