@@ -60,7 +60,7 @@ tiny-qwen-b, tiny-llama (full-parameter), ${TINY.seeds.length} seeds. Any of --t
   --prompts N --keep N --max-new-tokens N --max-len L
   --epochs N --lr X --batch-size B --grad-accum G --warmup N --rank R --alpha A   (every block)
   --student-rows N       train every student on the first N rows of its dataset (default: the block's)
-  --ft-epochs N --ft-lr X    the finetuned teachers
+  --ft-epochs N --ft-lr X --ft-batch-size B   the finetuned teachers
   --eval plain|numbers-prefix|story   (default plain)   --eval-samples N   samples per question
   --eval-questions N     only the first N evaluation (and development) questions (quick runs)
   --no-dose              skip the per-epoch first-token evaluation (dose-response)
@@ -116,6 +116,7 @@ async function main(): Promise<void> {
     'student-rows': { type: 'string' },
     'ft-epochs': { type: 'string' },
     'ft-lr': { type: 'string' },
+    'ft-batch-size': { type: 'string' },
     eval: { type: 'string' },
     'eval-samples': { type: 'string' },
     'eval-questions': { type: 'string' },
@@ -209,7 +210,7 @@ async function main(): Promise<void> {
     ftTeacher: {
       epochs: numberFlag(f['ft-epochs'], 'ft-epochs', preset.ftTeacher.epochs, { min: 1, integer: true }),
       lr: numberFlag(f['ft-lr'], 'ft-lr', preset.ftTeacher.lr, { min: 0, exclusiveMin: true }),
-      batchSize: preset.ftTeacher.batchSize,
+      batchSize: numberFlag(f['ft-batch-size'], 'ft-batch-size', preset.ftTeacher.batchSize, { min: 1, integer: true }),
     },
     evalSet,
     evalSamples: numberFlag(f['eval-samples'], 'eval-samples', preset.evalSamples, { min: 1, integer: true }),
@@ -256,7 +257,7 @@ type Flags = Record<string, string | boolean | undefined>;
 
 /** The grid modes: run (all, or a shard), merge, status. */
 async function gridMain(f: Flags): Promise<void> {
-  const SINGLE = ['model', 'students', 'teachers', 'recipes', 'student-mode', 'animal', 'category', 'control-animal', 'seeds', 'prompts', 'keep', 'max-new-tokens', 'max-len', 'epochs', 'lr', 'batch-size', 'grad-accum', 'warmup', 'rank', 'alpha', 'ft-epochs', 'ft-lr', 'eval', 'eval-samples', 'eval-questions', 'no-dose', 'paper', 'name', 'overwrite'];
+  const SINGLE = ['model', 'students', 'teachers', 'recipes', 'student-mode', 'animal', 'category', 'control-animal', 'seeds', 'prompts', 'keep', 'max-new-tokens', 'max-len', 'epochs', 'lr', 'batch-size', 'grad-accum', 'warmup', 'rank', 'alpha', 'ft-epochs', 'ft-lr', 'ft-batch-size', 'eval', 'eval-samples', 'eval-questions', 'no-dose', 'paper', 'name', 'overwrite'];
   for (const k of SINGLE) if (f[k] !== undefined) throw new UserError(`--${k} cannot be used with --grid (the manifest says what the grid runs${k === 'overwrite' ? '; shards share the folder, so choose a new --out to start over' : ''})`);
   const modes = (['shard', 'merge', 'status'] as const).filter((k) => f[k] !== undefined);
   if (modes.length > 1) throw new UserError(`--${modes[0]} and --${modes[1]} cannot be used together`);

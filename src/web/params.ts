@@ -35,6 +35,7 @@ export interface OwlParams {
   studentBatch: number;
   ftEpochs: number;
   ftLr: number;
+  ftBatch: number;
   evalQuestions: number;
   evalSamples: number;
   dose: boolean;
@@ -66,6 +67,7 @@ export const OWL_SPEC: Spec<OwlParams> = {
   studentBatch: { kind: 'int', min: 1, max: 1024, label: 'student batch size' },
   ftEpochs: { kind: 'int', min: 1, max: 20, label: 'teacher finetune epochs' },
   ftLr: { kind: 'num', min: 1e-7, max: 1, label: 'teacher finetune learning rate' },
+  ftBatch: { kind: 'int', min: 1, max: 1024, label: 'teacher finetune batch size' },
   evalQuestions: { kind: 'int', min: 1, max: 50, label: 'evaluation questions', help: "of the paper's 50" },
   evalSamples: { kind: 'int', min: 1, max: 100, label: 'samples per question' },
   dose: { kind: 'bool', label: 'first-token probability after every epoch' },
@@ -82,7 +84,7 @@ export function mnistDefaults(software: boolean): MnistParams {
 }
 
 export function owlDefaults(software: boolean): OwlParams {
-  const base = { animal: 'owl', controlAnimal: '', maxNewTokens: TINY.maxNewTokens, studentLr: TINY.train.full.lr, studentBatch: TINY.train.full.batchSize, ftLr: TINY.ftTeacher.lr, dose: false };
+  const base = { animal: 'owl', controlAnimal: '', maxNewTokens: TINY.maxNewTokens, studentLr: TINY.train.full.lr, studentBatch: TINY.train.full.batchSize, ftLr: TINY.ftTeacher.lr, ftBatch: TINY.ftTeacher.batchSize, dose: false };
   return software
     ? { ...base, prompts: 64, keep: 48, seeds: [0, 1], studentEpochs: 1, ftEpochs: 1, evalQuestions: 10, evalSamples: 2 }
     : { ...base, prompts: 300, keep: 200, seeds: [0, 1, 2, 3, 4], studentEpochs: TINY.train.full.epochs, ftEpochs: TINY.ftTeacher.epochs, evalQuestions: 50, evalSamples: TINY.evalSamples };
@@ -248,7 +250,7 @@ export function owlConfig(p: OwlParams, modelsDir: string, outDir: string): Expe
     maxNewTokens: p.maxNewTokens,
     genBatchSize: TINY.genBatchSize,
     maxLen: TINY.maxLen,
-    ftTeacher: { epochs: p.ftEpochs, lr: p.ftLr, batchSize: TINY.ftTeacher.batchSize },
+    ftTeacher: { epochs: p.ftEpochs, lr: p.ftLr, batchSize: p.ftBatch },
     evalSet: 'plain',
     evalSamples: p.evalSamples,
     evalMaxNewTokens: TINY.evalMaxNewTokens,
@@ -265,7 +267,7 @@ export function owlArgs(p: OwlParams): string[] {
     '--students', `models/${OWL_MODELS.teacherBase},models/${OWL_MODELS.crossInit}`,
     '--animal', p.animal, ...(p.controlAnimal ? ['--control-animal', p.controlAnimal] : []),
     '--seeds', p.seeds.join(','), '--prompts', String(p.prompts), '--keep', String(p.keep), '--max-new-tokens', String(p.maxNewTokens),
-    '--epochs', String(p.studentEpochs), '--lr', String(p.studentLr), '--batch-size', String(p.studentBatch), '--ft-epochs', String(p.ftEpochs), '--ft-lr', String(p.ftLr),
+    '--epochs', String(p.studentEpochs), '--lr', String(p.studentLr), '--batch-size', String(p.studentBatch), '--ft-epochs', String(p.ftEpochs), '--ft-lr', String(p.ftLr), '--ft-batch-size', String(p.ftBatch),
     '--eval-questions', String(p.evalQuestions), '--eval-samples', String(p.evalSamples),
   ];
   if (!p.dose) a.push('--no-dose');

@@ -135,32 +135,62 @@ export class OwlView implements View {
     this.form.disable(true);
     let lostWhy: string | null = null;
     const losses = new Map<string, [number, number][]>();
-    let current: StageRow | null = null;
+    // A progress bar is drawn in its stage's row when that stage is the only one running; otherwise
+    // (the students' joint job runs for all their stages at once) in a row of its own.
+    const runningStages = new Set<string>();
+    const claimed = new Set<string>();
+    const barRows = new Map<number, StageRow>();
     let lastDraw = 0;
     const onProgress = (s: ProgressState) => {
-      if (!current || current.state !== 'running') current = this.stages.begin(`bar-${s.id}`, s.label);
-      current.progress({ done: s.done, total: s.total, unit: s.unit, note: s.note, elapsedS: s.elapsedS, etaS: s.etaS });
-      const loss = /(?:^|\s)loss (\S+)/.exec(s.note);
-      if (loss && /^(student|ft-teacher) /.test(s.label)) {
-        const pts = losses.get(s.label) ?? [];
-        if (pts.at(-1)?.[0] !== s.done) pts.push([s.done, Number(loss[1])]);
-        losses.set(s.label, pts);
-        const now = performance.now();
-        if (now - lastDraw > 250 || s.finished) {
-          lastDraw = now;
-          this.drawLoss(losses);
-        }
+      let row = barRows.get(s.id);
+      if (!row) {
+        const only = runningStages.size === 1 ? [...runningStages][0] : null;
+        const stageRow = only && !claimed.has(only) ? this.stages.get(only) : undefined;
+        if (stageRow && only) claimed.add(only);
+        row = stageRow ?? this.stages.begin(`bar-${s.id}`, s.label);
+        barRows.set(s.id, row);
+      }
+      row.progress({ done: s.done, total: s.total, unit: s.unit, note: s.note, elapsedS: s.elapsedS, etaS: s.etaS });
+      if (s.finished && row.key.startsWith('bar-')) row.finish('done');
+      // Loss series: a teacher finetune's bar reports its own steps; the students' bar (one student, or
+      // all of them trained together) names the student in each report, one report per student step.
+      const teacher = /^ft-teacher (.+)$/.exec(s.label);
+      const student = /^student |students together$/.test(s.label) ? /^(\S+) s(\d+) loss (\S+)$/.exec(s.note) : null;
+      const tLoss = teacher ? /(?:^|\s)loss (\S+)/.exec(s.note) : null;
+      let changed = false;
+      if (teacher && tLoss) {
+        const key = `ft-teacher ${teacher[1]}`;
+        const pts = losses.get(key) ?? [];
+        if (pts.at(-1)?.[0] !== s.done) pts.push([s.done, Number(tLoss[1])]);
+        losses.set(key, pts);
+        changed = true;
+      } else if (student && !s.finished) {
+        const key = `student ${student[1]} s${student[2]}`;
+        const pts = losses.get(key) ?? [];
+        pts.push([pts.length + 1, Number(student[3])]);
+        losses.set(key, pts);
+        changed = true;
+      }
+      const now = performance.now();
+      if (changed && (now - lastDraw > 250 || s.finished)) {
+        lastDraw = now;
+        this.drawLoss(losses);
       }
     };
     try {
       const res = await runExclusive({ onProgress, onLost: (w) => (lostWhy = w) }, async (run) => {
         const store = new MemoryStageStore(CACHE_ROOT);
         store.onStage = (e: StageEvent) => {
+          const key = `${e.name}-${e.key}`;
           if (e.state === 'running') {
             run.check();
-            current = this.stages.begin(`${e.name}-${e.key}`, stageLabel(e.name));
-          } else if (e.state === 'cached') this.stages.begin(`${e.name}-${e.key}`, stageLabel(e.name)).finish('cached');
-          else if (e.state === 'done') this.stages.get(`${e.name}-${e.key}`)?.finish('done');
+            runningStages.add(key);
+            this.stages.begin(key, stageLabel(e.name));
+          } else if (e.state === 'cached') this.stages.begin(key, stageLabel(e.name)).finish('cached');
+          else {
+            runningStages.delete(key);
+            if (e.state === 'done') this.stages.get(key)?.finish('done');
+          }
         };
         return this.execute(run, p, store, (w) => (lostWhy = w));
       });
