@@ -7,7 +7,7 @@
 // synchronously), everything else to a stub that throws when used (those paths are Node-only; files
 // go through util/files.ts). Packages the page never runs are stubbed the same way: Node's `webgpu`
 // (the browser has navigator.gpu) and onnxruntime (transformers.js is used for its tokenizer only).
-import { builtinModules } from 'node:module';
+import { builtinModules, createRequire } from 'node:module';
 import { copyFileSync, mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as esbuild from 'esbuild';
@@ -56,9 +56,10 @@ function nodeBuiltinsPlugin(stubbed: Set<string>): esbuild.Plugin {
         return { path: name, namespace: 'node-only' };
       });
       b.onResolve({ filter: pkgFilter }, (a) => ({ path: a.path, namespace: 'package-only' }));
-      b.onLoad({ filter: /.*/, namespace: 'node-only' }, async (a) => {
+      b.onLoad({ filter: /.*/, namespace: 'node-only' }, (a) => {
         stubbed.add(`node:${a.path}`);
-        const real = (await import(`node:${a.path}`)) as Record<string, unknown>;
+        // The stub exports what the real module exports, so named imports of it still bundle.
+        const real = createRequire(import.meta.url)(`node:${a.path}`) as Record<string, unknown>;
         const names = Object.keys(real).filter((k) => k !== 'default' && /^[A-Za-z_$][\w$]*$/.test(k));
         return { contents: stubModule(`node:${a.path}`, names), loader: 'js', resolveDir: SHIMS };
       });
