@@ -195,6 +195,29 @@ describe.skipIf(!haveBrowser)('the web page in headless Chromium', () => {
     }
   });
 
+  it('Cancel stops the running stage: its row and the experiment say cancelled, with an ETA shown before, and Run is offered again', async () => {
+    const { page, errors } = await openPage(browser, `${server.url}?exp=owl&owl.controlAnimal=eagle`);
+    await page.click('#owl button.run');
+    const running = '#owl .stage.running[data-stage^="ft-teacher-"]';
+    await page.waitForFunction((sel) => /step\/s .* ETA \d/.test(document.querySelector(`${sel} .stage-info`)?.textContent ?? ''), { timeout: 90_000, polling: 100 }, running);
+    await page.click(`${running} .stage-cancel`);
+    await page.waitForFunction(() => document.getElementById('owl')!.dataset.state !== 'running', { timeout: 60_000, polling: 100 });
+    const r = await page.evaluate(() => ({
+      state: document.getElementById('owl')!.dataset.state,
+      cancelled: [...document.querySelectorAll('#owl .stage.cancelled')].map((e) => (e as HTMLElement).dataset.stage ?? ''),
+      running: document.querySelectorAll('#owl .stage.running').length,
+      runEnabled: !document.querySelector<HTMLButtonElement>('#owl button.run')!.disabled,
+      files: document.querySelectorAll('#owl a.download').length,
+    }));
+    expect(r.state).toBe('cancelled');
+    expect(r.cancelled.some((k) => k.startsWith('ft-teacher-'))).toBe(true);
+    expect(r.running).toBe(0);
+    expect(r.runEnabled).toBe(true);
+    expect(r.files).toBe(0);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   it('MNIST: the page report.json equals the CLI run of the same command; chart drawn with its 6 bars in order', async () => {
     const params = paramsOf(MNIST_QUERY);
     const cliOut = path.join(tmp, 'cli-mnist');
