@@ -98,10 +98,13 @@ export function lockIsStale(info: LockInfo | null, mtimeMs: number, staleMs = DE
   return now - mtimeMs > staleMs;
 }
 
+/** Locks this process holds, released on exit by one listener (a grid holds one per running stage). */
+const held = new Set<Lock>();
+let exitHook = false;
+
 export class Lock {
   private timer: NodeJS.Timeout | null = null;
   private released = false;
-  private readonly onExit = () => this.releaseSync();
   /** Set when the heartbeat finds the lock no longer ours (broken by someone who judged it stale). */
   lost = false;
 
@@ -110,7 +113,13 @@ export class Lock {
     readonly info: LockInfo,
     heartbeatMs: number,
   ) {
-    process.on('exit', this.onExit);
+    held.add(this);
+    if (!exitHook) {
+      exitHook = true;
+      process.on('exit', () => {
+        for (const l of [...held]) l.releaseSync();
+      });
+    }
     if (heartbeatMs > 0) {
       this.timer = setInterval(() => this.beat(), heartbeatMs);
       this.timer.unref();
@@ -154,7 +163,7 @@ export class Lock {
   releaseSync(): void {
     if (this.released) return;
     this.stopTimer();
-    process.off('exit', this.onExit);
+    held.delete(this);
     if (this.holds()) {
       try {
         unlinkSync(this.file);
