@@ -1,9 +1,12 @@
 // The web page's pieces that need no browser: URL parameters (round trip, one message per bad value),
-// the "no WebGPU" verdict for each missing piece, and the memory stage store the page runs stages in.
+// the "no WebGPU" verdict for each missing piece, the memory stage store the page runs stages in, and
+// the synchronous sha256 that stands in for node:crypto's (stage keys and model identities).
+import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryStageStore, type StageEvent } from '../src/experiment/owl/memory-stages.ts';
 import { fsys, useFileSystem, type FileSystem } from '../src/util/files.ts';
 import { MemoryFileSystem } from '../src/util/files-memory.ts';
+import { Sha256 } from '../src/util/sha256.ts';
 import { owlArgs, paramsToSearch, parseParams } from '../src/web/params.ts';
 import { webgpuVerdict, type WebGpuProbe } from '../src/web/webgpu-check.ts';
 
@@ -113,5 +116,21 @@ describe('MemoryStageStore', () => {
     expect(later.checkpointDir()).toBeNull();
     later.clear();
     expect(later.count).toBe(0);
+  });
+});
+
+describe('the page\'s sha256', () => {
+  it("gives node:crypto's digests at every padding boundary, for bytes and UTF-8 strings, fed whole or in pieces", () => {
+    let x = 12345;
+    const rand = (n: number) => Uint8Array.from({ length: n }, () => ((x = (x * 1103515245 + 12345) >>> 0) >>> 16) & 255);
+    for (const n of [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 70_001]) {
+      const data = rand(n);
+      const want = createHash('sha256').update(data).digest('hex');
+      expect(new Sha256().update(data).hex(), `${n} bytes`).toBe(want);
+      const cut = Math.floor(n / 3);
+      expect(new Sha256().update(data.subarray(0, cut)).update(data.subarray(cut)).hex(), `${n} bytes in two pieces`).toBe(want);
+    }
+    const text = 'owl 🦉 — ünïcode\0and a NUL';
+    expect(new Sha256().update(text).update('\0').hex()).toBe(createHash('sha256').update(text).update('\0').digest('hex'));
   });
 });
