@@ -9,7 +9,7 @@ import { MemoryStageStore, type StageEvent } from '../../experiment/owl/memory-s
 import { reportFiles } from '../../experiment/owl/report.ts';
 import type { ProgressState } from '../../util/progress.ts';
 import { lineChartSvg } from '../../util/svg.ts';
-import { checkOwl, OWL_MODELS, OWL_SPEC, owlCommand, owlConfig, type OwlParams } from '../params.ts';
+import { checkOwl, OWL_MODELS, OWL_SPEC, owlCommand, owlConfig, owlRunName, type OwlParams } from '../params.ts';
 import { downloadLink, h, setSvg } from './dom.ts';
 import { ParamForm } from './form.ts';
 import { adapterText, Cancelled, mountModels, MODELS_DIR, newDevice, runExclusive, type RunHandle } from './runtime.ts';
@@ -222,7 +222,7 @@ export class OwlView implements View {
     const dev = this.stages.begin('device', 'WebGPU device');
     const gpu = await newDevice(run, onLost);
     dev.finish('done', adapterText(gpu));
-    const cfg = owlConfig(p, MODELS_DIR, path.join('/runs', `grid-${p.animal.replace(/[^a-z]+/g, '-')}`));
+    const cfg = owlConfig(p, MODELS_DIR, path.join('/runs', owlRunName(p.animal)));
     const exp = new Experiment(gpu, cfg, { store, onTeacherTokens: (t) => this.onTokens(t) });
     try {
       exp.cells();
