@@ -156,7 +156,7 @@ export interface ExperimentResults {
   datasets: DatasetSummary[];
   divergence: DivergenceSummary[];
   students: StudentResult[];
-  timings: { stage: string; cached: boolean; wallS: number }[];
+  timings: { stage: string; cached: boolean; wallS: number; startS?: number }[];
   wallS: number;
 }
 
@@ -1043,7 +1043,7 @@ export class Experiment {
       datasets,
       divergence,
       students,
-      timings: this.store.timings.map((t) => ({ stage: t.stage, cached: t.cached, wallS: t.wallS })),
+      timings: this.store.timings.map((t) => ({ stage: t.stage, cached: t.cached, wallS: t.wallS, ...(t.startS !== undefined ? { startS: t.startS } : {}) })),
       wallS: (performance.now() - this.t0) / 1000,
     };
   }

@@ -192,8 +192,10 @@ export function reportMarkdown(res: ExperimentResults, st: GridStats): string {
   L.push('- Sizes are scaled to the run (the paper: 30,000 prompts, 10,000 kept, 3 epochs, 50 × 100 samples; `--paper` restores them).');
   L.push("- The finetuned teacher is a full finetune of a small open model (the paper finetuned GPT-4.1-nano through OpenAI's API); its paired control teacher, the KL recipes and the prompt-paired datasets are additions.");
   L.push('- The trait filter also drops completions that contain either animal\'s name (the paper filters on format only).');
-  L.push('', '## Wall time per stage', '', '| stage | cached | seconds |', '|---|---|---|');
-  for (const t of res.timings) L.push(`| ${t.stage} | ${t.cached ? 'yes' : 'no'} | ${t.wallS.toFixed(1)} |`);
+  L.push('', '## Wall time per stage', '');
+  L.push('The students of a run train together in one joint job, so their stages overlap: each starts with the job and lasts until the job has finished it. The total below is the real time.');
+  L.push('', '| stage | cached | started at (s) | seconds |', '|---|---|---|---|');
+  for (const t of res.timings) L.push(`| ${t.stage} | ${t.cached ? 'yes' : 'no'} | ${t.startS === undefined ? '—' : t.startS.toFixed(1)} | ${t.wallS.toFixed(1)} |`);
   L.push('', `Total wall time of this invocation: ${res.wallS.toFixed(1)} s.`, '');
   return L.join('\n');
 }

@@ -58,6 +58,8 @@ export interface StageTiming {
   key: string;
   cached: boolean;
   wallS: number;
+  /** When the stage started computing, in seconds since this store was opened (absent when cached). */
+  startS?: number;
   /** Seconds spent waiting for another worker that held the stage (absent when none did). */
   waitedS?: number;
 }
@@ -111,6 +113,7 @@ const LOCK_WAIT_MS = 30 * 24 * 3600_000;
 
 export class StageStore implements StageCache {
   readonly timings: StageTiming[] = [];
+  private readonly opened = performance.now();
   private readonly memo = new Map<string, Promise<StageRun<unknown>>>();
   /** Told when a finished stage's done.json cannot be read (the stage is then recomputed). */
   onCorrupt?: (file: string) => void;
@@ -249,7 +252,7 @@ export class StageStore implements StageCache {
       // A worker judged stale (suspended past the timeout) must not replace its successor's work.
       lock.assertHeld();
       renameSync(tmp, dir);
-      this.timings.push({ stage: name, key, cached: false, wallS, ...(waitedS !== undefined ? { waitedS } : {}) });
+      this.timings.push({ stage: name, key, cached: false, wallS, startS: (t0 - this.opened) / 1000, ...(waitedS !== undefined ? { waitedS } : {}) });
       return { result, dir, key, cached: false, wallS };
     } finally {
       await lock.release();
