@@ -24,6 +24,7 @@ export class MemoryStageStore implements StageCache {
   onStage?: (e: StageEvent) => void;
   private readonly memo = new Map<string, Promise<StageRun<unknown>>>();
   private tmpCount = 0;
+  private readonly opened = performance.now();
 
   constructor(readonly root: string) {
     this.stagesDir = path.join(root, 'stages');
@@ -94,7 +95,7 @@ export class MemoryStageStore implements StageCache {
     const record = JSON.stringify({ name, inputs, result, wallS, computedBy: { host: 'browser', pid: 0, token: 'memory' } }, null, 2) + '\n';
     fs.writeFile(path.join(tmp, 'done.json'), record);
     fs.rename(tmp, dir);
-    this.timings.push({ stage: name, key, cached: false, wallS });
+    this.timings.push({ stage: name, key, cached: false, wallS, startS: (t0 - this.opened) / 1000 });
     this.onStage?.({ name, key, state: 'done', wallS });
     return { result, dir, key, cached: false, wallS };
   }
