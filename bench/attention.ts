@@ -19,15 +19,14 @@ import {
   type AttentionDims,
   type DecodeVariant,
 } from '../src/kernels/attention.ts';
+import { randomArray } from './random.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
 const HEADS = 14, KV_HEADS = 2, HEAD_DIM = 64;
 
-function randData(n: number): Float32Array {
-  const d = new Float32Array(n);
-  for (let i = 0; i < n; i++) d[i] = Math.random() * 2 - 1;
-  return d;
-}
+// Uniform in [−1, 1) (std 1/√3), a new seed per call: only the magnitudes matter for timing.
+let dataSeed = 1;
+const randData = (n: number): Float32Array => randomArray(n, 1 / Math.sqrt(3), dataSeed++);
 
 /** Seconds per call of `record`, timed over `iters` calls after one warm-up (compile) call. */
 async function timeGpu(gpu: Gpu, record: () => Tensor[], iters: number): Promise<number> {

@@ -8,13 +8,14 @@
 import type { Gpu, Tensor } from '../src/gpu/runtime.ts';
 import { chooseVariant, listMatmulVariants, matmul, type MatmulOptions } from '../src/kernels/matmul.ts';
 import { llvmpipeSubgroupWidth } from '../src/kernels/norm.ts';
+import { randomArray } from './random.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
+// Uniform in [−1, 1) (std 1/√3), a new seed per tensor: only the magnitudes matter for timing.
+let tensorSeed = 1;
 function randTensor(gpu: Gpu, shape: number[]): Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
-  const d = new Float32Array(n);
-  for (let i = 0; i < n; i++) d[i] = Math.random() * 2 - 1;
-  return gpu.upload(d, shape);
+  return gpu.upload(randomArray(n, 1 / Math.sqrt(3), tensorSeed++), shape);
 }
 
 /** Seconds per call of `record` (which records one dispatch), timed over enough calls for ~budget s. */

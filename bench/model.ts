@@ -6,7 +6,7 @@
 // batch-1 figure of the same run. GPU memory held is reported from gpu.stats.
 import type { Gpu } from '../src/gpu/runtime.ts';
 import { sampleTokens } from '../src/kernels/sampling.ts';
-import { tinyConfigJson } from '../src/model/checkpoint.ts';
+import { tinyConfigJson } from '../tests/helpers/checkpoint.ts';
 import { expectedTensors, parseConfig } from '../src/model/config.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { uploadWeights } from '../src/model/weights.ts';

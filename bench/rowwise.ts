@@ -4,20 +4,14 @@
 // process (and, for RMSNorm, the row layouts against each other).
 import type { Gpu, Tensor } from '../src/gpu/runtime.ts';
 import { embed, embedRef, embedVariant } from '../src/kernels/embedding.ts';
-import { swiglu, swigluBackward, swigluBackwardRef, swigluFused, swigluRef, sumSquares, sumSquaresRef } from '../src/kernels/elementwise.ts';
+import { swiglu, swigluBackward, swigluBackwardRef, swigluFused, swigluRef } from '../src/kernels/elementwise.ts';
 import { addRmsnorm, llvmpipeSubgroupWidth, rmsnorm, rmsnormBackward, rmsnormBackwardRef, rmsnormRef, rmsnormVariant, type RmsnormVariant } from '../src/kernels/norm.ts';
 import { createRopeTable, rope, ropeInvFreq, ropeRef } from '../src/kernels/rope.ts';
+import { randomArray } from './random.ts';
 import type { BenchOptions, BenchResult } from './types.ts';
 
-function randf(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
+/** Uniform in [−1, 1) (std 1/√3). */
+const randf = (n: number, seed: number): Float32Array => randomArray(n, 1 / Math.sqrt(3), seed);
 
 /** Milliseconds per call of `record` (GPU): `iters` recorded calls, one sync. */
 async function gpuMs(gpu: Gpu, iters: number, record: () => void): Promise<number> {
@@ -176,15 +170,5 @@ export async function benchRowwise(gpu: Gpu, opts: BenchOptions): Promise<BenchR
     table.dispose();
   }
 
-  // ---- sum of squares over the LoRA-sized gradient set (~1M floats in 48 tensors)
-  {
-    const arrays = Array.from({ length: 48 }, (_, i) => randf(i % 2 ? 8 * D : 8 * I, 20 + i));
-    const ts = arrays.map((a) => gpu.upload(a));
-    const total = arrays.reduce((s, a) => s + a.length, 0);
-    const refMs = cpuMs(cpuIters, () => sumSquaresRef(arrays));
-    const ms = await gpuMs(gpu, iters, () => sumSquares(gpu, ts).dispose());
-    push(`sumSquares ${arrays.length} tensors, ${total} floats`, total * 4, ms, 'sumSquaresRef (CPU f64)', refMs, {});
-    disposeAll(ts);
-  }
   return results;
 }

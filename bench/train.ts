@@ -13,7 +13,7 @@
 // comes from gpu.stats (the pool's peak live bytes, reset before each configuration).
 import type { Gpu } from '../src/gpu/runtime.ts';
 import { tinyConfigJson, tinyInitialTensor, TINY_MODELS } from '../src/experiment/tiny/models.ts';
-import { tinyConfigJson as familyConfigJson } from '../src/model/checkpoint.ts';
+import { tinyConfigJson as familyConfigJson } from '../tests/helpers/checkpoint.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { uploadWeights } from '../src/model/weights.ts';

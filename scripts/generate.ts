@@ -4,7 +4,7 @@
  *   npx tsx scripts/generate.ts --model DIR [--adapter DIR] [--system STR] (--prompt STR | --prompts FILE.jsonl)
  *     [--n N] [--temperature T] [--top-p P] [--greedy] [--max-new-tokens N] [--seed S] [--batch-size B] [--out FILE.jsonl [--overwrite]]
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { disposeLora, loadPeftAdapter } from '../src/model/adapter.ts';
 import { generate } from '../src/model/generate.ts';
@@ -13,6 +13,7 @@ import { Transformer } from '../src/model/transformer.ts';
 import { numberFlag, parseFlags } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';
 import { writeFileAtomic } from '../src/util/fsatomic.ts';
+import { readJsonlFile } from '../src/util/jsonl.ts';
 import { checkOutFile } from '../src/util/outpaths.ts';
 import { Progress } from '../src/util/progress.ts';
 
@@ -45,23 +46,9 @@ interface PromptRow {
 }
 
 function readPrompts(file: string): PromptRow[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new UserError(`${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? String(e)})`}`);
-  }
   const rows: PromptRow[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    const where = `${file}:${i + 1}`;
-    let obj: unknown;
-    try {
-      obj = JSON.parse(line);
-    } catch (e) {
-      throw new UserError(`${where}: not valid JSON (${(e as Error).message})`);
-    }
+  readJsonlFile(file).forEach(({ line, value: obj }) => {
+    const where = `${file}:${line}`;
     if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) throw new UserError(`${where}: expected a JSON object with "prompt" or "messages"`);
     const o = obj as Record<string, unknown>;
     if (typeof o.prompt === 'string') {
@@ -136,7 +123,7 @@ async function main(): Promise<void> {
   const lora = values.adapter ? await loadPeftAdapter(gpu, values.adapter, model.cfg) : null;
   const stopIds = [...new Set([...tok.stopIds, ...model.cfg.eosTokenIds])];
   const progress = new Progress('generate', requests.length * n, { unit: 'seq' });
-  const results = await generate(model, tok, requests, {
+  const results = await generate(model, requests, {
     n, temperature, topP, greedy: values.greedy, maxNewTokens, seed, batchSize, stopIds, lora,
     modelName: `${values.model}${values.adapter ? ` with adapter ${values.adapter}` : ''}`,
     onProgress: (p) => progress.update(p.done, `batch ${p.batch}/${p.batches}, ${p.tokens} tokens`),

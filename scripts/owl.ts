@@ -67,11 +67,15 @@ tiny-qwen-b, tiny-llama (full-parameter), ${TINY.seeds.length} seeds. Any of --t
   --paper                the paper's recipe and sizes (sp × sft, LoRA r8 α8, 30,000 prompts, 10,000 kept,
                          3 epochs, lr 2e-4, batch 22 × 3, max length 500, 8 seeds, 50 × 100 samples)
   --name NAME            run name (default grid-<animal>)   --out DIR   run folder (default runs/<name>)
-  --resume               continue a run folder made with other options (cached stages are reused)
-  --overwrite            start the run folder over: deletes only what owl.ts wrote there (its stages
-                         and reports, listed in the folder's .run.json), after the new run is validated
-A rerun of the same command continues where a killed run stopped. A folder owl.ts did not make is
-refused, and one run at a time holds a run folder (a lock).
+  --resume               continue the owl.ts run in --out even if it was made with other options (its
+                         cached stages are reused where their inputs match); refused when --out holds
+                         no owl.ts run
+  --overwrite            replace the owl.ts run in --out: deletes only what owl.ts wrote there (its
+                         stages and reports, listed in the folder's .run.json), after the new run is
+                         validated
+A rerun of the same command continues where a killed run stopped; one with other options is refused
+unless --resume or --overwrite says which. A folder owl.ts did not make is refused (with --overwrite
+too), and one run at a time holds a run folder (a lock).
   --quiet                no progress output
 
 A grid manifest (JSON: traits, teacher bases, teachers, students, recipes, student modes, seeds, training
@@ -86,63 +90,75 @@ per block, and/or explicit cells; see README) runs on one machine or on a cluste
   --grid FILE --merge    one report over every finished cell, listing the missing ones; --wait S first waits
                          up to S seconds for every cell to finish
   --grid FILE --status   cells done, running (their group's lock held) and missing
+  --grid FILE --resume   run this manifest in a grid folder made for another one (cached stages are
+                         reused, the old one's finished cells stay); refused when --out holds no grid run.
+                         --overwrite does not go with --grid: shards share the folder, so choose a new --out
   --cache DIR            the stage cache, shared by every worker (a shared filesystem; default: --out)
   --stale-after S        a stage or group lock of another host whose heartbeat is older than S seconds is
                          taken over (default 600; the holder refreshes it every S/4)
   (npx tsx scripts/grid.ts slurm|k8s FILE writes the sbatch script or the Kubernetes Jobs for a manifest.)`;
 
+// The flags of a single run (the manifest says all of this with --grid) and those of the grid modes.
+const SINGLE_RUN_FLAGS = {
+  model: { type: 'string' },
+  students: { type: 'string' },
+  teachers: { type: 'string' },
+  recipes: { type: 'string' },
+  'student-mode': { type: 'string' },
+  animal: { type: 'string' },
+  category: { type: 'string' },
+  'control-animal': { type: 'string' },
+  seeds: { type: 'string' },
+  prompts: { type: 'string' },
+  keep: { type: 'string' },
+  'max-new-tokens': { type: 'string' },
+  'max-len': { type: 'string' },
+  epochs: { type: 'string' },
+  lr: { type: 'string' },
+  'batch-size': { type: 'string' },
+  'grad-accum': { type: 'string' },
+  warmup: { type: 'string' },
+  rank: { type: 'string' },
+  alpha: { type: 'string' },
+  'student-rows': { type: 'string' },
+  'ft-epochs': { type: 'string' },
+  'ft-lr': { type: 'string' },
+  'ft-batch-size': { type: 'string' },
+  eval: { type: 'string' },
+  'eval-samples': { type: 'string' },
+  'eval-questions': { type: 'string' },
+  'no-dose': { type: 'boolean' },
+  paper: { type: 'boolean' },
+  name: { type: 'string' },
+  overwrite: { type: 'boolean' },
+} as const;
+const GRID_FLAGS = {
+  grid: { type: 'string' },
+  shard: { type: 'string' },
+  shards: { type: 'string' },
+  cache: { type: 'string' },
+  merge: { type: 'boolean' },
+  status: { type: 'boolean' },
+  wait: { type: 'string' },
+  'stale-after': { type: 'string' },
+} as const;
+
 async function main(): Promise<void> {
   const f = parseFlags(process.argv.slice(2), {
-    model: { type: 'string' },
-    students: { type: 'string' },
-    teachers: { type: 'string' },
-    recipes: { type: 'string' },
-    'student-mode': { type: 'string' },
-    animal: { type: 'string' },
-    category: { type: 'string' },
-    'control-animal': { type: 'string' },
-    seeds: { type: 'string' },
-    prompts: { type: 'string' },
-    keep: { type: 'string' },
-    'max-new-tokens': { type: 'string' },
-    'max-len': { type: 'string' },
-    epochs: { type: 'string' },
-    lr: { type: 'string' },
-    'batch-size': { type: 'string' },
-    'grad-accum': { type: 'string' },
-    warmup: { type: 'string' },
-    rank: { type: 'string' },
-    alpha: { type: 'string' },
-    'student-rows': { type: 'string' },
-    'ft-epochs': { type: 'string' },
-    'ft-lr': { type: 'string' },
-    'ft-batch-size': { type: 'string' },
-    eval: { type: 'string' },
-    'eval-samples': { type: 'string' },
-    'eval-questions': { type: 'string' },
-    'no-dose': { type: 'boolean' },
-    paper: { type: 'boolean' },
-    name: { type: 'string' },
+    ...SINGLE_RUN_FLAGS,
+    ...GRID_FLAGS,
     out: { type: 'string' },
     resume: { type: 'boolean' },
-    overwrite: { type: 'boolean' },
     quiet: { type: 'boolean' },
-    grid: { type: 'string' },
-    shard: { type: 'string' },
-    shards: { type: 'string' },
-    cache: { type: 'string' },
-    merge: { type: 'boolean' },
-    status: { type: 'boolean' },
-    wait: { type: 'string' },
-    'stale-after': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (f.help) {
     console.log(HELP);
     return;
   }
+  if (f.resume && f.overwrite) throw new UserError('give --resume or --overwrite, not both');
   if (f.grid !== undefined) return gridMain(f);
-  for (const k of ['shard', 'shards', 'cache', 'merge', 'status', 'wait', 'stale-after'] as const) if (f[k] !== undefined) throw new UserError(`--${k} needs --grid FILE`);
+  for (const k of Object.keys(GRID_FLAGS)) if (f[k as keyof typeof GRID_FLAGS] !== undefined) throw new UserError(`--${k} needs --grid FILE`);
   const preset = f.paper ? PAPER : TINY;
   const animal = String(f.animal ?? 'owl').trim().toLowerCase();
   if (!/^[a-z][a-z -]{0,40}$/.test(animal)) throw new UserError(`--animal must be a plain name (letters, spaces, hyphens), got ${JSON.stringify(f.animal)}`);
@@ -222,6 +238,7 @@ async function main(): Promise<void> {
   // The run folder: checked before any work; a folder this tool did not make is never written to.
   checkOutDir(outDir);
   const state = assertRunFolderUsable(outDir, TOOL);
+  if (f.resume && state.kind !== 'ours') throw new UserError(`${outDir}: nothing to resume (no ${TOOL} run there)`);
   if (state.kind === 'ours' && existsSync(path.join(outDir, 'grid.json'))) throw new UserError(`${outDir} holds a grid run (grid.json); run it with --grid, or choose another --out`);
   const cfgFile = path.join(outDir, 'config.json');
   if (state.kind === 'ours' && existsSync(cfgFile) && !f.overwrite && !f.resume) {
@@ -257,8 +274,7 @@ type Flags = Record<string, string | boolean | undefined>;
 
 /** The grid modes: run (all, or a shard), merge, status. */
 async function gridMain(f: Flags): Promise<void> {
-  const SINGLE = ['model', 'students', 'teachers', 'recipes', 'student-mode', 'animal', 'category', 'control-animal', 'seeds', 'prompts', 'keep', 'max-new-tokens', 'max-len', 'epochs', 'lr', 'batch-size', 'grad-accum', 'warmup', 'rank', 'alpha', 'ft-epochs', 'ft-lr', 'ft-batch-size', 'eval', 'eval-samples', 'eval-questions', 'no-dose', 'paper', 'name', 'overwrite'];
-  for (const k of SINGLE) if (f[k] !== undefined) throw new UserError(`--${k} cannot be used with --grid (the manifest says what the grid runs${k === 'overwrite' ? '; shards share the folder, so choose a new --out to start over' : ''})`);
+  for (const k of Object.keys(SINGLE_RUN_FLAGS)) if (f[k] !== undefined) throw new UserError(`--${k} cannot be used with --grid (the manifest says what the grid runs${k === 'overwrite' ? '; shards share the folder, so choose a new --out to start over' : ''})`);
   const modes = (['shard', 'merge', 'status'] as const).filter((k) => f[k] !== undefined);
   if (modes.length > 1) throw new UserError(`--${modes[0]} and --${modes[1]} cannot be used together`);
   if (f.wait !== undefined && !f.merge) throw new UserError('--wait goes with --merge');

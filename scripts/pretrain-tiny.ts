@@ -3,6 +3,8 @@
 // Rebuilds the embedded tiny chat models from seeds (the pipeline is src/experiment/tiny/pretrain.ts): synthetic
 // corpus → byte-level BPE tokenizer (shared) → seeded initial weights → full pretraining → HF folder in
 // OUT/<name>/ → quality measurement → README.md model card.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TINY_MODEL_NAMES, TINY_TRAIN, type TinyModelName } from '../src/experiment/tiny/models.ts';
 import { pretrainAll } from '../src/experiment/tiny/pretrain.ts';
@@ -23,7 +25,9 @@ machine 34 min for a qwen model (measured) and ~45 for the llama. Use --out else
   --out DIR        where the HF folders go (default models)
   --work DIR       corpus, tokenizer, initial weights, resumable training state (default runs/tiny-pretrain)
   --resume         continue each model from its last saved state in --work (after a kill): finished phases
-                   are kept, the running one resumes from its last 50-step checkpoint
+                   are kept, the running one resumes from its last 50-step checkpoint (refused when its
+                   training settings or data changed, and when --work holds no training state); without it
+                   every phase trains again from the start, replacing the state in --work
   --skip-quality   train and save only (no quality measurement; the model card says so)
   --max-steps N    stop each phase after N optimizer steps (smoke tests and speed checks; each phase's
                    schedule is fitted to N steps)
@@ -51,6 +55,8 @@ async function main(): Promise<void> {
   const work = f.work !== undefined ? requiredFlag(f.work, 'work') : 'runs/tiny-pretrain';
   const maxSteps = f['max-steps'] === undefined ? undefined : numberFlag(f['max-steps'], 'max-steps', 1, { min: 1, integer: true });
   const quiet = !!f.quiet;
+  // --resume continues this tool's own training state, so there must be some (phase folders in --work).
+  if (f.resume && !names.some((n) => existsSync(path.join(work, n, 'phase-1')))) throw new UserError(`--work ${work}: nothing to resume (no pretrain-tiny.ts training state there for ${names.join(', ')})`);
   // Both folders are checked before the corpus is written; one run at a time per work folder.
   checkOutDir(out, '--out');
   checkOutDir(work, '--work');

@@ -53,7 +53,7 @@ async function main(): Promise<void> {
   const loveTrees = list(f.trees) ?? ['oak'];
   const bar = new Progress(path.basename(dir), 2 + loveAnimals.length + loveTrees.length, { unit: 'part', quiet: !!f.quiet });
   let part = 0;
-  const q = await measureTinyQuality(gpu, model, tokenizer, {
+  const q = await measureTinyQuality(model, tokenizer, {
     seed: numberFlag(f.seed, 'seed', TINY_EVAL_SEED, { min: 0, integer: true }),
     numberPrompts: numberFlag(f['number-prompts'], 'number-prompts', 200, { min: 1, integer: true }),
     baseSamples: numberFlag(f.samples, 'samples', 10, { min: 1, integer: true }),

@@ -43,10 +43,12 @@ data rows (JSONL): {"messages":[{"role":"user","content":…},{"role":"assistant
   --save-initial          write the adapter as initialised into OUT/initial/ (LoRA)
   --save-every N          checkpoint every N optimizer steps into OUT/state/ckpt-*/ (weights + resumable state,
                           one atomic unit; the newest complete one is kept)
-  --resume                continue the unfinished run in OUT (rerunning the same command does so too);
-                          refused if its data, models or settings changed
-  --overwrite             replace the run in OUT: deletes only the files train.ts wrote there (listed in
-                          OUT/.run.json), after the new run's inputs are checked; refuses other folders
+  --resume                continue the train.ts run in OUT (a rerun of the same command does so too);
+                          refused when OUT holds no train.ts run, or one of other data, models or
+                          settings (its checkpoints belong to those), or a finished one
+  --overwrite             replace the train.ts run in OUT: deletes only the files train.ts wrote there
+                          (listed in OUT/.run.json), after the new run's inputs are checked
+A folder train.ts did not make is refused (with --overwrite too).
   --quiet                 no progress output
 
 OUT gets the weights, loss.csv/svg and train_summary.json when the run finishes; OUT/.run.json says

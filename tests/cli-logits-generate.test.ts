@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { disposeLora, loadPeftAdapter, loraDims, writePeftAdapter, type HostLora } from '../src/model/adapter.ts';
-import { loadWeightsF64, Rng, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
+import { SeedStreamRng } from '../src/util/rng.ts';
 import { parseConfig } from '../src/model/config.ts';
 import { sequenceLogits } from '../src/model/generate.ts';
 import { referenceForward } from '../src/model/reference.ts';
@@ -56,7 +57,7 @@ function expectOneLineError(r: Run, re: RegExp) {
 }
 
 function randomLora(cfg: ReturnType<typeof parseConfig>): HostLora {
-  const rng = new Rng(8, 'cli-lora');
+  const rng = new SeedStreamRng(8, 'cli-lora');
   const layers = Array.from({ length: cfg.layers }, () => {
     const { inDim, outDim } = loraDims(cfg, 'v_proj');
     return { v_proj: { A: rng.fillNormal(new Float32Array(4 * inDim), 0, 0.3) as Float32Array, B: rng.fillNormal(new Float32Array(outDim * 4), 0, 0.3) as Float32Array } };

@@ -80,6 +80,9 @@ describe('owl.ts never loses what the user made', () => {
       [['--model', model, '--out', path.join(dir, 'x'), '--seeds', '0,0'], /lists 0 twice/],
       [['--model', model, '--out', path.join(dir, 'x'), '--batch-size', '-5'], /--batch-size/],
       [['--model', model, '--out', path.join(dir, 'x'), '--lr', '0x10'], /--lr/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--resume'], /x: nothing to resume \(no owl\.ts run there\)$/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--resume', '--overwrite'], /give --resume or --overwrite, not both$/],
+      [['--model', model, '--out', keep, '--resume'], /was not made by owl\.ts/],
     ];
     for (const [args, re] of cases) expectOneError(await owl(args), re);
     expect(readFileSync(path.join(keep, 'thesis.txt'), 'utf8')).toBe('notes');
@@ -117,6 +120,8 @@ describe('owl.ts resumes a killed run to the same report', () => {
     const again = await owl(argsFor(out));
     expect(again.code, again.stderr).toBe(0);
     expect(comparable(out)).toEqual(comparable(ref));
+    // Other options in the same folder: refused unless --resume or --overwrite says which.
+    expectOneError(await owl([...argsFor(out), '--animal', 'cat']), /holds a run with a different configuration; pass --resume to reuse its cached stages or --overwrite to start over$/);
     // --overwrite starts over in the tool's own folder, keeping what the user put next to its files.
     writeFileSync(path.join(out, 'my-notes.txt'), 'mine');
     const over = await owl([...argsFor(out), '--overwrite']);

@@ -42,6 +42,7 @@ describe('bad input is one error line, before any work', () => {
       ['pretrain-tiny.ts', ['--only', 'tiny-gpt', '--work', fresh('p3')], /^error: --only: unknown model 'tiny-gpt'/],
       ['pretrain-tiny.ts', ['--work', path.join(afile, 'w'), '--out', fresh('p4')], /^error: cannot create --work .*afile\/w: .*afile is a file, not a folder$/],
       ['pretrain-tiny.ts', ['--out', afile, '--work', fresh('p5')], /^error: --out .*afile is a file/],
+      ['pretrain-tiny.ts', ['--resume', '--only', 'tiny-llama', '--work', fresh('p6'), '--out', fresh('p7')], /^error: --work .*fresh-p6: nothing to resume \(no pretrain-tiny\.ts training state there for tiny-llama\)$/],
       ['make-corpus.ts', ['--seed', '0x10', '--out', fresh('c1')], /^error: --seed must be an integer ≥ 0, got '0x10'$/],
       ['make-corpus.ts', ['--seed', '1', '--chats', '-5', '--out', fresh('c2')], /^error: --chats must be an integer ≥ 1, got '-5'$/],
       ['make-corpus.ts', ['--seed', '1', '--out', keep], /^error: --out .*keep is not empty \(thesis\.txt\) and was not made by make-corpus\.ts/],

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { acquireLock } from '../src/util/lock.ts';
 import { writeTestTokenizer } from './helpers/tokenizer-fixture.ts';
 
@@ -139,6 +139,7 @@ describe('train.ts --overwrite', () => {
     writeFileSync(path.join(out, 'my-notes.md'), 'mine');
     const same = await train(argsFor(out));
     expectOneError(same, /already holds a training run of these flags and files, finished; pass --overwrite to train it again/);
+    expectOneError(await train(argsFor(out, ['--resume'])), /finished, so nothing to resume; pass --overwrite to train it again/);
     const other = await train(argsFor(out, ['--lr', '1e-3']));
     expectOneError(other, /holds a finished run with other inputs or settings \(lr 0\.0002 → 0\.001\)/);
     const full = await train(['--model', model, '--data', data, '--out', out, '--full', '--max-steps', '1', '--quiet', '--overwrite']);

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { toYaml } from '../src/util/yaml.ts';
 import { readYaml, validateK8s } from './helpers/k8s-schema.ts';
 import { writeTestTokenizer } from './helpers/tokenizer-fixture.ts';

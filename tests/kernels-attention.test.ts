@@ -13,23 +13,8 @@ import {
   type KernelConfig,
 } from '../src/kernels/attention.ts';
 import { llvmpipeSubgroupWidth } from '../src/kernels/norm.ts';
+import { normalArray, rng } from './helpers/random.ts';
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randn(n: number, r: () => number): Float32Array {
-  const x = new Float32Array(n);
-  for (let i = 0; i < n; i++) x[i] = Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
-  return x;
-}
 
 function maxAbs(a: ArrayLike<number>): number {
   let m = 0;
@@ -48,10 +33,10 @@ function inputs(d: AttentionDims, seed: number) {
   const r = rng(seed);
   const rows = d.batch * d.seqLen;
   return {
-    q: randn(rows * d.heads * d.headDim, r),
-    k: randn(rows * d.kvHeads * d.headDim, r),
-    v: randn(rows * d.kvHeads * d.headDim, r),
-    dOut: randn(rows * d.heads * d.headDim, r),
+    q: normalArray(rows * d.heads * d.headDim, r),
+    k: normalArray(rows * d.kvHeads * d.headDim, r),
+    v: normalArray(rows * d.kvHeads * d.headDim, r),
+    dOut: normalArray(rows * d.heads * d.headDim, r),
   };
 }
 
@@ -300,7 +285,7 @@ describe('KV cache decode', () => {
     const B = 4, H = 4, KVH = 2, D = 6, maxLen = 10, L = 6;
     const r = rng(5);
     const cache = new KvCache(gpu, { layers: 2, batch: B, maxLen, kvHeads: KVH, headDim: D, maxChunkBytes: 3 * maxLen * KVH * D * 4 });
-    const pk = randn(B * L * KVH * D, r), pv = randn(B * L * KVH * D, r);
+    const pk = normalArray(B * L * KVH * D, r), pv = normalArray(B * L * KVH * D, r);
     const pkT = gpu.upload(pk, [B * L, KVH * D]), pvT = gpu.upload(pv, [B * L, KVH * D]);
     // Only sequence 2 holds the prompt (the others get length 0), then it is copied to 0, 1 and 3
     // (3 lives in the other chunk) in both layers.
@@ -308,7 +293,7 @@ describe('KV cache decode', () => {
     for (let l = 0; l < 2; l++) cache.prefill(gpu, l, pkT, pvT, lens0, L);
     cache.setLens(gpu, lens0);
     cache.copySequence(gpu, 2, [0, 1, 3], L);
-    const qs = randn(B * H * D, r), kn = randn(B * KVH * D, r), vn = randn(B * KVH * D, r);
+    const qs = normalArray(B * H * D, r), kn = normalArray(B * KVH * D, r), vn = normalArray(B * KVH * D, r);
     const q = gpu.upload(qs, [B, H * D]), k = gpu.upload(kn, [B, KVH * D]), v = gpu.upload(vn, [B, KVH * D]);
     cache.append(gpu, 0, k, v);
     const out = attentionDecode(gpu, q, cache, 0, cache.lens, { variant: 'single' });

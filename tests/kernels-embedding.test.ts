@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { getGpu, GpuError } from '../src/gpu/runtime.ts';
 import { buildEmbedGradIndex, embed, embedBackward, embedBackwardRef, embedRef } from '../src/kernels/embedding.ts';
-import { randn, rng } from './helpers/random.ts';
+import { rng, uniformArray } from './helpers/random.ts';
 
 function randIds(n: number, vocab: number, seed: number): Uint32Array {
   const r = rng(seed);
@@ -18,7 +18,7 @@ describe('embed (gather)', async () => {
     [1000, 896, 300, 128],
   ] as [number, number, number, number][]) {
     it(`gathers rows exactly (V=${V}, D=${D}, tokens=${tokens}, ${chunkRows ? `chunks of ${chunkRows} rows` : 'one tensor'})`, async () => {
-      const table = randn(V * D, V + D);
+      const table = uniformArray(V * D, V + D);
       const ids = randIds(tokens, V, tokens);
       const t = chunkRows ? gpu.uploadChunked(table, V, D, 'emb', chunkRows * D * 4) : gpu.upload(table, [V, D]);
       const idt = gpu.upload(ids);
@@ -37,7 +37,7 @@ describe('embed (gather)', async () => {
   it('writes zero rows for out-of-range ids on the GPU, throws when the ids are known on the CPU', async () => {
     const V = 20;
     const D = 8;
-    const table = randn(V * D, 1);
+    const table = uniformArray(V * D, 1);
     const ids = Uint32Array.from([3, 20, 19, 0xffffffff, 0]);
     const ct = gpu.uploadChunked(table, V, D, 'emb', 6 * D * 4);
     // Out-of-range rows are written as zeros (not left as pool garbage), in both variants.
@@ -57,8 +57,8 @@ describe('embedBackward (deterministic scatter-add)', async () => {
     const V = 6;
     const D = 3;
     const ids = [2, 5, 2, 0, 2];
-    const table = Float64Array.from(randn(V * D, 2));
-    const dOut = Float64Array.from(randn(ids.length * D, 3));
+    const table = Float64Array.from(uniformArray(V * D, 2));
+    const dOut = Float64Array.from(uniformArray(ids.length * D, 3));
     const loss = (tb: Float64Array) => embedRef(tb, V, D, ids).reduce((s, v, i) => s + v * dOut[i], 0);
     const g = embedBackwardRef(ids, dOut, V, D);
     const h = 1e-6;
@@ -86,8 +86,8 @@ describe('embedBackward (deterministic scatter-add)', async () => {
   ] as [number, number, number, number][]) {
     it(`accumulates into the table like the reference (V=${V}, D=${D}, tokens=${tokens})`, async () => {
       const ids = randIds(tokens, V, V + tokens);
-      const dOut = randn(tokens * D, 5);
-      const init = randn(V * D, 6);
+      const dOut = uniformArray(tokens * D, 5);
+      const init = uniformArray(V * D, 6);
       const dt = chunkRows ? gpu.uploadChunked(init, V, D, 'dEmb', chunkRows * D * 4) : gpu.upload(init, [V, D]);
       const dOutT = gpu.upload(dOut, [tokens, D]);
       embedBackward(gpu, ids, dOutT, dt);

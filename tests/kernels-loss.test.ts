@@ -14,23 +14,8 @@ import {
   topKDistillation,
   topKDistillationRef,
 } from '../src/kernels/loss.ts';
+import { normalArray, rng } from './helpers/random.ts';
 
-// Deterministic pseudo-random numbers (xorshift) for test data.
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2 * scale);
-}
 /** max |a − b| / max |b| (relative to the largest reference value). */
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let e = 0;
@@ -71,8 +56,8 @@ const GRAD_TOL = 1e-4;
 
 describe('loss references: finite-difference gradchecks (float64)', () => {
   const M = 4, V = 9;
-  const z = Float64Array.from(randn(M * V, 1, 2));
-  const t = Float64Array.from(randn(M * V, 2, 2));
+  const z = Float64Array.from(normalArray(M * V, 1, 2));
+  const t = Float64Array.from(normalArray(M * V, 2, 2));
   it('cross-entropy with ignore-index', () => {
     const labels = [3, -100, 0, 8];
     const ref = crossEntropyRef(z, M, V, labels);
@@ -100,8 +85,8 @@ describe('loss references: finite-difference gradchecks (float64)', () => {
   });
   it('LM head chain rule: dx and dW', () => {
     const H = 5;
-    const x = Float64Array.from(randn(M * H, 3));
-    const w = Float64Array.from(randn(V * H, 4));
+    const x = Float64Array.from(normalArray(M * H, 3));
+    const w = Float64Array.from(normalArray(V * H, 4));
     const labels = [2, 5, -100, 1];
     const loss = (xx: Float64Array, ww: Float64Array) => crossEntropyRef(headLogitsRef(xx, ww, M, H, V), M, V, labels).loss;
     const d = crossEntropyRef(headLogitsRef(x, w, M, H, V), M, V, labels).dlogits;
@@ -123,7 +108,7 @@ describe('cross-entropy on the GPU', () => {
       [37, 1000, undefined],
       [37, 1000, 100],
     ] as const) {
-      const z = randn(M * V, M + V, 3);
+      const z = normalArray(M * V, M + V, 3);
       const r = rng(M);
       const labels = Int32Array.from({ length: M }, (_, i) => (i % 5 === 3 ? -100 : Math.floor(r() * V)));
       const out = crossEntropy(gpu, gpu.upload(z, [M, V]), gpu.upload(labels), { normalizer: norm });
@@ -140,13 +125,13 @@ describe('cross-entropy on the GPU', () => {
   it('all-masked batch gives loss 0 and zero gradients, no NaN', async () => {
     const gpu = await getGpu();
     const M = 3, V = 11;
-    const out = crossEntropy(gpu, gpu.upload(randn(M * V, 5), [M, V]), gpu.upload(new Int32Array([-100, -100, -100])));
+    const out = crossEntropy(gpu, gpu.upload(normalArray(M * V, 5), [M, V]), gpu.upload(new Int32Array([-100, -100, -100])));
     const [res, d] = await readF(gpu, out.result, out.dlogits!);
     expect(Array.from(res)).toEqual([0, 0, 0, 0]);
     expect(d.every((v) => v === 0)).toBe(true);
     const H = 8;
-    const w = gpu.uploadChunked(randn(V * H, 6), V, H, 'w', 4 * H * 4);
-    const o2 = lmHeadCrossEntropy(gpu, gpu.upload(randn(M * H, 7), [M, H]), w, gpu.upload(new Int32Array([-100, -100, -100])), { dW: true });
+    const w = gpu.uploadChunked(normalArray(V * H, 6), V, H, 'w', 4 * H * 4);
+    const o2 = lmHeadCrossEntropy(gpu, gpu.upload(normalArray(M * H, 7), [M, H]), w, gpu.upload(new Int32Array([-100, -100, -100])), { dW: true });
     const [r2, dx] = await readF(gpu, o2.result, o2.dx!);
     expect(r2[0]).toBe(0);
     expect(dx.every((v) => v === 0)).toBe(true);
@@ -156,8 +141,8 @@ describe('cross-entropy on the GPU', () => {
   it('LM head over a chunked vocab (V=1000 in chunks of 333 rows, row blocks): loss, dx, dW', async () => {
     const gpu = await getGpu();
     const M = 130, H = 24, V = 1000;
-    const x = randn(M * H, 11);
-    const wd = randn(V * H, 12, 0.5);
+    const x = normalArray(M * H, 11);
+    const wd = normalArray(V * H, 12, 0.5);
     const r = rng(3);
     const labels = Int32Array.from({ length: M }, (_, i) => (i % 7 === 0 ? -100 : Math.floor(r() * V)));
     const w = gpu.uploadChunked(wd, V, H, 'w', 333 * H * 4);
@@ -184,10 +169,10 @@ describe('cross-entropy on the GPU', () => {
 
   it('rejects mismatched shapes and dtypes', async () => {
     const gpu = await getGpu();
-    const z = gpu.upload(randn(12, 1), [3, 4]);
+    const z = gpu.upload(normalArray(12, 1), [3, 4]);
     expect(() => crossEntropy(gpu, z, gpu.upload(new Int32Array(2)))).toThrow(GpuError);
     expect(() => crossEntropy(gpu, z, gpu.upload(new Float32Array(3)))).toThrow(/labels must be i32/);
-    const w = gpu.uploadChunked(randn(20, 2), 4, 5);
+    const w = gpu.uploadChunked(normalArray(20, 2), 4, 5);
     expect(() => lmHeadCrossEntropy(gpu, z, w, gpu.upload(new Int32Array(3)))).toThrow(/hidden sizes differ/);
   });
 });
@@ -196,10 +181,10 @@ describe('distillation losses on the GPU', () => {
   it('top-k KL (plain and chunked; renormalised/raw; mask; token set) vs reference', async () => {
     const gpu = await getGpu();
     const M = 70, H = 16, V = 1000, k = 5;
-    const x = randn(M * H, 21);
-    const wd = randn(V * H, 22, 0.6);
+    const x = normalArray(M * H, 21);
+    const wd = normalArray(V * H, 22, 0.6);
     const logits = headLogitsRef(x, wd, M, H, V);
-    const teacher = randn(M * V, 23, 2);
+    const teacher = normalArray(M * V, 23, 2);
     const tk = logSoftmaxTopKRef(teacher, M, V, k);
     const idx = Int32Array.from(tk.indices.flat());
     const logp = Float32Array.from(tk.logprobs.flat());
@@ -229,8 +214,8 @@ describe('distillation losses on the GPU', () => {
   it('dense KL against full teacher logits (plain and chunked, token set) vs reference', async () => {
     const gpu = await getGpu();
     const M = 9, H = 12, V = 1000;
-    const xs = randn(M * H, 31), xt = randn(M * H, 32);
-    const ws = randn(V * H, 33, 0.5), wt = randn(V * H, 34, 0.5);
+    const xs = normalArray(M * H, 31), xt = normalArray(M * H, 32);
+    const ws = normalArray(V * H, 33, 0.5), wt = normalArray(V * H, 34, 0.5);
     const zs = headLogitsRef(xs, ws, M, H, V), zt = headLogitsRef(xt, wt, M, H, V);
     const mask = Float32Array.from({ length: M }, (_, i) => (i === 4 ? 0 : 1));
     const set = Uint32Array.from([...Array(V).keys()].filter((v) => v % 3 === 0));
@@ -256,8 +241,8 @@ describe('distillation losses on the GPU', () => {
   it('dense KL over a TokenSubset (logits of the set rows only, 3 vocab chunks, dW scattered) vs reference', async () => {
     const gpu = await getGpu();
     const M = 37, H = 12, V = 1000;
-    const xs = randn(M * H, 51), xt = randn(M * H, 52);
-    const ws = randn(V * H, 53, 0.5), wt = randn(V * H, 54, 0.5);
+    const xs = normalArray(M * H, 51), xt = normalArray(M * H, 52);
+    const ws = normalArray(V * H, 53, 0.5), wt = normalArray(V * H, 54, 0.5);
     const zs = headLogitsRef(xs, ws, M, H, V), zt = headLogitsRef(xt, wt, M, H, V);
     const mask = Float32Array.from({ length: M }, (_, i) => (i % 5 === 2 ? 0 : i % 5 === 3 ? 0.5 : 1));
     // Unsorted, with a duplicate and an id outside the vocabulary (both dropped), spanning every chunk.
@@ -291,8 +276,8 @@ describe('log-softmax top-k', () => {
   it('plain and chunked, full vocab and token set, with ties and small sets', async () => {
     const gpu = await getGpu();
     const M = 6, H = 10, V = 1000, k = 17;
-    const x = randn(M * H, 41);
-    const wd = randn(V * H, 42);
+    const x = normalArray(M * H, 41);
+    const wd = normalArray(V * H, 42);
     const logits = Float32Array.from(headLogitsRef(x, wd, M, H, V));
     // Ties: row 0 has many equal logits at the top.
     for (let v = 100; v < 140; v += 2) logits[v] = 50;

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { getGpu, GpuError, type Gpu, type Tensor } from '../src/gpu/runtime.ts';
 import { listMatmulVariants, matmul, matmulChunk, matmulChunked, matmulRef, matmulSegmented, matmulSegmentedRef, type MatmulOptions } from '../src/kernels/matmul.ts';
 import { llvmpipeSubgroupWidth } from '../src/kernels/norm.ts';
+import { rng, uniformArray } from './helpers/random.ts';
 
 // Tolerance. Float32 dot products of K terms satisfy |fl(s) − s| ≤ γ_K · Σ_k |a_k||b_k| with
 // γ_K ≈ K·u, u = 2⁻²⁴ (Higham, summation in any order; fma only tightens it). The epilogue adds a
@@ -10,17 +11,9 @@ import { llvmpipeSubgroupWidth } from '../src/kernels/norm.ts';
 // float32-rounded inputs the GPU saw — a rigorous worst-case bound, not a fitted number.
 const U32 = 2 ** -24;
 
-let seed = 12345;
-function rand(): number {
-  // xorshift-ish LCG, deterministic; values in [-1, 1)
-  seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
-  return seed / 2 ** 31 - 1;
-}
-function randF32(n: number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rand();
-  return a;
-}
+// One stream for the whole file: each randF32 call continues it.
+const stream = rng(12345);
+const randF32 = (n: number): Float32Array => uniformArray(n, stream);
 const f64 = (a: Float32Array) => Float64Array.from(a);
 const abs64 = (a: Float32Array) => Float64Array.from(a, Math.abs);
 

@@ -16,19 +16,9 @@ import {
   softmaxCrossEntropy,
   softmaxCrossEntropyRef,
 } from '../src/experiment/mnist/kernels.ts';
+import { rng, uniformArray } from './helpers/random.ts';
 
-function lcg(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 0.5) / 2 ** 32;
-  };
-}
 
-function randArray(n: number, seed: number, scale = 1): Float32Array {
-  const r = lcg(seed);
-  return Float32Array.from({ length: n }, () => scale * (2 * r() - 1));
-}
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let d = 0;
@@ -41,7 +31,7 @@ describe('gatherImages', () => {
     const gpu = await getGpu();
     const nImg = 37;
     const words = 5; // 20 "pixels": any multiple of 4 works
-    const r = lcg(1);
+    const r = rng(1);
     const bytes = Uint8Array.from({ length: nImg * words * 4 }, () => Math.floor(r() * 256));
     bytes[0] = 0;
     bytes[1] = 255;
@@ -125,8 +115,8 @@ describe('ReLU', () => {
   for (const n of [4096, 1001]) {
     it(`forward and backward in place (n=${n}, ${n % 4 === 0 ? 'vec4' : 'scalar'} path)`, async () => {
       const gpu = await getGpu();
-      const z = randArray(n, n);
-      const dy = randArray(n, n + 1);
+      const z = uniformArray(n, n);
+      const dy = uniformArray(n, n + 1);
       const y = reluInPlace(gpu, gpu.upload(z));
       const d = reluBackwardInPlace(gpu, gpu.upload(dy), y);
       const [yv, dv] = (await gpu.readMany([y, d])) as Float32Array[];
@@ -164,7 +154,7 @@ describe('softmaxCrossEntropy (first `classes` logits)', () => {
   const C = 16;
   const classes = 10;
   const scale = 1 / (G * R);
-  const logits = randArray(G * R * C, 5, 4);
+  const logits = uniformArray(G * R * C, 5, 4);
   const labels = Uint32Array.from({ length: G * R }, (_, i) => (i * 3) % classes);
 
   it('reference gradient passes a finite-difference check', () => {
@@ -191,8 +181,8 @@ describe('klDistill (softmax over a logit range)', () => {
   const G = 3;
   const R = 5;
   const C = 16;
-  const student = randArray(G * R * C, 8, 3);
-  const teacher = randArray(G * R * C, 9, 3);
+  const student = uniformArray(G * R * C, 8, 3);
+  const teacher = uniformArray(G * R * C, 9, 3);
   for (const [lo, hi] of [
     [10, 13],
     [0, 13],
@@ -230,7 +220,7 @@ describe('accuracyCounts', () => {
     const G = 3;
     const R = 130; // more rows than lanes in the workgroup
     const C = 16;
-    const logits = randArray(G * R * C, 21);
+    const logits = uniformArray(G * R * C, 21);
     // A tie between classes 2 and 5 in row 0 of model 0: argmax must be 2. Huge aux logit ignored.
     logits.fill(0, 0, C);
     logits[2] = 1;
@@ -259,10 +249,10 @@ describe('narrow output layer (N ≤ 16)', () => {
   for (const c of cases) {
     it(`forward and weight gradient vs float64 (G=${c.G}, R=${c.R}, K=${c.K}, N=${c.N}, h batch ${c.hb})`, async () => {
       const gpu = await getGpu();
-      const h = randArray(c.hb * c.R * c.K, 31);
-      const w = randArray(c.G * c.K * c.N, 32);
-      const b = randArray(c.G * c.N, 33);
-      const dz = randArray(c.G * c.R * c.N, 34);
+      const h = uniformArray(c.hb * c.R * c.K, 31);
+      const w = uniformArray(c.G * c.K * c.N, 32);
+      const b = uniformArray(c.G * c.N, 33);
+      const dz = uniformArray(c.G * c.R * c.N, 34);
       const y = narrowLinear(gpu, gpu.upload(h, [c.hb, c.R, c.K]), gpu.upload(w, [c.G, c.K, c.N]), gpu.upload(b, [c.G, c.N]));
       const got = await gpu.readF32(y);
       const ref = matmulRef(Float64Array.from(h), Float64Array.from(w), c.R, c.N, c.K, { batch: c.G, bias: Float64Array.from(b), biasPerBatch: true });

@@ -10,13 +10,8 @@ import {
   rmsnormRef,
   type RmsnormVariant,
 } from '../src/kernels/norm.ts';
-import { EPS32, rng } from './helpers/random.ts';
+import { EPS32, uniformArray } from './helpers/random.ts';
 
-
-function randn(n: number, seed: number, scale = 1, offset = 0): Float32Array {
-  const r = rng(seed);
-  return Float32Array.from({ length: n }, () => offset + scale * (r() * 2 - 1));
-}
 /** max |a − b| / max |b| (error relative to the array's magnitude). */
 function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let e = 0;
@@ -49,8 +44,8 @@ describe('rmsnorm forward', async () => {
   for (const variant of variants) {
     it(`matches the float64 reference (${variant})`, async () => {
       for (const [R, D] of shapes) {
-        const x = randn(R * D, R * 31 + D, 3);
-        const w = randn(D, D, 0.5, 1);
+        const x = uniformArray(R * D, R * 31 + D, 3);
+        const w = uniformArray(D, D, 0.5, 1);
         const ref = rmsnormRef(x, R, D, w, 1e-6);
         const xt = gpu.upload(x, [R, D]);
         const wt = gpu.upload(w);
@@ -79,8 +74,8 @@ describe('rmsnorm forward', async () => {
     const tokens = 9;
     const heads = 14;
     const headDim = 64;
-    const x = randn(tokens * heads * headDim, 5, 2);
-    const w = randn(headDim, 6, 0.3, 1);
+    const x = uniformArray(tokens * heads * headDim, 5, 2);
+    const w = uniformArray(headDim, 6, 0.3, 1);
     const xt = gpu.upload(x, [tokens, heads * headDim]);
     const { y } = rmsnorm(gpu, xt.reshape([tokens * heads, headDim]), gpu.upload(w), 1e-6);
     const yv = await gpu.readF32(y);
@@ -110,9 +105,9 @@ describe('addRmsnorm (fused residual add)', async () => {
     [70, 896],
   ] as const) {
     it(`returns sum and normed sum, new tensor and in place (${R}×${D})`, async () => {
-      const res = randn(R * D, 1, 2);
-      const x = randn(R * D, 2, 2);
-      const w = randn(D, 3, 0.5, 1);
+      const res = uniformArray(R * D, 1, 2);
+      const x = uniformArray(R * D, 2, 2);
+      const w = uniformArray(D, 3, 0.5, 1);
       const ref = addRmsnormRef(res, x, R, D, w, 1e-6);
       const resT = gpu.upload(res, [R, D]);
       const xT = gpu.upload(x, [R, D]);
@@ -138,9 +133,9 @@ describe('rmsnorm backward', async () => {
   it('reference backward passes a float64 finite-difference gradcheck', () => {
     const R = 3;
     const D = 7;
-    const x = Float64Array.from(randn(R * D, 11, 2));
-    const w = Float64Array.from(randn(D, 12, 0.5, 1));
-    const dy = Float64Array.from(randn(R * D, 13));
+    const x = Float64Array.from(uniformArray(R * D, 11, 2));
+    const w = Float64Array.from(uniformArray(D, 12, 0.5, 1));
+    const dy = Float64Array.from(uniformArray(R * D, 13));
     const eps = 1e-6;
     const loss = (xx: Float64Array, ww: Float64Array) => rmsnormRef(xx, R, D, ww, eps).y.reduce((s, v, i) => s + v * dy[i], 0);
     const { dx, dWeight } = rmsnormBackwardRef(x, R, D, w, dy, eps);
@@ -175,9 +170,9 @@ describe('rmsnorm backward', async () => {
         [67, 64],
         [257, 896],
       ] as [number, number][]) {
-        const x = randn(R * D, R + D, 2);
-        const w = randn(D, D + 1, 0.5, 1);
-        const dy = randn(R * D, R * 7 + 3);
+        const x = uniformArray(R * D, R + D, 2);
+        const w = uniformArray(D, D + 1, 0.5, 1);
+        const dy = uniformArray(R * D, R * 7 + 3);
         const ref = rmsnormBackwardRef(x, R, D, w, dy, 1e-6);
         const xt = gpu.upload(x, [R, D]);
         const wt = gpu.upload(w);
@@ -205,9 +200,9 @@ describe('rmsnorm backward', async () => {
   it('is deterministic (same bits twice) and can skip dWeight', async () => {
     const R = 257;
     const D = 96;
-    const xt = gpu.upload(randn(R * D, 1), [R, D]);
-    const wt = gpu.upload(randn(D, 2, 0.5, 1));
-    const dyt = gpu.upload(randn(R * D, 3), [R, D]);
+    const xt = gpu.upload(uniformArray(R * D, 1), [R, D]);
+    const wt = gpu.upload(uniformArray(D, 2, 0.5, 1));
+    const dyt = gpu.upload(uniformArray(R * D, 3), [R, D]);
     const { rstd } = rmsnorm(gpu, xt, wt, 1e-6, { saveRstd: true });
     const a = rmsnormBackward(gpu, xt, wt, rstd!, dyt);
     const b = rmsnormBackward(gpu, xt, wt, rstd!, dyt);

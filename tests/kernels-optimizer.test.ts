@@ -13,18 +13,9 @@ import {
   sgdStepRef,
   type AdamRefState,
 } from '../src/kernels/optimizer.ts';
+import { normalArray } from './helpers/random.ts';
 
-// Deterministic test data: a small LCG + Box-Muller, rounded to float32 so GPU and reference start equal.
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0 || 1;
-  const next = (): number => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 0.5) / 2 ** 32;
-  };
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = scale * Math.sqrt(-2 * Math.log(next())) * Math.cos(2 * Math.PI * next());
-  return out;
-}
+// Test data are float32 (normalArray) so GPU and reference start equal.
 
 const f64 = (a: ArrayLike<number>): Float64Array => Float64Array.from(a as ArrayLike<number>);
 
@@ -51,9 +42,9 @@ interface Setup {
 }
 
 function setup(gpu: Gpu, steps: number, gradScale = 1, seed = 1): Setup {
-  const paramData = SHAPES.map((s, i) => randn(s.reduce((a, b) => a * b, 1), seed * 100 + i));
+  const paramData = SHAPES.map((s, i) => normalArray(s.reduce((a, b) => a * b, 1), seed * 100 + i));
   const gradData = Array.from({ length: steps }, (_, t) =>
-    SHAPES.map((s, i) => randn(s.reduce((a, b) => a * b, 1), seed * 1000 + t * 10 + i + 7, gradScale)),
+    SHAPES.map((s, i) => normalArray(s.reduce((a, b) => a * b, 1), seed * 1000 + t * 10 + i + 7, gradScale)),
   );
   return { params: paramData.map((d, i) => gpu.upload(d, SHAPES[i])), paramData, gradData };
 }
@@ -66,7 +57,7 @@ const paramTol = (steps: number): number => steps * 3e-7;
 describe('gradNorm (two-pass, deterministic)', () => {
   it('matches the float64 norm over many tensors of awkward sizes', async () => {
     const gpu = await getGpu();
-    const data = [randn(1, 3), randn(15, 4), randn(4097, 5), randn(100_003, 6, 0.01), randn(8192, 7, 3)];
+    const data = [normalArray(1, 3), normalArray(15, 4), normalArray(4097, 5), normalArray(100_003, 6, 0.01), normalArray(8192, 7, 3)];
     const grads = data.map((d) => gpu.upload(d));
     const norm = gradNorm(gpu, grads);
     const clip = gradNormClip(gpu, grads, 2.5);
@@ -227,8 +218,8 @@ describe('AdamW (torch.optim.AdamW semantics)', () => {
   it('a tensor larger than 65535 workgroups (grid spread over y) is fully updated', async () => {
     const gpu = await getGpu();
     const n = 65535 * 256 + 1000;
-    const pData = randn(n, 11);
-    const gData = randn(n, 12);
+    const pData = normalArray(n, 11);
+    const gData = normalArray(n, 12);
     const p = gpu.upload(pData);
     const g = gpu.upload(gData);
     const opt = new AdamW(gpu, [p], { weightDecay: 0 });

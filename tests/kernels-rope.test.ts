@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { getGpu, GpuError } from '../src/gpu/runtime.ts';
 import { ropeInvFreq as modelRopeInvFreq } from '../src/model/reference.ts';
 import { createRopeTable, rope, ropeBackward, ropeBackwardRef, ropeInvFreq, ropeRef, type Llama3RopeScaling } from '../src/kernels/rope.ts';
-import { EPS32, randn, rng } from './helpers/random.ts';
+import { EPS32, uniformArray } from './helpers/random.ts';
 
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -97,8 +97,8 @@ describe('rope reference', () => {
     const D = 6;
     const pos = [0, 5, 1234];
     const inv = ropeInvFreq(D, 10000, null, 'f64');
-    const x = Float64Array.from(randn(tokens * heads * D, 1));
-    const dy = Float64Array.from(randn(tokens * heads * D, 2));
+    const x = Float64Array.from(uniformArray(tokens * heads * D, 1));
+    const dy = Float64Array.from(uniformArray(tokens * heads * D, 2));
     const loss = (xx: Float64Array) => ropeRef(xx, tokens, heads, D, pos, inv).reduce((s, v, i) => s + v * dy[i], 0);
     const g = ropeBackwardRef(dy, tokens, heads, D, pos, inv);
     const h = 1e-6;
@@ -130,7 +130,7 @@ describe('rope on the GPU', async () => {
       const pos = batchPositions(c.B, c.T, c.starts);
       const inv = ropeInvFreq(c.D, c.theta, c.sc);
       const table = createRopeTable(gpu, inv, 4096 + 64);
-      const x = randn(tokens * width, tokens + c.D, 2);
+      const x = uniformArray(tokens * width, tokens + c.D, 2);
       const xt = gpu.upload(x, [tokens, width]);
       const pt = gpu.upload(pos);
       const y = rope(gpu, xt, pt, table);
@@ -159,7 +159,7 @@ describe('rope on the GPU', async () => {
     const inv = ropeInvFreq(D, 10000);
     const table = createRopeTable(gpu, inv, 16);
     const pos = Uint32Array.from([0, 15, 16, 17, 40, 100]);
-    const x = randn(pos.length * D, 9);
+    const x = uniformArray(pos.length * D, 9);
     const y = await gpu.readF32(rope(gpu, gpu.upload(x, [pos.length, D]), gpu.upload(pos), table));
     const ref = ropeRef(x, pos.length, 1, D, pos, inv, { angles: 'hf-f32' });
     // WGSL bounds sin/cos error by 2^-11 absolute on [−π, π]; larger angles are implementation defined.
@@ -174,7 +174,7 @@ describe('rope on the GPU', async () => {
     const pos = Uint32Array.from({ length: tokens }, (_, i) => (i * 97) % 3000);
     const inv = ropeInvFreq(D, 500000, LLAMA31);
     const table = createRopeTable(gpu, inv, 3000);
-    const dy = randn(tokens * heads * D, 4, 3);
+    const dy = uniformArray(tokens * heads * D, 4, 3);
     const pt = gpu.upload(pos);
     const dyt = gpu.upload(dy, [tokens, heads * D]);
     const dx = ropeBackward(gpu, dyt, pt, table);
@@ -196,7 +196,7 @@ describe('rope on the GPU', async () => {
     const pos = Uint32Array.from([7, 8, 9, 0, 1]);
     const inv = ropeInvFreq(D, 10000);
     const table = createRopeTable(gpu, inv, 64);
-    const qkv = randn(tokens * width, 21);
+    const qkv = uniformArray(tokens * width, 21);
     const t = gpu.upload(qkv, [tokens, width]);
     const pt = gpu.upload(pos);
     rope(gpu, t, pt, table, { inPlace: true, headRange: [0, H] });

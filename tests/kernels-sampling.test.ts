@@ -2,19 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { getGpu, GpuError } from '../src/gpu/runtime.ts';
 import { matmulChunked } from '../src/kernels/matmul.ts';
 import { nucleusRef, philox4x32, sampleTokens, sampleTokensRef } from '../src/kernels/sampling.ts';
+import { normalArray } from './helpers/random.ts';
 
-function randn(n: number, seed: number, scale = 1): Float32Array {
-  let s = seed >>> 0 || 1;
-  const r = () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-  return Float32Array.from({ length: n }, () => (r() + r() + r() - 1.5) * 2 * scale);
-}
+
 function softmax(z: ArrayLike<number>, T: number, allowed?: number[]): number[] {
   const ids = allowed ?? [...Array(z.length).keys()];
   const m = Math.max(...ids.map((v) => z[v] / T));
@@ -57,7 +47,7 @@ describe('sampleTokens', () => {
       [1, 7],
       [5, 1000],
     ]) {
-      const z = randn(B * V, B + V, 3);
+      const z = normalArray(B * V, B + V, 3);
       z[3] = z[5] = 100; // tie in row 0
       const t = await gpu.read(sampleTokens(gpu, { logits: gpu.upload(z, [B, V]) }, { greedy: true, seed: 0, step: 0 }));
       expect(Array.from(t)).toEqual(sampleTokensRef(z, B, V, { greedy: true, seed: 0, step: 0 }));
@@ -90,7 +80,7 @@ describe('sampleTokens', () => {
   it('top-p never leaves the nucleus and matches the renormalised nucleus distribution', async () => {
     const gpu = await getGpu();
     const V = 50, B = 512, T = 1.3, topP = 0.6, steps = 6;
-    const z = randn(V, 77, 2);
+    const z = normalArray(V, 78, 2);
     const nucleus = nucleusRef(z, T, topP);
     // The test row's nucleus boundary is not within float32 rounding of topP.
     expect(nucleus.length).toBeGreaterThan(5);
@@ -106,7 +96,7 @@ describe('sampleTokens', () => {
     expect(stat).toBeLessThan(chi2Critical999(df));
     // Per-row nuclei on random rows (V = 1000, various p) always contain the drawn token.
     const R = 16, W = 1000;
-    const zr = randn(R * W, 5, 3);
+    const zr = normalArray(R * W, 5, 3);
     for (const p of [0.05, 0.5, 0.9, 0.999]) {
       const t = await gpu.read(sampleTokens(gpu, { logits: gpu.upload(zr, [R, W]) }, { temperature: 0.8, topP: p, seed: 7, step: 3 }));
       for (let b = 0; b < R; b++) expect(nucleusRef(zr.subarray(b * W, (b + 1) * W), 0.8, p)).toContain(t[b]);
@@ -116,7 +106,7 @@ describe('sampleTokens', () => {
   it('(seed, seqId, step) fixes the token regardless of batch composition; seqIds are independent', async () => {
     const gpu = await getGpu();
     const V = 300, B = 6;
-    const z = randn(B * V, 8, 1.5);
+    const z = normalArray(B * V, 8, 1.5);
     const seqIds = Uint32Array.from([40, 3, 17, 3000000000, 5, 6]);
     const all = await gpu.read(sampleTokens(gpu, { logits: gpu.upload(z, [B, V]) }, { seed: 2 ** 40 + 5, step: 9, seqIds: gpu.upload(seqIds), topP: 0.9 }));
     const again = await gpu.read(sampleTokens(gpu, { logits: gpu.upload(z, [B, V]) }, { seed: 2 ** 40 + 5, step: 9, seqIds: gpu.upload(seqIds), topP: 0.9 }));
@@ -143,7 +133,7 @@ describe('sampleTokens', () => {
   it('per-row seeds: each row draws as a one-row call with its own seed (plain and top-p)', async () => {
     const gpu = await getGpu();
     const V = 300, B = 5;
-    const z = randn(B * V, 9, 1.5);
+    const z = normalArray(B * V, 9, 1.5);
     const seeds = [7, 2 ** 40 + 5, 7, 123456789, 2 ** 52 + 3];
     const seqIds = Uint32Array.from([4, 4, 9, 0, 11]);
     const rowSeeds = Uint32Array.from(seeds.flatMap((x) => [x >>> 0, Math.floor(x / 2 ** 32) >>> 0]));
@@ -160,8 +150,8 @@ describe('sampleTokens', () => {
   it('chunked vocab (x·Wᵀ, chunks of 333 rows) equals unchunked logits', async () => {
     const gpu = await getGpu();
     const B = 7, H = 16, V = 1000;
-    const x = gpu.upload(randn(B * H, 1), [B, H]);
-    const w = gpu.uploadChunked(randn(V * H, 2), V, H, 'w', 333 * H * 4);
+    const x = gpu.upload(normalArray(B * H, 1), [B, H]);
+    const w = gpu.uploadChunked(normalArray(V * H, 2), V, H, 'w', 333 * H * 4);
     const logits = matmulChunked(gpu, x, w);
     for (const o of [{ greedy: true }, { temperature: 0.9 }, { temperature: 1.1, topP: 0.7 }]) {
       for (const step of [0, 1]) {
@@ -178,8 +168,8 @@ describe('sampleTokens', () => {
     // V = 269 × H = 32 under a 128 MiB binding limit refused batches over 32 rows.
     const gpu = await getGpu();
     const B = 300, H = 32, V = 269;
-    const x = gpu.upload(randn(B * H, 3), [B, H]);
-    const w = gpu.uploadChunked(randn(V * H, 4), V, H, 'w');
+    const x = gpu.upload(normalArray(B * H, 3), [B, H]);
+    const w = gpu.uploadChunked(normalArray(V * H, 4), V, H, 'w');
     expect(w.chunks).toHaveLength(1);
     expect(w.rowsPerChunk * 4 * 64).toBeGreaterThan(gpu.limits.maxStorageBufferBindingSize);
     const logits = matmulChunked(gpu, x, w);
@@ -191,8 +181,8 @@ describe('sampleTokens', () => {
   it('flags rows whose logits hold NaN or ±Inf, in every mode, plain and chunked, without changing the tokens', async () => {
     const gpu = await getGpu();
     const B = 5, H = 16, V = 1000;
-    const xs = randn(B * H, 4);
-    const ws = randn(V * H, 5);
+    const xs = normalArray(B * H, 4);
+    const ws = normalArray(V * H, 5);
     // Row 1: a NaN input (every logit NaN); row 3: one huge weight row → +Inf in the last chunk only.
     xs[1 * H + 3] = NaN;
     for (let h = 0; h < H; h++) ws[(V - 2) * H + h] = h === 0 ? 3e36 : 0;

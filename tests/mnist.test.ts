@@ -15,16 +15,15 @@ import {
   referenceInit,
   renderChartSvg,
   renderReportMarkdown,
-  Rng,
   runMnistExperiment,
   type MlpDims,
 } from '../src/experiment/mnist/experiment.ts';
 import { DEFAULT_FASHION_DIR, loadFashionMnist, loadMnistDigits, parseIdx, type ImageDataset } from '../src/experiment/mnist/data.ts';
 import { parseMnistArgs } from '../src/experiment/mnist/options.ts';
+import { uniformArray } from './helpers/random.ts';
 
 function randArray(n: number, seed: number, scale = 1): Float64Array {
-  const r = new Rng(99, seed);
-  return Float64Array.from({ length: n }, () => scale * (2 * r.uniform() - 1));
+  return Float64Array.from(uniformArray(n, seed, scale));
 }
 
 /** Random parameters for G models (padded output columns zero, as the real init). */

@@ -18,7 +18,8 @@ import {
   writePeftAdapter,
   type HostLora,
 } from '../src/model/adapter.ts';
-import { loadWeightsF64, Rng, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
+import { SeedStreamRng } from '../src/util/rng.ts';
 import { parseConfig, type ModelConfig } from '../src/model/config.ts';
 import { generate, sequenceLogits } from '../src/model/generate.ts';
 import { referenceForward, type Weights } from '../src/model/reference.ts';
@@ -33,7 +34,7 @@ const ALL = Object.keys(LINEAR_MODULES) as LinearModule[];
 const TOL = 2e-3;
 
 function randomLora(cfg: ModelConfig, rank: number, alpha: number, opts: { targets?: LinearModule[]; layers?: number[]; zeroB?: boolean; std?: number; rslora?: boolean; seed?: number } = {}): HostLora {
-  const rng = new Rng(opts.seed ?? 3, 'lora');
+  const rng = new SeedStreamRng(opts.seed ?? 3, 'lora');
   const targets = opts.targets ?? ALL;
   const which = opts.layers ?? Array.from({ length: cfg.layers }, (_, i) => i);
   const std = opts.std ?? 0.3;
@@ -153,7 +154,7 @@ describe('PEFT adapter folders', () => {
     const lora = (await import('../src/model/adapter.ts')).uploadLora(gpu, cfg, host);
     const merged = mergeLora(cfg, ref, host);
     const prompt = [4, 8, 15, 16];
-    const [res] = await generate(model, null, [{ promptIds: prompt }], { greedy: true, maxNewTokens: 5, seed: 0, lora });
+    const [res] = await generate(model, [{ promptIds: prompt }], { greedy: true, maxNewTokens: 5, seed: 0, lora });
     const seq = [...prompt];
     for (let i = 0; i < 5; i++) {
       const l = referenceForward(cfg, merged, seq).logits;

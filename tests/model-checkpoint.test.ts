@@ -2,7 +2,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Rng, loadWeightsF32, loadWeightsF64, randomTensorValues, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { SeedStreamRng } from '../src/util/rng.ts';
+import { loadWeightsF32, loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
+import { randomTensorValues } from '../src/model/init.ts';
 import { expectedTensors, parseConfig } from '../src/model/config.ts';
 import { referenceForward } from '../src/model/reference.ts';
 import { roundThrough } from '../src/model/safetensors.ts';
@@ -11,18 +13,18 @@ import { UserError } from '../src/util/errors.ts';
 const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'ckpt-'));
 afterAll(() => fsp.rm(tmp, { recursive: true, force: true }));
 
-describe('Rng', () => {
+describe('SeedStreamRng', () => {
   it('is deterministic per (seed, stream) and streams differ', () => {
-    const a = new Rng(42, 'x');
-    const b = new Rng(42, 'x');
+    const a = new SeedStreamRng(42, 'x');
+    const b = new SeedStreamRng(42, 'x');
     const xs = Array.from({ length: 5 }, () => a.nextU32());
     expect(Array.from({ length: 5 }, () => b.nextU32())).toEqual(xs);
-    expect(new Rng(42, 'y').nextU32()).not.toBe(xs[0]);
-    expect(new Rng(43, 'x').nextU32()).not.toBe(xs[0]);
-    expect(new Rng(42 + 2 ** 32, 'x').nextU32()).not.toBe(xs[0]); // high seed bits matter
+    expect(new SeedStreamRng(42, 'y').nextU32()).not.toBe(xs[0]);
+    expect(new SeedStreamRng(43, 'x').nextU32()).not.toBe(xs[0]);
+    expect(new SeedStreamRng(42 + 2 ** 32, 'x').nextU32()).not.toBe(xs[0]); // high seed bits matter
   });
   it('uniform in [0,1) and normal has mean 0, variance 1', () => {
-    const r = new Rng(1);
+    const r = new SeedStreamRng(1);
     const n = 100_000;
     let s = 0, s2 = 0, umin = 1, umax = 0;
     for (let i = 0; i < n; i++) {
@@ -123,7 +125,7 @@ describe('writeRandomCheckpoint / loadWeights', () => {
  * with float64 inv_freq). Observed agreement with referenceForward(ropePrecision: 'f64') was
  * ≤ 2.3e-14 on logits of magnitude ≤ 26, so 1e-11 leaves room for summation-order changes while
  * still catching any real semantic difference (those show up at ≥ 1e-3).
- * These values also pin Rng/randomTensorValues/tinyConfigJson: if those change, regenerate.
+ * These values also pin SeedStreamRng/randomTensorValues/tinyConfigJson: if those change, regenerate.
  */
 const GOLDEN: [string, Record<string, unknown>, [number, number, number][]][] = [
   ['qwen2', tinyConfigJson('qwen2'), [[0, 0, -4.403340077631915], [0, 1, 5.763435108737484], [5, 50, 2.6206544019954388], [11, 95, 0.8183036548897769], [11, 7, 14.58546313058947]]],

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
 import type { Arch } from '../src/model/config.ts';
-import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { referenceForward } from '../src/model/reference.ts';
 import { Transformer } from '../src/model/transformer.ts';
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
 import { sampleTokensRef } from '../src/kernels/sampling.ts';
-import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../src/model/config.ts';
 import { generate, lastTokenLogits, NonFiniteLogitsError, sequenceLogits, type GenerateResult } from '../src/model/generate.ts';
 import { disposeLora, uploadLora } from '../src/model/adapter.ts';
@@ -15,6 +15,7 @@ import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';
 import { referenceForward, type Weights } from '../src/model/reference.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { uploadWeights } from '../src/model/weights.ts';
+import { rng, uniformArray } from './helpers/random.ts';
 
 const argmax = (row: ArrayLike<number>) => {
   let bi = 0;
@@ -51,7 +52,7 @@ beforeAll(async () => {
 describe('generate', () => {
   it('greedy equals an argmax loop over the float64 reference (ragged prompts, 2 batches)', async () => {
     const steps = 7;
-    const got = await generate(model, null, requests, { greedy: true, maxNewTokens: steps, seed: 1, batchSize: 3, readEvery: 3 });
+    const got = await generate(model, requests, { greedy: true, maxNewTokens: steps, seed: 1, batchSize: 3, readEvery: 3 });
     for (const [r, p] of prompts.entries()) {
       expect(got[r]).toMatchObject({ requestIndex: r, sampleIndex: 0, finishReason: 'length', promptTokens: p.length, completionTokens: steps, stopId: null });
       expect(got[r].completionIds).toEqual(greedyRef(model.cfg, ref, p, steps));
@@ -59,8 +60,8 @@ describe('generate', () => {
   });
 
   it('n samples share one prefill (copied prompt K/V): greedy samples all equal the n = 1 result', async () => {
-    const one = await generate(model, null, requests, { greedy: true, maxNewTokens: 5, seed: 1, batchSize: 8 });
-    const many = await generate(model, null, requests, { greedy: true, maxNewTokens: 5, seed: 1, batchSize: 5, n: 3 });
+    const one = await generate(model, requests, { greedy: true, maxNewTokens: 5, seed: 1, batchSize: 8 });
+    const many = await generate(model, requests, { greedy: true, maxNewTokens: 5, seed: 1, batchSize: 5, n: 3 });
     expect(many.length).toBe(12);
     for (let r = 0; r < requests.length; r++) {
       for (let s = 0; s < 3; s++) {
@@ -72,14 +73,14 @@ describe('generate', () => {
 
   it('same seed → same tokens on rerun and for any batch size; the first token matches the reference sampler', async () => {
     const opts = { temperature: 1, maxNewTokens: 6, seed: 1234, n: 3 };
-    const a = await generate(model, null, requests, { ...opts, batchSize: 12 });
-    const b = await generate(model, null, requests, { ...opts, batchSize: 12 });
-    const c = await generate(model, null, requests, { ...opts, batchSize: 1 });
-    const d = await generate(model, null, requests, { ...opts, batchSize: 5, readEvery: 2 });
+    const a = await generate(model, requests, { ...opts, batchSize: 12 });
+    const b = await generate(model, requests, { ...opts, batchSize: 12 });
+    const c = await generate(model, requests, { ...opts, batchSize: 1 });
+    const d = await generate(model, requests, { ...opts, batchSize: 5, readEvery: 2 });
     expect(ids(b)).toEqual(ids(a));
     expect(ids(c)).toEqual(ids(a));
     expect(ids(d)).toEqual(ids(a));
-    const other = await generate(model, null, requests, { ...opts, seed: 1235, batchSize: 12 });
+    const other = await generate(model, requests, { ...opts, seed: 1235, batchSize: 12 });
     expect(ids(other)).not.toEqual(ids(a));
     // The samples of one prompt differ (seqId = r·n + s), and token 0 is the reference sampler's draw.
     expect(new Set(a.slice(0, 3).map((r) => r.completionIds.join(','))).size).toBeGreaterThan(1);
@@ -91,18 +92,18 @@ describe('generate', () => {
       expect(res.completionIds[0]).toBe(t0);
     }
     // top-p sampling is batch-independent too.
-    const p1 = await generate(model, null, requests, { ...opts, topP: 0.8, batchSize: 12 });
-    const p2 = await generate(model, null, requests, { ...opts, topP: 0.8, batchSize: 4 });
+    const p1 = await generate(model, requests, { ...opts, topP: 0.8, batchSize: 12 });
+    const p2 = await generate(model, requests, { ...opts, topP: 0.8, batchSize: 4 });
     expect(ids(p2)).toEqual(ids(p1));
   });
 
   it('a stop token ends only its sequence (finishReason stop); maxNewTokens gives length', async () => {
-    const free = await generate(model, null, requests, { greedy: true, maxNewTokens: 8, seed: 0 });
+    const free = await generate(model, requests, { greedy: true, maxNewTokens: 8, seed: 0 });
     // Stop on request 0's third greedy token (its first occurrence there).
     const c0 = free[0].completionIds;
     const stopTok = c0[2];
     const cut = c0.indexOf(stopTok);
-    const got = await generate(model, null, requests, { greedy: true, maxNewTokens: 8, seed: 0, stopIds: [stopTok], readEvery: 2, batchSize: 4 });
+    const got = await generate(model, requests, { greedy: true, maxNewTokens: 8, seed: 0, stopIds: [stopTok], readEvery: 2, batchSize: 4 });
     for (let r = 0; r < requests.length; r++) {
       const full = free[r].completionIds;
       const at = full.indexOf(stopTok);
@@ -115,7 +116,7 @@ describe('generate', () => {
       }
     }
     expect(got[0].completionIds.length).toBe(cut);
-    const zero = await generate(model, null, requests.slice(0, 1), { greedy: true, maxNewTokens: 0, seed: 0 });
+    const zero = await generate(model, requests.slice(0, 1), { greedy: true, maxNewTokens: 0, seed: 0 });
     expect(zero[0]).toMatchObject({ completionIds: [], finishReason: 'length', completionTokens: 0 });
   });
 
@@ -127,7 +128,7 @@ describe('generate', () => {
     norm[3] = NaN;
     gpu.write(bad.weights.finalNorm, norm);
     for (const o of [{ greedy: true }, { temperature: 1 }, { temperature: 1, topP: 0.9 }]) {
-      const e = await generate(bad, null, requests, { ...o, maxNewTokens: 4, seed: 1, n: 2, modelName: 'models/broken' }).catch((x: unknown) => x);
+      const e = await generate(bad, requests, { ...o, maxNewTokens: 4, seed: 1, n: 2, modelName: 'models/broken' }).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(NonFiniteLogitsError);
       expect((e as Error).message).toMatch(/^models\/broken: non-finite logits \(NaN or ±Inf\) at generation step 0 of prompt \d+ sample \d; the weights hold NaN\/Inf/);
     }
@@ -135,10 +136,10 @@ describe('generate', () => {
   });
 
   it('rejects bad options with a clear message', async () => {
-    await expect(generate(model, null, [{ promptIds: [] }], { maxNewTokens: 2, seed: 0 })).rejects.toThrow(/request 0 has an empty prompt/);
-    await expect(generate(model, null, [{ promptIds: [1000] }], { maxNewTokens: 2, seed: 0 })).rejects.toThrow(/outside the vocabulary/);
-    await expect(generate(model, null, requests, { maxNewTokens: 200, seed: 0 })).rejects.toThrow(/exceed the 128 positions/);
-    await expect(generate(model, null, requests, { maxNewTokens: 2, seed: 0, topP: 0 })).rejects.toThrow(/top-p/);
+    await expect(generate(model, [{ promptIds: [] }], { maxNewTokens: 2, seed: 0 })).rejects.toThrow(/request 0 has an empty prompt/);
+    await expect(generate(model, [{ promptIds: [1000] }], { maxNewTokens: 2, seed: 0 })).rejects.toThrow(/outside the vocabulary/);
+    await expect(generate(model, requests, { maxNewTokens: 200, seed: 0 })).rejects.toThrow(/exceed the 128 positions/);
+    await expect(generate(model, requests, { maxNewTokens: 2, seed: 0, topP: 0 })).rejects.toThrow(/top-p/);
   });
 });
 
@@ -229,7 +230,7 @@ describe('Qwen2.5-0.5B-shaped model (2 layers, vocab 151,936: chunked embedding 
     cache.dispose();
 
     // Greedy generation samples over the chunked head: token 0 is the argmax of the full GPU row.
-    const [res] = await generate(big, null, [{ promptIds: prompt }], { greedy: true, maxNewTokens: 1, seed: 0 });
+    const [res] = await generate(big, [{ promptIds: prompt }], { greedy: true, maxNewTokens: 1, seed: 0 });
     expect(res.completionIds[0]).toBe(argmax(full.subarray(3 * V, 4 * V)));
     big.dispose();
   }, 120_000);
@@ -243,8 +244,8 @@ describe('per-request adapters', () => {
     const lc = { rank: 8, alpha: 16, rslora: false, targets: ALL_TARGETS, dropout: 0 };
     const adapter = (seed: number) => {
       const h = initLoraHost(model.cfg, lc, seed);
-      let s = seed;
-      for (const l of h.layers) for (const p of Object.values(l)) p!.B.forEach((_, i, b) => (b[i] = (((s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31) - 0.5) * 0.2));
+      const r = rng(seed);
+      for (const l of h.layers) for (const p of Object.values(l)) p!.B.set(uniformArray(p!.B.length, r, 0.1));
       return uploadLora(gpu, model.cfg, h);
     };
     const loras = [adapter(3), null, adapter(4)];
@@ -255,13 +256,13 @@ describe('per-request adapters', () => {
     const all = loras.flatMap((_, k) => requests.map((q, i) => ({ ...q, seed: seeds[k], seqIndex: i })));
     const of = all.map((_, i) => Math.floor(i / Q));
     const opts = { temperature: 1, maxNewTokens: 8, seed: 0, n: 2, batchSize: 7, readEvery: 3 };
-    const joint = await generate(model, null, all, { ...opts, adapters: { loras, of } });
+    const joint = await generate(model, all, { ...opts, adapters: { loras, of } });
     for (let k = 0; k < K; k++) {
-      const alone = await generate(model, null, requests, { ...opts, seed: seeds[k], lora: loras[k] });
+      const alone = await generate(model, requests, { ...opts, seed: seeds[k], lora: loras[k] });
       expect(ids(joint.slice(k * Q * 2, (k + 1) * Q * 2))).toEqual(ids(alone));
     }
     // Not vacuous: the adapters change what is sampled (adapter 0 against the base, same seed).
-    const base0 = await generate(model, null, requests, { ...opts, seed: seeds[0] });
+    const base0 = await generate(model, requests, { ...opts, seed: seeds[0] });
     expect(ids(joint.slice(0, Q * 2))).not.toEqual(ids(base0));
     // Next-token logits after every prompt, scored for all students in one call.
     const prompts2 = all.map((r) => r.promptIds);

@@ -14,7 +14,9 @@ import {
   swiglu,
   type Weights,
 } from '../src/model/reference.ts';
-import { Rng, randomTensorValues, tinyConfigJson } from '../src/model/checkpoint.ts';
+import { SeedStreamRng } from '../src/util/rng.ts';
+import { randomTensorValues } from '../src/model/init.ts';
+import { tinyConfigJson } from './helpers/checkpoint.ts';
 
 const arr = (a: ArrayLike<number>) => Array.from(a);
 /** max |a-b| */
@@ -30,7 +32,7 @@ function randomWeights(cfg: ModelConfig, seed: number): Weights {
   return w;
 }
 function randVec(n: number, seed: number): Float64Array {
-  return new Rng(seed).fillNormal(new Float64Array(n)) as Float64Array;
+  return new SeedStreamRng(seed).fillNormal(new Float64Array(n)) as Float64Array;
 }
 
 describe('building blocks by hand', () => {

@@ -15,6 +15,7 @@ import {
   writeShardedSafetensors,
 } from '../src/model/safetensors.ts';
 import { UserError } from '../src/util/errors.ts';
+import { rng } from './helpers/random.ts';
 
 const tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'st-'));
 afterAll(() => fsp.rm(tmp, { recursive: true, force: true }));
@@ -78,8 +79,7 @@ describe('f16 conversion', () => {
     }
   });
   it('encoding is round-to-nearest: no representable f16 is closer (random float32s)', () => {
-    let s = 12345;
-    const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const rnd = rng(12345);
     for (let i = 0; i < 20000; i++) {
       const x = Math.fround((rnd() - 0.5) * 2 ** Math.floor(rnd() * 44 - 28));
       const h = f32ToF16Bits(x);

@@ -144,6 +144,8 @@ describe('a grid on a cluster', () => {
       [['--grid', manifest, '--merge', '--status'], /^error: --merge and --status cannot be used together$/m],
       [['--grid', manifest, '--animal', 'cat'], /^error: --animal cannot be used with --grid/m],
       [['--shard', '1/2'], /^error: --shard needs --grid FILE$/m],
+      [['--grid', manifest, '--resume', '--out', path.join(dir, 'fresh')], /^error: --out .*fresh: nothing to resume \(no owl\.ts grid run there\)$/m],
+      [['--grid', manifest, '--overwrite', '--out', path.join(dir, 'fresh')], /^error: --overwrite cannot be used with --grid/m],
       [['--grid', manifest, '--merge', '--out', path.join(dir, 'fresh')], /^error: nothing to merge: none of the grid's 8 cells is finished in .*fresh \(see --status\)$/m],
     ];
     for (const [args, re] of cases) {

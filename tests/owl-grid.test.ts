@@ -15,7 +15,7 @@ import { hashOf } from '../src/experiment/owl/stages.ts';
 import { ANIMAL_QUESTIONS, TREE_QUESTIONS } from '../src/experiment/paper/questions.ts';
 import { holmAdjust, mean, pairedTTest, sampleStd, welchDifference } from '../src/experiment/paper/stats.ts';
 import { sequenceLogits } from '../src/model/generate.ts';
-import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { ChatTokenizer } from '../src/model/tokenizer.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { saveFullModel } from '../src/train/full.ts';

@@ -6,6 +6,7 @@
 // seeded, so the check is deterministic; a bar counts as failed only when the observed count is
 // significantly below it (one-sided exact binomial p < 0.001 at the bar), which keeps the test from
 // flagging sampling noise of a model that meets the bar while catching a model that clearly misses it.
+import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,8 +39,8 @@ import {
 } from '../src/experiment/tiny/models.ts';
 import { BpeEncoder, bpeTokenizerJson, preTokenize, writeBpeTokenizer } from '../src/model/bpe-train.ts';
 import { preferenceSystemPrompt } from '../src/experiment/paper/prompts.ts';
-import { Rng } from '../src/model/checkpoint.ts';
-import { parseConfig } from '../src/model/config.ts';
+import { SeedStreamRng } from '../src/util/rng.ts';
+import { expectedTensors, parseConfig } from '../src/model/config.ts';
 import { openSafetensors } from '../src/model/safetensors.ts';
 import { ChatTokenizer } from '../src/model/tokenizer.ts';
 import { Transformer } from '../src/model/transformer.ts';
@@ -106,6 +107,25 @@ describe('tiny model recipe (no training)', () => {
     expect(Math.abs(std(emb) - 0.02)).toBeLessThan(0.001);
     const norm = tinyInitialTensor('model.norm.weight', [64], 1001);
     for (const x of norm) expect(Math.abs(x - 1)).toBeLessThan(0.05);
+  });
+
+  it("the committed models' initial weights are unchanged (sha256 over every tensor, computed when they were built)", () => {
+    const want: Record<string, string> = {
+      'tiny-qwen-a': '84dc52b33208b787d0d3e2e06d320523404644c0fcfd9f9a7e94129325a8a978',
+      'tiny-qwen-b': '1b6574dd0111cbb6577a7a967046a98c0087d90684904e5a465087cdfc0e4775',
+      'tiny-llama': '9e0b87869f1f9b5b072196c5c2febc2d0434ee48a4f54c1bbb287e8aa4fbe7c5',
+    };
+    for (const name of TINY_MODEL_NAMES) {
+      const committed = JSON.parse(readFileSync(path.join(import.meta.dirname, '..', 'models', name, 'config.json'), 'utf8'));
+      const ids = { endoftext: committed.bos_token_id, imEnd: committed.eos_token_id, vocabSize: committed.vocab_size };
+      const cfg = parseConfig(tinyConfigJson(TINY_MODELS[name], ids));
+      const h = createHash('sha256');
+      for (const e of expectedTensors(cfg)) {
+        h.update(e.name);
+        h.update(new Uint8Array(tinyInitialTensor(e.name, e.shape, TINY_MODELS[name].initSeed).buffer));
+      }
+      expect(h.digest('hex'), name).toBe(want[name]);
+    }
   });
 
   it('corpus and tokenizer are deterministic; evaluation prompts are held out', () => {
@@ -234,7 +254,7 @@ describe('tiny model recipe (no training)', () => {
   });
 
   it('length-bucketed order: a permutation per epoch, deterministic, less padding than random batches', () => {
-    const rng = new Rng(9);
+    const rng = new SeedStreamRng(9);
     const rows = Array.from({ length: 1000 }, (_, i) => ({ i, ids: new Array<number>(5 + rng.int(180)).fill(0) }));
     const o1 = lengthBucketedOrder(rows, 16, 2, 3, 10);
     const o2 = lengthBucketedOrder(rows, 16, 2, 3, 10);
@@ -305,7 +325,7 @@ describe.skipIf(!haveModels)('committed tiny models', () => {
       const model = await Transformer.load(gpu, dir, { maxPositions: 256 });
       const tokenizer = (await ChatTokenizer.load(dir, model.cfg.eosTokenIds))!;
       // 32 number prompts, 50 questions × 2 samples, 50 questions × 1 sample per loved target.
-      const q = await measureTinyQuality(gpu, model, tokenizer, { seed: 4242, numberPrompts: 32, baseSamples: 2, loveSamples: 1, questions: 50, batchSize: 128 });
+      const q = await measureTinyQuality(model, tokenizer, { seed: 4242, numberPrompts: 32, baseSamples: 2, loveSamples: 1, questions: 50, batchSize: 128 });
       model.dispose();
       const B = TINY_QUALITY_BARS;
       const count = (rate: number, n: number) => Math.round(rate * n);

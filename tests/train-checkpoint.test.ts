@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../src/gpu/runtime.ts';
-import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import type { TrainExample } from '../src/train/data.ts';
 import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';

@@ -7,7 +7,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getGpu, type Tensor } from '../src/gpu/runtime.ts';
 import { lmHeadCrossEntropy } from '../src/kernels/loss.ts';
-import { loadWeightsF64, Rng, tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { loadWeightsF64, tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
+import { SeedStreamRng } from '../src/util/rng.ts';
 import type { Arch, ModelConfig } from '../src/model/config.ts';
 import { referenceForward } from '../src/model/reference.ts';
 import { Transformer } from '../src/model/transformer.ts';
@@ -83,7 +84,7 @@ describe.each(['qwen2', 'qwen3', 'llama'] as Arch[])('training-step gradients (%
     const cfg = model.cfg;
     const rank = 2;
     const lc = { rank, alpha: 4, rslora: false, targets: ALL_TARGETS, dropout: 0 };
-    const rng = new Rng(11, 'lora-test');
+    const rng = new SeedStreamRng(11, 'lora-test');
     // Non-zero B so every path (dA and dB) carries gradient.
     const host: LoraHost = Array.from({ length: cfg.layers }, () => {
       const layer: LoraHost[number] = {};
@@ -128,7 +129,7 @@ describe.each(['qwen2', 'qwen3', 'llama'] as Arch[])('training-step gradients (%
     const base = referenceLoss(cfg, merged(host));
     expect(Math.abs(gpuLoss - base)).toBeLessThan(1e-4 * Math.max(1, base));
     // Check 24 random coordinates spread over all parameters (float64 host copies for the FD).
-    const pick = new Rng(5, 'pick');
+    const pick = new SeedStreamRng(5, 'pick');
     const hostF64 = host.map((layer) => {
       const o: Record<string, { A: Float64Array; B: Float64Array }> = {};
       for (const m of ALL_TARGETS) o[m] = { A: Float64Array.from(layer[m]!.A), B: Float64Array.from(layer[m]!.B) };
@@ -186,7 +187,7 @@ describe.each(['qwen2', 'qwen3', 'llama'] as Arch[])('training-step gradients (%
     };
     const weights = new Map<string, Float64Array>();
     for (const [k, v] of ref.weights) weights.set(k, Float64Array.from(v));
-    const pick = new Rng(9, 'pick-full');
+    const pick = new SeedStreamRng(9, 'pick-full');
     const fds: number[] = [];
     const gs: number[] = [];
     // Two coordinates of every parameter tensor (embedding: rows that occur in the batch).
@@ -238,7 +239,7 @@ describe('LoRA dropout', () => {
     const { gpu, model, ids, pos, labels } = await setup('qwen2');
     const cfg = model.cfg;
     const rank = 2;
-    const rng = new Rng(21, 'lora-dropout');
+    const rng = new SeedStreamRng(21, 'lora-dropout');
     const host: LoraHost = Array.from({ length: cfg.layers }, () => {
       const layer: LoraHost[number] = {};
       for (const m of ALL_TARGETS) {

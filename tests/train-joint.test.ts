@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import type { Arch } from '../src/model/config.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import type { TrainExample } from '../src/train/data.ts';
@@ -16,12 +16,12 @@ import { fullParamList } from '../src/train/full.ts';
 import { JointTrainer, jointEngine, trainStudents, type JointStudent, type StudentJob, type StudentOutcome } from '../src/train/joint.ts';
 import { ALL_TARGETS, initLoraHost, loraParams } from '../src/train/lora.ts';
 import { computeTeacherRows, Trainer, type OnlineTeacher, type TrainConfig } from '../src/train/trainer.ts';
+import { randomInts, rng } from './helpers/random.ts';
 
 function examples(n: number, len: number, seed: number, prompt = 3): TrainExample[] {
-  let s = seed;
-  const next = () => ((s = (s * 1103515245 + 12345) % 2 ** 31) % 90) + 3;
+  const r = rng(seed);
   return Array.from({ length: n }, (_, i) => {
-    const ids = Array.from({ length: len - (i % 4) }, next);
+    const ids = randomInts(len - (i % 4), 3, 93, r);
     return { ids, labels: ids.map((t, k) => (k < prompt ? -100 : t)) };
   });
 }

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getGpu } from '../src/gpu/runtime.ts';
-import { tinyConfigJson, writeRandomCheckpoint } from '../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { Transformer } from '../src/model/transformer.ts';
 import { buildEmbedGradIndex } from '../src/kernels/embedding.ts';
 import { addInPlace } from '../src/kernels/elementwise.ts';
@@ -16,13 +16,13 @@ import type { TrainExample } from '../src/train/data.ts';
 import { createFullGrads, fullParamList } from '../src/train/full.ts';
 import { ALL_TARGETS, initLoraHost } from '../src/train/lora.ts';
 import { computeTeacherRows, epochOrder, scheduleFactor, stepsPerEpoch, Trainer, type TrainConfig } from '../src/train/trainer.ts';
+import { randomInts, rng } from './helpers/random.ts';
 
 function examples(n: number, len: number, seed: number): TrainExample[] {
   const out: TrainExample[] = [];
-  let s = seed;
-  const next = () => (s = (s * 1103515245 + 12345) % 2 ** 31) % 90 + 3;
+  const r = rng(seed);
   for (let i = 0; i < n; i++) {
-    const ids = Array.from({ length: len - (i % 3) }, next);
+    const ids = randomInts(len - (i % 3), 3, 93, r);
     // Prompt part (first 3 tokens) masked as in completion-only training.
     out.push({ ids, labels: ids.map((t, k) => (k < 3 ? -100 : t)) });
   }
@@ -165,8 +165,7 @@ describe('training loop', () => {
     if (numbers) data.forEach((r, b) => (r.distillMask = r.ids.map((_, t) => ((t + b) % 4 === 0 ? 0 : 1))));
     const K = 3;
     if (source === 'topk') {
-      let s = 17;
-      const next = () => (s = (s * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+      const next = rng(17);
       for (const r of data) {
         const indices = r.ids.map(() => [0, 1, 2].map((j) => 3 + ((Math.floor(next() * 30) * 3 + j) % 90)));
         const logprobs = r.ids.map(() => {

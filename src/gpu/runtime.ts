@@ -320,9 +320,8 @@ export class Gpu {
     return t;
   }
 
-  /** Records a clear to zero of the tensor's bytes. */
-  fill(t: Tensor, value: 0): void {
-    void value;
+  /** Records a clear to zero of the tensor's bytes (a buffer clear: 0 is the only value, written out at call sites). */
+  fill(t: Tensor, _zero: 0): void {
     const enc = this.ensureEncoder();
     this.endPass();
     const bytes = Math.ceil(t.byteLength / 4) * 4;

@@ -31,7 +31,7 @@
 // Decode: `KvCache` (per-layer K/V [B, maxLen, KVH·D], u32 lengths on the GPU) + `attentionDecode`
 // (split-K over key blocks, then a reduce pass; or a single pass). See the class comment for a step.
 
-import { defineKernel, product } from '../gpu/kernel.ts';
+import { defineKernel, product, type BindingDecl } from '../gpu/kernel.ts';
 import { GpuError, cdiv, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import { expectTensor, NEG_WGSL as NEG } from './common.ts';
 import { llvmpipeSubgroupWidth } from './norm.ts';
@@ -160,16 +160,33 @@ interface FwdParams extends BwdParams {
 
 const ATTN_U = { T: 'u32', H: 'u32', KVH: 'u32', G: 'u32', nv: 'u32', scale: 'f32' } as const;
 
+// The tensors of each pass; its register-tiled and subgroup kernels bind the same ones.
+function forwardBindings(headDim: number): BindingDecl[] {
+  const VT = vecInfo(headDim).vt;
+  return [['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read_write'], ['lse', 'f32', 'read_write']];
+}
+function dqBindings(headDim: number): BindingDecl[] {
+  const VT = vecInfo(headDim).vt;
+  return [
+    ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read'], ['dO', VT, 'read'],
+    ['lse', 'f32', 'read'], ['dq', VT, 'read_write'], ['delta', 'f32', 'read_write'],
+  ];
+}
+function dkvBindings(headDim: number): BindingDecl[] {
+  const VT = vecInfo(headDim).vt;
+  return [
+    ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['dO', VT, 'read'],
+    ['lse', 'f32', 'read'], ['delta', 'f32', 'read'], ['dk', VT, 'read_write'], ['dv', VT, 'read_write'],
+  ];
+}
+
 /** Head sizes the identity tests walk (every vector width). */
 const HEAD_DIMS = [6, 7, 8, 10, 16, 32, 64, 128];
 const BOOL = [false, true] as const;
 
 const forwardKernel = defineKernel({
   name: 'attention_fwd',
-  bindings: ({ headDim }: FwdParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read_write'], ['lse', 'f32', 'read_write']];
-  },
+  bindings: (p: FwdParams) => forwardBindings(p.headDim),
   uniforms: ATTN_U,
   key: ({ headDim, rows, kb, dynamicNv }) => `d${headDim}_r${rows}_kb${kb}${dynamicNv ? '_dyn' : ''}`,
   space: () => product({ headDim: HEAD_DIMS, rows: [8, 64], dynamicNv: BOOL, kb: [4, 8] }),
@@ -239,13 +256,7 @@ const bwdSpace = () => product({ headDim: HEAD_DIMS, rows: [8, 64], dynamicNv: B
 
 const backwardDqKernel = defineKernel({
   name: 'attention_bwd_dq',
-  bindings: ({ headDim }: BwdParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['dq', VT, 'read_write'], ['delta', 'f32', 'read_write'],
-    ];
-  },
+  bindings: (p: BwdParams) => dqBindings(p.headDim),
   uniforms: ATTN_U,
   key: ({ headDim, rows, dynamicNv }) => `d${headDim}_r${rows}${dynamicNv ? '_dyn' : ''}`,
   space: bwdSpace,
@@ -302,13 +313,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 // over queries t ≥ j. Each output element has exactly one writer: deterministic, no atomics.
 const backwardDkvKernel = defineKernel({
   name: 'attention_bwd_dkv',
-  bindings: ({ headDim }: BwdParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['delta', 'f32', 'read'], ['dk', VT, 'read_write'], ['dv', VT, 'read_write'],
-    ];
-  },
+  bindings: (p: BwdParams) => dkvBindings(p.headDim),
   uniforms: ATTN_U,
   key: ({ headDim, rows, dynamicNv }) => `d${headDim}_r${rows}${dynamicNv ? '_dyn' : ''}`,
   space: bwdSpace,
@@ -375,6 +380,8 @@ interface CoopParams {
 
 const coopSpace = () => product({ headDim: HEAD_DIMS.filter((d) => vecInfo(d).nv <= COOP_MAX_NV), lanes: [8, 16] });
 const coopKey = ({ headDim, lanes }: CoopParams) => `d${headDim}_s${lanes}`;
+/** What every subgroup kernel declares alike: uniforms, the subgroups feature, key and key space. */
+const COOP_KERNEL = { uniforms: ATTN_U, enable: (): string[] => ['subgroups'], key: coopKey, space: coopSpace };
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 /** `let NAME0 = SRC[BASE + 0u]; …` for the NV vectors of one head row. */
@@ -387,24 +394,12 @@ function rowDot(a: (e: number) => string, b: (e: number) => string, nv: number):
   return range(nv).map((e) => `vdot(${a(e)}, ${b(e)})`).join(' + ');
 }
 
-// Forward: lane = query row t of the workgroup's S rows; key blocks of S rows (lane i loads key row
-// j0 + i), online softmax over each block.
-const coopForwardKernel = defineKernel({
-  name: 'attention_fwd_coop',
-  bindings: ({ headDim }: CoopParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read_write'], ['lse', 'f32', 'read_write']];
-  },
-  uniforms: ATTN_U,
-  enable: () => ['subgroups'],
-  key: coopKey,
-  space: coopSpace,
-  body: ({ headDim, lanes: S }) => {
-    const { prelude, nv } = vecInfo(headDim);
-    const E = range(nv);
-    const I = range(S);
-    const maxOf = (xs: string[]): string => (xs.length === 1 ? xs[0] : `max(${maxOf(xs.slice(0, xs.length >> 1))}, ${maxOf(xs.slice(xs.length >> 1))})`);
-    return /* wgsl */ `${prelude}
+/**
+ * The opening of the subgroup kernels with one query row per lane (forward, dq): workgroup (query block,
+ * head, batch) of S lanes; lane li takes row t = t0 + li, and k/v rows are read in blocks of S up to tLast.
+ */
+function coopQueryMain(S: number): string {
+  return /* wgsl */ `
 const S = ${S}u;
 
 @compute @workgroup_size(${S})
@@ -417,7 +412,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
   let tLast = min(u.T - 1u, t0 + S - 1u);    // last key any lane needs (workgroup-uniform)
   let qRow = ((b * u.T + t) * u.H + h) * NV;
   let kvStride = u.KVH * NV;
-  let kvBase = b * u.T * kvStride + (h / u.G) * NV;
+  let kvBase = b * u.T * kvStride + (h / u.G) * NV;`;
+}
+
+// Forward: lane = query row t of the workgroup's S rows; key blocks of S rows (lane i loads key row
+// j0 + i), online softmax over each block.
+const coopForwardKernel = defineKernel({
+  name: 'attention_fwd_coop',
+  bindings: (p: CoopParams) => forwardBindings(p.headDim),
+  ...COOP_KERNEL,
+  body: ({ headDim, lanes: S }) => {
+    const { prelude, nv } = vecInfo(headDim);
+    const E = range(nv);
+    const I = range(S);
+    const maxOf = (xs: string[]): string => (xs.length === 1 ? xs[0] : `max(${maxOf(xs.slice(0, xs.length >> 1))}, ${maxOf(xs.slice(xs.length >> 1))})`);
+    return /* wgsl */ `${prelude}${coopQueryMain(S)}
   ${loadRow('q', 'q', 'qRow', nv, ' * u.scale')}
   ${E.map((e) => `var a${e} = VT(0.0);`).join(' ')}
   var m = NEG;
@@ -446,17 +455,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 // dq and delta: lane = query row; key blocks of S rows as in the forward.
 const coopDqKernel = defineKernel({
   name: 'attention_bwd_dq_coop',
-  bindings: ({ headDim }: CoopParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['o', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['dq', VT, 'read_write'], ['delta', 'f32', 'read_write'],
-    ];
-  },
-  uniforms: ATTN_U,
-  enable: () => ['subgroups'],
-  key: coopKey,
-  space: coopSpace,
+  bindings: (p: CoopParams) => dqBindings(p.headDim),
+  ...COOP_KERNEL,
   body: ({ headDim, lanes: S }) => {
     const { prelude, nv } = vecInfo(headDim);
     const E = range(nv);
@@ -469,20 +469,7 @@ const coopDqKernel = defineKernel({
       let ds = p * (dp - dl);
       ${E.map((e) => `a${e} += ds * bk${e};`).join(' ')}
     }`;
-    return /* wgsl */ `${prelude}
-const S = ${S}u;
-
-@compute @workgroup_size(${S})
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let h = wg.y;
-  let b = wg.z;
-  let t0 = wg.x * S;
-  let tRaw = t0 + li;
-  let t = min(tRaw, u.T - 1u);
-  let tLast = min(u.T - 1u, t0 + S - 1u);
-  let qRow = ((b * u.T + t) * u.H + h) * NV;
-  let kvStride = u.KVH * NV;
-  let kvBase = b * u.T * kvStride + (h / u.G) * NV;
+    return /* wgsl */ `${prelude}${coopQueryMain(S)}
   ${loadRow('q', 'q', 'qRow', nv, ' * u.scale')}
   ${loadRow('g', 'dO', 'qRow', nv)}
   let dl = ${rowDot((e) => `g${e}`, (e) => `o[qRow + ${e}u]`, nv)};
@@ -507,17 +494,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
 // from the workgroup's first key on (lane i loads query row t0 + i with its dO, lse and delta).
 const coopDkvKernel = defineKernel({
   name: 'attention_bwd_dkv_coop',
-  bindings: ({ headDim }: CoopParams) => {
-    const VT = vecInfo(headDim).vt;
-    return [
-      ['q', VT, 'read'], ['k', VT, 'read'], ['v', VT, 'read'], ['dO', VT, 'read'],
-      ['lse', 'f32', 'read'], ['delta', 'f32', 'read'], ['dk', VT, 'read_write'], ['dv', VT, 'read_write'],
-    ];
-  },
-  uniforms: ATTN_U,
-  enable: () => ['subgroups'],
-  key: coopKey,
-  space: coopSpace,
+  bindings: (p: CoopParams) => dkvBindings(p.headDim),
+  ...COOP_KERNEL,
   body: ({ headDim, lanes: S }) => {
     const { prelude, nv } = vecInfo(headDim);
     const E = range(nv);
@@ -735,7 +713,7 @@ export class KvCache {
     }
   }
 
-  private write(kernel: string, layer: number, k: Tensor, v: Tensor, lens: Tensor, n: number, prefill: boolean): void {
+  private write(gpu: Gpu, kernel: string, layer: number, k: Tensor, v: Tensor, lens: Tensor, n: number, prefill: boolean): void {
     this.checkLayer(kernel, layer);
     const rowLen = this.kvHeads * this.headDim;
     expectTensor(kernel, 'k', k, 'f32', [this.batch * n, rowLen]);
@@ -746,24 +724,22 @@ export class KvCache {
     const wgY = cdiv(wgPerSeq, wgX);
     for (let c = 0; c < this.chunks; c++) {
       const u = { n, rowLen, maxLen: this.maxLen, batch0: c * this.seqsPerChunk, prefill: prefill ? 1 : 0, wgX };
-      kvWriteKernel.run(this.gpu, {}, { kNew: k, vNew: v, kc: this.k[layer][c], vc: this.v[layer][c], lens }, [wgX, wgY, this.chunkSeqs(c)], u);
+      kvWriteKernel.run(gpu, {}, { kNew: k, vNew: v, kc: this.k[layer][c], vc: this.v[layer][c], lens }, [wgX, wgY, this.chunkSeqs(c)], u);
     }
   }
 
   /** Writes n new tokens per sequence (k, v: [B·n, KVH·D], rows b·n + i) at positions lens[b] + i. */
   append(gpu: Gpu, layer: number, k: Tensor, v: Tensor, lens: Tensor = this.lens): void {
-    void gpu;
     const n = k.shape[0] / this.batch;
     if (!Number.isInteger(n) || n < 1) {
       throw new GpuError(`KvCache.append: k has ${k.shape[0]} rows, not a positive multiple of batch ${this.batch}`);
     }
-    this.write('KvCache.append', layer, k, v, lens, n, false);
+    this.write(gpu, 'KvCache.append', layer, k, v, lens, n, false);
   }
 
   /** Writes a right-padded prompt batch's k/v ([B·T, KVH·D]): rows t < promptLens[b] to positions t. */
   prefill(gpu: Gpu, layer: number, k: Tensor, v: Tensor, promptLens: Tensor, seqLen: number): void {
-    void gpu;
-    this.write('KvCache.prefill', layer, k, v, promptLens, seqLen, true);
+    this.write(gpu, 'KvCache.prefill', layer, k, v, promptLens, seqLen, true);
   }
 
   /** lens ← promptLens (u32 [B]), recorded in order with the other commands. */

@@ -15,6 +15,31 @@ export function spreadGrid(count: number): { workgroups: [number, number]; nx: n
 }
 
 /**
+ * The WGSL opening of a kernel on a rowsGrid: `row` = wid.z · u.ny + wid.y, `col` = wid.x · wg + lid.x,
+ * returning past u.<rowsBound> or u.<colsBound>. The body follows inside main.
+ */
+export function rowGridMain(wg: number, row: string, col: string, rowsBound: string, colsBound: string): string {
+  return /* wgsl */ `
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let ${row} = wid.z * u.ny + wid.y;
+  let ${col} = wid.x * ${wg}u + lid.x;
+  if (${row} >= u.${rowsBound} || ${col} >= u.${colsBound}) { return; }`;
+}
+
+/**
+ * The WGSL opening of a kernel over a flat index on a spreadGrid: `index` = gid.x + gid.y · u.<stride>
+ * (stride = nx · workgroup size), returning past u.<bound>. The body follows inside main.
+ */
+export function flatIndexMain(wg: number, index: string, bound: string, stride: string): string {
+  return /* wgsl */ `
+@compute @workgroup_size(${wg})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let ${index} = gid.x + gid.y * u.${stride};
+  if (${index} >= u.${bound}) { return; }`;
+}
+
+/**
  * Grid for row-structured kernels: x spans a row's column vectors (`colGroups` workgroups), y and z
  * the rows (z only beyond 65535 rows). Avoids a per-lane integer division (scalar on CPUs).
  * Kernels compute row = wid.z · ny + wid.y.
@@ -99,7 +124,7 @@ fn orderKey(f: f32) -> u32 {
 
 /**
  * The PCG-RXS-M-XS 32-bit hash (Jarzynski & Olano, "Hash Functions for GPU Rendering", JCGT 2020)
- * as WGSL `pcg`; pcgHash is the same on the CPU.
+ * as WGSL `pcg`; pcgHash in src/util/rng.ts is the same on the CPU.
  */
 export const PCG_WGSL = /* wgsl */ `
 fn pcg(v: u32) -> u32 {
@@ -108,8 +133,3 @@ fn pcg(v: u32) -> u32 {
   return (word >> 22u) ^ word;
 }`;
 
-export function pcgHash(v: number): number {
-  const state = (Math.imul(v >>> 0, 747796405) + 2891336453) >>> 0;
-  const word = Math.imul(((state >>> ((state >>> 28) + 4)) ^ state) >>> 0, 277803737) >>> 0;
-  return ((word >>> 22) ^ word) >>> 0;
-}

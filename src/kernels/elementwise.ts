@@ -8,7 +8,8 @@
 
 import { defineKernel, product } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, outputTensor, overlaps, PCG_WGSL, pcgHash, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
+import { expectTensor, outputTensor, overlaps, PCG_WGSL, rowGridMain, rowsCols, rowsGrid, sameStorage, shapeStr, spreadGrid, vecType, vecWidth } from './common.ts';
+import { pcgHash } from '../util/rng.ts';
 
 const ELEM_WG = 64;
 /** Elements per lane (in units of the vector width) for streaming kernels: amortises per-lane setup. */
@@ -46,12 +47,7 @@ fn sigmoid4(g: vec4<f32>) -> vec4<f32> { return 1.0 / (1.0 + exp(-g)); }
 fn sigmoid1(g: f32) -> f32 { return 1.0 / (1.0 + exp(-g)); }`;
 
 // Row-grid kernel header: lane (row r, column vector c) of a [rows, colsv] output.
-const ROW_HEADER = (wg: number) => /* wgsl */ `
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let r = wid.z * u.ny + wid.y;
-  let c = wid.x * ${wg}u + lid.x;
-  if (r >= u.rows || c >= u.colsv) { return; }`;
+const ROW_HEADER = (wg: number) => rowGridMain(wg, 'r', 'c', 'rows', 'colsv');
 
 const sig = (v: Vw) => (v === 4 ? 'sigmoid4' : 'sigmoid1');
 
@@ -317,7 +313,7 @@ const scatterAddRowsKernel = defineKernel({
   uniforms: { ...ROW_U, dstRows: 'u32', srcRow0: 'u32', alpha: 'f32' },
   key: ({ v }) => `v${v}`,
   space: () => product({ v: VW }),
-  body: ({ v }) => `${ROW_HEADER(ELEM_WG)}
+  body: () => `${ROW_HEADER(ELEM_WG)}
   let dst = idx[r];
   if (dst < u.dstRows) { let i = dst * u.colsv + c; y[i] = y[i] + u.alpha * x[(u.srcRow0 + r) * u.colsv + c]; }
 }`,
@@ -359,80 +355,6 @@ export function copyRows(gpu: Gpu, src: Tensor, dst: Tensor, srcRow: number, dst
     throw new GpuError(`${K}: rows ${srcRow}+${count} of ${shapeStr(src)} → ${dstRow}+${count} of ${shapeStr(dst)} out of range`);
   }
   if (count > 0) gpu.copy(src, dst, count * cols, srcRow * cols, dstRow * cols);
-}
-
-// ------------------------------------------------------------------------------------------------
-// sum of squares (gradient norm), two passes, no float atomics
-// ------------------------------------------------------------------------------------------------
-
-const SS_WG = 64;
-/** Vectors each lane of pass 1 sums: few partials, still enough lanes to fill a GPU. */
-const SS_VECS_PER_LANE = 64;
-const SS_FINAL_WG = 256;
-
-// Each lane writes its own partial: no workgroup barrier (slow on llvmpipe), fixed order.
-const sumSquaresPartialKernel = defineKernel({
-  name: 'sum_squares_partial',
-  bindings: ({ v }: { v: Vw }) => [['x', vecType(v), 'read'], ['partial', 'f32', 'read_write']],
-  uniforms: { n: 'u32', lanes: 'u32', nx: 'u32', base: 'u32' },
-  key: ({ v }) => `v${v}`,
-  space: () => product({ v: VW }),
-  body: ({ v }) => `
-@compute @workgroup_size(${SS_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let lane = (wid.y * u.nx + wid.x) * ${SS_WG}u + lid.x;
-  var s = 0.0;
-  for (var i = lane; i < u.n; i += u.lanes) { let e = x[i]; s += ${v === 4 ? 'dot(e, e)' : 'e * e'}; }
-  partial[u.base + lane] = s;
-}`,
-});
-
-const sumSquaresFinalKernel = defineKernel({
-  name: 'sum_squares_final',
-  bindings: [['partial', 'f32', 'read'], ['out', 'f32', 'read_write']],
-  uniforms: { n: 'u32' },
-  body: () => `
-var<workgroup> red: array<f32, ${SS_FINAL_WG}>;
-@compute @workgroup_size(${SS_FINAL_WG})
-fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
-  var s = 0.0;
-  for (var i = lid.x; i < u.n; i += ${SS_FINAL_WG}u) { s += partial[i]; }
-  red[lid.x] = s;
-  workgroupBarrier();
-  for (var k = ${SS_FINAL_WG / 2}u; k > 0u; k = k >> 1u) {
-    if (lid.x < k) { red[lid.x] += red[lid.x + k]; }
-    workgroupBarrier();
-  }
-  if (lid.x == 0u) { out[0] = red[0]; }
-}`,
-});
-
-/**
- * Σ over all elements of all tensors of x², as a [1] tensor on the GPU (global gradient norm²).
- * Pass 1 writes one float32 partial per lane (one dispatch per tensor), pass 2 reduces them in one
- * workgroup in a fixed order: deterministic, no atomics.
- */
-export function sumSquares(gpu: Gpu, tensors: readonly Tensor[], opts: { out?: Tensor } = {}): Tensor {
-  const K = 'sumSquares';
-  const plans = tensors.map((t, i) => {
-    expectTensor(K, `tensors[${i}]`, t, 'f32');
-    const v = vecWidth(t.size);
-    const nv = t.size / v;
-    const g = spreadGrid(Math.max(1, cdiv(nv, SS_VECS_PER_LANE * SS_WG)));
-    return { t, v, nv, g, lanes: g.workgroups[0] * g.workgroups[1] * SS_WG };
-  });
-  const total = plans.reduce((s, p) => s + p.lanes, 0);
-  const out = outputTensor(gpu, K, opts.out, [1]);
-  const partial = gpu.empty([Math.max(1, total)], 'f32', 'sumSquares.partial');
-  if (total === 0) gpu.fill(partial, 0);
-  let base = 0;
-  for (const p of plans) {
-    sumSquaresPartialKernel.run(gpu, { v: p.v }, { x: p.t, partial }, p.g.workgroups, { n: p.nv, lanes: p.lanes, nx: p.g.nx, base });
-    base += p.lanes;
-  }
-  sumSquaresFinalKernel.run(gpu, {}, { partial, out }, 1, { n: Math.max(1, total) });
-  partial.dispose();
-  return out;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -505,11 +427,6 @@ export function scatterAddRowsRef(x: Vec, cols: number, idx: ArrayLike<number>, 
   return out;
 }
 
-export function sumSquaresRef(arrays: readonly Vec[]): number {
-  let s = 0;
-  for (const a of arrays) for (let i = 0; i < a.length; i++) s += a[i] * a[i];
-  return s;
-}
 
 
 // ---------------------------------------------------------------------------------------------

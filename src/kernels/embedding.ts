@@ -15,7 +15,7 @@
 
 import { defineKernel, product } from '../gpu/kernel.ts';
 import { cdiv, ChunkedMatrix, GpuError, Tensor, type Gpu } from '../gpu/runtime.ts';
-import { expectTensor, outputTensor, overlaps, rowsGrid, shapeStr, vecType } from './common.ts';
+import { expectTensor, outputTensor, overlaps, rowGridMain, rowsGrid, shapeStr, vecType } from './common.ts';
 
 const EMBED_WG = 64;
 
@@ -42,12 +42,7 @@ const embedKernel = defineKernel({
   uniforms: { tokens: 'u32', dv: 'u32', ny: 'u32', start: 'u32', rows: 'u32', zeroFrom: 'u32' },
   key: ({ v }) => `v${v}`,
   space: () => product({ v: [1, 4] as const }),
-  body: ({ v }) => `
-@compute @workgroup_size(${EMBED_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = wid.z * u.ny + wid.y;
-  let j = wid.x * ${EMBED_WG}u + lid.x;
-  if (t >= u.tokens || j >= u.dv) { return; }
+  body: ({ v }) => `${rowGridMain(EMBED_WG, 't', 'j', 'tokens', 'dv')}
   let g = t * u.dv + j;
   let id = ids[t];
   let local = id - u.start;  // wraps to a huge value for id < start
@@ -76,12 +71,7 @@ const embedSelectKernel = defineKernel({
   body: ({ v, chunks }) => {
     const T = vecType(v);
     const cases = Array.from({ length: chunks }, (_, c) => `    case ${c}u: { y[g] = t${c}[local * u.dv + j]; }`).join('\n');
-    return `
-@compute @workgroup_size(${EMBED_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let t = wid.z * u.ny + wid.y;
-  let j = wid.x * ${EMBED_WG}u + lid.x;
-  if (t >= u.tokens || j >= u.dv) { return; }
+    return `${rowGridMain(EMBED_WG, 't', 'j', 'tokens', 'dv')}
   let g = t * u.dv + j;
   let id = ids[t];
   let c = select(0xffffffffu, id / u.rowsPerChunk, id < u.vocab);
@@ -209,12 +199,7 @@ const embedBackwardKernel = defineKernel({
   uniforms: { count: 'u32', dv: 'u32', ny: 'u32', k0: 'u32', start: 'u32', segOff: 'u32', orderOff: 'u32' },
   key: ({ v }) => `v${v}`,
   space: () => product({ v: [1, 4] as const }),
-  body: ({ v }) => `
-@compute @workgroup_size(${EMBED_WG})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let kk = wid.z * u.ny + wid.y;
-  let j = wid.x * ${EMBED_WG}u + lid.x;
-  if (kk >= u.count || j >= u.dv) { return; }
+  body: ({ v }) => `${rowGridMain(EMBED_WG, 'kk', 'j', 'count', 'dv')}
   let k = u.k0 + kk;
   let row = idx[k] - u.start;
   var acc = ${vecType(v)}(0.0);

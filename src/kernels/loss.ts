@@ -234,6 +234,21 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 });
 
 /**
+ * The opening of the kernels that write one block of dlogits (lane: column c of block row r, global row
+ * g = rowStart + r, element i): v starts at 0 and is only set where the row's coefficient a is not 0.
+ */
+const DLOGITS_BLOCK_MAIN = /* wgsl */ `
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let c = gid.x;
+  let r = wid.y + wid.z * ${MAX_ROWS_PER_DIM}u;
+  if (c >= u.cols || r >= u.rows) { return; }
+  let g = u.rowStart + r;
+  let i = r * u.cols + c;
+  let a = coefA[g];
+  var v = 0.0;`;
+
+/**
  * dlogits for sparse targets over a block: coefA·exp(z − lse) (in-set columns only) minus, when
  * inlineTarget (k = 1), coefB at the target column. In place over the logits unless `outOfPlace`.
  */
@@ -249,16 +264,7 @@ const denseSparseKernel = defineKernel({
   uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
   key: ({ inlineTarget, useSet, outOfPlace }) => `${inlineTarget ? 'inline' : ''}${useSet ? '_set' : ''}${outOfPlace ? '_oop' : ''}`,
   space: () => product({ inlineTarget: BOOL, useSet: BOOL, outOfPlace: BOOL }),
-  body: ({ inlineTarget, useSet, outOfPlace }) => /* wgsl */ `
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let c = gid.x;
-  let r = wid.y + wid.z * ${MAX_ROWS_PER_DIM}u;
-  if (c >= u.cols || r >= u.rows) { return; }
-  let g = u.rowStart + r;
-  let i = r * u.cols + c;
-  let a = coefA[g];
-  var v = 0.0;
+  body: ({ inlineTarget, useSet, outOfPlace }) => /* wgsl */ `${DLOGITS_BLOCK_MAIN}
   if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) { v = a * exp(${outOfPlace ? 'zin' : 'd'}[i] - lse[g]); }
   ${inlineTarget ? 'if (tgt[g] == i32(u.colStart + c)) { v -= coefB[g]; }' : ''}
   d[i] = v;
@@ -385,16 +391,7 @@ const dense2Kernel = defineKernel({
   uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
   key: ({ useSet, outOfPlace }) => `${useSet ? 'set' : ''}${outOfPlace ? '_oop' : ''}`,
   space: () => product({ useSet: BOOL, outOfPlace: BOOL }),
-  body: ({ useSet, outOfPlace }) => /* wgsl */ `
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let c = gid.x;
-  let r = wid.y + wid.z * ${MAX_ROWS_PER_DIM}u;
-  if (c >= u.cols || r >= u.rows) { return; }
-  let g = u.rowStart + r;
-  let i = r * u.cols + c;
-  let a = coefA[g];
-  var v = 0.0;
+  body: ({ useSet, outOfPlace }) => /* wgsl */ `${DLOGITS_BLOCK_MAIN}
   if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) {
     v = a * (exp(${outOfPlace ? 'zin' : 'd'}[i] - lse2[2u * g]) - exp(zt[i] - lse2[2u * g + 1u]));
   }
@@ -1104,6 +1101,20 @@ function rowLse(z: ArrayLike<number>, off: number, V: number, allowed?: (v: numb
   return m + Math.log(s);
 }
 
+/** Membership of the references' token set (undefined: every token counts). */
+function tokenFilter(tokenSet: ArrayLike<number> | undefined): ((v: number) => boolean) | undefined {
+  if (!tokenSet) return undefined;
+  const set = new Set(Array.from(tokenSet));
+  return (v) => set.has(v);
+}
+
+/** Σ of the row weights: the mask, else 1 per row. */
+function maskedCount(M: number, mask: ArrayLike<number> | undefined): number {
+  let count = 0;
+  for (let i = 0; i < M; i++) count += mask ? mask[i] : 1;
+  return count;
+}
+
 function normOf(n: Normalizer | undefined, count: number): number {
   return n === undefined || n === 'mean' ? count : n === 'sum' ? 1 : n;
 }
@@ -1142,10 +1153,8 @@ export interface TopKRefOptions {
 
 /** Top-k KL (see topKDistillation for the convention). idx [M, k] (negative = none), logp [M, k]. */
 export function topKDistillationRef(logits: ArrayLike<number>, M: number, V: number, idx: ArrayLike<number>, logp: ArrayLike<number>, k: number, opts: TopKRefOptions = {}): LossRef {
-  const set = opts.tokenSet ? new Set(Array.from(opts.tokenSet)) : null;
-  const allowed = set ? (v: number) => set.has(v) : undefined;
-  let count = 0;
-  for (let i = 0; i < M; i++) count += opts.mask ? opts.mask[i] : 1;
+  const allowed = tokenFilter(opts.tokenSet);
+  const count = maskedCount(M, opts.mask);
   const N = normOf(opts.normalizer, count);
   const d = new Float64Array(M * V);
   let sum = 0;
@@ -1156,7 +1165,7 @@ export function topKDistillationRef(logits: ArrayLike<number>, M: number, V: num
     const valid: number[] = [];
     for (let j = 0; j < k; j++) {
       const t = idx[i * k + j];
-      if (t >= 0 && t < V && (!set || set.has(t))) valid.push(j);
+      if (t >= 0 && t < V && (!allowed || allowed(t))) valid.push(j);
     }
     if (!valid.length) continue;
     let lmax = -Infinity;
@@ -1181,10 +1190,8 @@ export function topKDistillationRef(logits: ArrayLike<number>, M: number, V: num
 
 /** KL(teacher‖student) with full teacher logits; gradient w.r.t. the student logits. */
 export function klDistillationRef(student: ArrayLike<number>, teacher: ArrayLike<number>, M: number, V: number, opts: { mask?: ArrayLike<number>; tokenSet?: ArrayLike<number>; normalizer?: Normalizer } = {}): LossRef {
-  const set = opts.tokenSet ? new Set(Array.from(opts.tokenSet)) : null;
-  const allowed = set ? (v: number) => set.has(v) : undefined;
-  let count = 0;
-  for (let i = 0; i < M; i++) count += opts.mask ? opts.mask[i] : 1;
+  const allowed = tokenFilter(opts.tokenSet);
+  const count = maskedCount(M, opts.mask);
   const N = normOf(opts.normalizer, count);
   const d = new Float64Array(M * V);
   let sum = 0;
@@ -1208,8 +1215,7 @@ export function klDistillationRef(student: ArrayLike<number>, teacher: ArrayLike
 
 /** Top-k of log-softmax per row (ties: lowest index), optionally over a token set. */
 export function logSoftmaxTopKRef(logits: ArrayLike<number>, M: number, V: number, k: number, tokenSet?: ArrayLike<number>): { indices: number[][]; logprobs: number[][] } {
-  const set = tokenSet ? new Set(Array.from(tokenSet)) : null;
-  const allowed = set ? (v: number) => set.has(v) : undefined;
+  const allowed = tokenFilter(tokenSet);
   const indices: number[][] = [];
   const logprobs: number[][] = [];
   for (let i = 0; i < M; i++) {

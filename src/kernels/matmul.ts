@@ -856,7 +856,7 @@ export function matmulSegmented(gpu: Gpu, a: Tensor, b: Tensor, seg: Tensor, opt
   if (a.dtype !== 'f32' || b.dtype !== 'f32') throw new GpuError(`${desc}: operands must be f32`);
   if (a.shape.length !== 2 || b.shape.length !== 3) throw new GpuError(`${desc}: A must be [M, K] and B [segments, …]`);
   const [M, K] = a.shape;
-  const [S, br, bc] = b.shape;
+  const [, br, bc] = b.shape;
   const Kb = transB ? bc : br;
   const N = transB ? br : bc;
   if (K !== Kb) throw new GpuError(`${desc}: inner dimensions differ (${K} vs ${Kb})`);
@@ -881,7 +881,6 @@ export function matmulSegmented(gpu: Gpu, a: Tensor, b: Tensor, seg: Tensor, opt
     M, N, K, batch: 1, sA: 0, sB: K * N, sC: M * N, ldc: N, cOff: 0, sBias: 0, biasOff: 0,
     alpha: opts.alpha ?? 1, flags: (opts.bias ? 1 : 0) | (opts.accumulate ? 2 : 0),
   };
-  void S;
   if (opts.bias && (opts.bias.dtype !== 'f32' || opts.bias.size !== N)) throw new GpuError(`${desc}: bias ${shp(opts.bias)} must be f32 [${N}]`);
   gpu.run(matmulKernel.program(p), { A: a, B: b, C: out, Bias: opts.bias ?? dummyBias(gpu), Seg: seg }, plan.workgroups, u);
   return out;

@@ -13,7 +13,7 @@
 
 import { defineKernel } from '../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { expectTensor, spreadGrid } from './common.ts';
+import { expectTensor, flatIndexMain, spreadGrid } from './common.ts';
 
 const WG = 256;
 /** Elements each thread squares in the norm's first pass (a workgroup covers WG·NORM_ITEMS). */
@@ -158,11 +158,7 @@ const adamKernel = defineKernel({
     oneMinusBeta1: 'f32', beta2: 'f32', oneMinusBeta2: 'f32', eps: 'f32',
     decayFactor: 'f32', l2: 'f32', stepSize: 'f32', bc2Sqrt: 'f32',
   },
-  body: () => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * u.rowStride;
-  if (i >= u.n) { return; }
+  body: () => /* wgsl */ `${flatIndexMain(WG, 'i', 'n', 'rowStride')}
   let p0 = p[i];
   // scale[1] = clip coefficient (1 when clipping is off); l2 = torch Adam's coupled weight decay.
   let grad = g[i] * scale[1] + u.l2 * p0;
@@ -189,6 +185,11 @@ export interface StepOptions {
   lr: number;
   /** Clip the global gradient norm to this value (torch.nn.utils.clip_grad_norm_) before the update. */
   maxGradNorm?: number;
+  /**
+   * [norm, clipCoef] already recorded for these gradients (gradNormClip), used as it is instead of
+   * maxGradNorm: a caller that needs the norm itself computes it once.
+   */
+  normClip?: Tensor;
 }
 
 export interface OptimizerStateData {
@@ -200,7 +201,7 @@ export interface OptimizerStateData {
 abstract class OptimizerBase {
   /** Number of steps taken (torch's `state['step']`). */
   t = 0;
-  /** [norm, clipCoef] of the last clipped step (GPU); null when the last step did not clip. */
+  /** [norm, clipCoef] the last step computed itself (maxGradNorm; GPU); null when it did not clip or was given normClip. */
   lastGradNorm: Tensor | null = null;
   protected readonly unitScale: Tensor;
 
@@ -227,10 +228,15 @@ abstract class OptimizerBase {
     });
   }
 
-  /** The clip-coefficient buffer for this step (records the norm reduction when clipping). */
-  protected scaleFor(grads: readonly Tensor[], maxGradNorm: number | undefined): Tensor {
+  /** The clip-coefficient buffer for this step: given, or recorded here when clipping, else 1. */
+  protected scaleFor(grads: readonly Tensor[], opts: StepOptions): Tensor {
     this.lastGradNorm?.dispose();
     this.lastGradNorm = null;
+    if (opts.normClip) {
+      expectTensor(`${this.kernel}.step`, 'normClip', opts.normClip, 'f32', [2]);
+      return opts.normClip;
+    }
+    const maxGradNorm = opts.maxGradNorm;
     if (maxGradNorm === undefined || maxGradNorm === Infinity) return this.unitScale;
     this.lastGradNorm = gradNormClip(this.gpu, grads, maxGradNorm);
     return this.lastGradNorm;
@@ -302,7 +308,7 @@ export class AdamW extends OptimizerBase {
   /** Records one optimizer step (t += 1). Nothing is awaited. */
   step(grads: readonly Tensor[], opts: StepOptions): void {
     this.checkGrads(grads);
-    const scale = this.scaleFor(grads, opts.maxGradNorm);
+    const scale = this.scaleFor(grads, opts);
     this.t++;
     const { lr } = opts;
     const bc1 = 1 - this.beta1 ** this.t;
@@ -340,11 +346,7 @@ const sgdKernel = defineKernel({
   name: 'optim_sgd_update',
   bindings: [['p', 'f32', 'read_write'], ['g', 'f32', 'read'], ['buf', 'f32', 'read_write'], ['scale', 'f32', 'read']],
   uniforms: { n: 'u32', rowStride: 'u32', hasMomentum: 'u32', first: 'u32', nesterov: 'u32', lr: 'f32', momentum: 'f32', oneMinusDampening: 'f32', wd: 'f32' },
-  body: () => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * u.rowStride;
-  if (i >= u.n) { return; }
+  body: () => /* wgsl */ `${flatIndexMain(WG, 'i', 'n', 'rowStride')}
   let p0 = p[i];
   var d = g[i] * scale[1] + u.wd * p0;
   if (u.hasMomentum != 0u) {
@@ -391,7 +393,7 @@ export class SGD extends OptimizerBase {
 
   step(grads: readonly Tensor[], opts: StepOptions): void {
     this.checkGrads(grads);
-    const scale = this.scaleFor(grads, opts.maxGradNorm);
+    const scale = this.scaleFor(grads, opts);
     const first = this.t === 0;
     this.t++;
     const hasMomentum = this.momentum !== 0;

@@ -68,6 +68,17 @@ fn gumbel(x: u32) -> f32 {
 /** Row state (u32 [B, 8], floats bitcast): 0 m, 1 s, 2 argmax value, 3 argmax idx, 4 τ prefix, 5 mass above, 6 best, 7 best idx. */
 const STATE = 8;
 
+/**
+ * The opening of the kernels with one workgroup of RW lanes per row r of a logits block (global row
+ * g = rowStart + r, the row's first element base); lanes stride over its columns.
+ */
+const BLOCK_ROW_MAIN = /* wgsl */ `@compute @workgroup_size(${RW})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * ${MAXD}u;
+  if (r >= u.rows) { return; }
+  let g = u.rowStart + r;
+  let base = r * u.cols;`;
+
 /** Per block row: max and Σexp of z/T, and argmax of z; last chunk writes the argmax token. */
 const statsKernel = defineKernel({
   name: 'sample_stats',
@@ -78,12 +89,7 @@ var<workgroup> shM: array<f32, ${RW}>;
 var<workgroup> shS: array<f32, ${RW}>;
 var<workgroup> shV: array<f32, ${RW}>;
 var<workgroup> shI: array<u32, ${RW}>;
-@compute @workgroup_size(${RW})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let r = wid.x + wid.y * ${MAXD}u;
-  if (r >= u.rows) { return; }
-  let g = u.rowStart + r;
-  let base = r * u.cols;
+${BLOCK_ROW_MAIN}
   var m = ${NEG}; var s = 0.0; var bv = ${NEG}; var bi = 0xffffffffu;
   for (var c = lid; c < u.cols; c += ${RW}u) {
     let z = logits[base + c];
@@ -128,12 +134,7 @@ const nucleusHistKernel = defineKernel({
   body: () => /* wgsl */ `
 ${PHILOX}
 var<workgroup> sh: array<f32, ${16 * RW}>;
-@compute @workgroup_size(${RW})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let r = wid.x + wid.y * ${MAXD}u;
-  if (r >= u.rows) { return; }
-  let g = u.rowStart + r;
-  let base = r * u.cols;
+${BLOCK_ROW_MAIN}
   let m = bitcast<f32>(state[g * ${STATE}u]);
   let prefix = state[g * ${STATE}u + 4u];
   let shift = 28u - 4u * u.ps;
@@ -209,12 +210,7 @@ const gumbelKernel = defineKernel({
 ${PHILOX}
 var<workgroup> shV: array<f32, ${RW}>;
 var<workgroup> shI: array<u32, ${RW}>;
-@compute @workgroup_size(${RW})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let r = wid.x + wid.y * ${MAXD}u;
-  if (r >= u.rows) { return; }
-  let g = u.rowStart + r;
-  let base = r * u.cols;
+${BLOCK_ROW_MAIN}
   let tau = state[g * ${STATE}u + 4u];
   let seq = seqIds[g];
   let key = ${rowSeeds ? 'vec2<u32>(seeds[2u * g], seeds[2u * g + 1u])' : 'vec2<u32>(u.seedLo, u.seedHi)'};

@@ -27,7 +27,6 @@ import { embed } from '../kernels/embedding.ts';
 import { gatherRows } from '../kernels/elementwise.ts';
 import { sampleTokens } from '../kernels/sampling.ts';
 import { UserError } from '../util/errors.ts';
-import type { ChatTokenizer } from './tokenizer.ts';
 import type { AnyLora, LoraWeights, MultiLora, Transformer } from './transformer.ts';
 
 export interface GenerateRequest {
@@ -224,8 +223,7 @@ function promptBatch(gpu: Gpu, prompts: number[][], T: number) {
  * Generates completions for every request (n samples each). Results are in request-major order:
  * result[r·n + s] is sample s of request r.
  */
-export async function generate(model: Transformer, tokenizer: ChatTokenizer | null, requests: GenerateRequest[], opts: GenerateOptions): Promise<GenerateResult[]> {
-  void tokenizer; // Stop ids come from opts; the tokenizer is accepted for API symmetry with the CLI.
+export async function generate(model: Transformer, requests: GenerateRequest[], opts: GenerateOptions): Promise<GenerateResult[]> {
   const o = checkOptions(model, requests, opts);
   const gpu = model.gpu;
   const stop = new Set(opts.stopIds ?? []);

@@ -95,20 +95,6 @@ export function softmaxInPlace(row: Float64Array, start = 0, end = row.length): 
   for (let i = start; i < end; i++) row[i] /= s;
 }
 
-/** log-softmax per row of logits [rows, n]. */
-export function logSoftmax(logits: Vec, rows: number, n: number): Float64Array {
-  const out = new Float64Array(rows * n);
-  for (let r = 0; r < rows; r++) {
-    let mx = -Infinity;
-    for (let i = 0; i < n; i++) mx = Math.max(mx, logits[r * n + i]);
-    let s = 0;
-    for (let i = 0; i < n; i++) s += Math.exp(logits[r * n + i] - mx);
-    const lse = mx + Math.log(s);
-    for (let i = 0; i < n; i++) out[r * n + i] = logits[r * n + i] - lse;
-  }
-  return out;
-}
-
 export interface SwigluWeights {
   gate: Vec;
   up: Vec;

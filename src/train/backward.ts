@@ -62,7 +62,6 @@ function linearBackward(
 ): Tensor {
   const gpu = model.gpu;
   const spec = LINEAR_MODULES[module];
-  const lw = model.weights.layers[l];
   if (isMultiLora(opts.lora)) return multiLinearBackward(model, l, module, xIn, dy, acts, opts, dxOut);
   const lora = opts.lora;
   const dropoutActive = !!(opts.train && lora?.dropout && lora.dropout > 0);

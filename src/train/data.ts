@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto';
 import type { ChatMessage, ChatTokenizer } from '../model/tokenizer.ts';
 import { UserError } from '../util/errors.ts';
-import { fsys } from '../util/files.ts';
+import { readJsonlFile } from '../util/jsonl.ts';
 
 export interface TeacherTopK {
   indices: number[][];
@@ -104,26 +104,12 @@ export function parseTeacherTopK(v: unknown, positions: number, vocab: number, w
  * rows with nothing to train on after truncation are skipped (counted).
  */
 export function loadTrainingData(file: string, tokenizer: ChatTokenizer | null, vocab: number, maxLen: number): LoadedData {
-  let text: string;
-  try {
-    text = fsys().readText(file);
-  } catch (err) {
-    throw new UserError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
   const examples: TrainExample[] = [];
   let truncated = 0;
   let skippedNoTarget = 0;
-  const lines = text.split('\n');
-  for (let n = 0; n < lines.length; n++) {
-    const line = lines[n].trim();
-    if (!line) continue;
-    const where = `${file}:${n + 1}`;
-    let row: Record<string, unknown>;
-    try {
-      row = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      throw new UserError(`${where}: not valid JSON`);
-    }
+  for (const { line, value } of readJsonlFile(file)) {
+    const where = `${file}:${line}`;
+    const row = value as Record<string, unknown>;
     if (typeof row !== 'object' || row === null || Array.isArray(row)) throw new UserError(`${where}: each line must be a JSON object`);
     let ex: TrainExample;
     if ('messages' in row) {

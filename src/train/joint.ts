@@ -273,7 +273,7 @@ export class JointTrainer {
         }
         const tr = this.trainers[p.k];
         const hidden = gatherRows(gpu, fwd.hidden, c.rows);
-        const r = tr.microLoss(hidden, p.mb, p.inp, recs[p.i].totalTargets, recs[p.i].totalDistill);
+        const r = tr.lossGradient(hidden, p.mb, p.inp, recs[p.i].totalTargets, recs[p.i].totalDistill);
         copyRows(gpu, r.dh!, dhAll, 0, row, c.hostRows.length);
         row += c.hostRows.length;
         hidden.dispose();

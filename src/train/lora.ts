@@ -2,7 +2,7 @@
 // from our own seeded RNG, gradient buffers, and flattening to parameter lists for the optimizer.
 import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import type { HostLora } from '../model/adapter.ts';
-import { Rng } from '../model/checkpoint.ts';
+import { SeedStreamRng } from '../util/rng.ts';
 import type { ModelConfig } from '../model/config.ts';
 import type { LoraWeights } from '../model/transformer.ts';
 import { LINEAR_MODULES, layerShapes, type LinearModule, type LayerWeights } from '../model/weights.ts';
@@ -31,7 +31,7 @@ export function initLoraHost(cfg: ModelConfig, lc: LoraConfig, seed: number): Ho
     const layer: HostLora['layers'][number] = {};
     for (const m of lc.targets) {
       const [o, i] = moduleShape(cfg, m);
-      const rng = new Rng(seed, `lora.${l}.${m}`);
+      const rng = new SeedStreamRng(seed, `lora.${l}.${m}`);
       const bound = 1 / Math.sqrt(i);
       const A = new Float32Array(lc.rank * i);
       for (let k = 0; k < A.length; k++) A[k] = (2 * rng.uniform() - 1) * bound;

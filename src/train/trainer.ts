@@ -14,9 +14,9 @@ import type { Gpu, Tensor } from '../gpu/runtime.ts';
 import { addInPlace, gatherRows } from '../kernels/elementwise.ts';
 import { buildEmbedGradIndex } from '../kernels/embedding.ts';
 import { klDistillation, lmHeadCrossEntropy, TokenSubset, topKDistillation, type LossResult } from '../kernels/loss.ts';
-import { AdamW, gradNorm, SGD } from '../kernels/optimizer.ts';
+import { AdamW, gradNorm, gradNormClip, SGD } from '../kernels/optimizer.ts';
 import { loraToHost, uploadLora, type HostLora } from '../model/adapter.ts';
-import { Rng } from '../model/checkpoint.ts';
+import { SeedStreamRng } from '../util/rng.ts';
 import type { ChatTokenizer } from '../model/tokenizer.ts';
 import type { LoraWeights, Transformer } from '../model/transformer.ts';
 import { UserError } from '../util/errors.ts';
@@ -90,7 +90,7 @@ export function scheduleFactor(schedule: Schedule, k: number, warmup: number, to
 export function epochOrder(n: number, seed: number, epoch: number, shuffle: boolean): number[] {
   const order = Array.from({ length: n }, (_, i) => i);
   if (!shuffle) return order;
-  const rng = new Rng(seed, `epoch.${epoch}`);
+  const rng = new SeedStreamRng(seed, `epoch.${epoch}`);
   for (let i = n - 1; i > 0; i--) {
     const j = rng.int(i + 1);
     [order[i], order[j]] = [order[j], order[i]];
@@ -165,6 +165,93 @@ export interface MicroInputs {
   compact: { hostRows: Uint32Array; rows: Tensor; inverse: Tensor | null; tgt: Tensor } | null;
   topk: { indices: Tensor; logprobs: Tensor; mask: Tensor } | null;
   dispose(): void;
+}
+
+/** One micro-batch packed on the host (packMicroBatch): what prepareMicro uploads. */
+export interface PackedMicroBatch {
+  /** Token ids [B·T], right-padded with 0. */
+  ids: Uint32Array;
+  /** Positions [B·T] (0..T-1 in every row). */
+  pos: Uint32Array;
+  /** Shifted targets [B·T]: labels[t+1], −100 where untrained or padding. */
+  tgt: Int32Array;
+  /** Number of labelled positions. */
+  targets: number;
+  /**
+   * The labelled rows, when only they go through the LM head: their indices in the micro-batch (hostRows),
+   * the same shifted by the joint row offset (rows), each row's compact row or 0xffffffff (inverse; null
+   * in a joint batch) and their targets.
+   */
+  compact: { hostRows: Uint32Array; rows: Uint32Array; inverse: Uint32Array | null; tgt: Int32Array } | null;
+  /** Stored teacher top-k, one row per LM-head row (the compact rows when compacting); padding lanes −∞. */
+  topk: { rows: number; k: number; indices: Uint32Array; logprobs: Float32Array; mask: Float32Array } | null;
+}
+
+/**
+ * Packs one micro-batch on the host (no GPU): padded ids and positions, shifted targets, the labelled rows
+ * and, for offline distillation, the stored teacher top-k of those rows. `joint`: the micro-batch is one
+ * student's block of a joint batch starting at row rowOffset (the labelled rows are then always listed).
+ */
+export function packMicroBatch(mb: MicroBatch, opts: { offlineTopK: boolean; joint?: { rowOffset: number } }): PackedMicroBatch {
+  const { joint } = opts;
+  const B = mb.rows.length;
+  const T = mb.T;
+  const ids = new Uint32Array(B * T);
+  const pos = new Uint32Array(B * T);
+  const tgt = new Int32Array(B * T).fill(-100);
+  mb.rows.forEach((r, b) => {
+    for (let t = 0; t < T; t++) {
+      ids[b * T + t] = t < r.ids.length ? r.ids[t] : 0;
+      pos[b * T + t] = t;
+      if (t + 1 < r.labels.length) tgt[b * T + t] = r.labels[t + 1];
+    }
+  });
+  // Completion-only losses need the LM head only at rows that carry a label: gather them (prompt rows are
+  // most of a chat) and scatter the gradient back. `inverse` maps each row to its compact row, or past the
+  // end (gatherRows writes zeros there).
+  let targets = 0;
+  for (let i = 0; i < tgt.length; i++) if (tgt[i] !== -100) targets++;
+  const useCompact = targets > 0 && (targets < B * T || !!joint);
+  const rowList = new Uint32Array(useCompact ? targets : B * T);
+  let compact: PackedMicroBatch['compact'] = null;
+  if (useCompact) {
+    const inverse = new Uint32Array(B * T).fill(0xffffffff);
+    const ct = new Int32Array(targets);
+    for (let i = 0, j = 0; i < tgt.length; i++) {
+      if (tgt[i] === -100) continue;
+      rowList[j] = i;
+      inverse[i] = j;
+      ct[j++] = tgt[i];
+    }
+    const off = joint?.rowOffset ?? 0;
+    compact = { hostRows: rowList, rows: off ? rowList.map((r) => r + off) : rowList, inverse: joint ? null : inverse, tgt: ct };
+  } else {
+    for (let i = 0; i < rowList.length; i++) rowList[i] = i;
+  }
+  let topk: PackedMicroBatch['topk'] = null;
+  if (opts.offlineTopK) {
+    const k = Math.max(...mb.rows.map((r) => (r.teacherTopK ? Math.max(...r.teacherTopK.indices.map((x) => x.length)) : 0)));
+    if (k === 0) throw new UserError('distillation from stored top-k needs "teacher_topk" on every row (or --distill-from a teacher model)');
+    for (const r of mb.rows) if (!r.teacherTopK) throw new UserError('every row needs "teacher_topk" for offline distillation');
+    const M = rowList.length;
+    const indices = new Uint32Array(M * k).fill(0xffffffff);
+    const logprobs = new Float32Array(M * k).fill(-Infinity);
+    const mask = new Float32Array(M);
+    rowList.forEach((flat, row) => {
+      if (tgt[flat] === -100) return;
+      const r = mb.rows[Math.floor(flat / T)];
+      const t = flat % T;
+      mask[row] = 1;
+      const idx = r.teacherTopK!.indices[t];
+      const lps = r.teacherTopK!.logprobs[t];
+      for (let j = 0; j < idx.length; j++) {
+        indices[row * k + j] = idx[j];
+        logprobs[row * k + j] = lps[j];
+      }
+    });
+    topk = { rows: M, k, indices, logprobs, mask };
+  }
+  return { ids, pos, tgt, targets, compact, topk };
 }
 
 /** Σ trained positions and Σ distillation weights over a step's micro-batches (its loss normalisers). */
@@ -243,85 +330,34 @@ export class Trainer {
   }
 
   /**
-   * Uploads one micro-batch: ids, positions, shifted targets (i32), the labelled rows, teacher top-k if
-   * any. `joint`: the micro-batch is one student's block of a joint batch starting at row rowOffset;
-   * then the labelled rows are always listed (rows tensor = joint rows) and ids/positions are not uploaded.
+   * Uploads one micro-batch (packed by packMicroBatch): ids, positions, shifted targets (i32), the labelled
+   * rows, teacher top-k if any. `joint`: the micro-batch is one student's block of a joint batch starting at
+   * row rowOffset; then the labelled rows are always listed (rows tensor = joint rows) and ids/positions are
+   * not uploaded.
    */
   prepareMicro(mb: MicroBatch, joint?: { rowOffset: number }): MicroInputs {
-    const B = mb.rows.length;
-    const T = mb.T;
-    const ids = new Uint32Array(B * T);
-    const pos = new Uint32Array(B * T);
-    const tgt = new Int32Array(B * T).fill(-100);
-    mb.rows.forEach((r, b) => {
-      for (let t = 0; t < T; t++) {
-        ids[b * T + t] = t < r.ids.length ? r.ids[t] : 0;
-        pos[b * T + t] = t;
-        if (t + 1 < r.labels.length) tgt[b * T + t] = r.labels[t + 1];
-      }
-    });
-    // Completion-only losses need the LM head only at rows that carry a label: gather them (prompt rows are
-    // most of a chat) and scatter the gradient back. `inverse` maps each row to its compact row, or past the
-    // end (gatherRows writes zeros there).
-    let targets = 0;
-    for (let i = 0; i < tgt.length; i++) if (tgt[i] !== -100) targets++;
-    const useCompact = targets > 0 && (targets < B * T || !!joint);
-    const rowList = new Uint32Array(useCompact ? targets : B * T);
-    let compact: MicroInputs['compact'] = null;
-    if (useCompact) {
-      const inverse = new Uint32Array(B * T).fill(0xffffffff);
-      const ct = new Int32Array(targets);
-      for (let i = 0, j = 0; i < tgt.length; i++) {
-        if (tgt[i] === -100) continue;
-        rowList[j] = i;
-        inverse[i] = j;
-        ct[j++] = tgt[i];
-      }
-      const off = joint?.rowOffset ?? 0;
-      compact = {
-        hostRows: rowList,
-        rows: this.gpu.upload(off ? rowList.map((r) => r + off) : rowList, [targets], 'u32', 'target_rows'),
-        inverse: joint ? null : this.gpu.upload(inverse, [B * T], 'u32', 'target_rows.inverse'),
-        tgt: this.gpu.upload(ct, [targets], 'i32', 'targets'),
-      };
-    } else {
-      for (let i = 0; i < rowList.length; i++) rowList[i] = i;
-    }
-    // Stored teacher top-k, one row per LM-head row (the compact rows when compacting).
-    let topk: { indices: Tensor; logprobs: Tensor; mask: Tensor } | null = null;
-    if (this.cfg.distillWeight > 0 && !this.teacher) {
-      const k = Math.max(...mb.rows.map((r) => (r.teacherTopK ? Math.max(...r.teacherTopK.indices.map((x) => x.length)) : 0)));
-      if (k === 0) throw new UserError('distillation from stored top-k needs "teacher_topk" on every row (or --distill-from a teacher model)');
-      for (const r of mb.rows) if (!r.teacherTopK) throw new UserError('every row needs "teacher_topk" for offline distillation');
-      const M = rowList.length;
-      const ind = new Uint32Array(M * k).fill(0xffffffff);
-      const lp = new Float32Array(M * k).fill(-Infinity);
-      const mask = new Float32Array(M);
-      rowList.forEach((flat, row) => {
-        if (tgt[flat] === -100) return;
-        const r = mb.rows[Math.floor(flat / T)];
-        const t = flat % T;
-        mask[row] = 1;
-        const idx = r.teacherTopK!.indices[t];
-        const lps = r.teacherTopK!.logprobs[t];
-        for (let j = 0; j < idx.length; j++) {
-          ind[row * k + j] = idx[j];
-          lp[row * k + j] = lps[j];
-        }
-      });
-      topk = {
-        indices: this.gpu.upload(ind, [M, k], 'u32', 'teacher_topk.indices'),
-        logprobs: this.gpu.upload(lp, [M, k], 'f32', 'teacher_topk.logprobs'),
-        mask: this.gpu.upload(mask, [M], 'f32', 'distill_mask'),
-      };
-    }
+    const gpu = this.gpu;
+    const h = packMicroBatch(mb, { offlineTopK: this.cfg.distillWeight > 0 && !this.teacher, joint });
+    const n = h.ids.length;
+    const c = h.compact;
+    const compact: MicroInputs['compact'] = c && {
+      hostRows: c.hostRows,
+      rows: gpu.upload(c.rows, [c.rows.length], 'u32', 'target_rows'),
+      inverse: c.inverse && gpu.upload(c.inverse, [n], 'u32', 'target_rows.inverse'),
+      tgt: gpu.upload(c.tgt, [c.tgt.length], 'i32', 'targets'),
+    };
+    const topk: MicroInputs['topk'] = h.topk && {
+      indices: gpu.upload(h.topk.indices, [h.topk.rows, h.topk.k], 'u32', 'teacher_topk.indices'),
+      logprobs: gpu.upload(h.topk.logprobs, [h.topk.rows, h.topk.k], 'f32', 'teacher_topk.logprobs'),
+      mask: gpu.upload(h.topk.mask, [h.topk.rows], 'f32', 'distill_mask'),
+    };
     const inputs: MicroInputs = {
-      hostIds: ids,
-      hostPos: pos,
-      targets,
-      ids: joint ? null : this.gpu.upload(ids, [B * T], 'u32', 'ids'),
-      pos: joint ? null : this.gpu.upload(pos, [B * T], 'u32', 'positions'),
-      tgt: compact || targets === 0 && joint ? null : this.gpu.upload(tgt, [B * T], 'i32', 'targets'),
+      hostIds: h.ids,
+      hostPos: h.pos,
+      targets: h.targets,
+      ids: joint ? null : gpu.upload(h.ids, [n], 'u32', 'ids'),
+      pos: joint ? null : gpu.upload(h.pos, [n], 'u32', 'positions'),
+      tgt: compact || (h.targets === 0 && joint) ? null : gpu.upload(h.tgt, [n], 'i32', 'targets'),
       compact,
       topk,
       dispose: () => {
@@ -456,7 +492,7 @@ export class Trainer {
       // Both losses read the LM head at the labelled rows only when compacting; dh is their gradient there.
       const c = inp.compact;
       const hidden = c ? gatherRows(gpu, fwd.hidden, c.rows) : fwd.hidden;
-      const r = this.microLoss(hidden, mb, inp, totalTargets, totalDistill);
+      const r = this.lossGradient(hidden, mb, inp, totalTargets, totalDistill);
       const dx = c ? gatherRows(gpu, r.dh!, c.inverse!) : r.dh!;
       modelBackward(model, fwd, dx, {
         lora: this.lora,
@@ -481,10 +517,10 @@ export class Trainer {
 
   /**
    * The losses of one micro-batch at its LM-head rows `hidden` (the labelled rows when compacted, else
-   * every row): CE and/or KL with the step's normalisers; dh is their summed gradient w.r.t. hidden
-   * (owned by the loss results).
+   * every row): CE and/or KL with the step's normalisers (recorded, not read); dh is their summed gradient
+   * w.r.t. hidden (owned by the loss results), the start of the backward.
    */
-  microLoss(hidden: Tensor, mb: MicroBatch, inp: MicroInputs, totalTargets: number, totalDistill: number): MicroLoss {
+  lossGradient(hidden: Tensor, mb: MicroBatch, inp: MicroInputs, totalTargets: number, totalDistill: number): MicroLoss {
     const { gpu, cfg, model } = this;
     const wCe = 1 - cfg.distillWeight;
     const wKl = cfg.distillWeight;
@@ -555,10 +591,20 @@ export class Trainer {
     return this.finishStep(rec, vals, t0);
   }
 
-  /** Records the gradient norm of an accumulated step; the tensors to read back (norm, then the losses' results). */
+  /** Global-norm clipping threshold, or undefined when clipping is off. */
+  private get clipNorm(): number | undefined {
+    const c = this.cfg.maxGradNorm;
+    return c > 0 && Number.isFinite(c) ? c : undefined;
+  }
+
+  /**
+   * Records the gradient norm of an accumulated step, once: [norm, clipCoef] when clipping (the optimizer
+   * step takes it as it is), else [norm]. Returns the tensors to read back (norm, then the losses' results).
+   */
   recordNorm(rec: StepRecord): StepRecord & { normT: Tensor; toRead: Tensor[] } {
     // Loss and gradient norm are checked before the update is applied: record the norm first.
-    const normT = gradNorm(this.gpu, this.grads);
+    const clip = this.clipNorm;
+    const normT = clip === undefined ? gradNorm(this.gpu, this.grads) : gradNormClip(this.gpu, this.grads, clip);
     const toRead: Tensor[] = [normT];
     for (const r of rec.results) {
       if (r.ce) toRead.push(r.ce.result);
@@ -578,7 +624,6 @@ export class Trainer {
     const wKl = cfg.distillWeight;
     const k = this.state.step;
     const lr = cfg.lr * scheduleFactor(cfg.schedule, k, cfg.warmupSteps, this.totalSteps);
-    const clip = cfg.maxGradNorm > 0 && Number.isFinite(cfg.maxGradNorm) ? cfg.maxGradNorm : undefined;
     const gn = vals[0][0];
     let ceSum = 0;
     let klSum = 0;
@@ -589,18 +634,13 @@ export class Trainer {
       r.ce?.dispose();
       r.kl?.dispose();
     }
-    rec.normT.dispose();
     const n = Math.max(1, totalTargets);
     const ce = ceSum / n;
     const kl = klSum / Math.max(1e-9, totalDistill);
     const loss = wCe * ce + wKl * kl;
     const finite = Number.isFinite(loss) && Number.isFinite(gn);
-    if (finite) {
-      this.opt.step(this.grads, { lr, maxGradNorm: clip });
-      if (this.lora) this.lora.version = (this.lora.version ?? 0) + 1; // merged weights are stale now
-      this.opt.lastGradNorm?.dispose();
-      this.opt.lastGradNorm = null;
-    }
+    if (finite) this.optimizerStep(rec.normT, lr);
+    rec.normT.dispose();
     zeroGrads(gpu, this.grads);
     return {
       step: k + 1,
@@ -615,6 +655,15 @@ export class Trainer {
       elapsedS: (performance.now() - t0) / 1000,
       finite,
     };
+  }
+
+  /**
+   * Records the parameter update from the accumulated gradients, with the norm recordNorm computed
+   * (normT: [norm, clipCoef] when clipping; the optimizer does not reduce the gradients again).
+   */
+  private optimizerStep(normT: Tensor, lr: number): void {
+    this.opt.step(this.grads, { lr, normClip: this.clipNorm === undefined ? undefined : normT });
+    if (this.lora) this.lora.version = (this.lora.version ?? 0) + 1; // merged weights are stale now
   }
 
   /** The error for a step whose loss or gradient norm is not finite. */

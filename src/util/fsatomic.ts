@@ -8,27 +8,8 @@ import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UserError } from './errors.ts';
 
-export async function writeFileAtomic(
-  filePath: string,
-  data: string | Uint8Array,
-): Promise<void> {
-  const dir = path.dirname(path.resolve(filePath));
-  const base = path.basename(filePath);
-  const tmp = path.join(dir, `.${base}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let fh: fsp.FileHandle | undefined;
-  try {
-    fh = await fsp.open(tmp, 'wx');
-    await fh.writeFile(data);
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await fsp.rename(tmp, filePath);
-  } catch (e) {
-    if (fh) await fh.close().catch(() => {});
-    await fsp.rm(tmp, { force: true }).catch(() => {});
-    throw e;
-  }
-  await fsyncDir(dir);
+export async function writeFileAtomic(filePath: string, data: string | Uint8Array): Promise<void> {
+  await withAtomicFile(filePath, (fh) => fh.writeFile(data));
 }
 
 export async function writeJsonAtomic(filePath: string, value: unknown, indent = 2): Promise<void> {

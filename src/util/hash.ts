@@ -1,7 +1,7 @@
 // Content hashes (sha256, hex) of inputs, so a resumed or cached run is matched to the bytes it was made
 // from, not to a path whose file may have changed since.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from './errors.ts';
 import { errnoText } from './outpaths.ts';
@@ -19,14 +19,6 @@ export async function hashFile(file: string): Promise<string> {
     throw new UserError(`${file}: cannot read (${errnoText(e)})`);
   }
   return h.digest('hex');
-}
-
-export function hashFileSync(file: string): string {
-  try {
-    return hashBytes(readFileSync(file));
-  } catch (e) {
-    throw new UserError(`${file}: cannot read (${errnoText(e)})`);
-  }
 }
 
 export interface ModelHashes {

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Gpu } from '../../src/gpu/runtime.ts';
 import { generatePrompts } from '../../src/experiment/paper/prompts.ts';
-import { tinyConfigJson, writeRandomCheckpoint } from '../../src/model/checkpoint.ts';
+import { tinyConfigJson, writeRandomCheckpoint } from './checkpoint.ts';
 import { ChatTokenizer } from '../../src/model/tokenizer.ts';
 import { Transformer } from '../../src/model/transformer.ts';
 import { saveFullModel } from '../../src/train/full.ts';

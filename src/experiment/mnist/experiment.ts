@@ -32,7 +32,6 @@ import {
   narrowLinear,
   narrowLinearGradW,
   noiseImages,
-  pcgHash,
   reluBackwardInPlace,
   reluInPlace,
   softmaxCrossEntropy,
@@ -40,6 +39,7 @@ import {
   type BatchIndex,
 } from './kernels.ts';
 import { Adam, packTensors, type PackedTensors } from '../../kernels/optimizer.ts';
+import { pcgHash, Sfc32Rng } from '../../util/rng.ts';
 import { IMAGE_PIXELS, NUM_CLASSES, packImages, type ImageDataset } from './data.ts';
 
 // ------------------------------------------------------------------------------------------------
@@ -106,57 +106,8 @@ export function paramShapes(d: MlpDims): number[][] {
 }
 
 // ------------------------------------------------------------------------------------------------
-// seeded CPU randomness (inits, shuffles, the cross-init permutation)
+// seeded CPU randomness (inits, shuffles, the cross-init permutation): Sfc32Rng streams
 // ------------------------------------------------------------------------------------------------
-
-/** sfc32 (Chris Doty-Humphrey's Small Fast Counting generator), seeded from hashed stream words. */
-export class Rng {
-  private a: number;
-  private b: number;
-  private c: number;
-  private d: number;
-  constructor(...stream: number[]) {
-    let h = 0x9e3779b9;
-    for (const s of stream) h = pcgHash((h ^ (s >>> 0)) >>> 0);
-    this.a = pcgHash(h ^ 1);
-    this.b = pcgHash(h ^ 2);
-    this.c = pcgHash(h ^ 3);
-    this.d = 1;
-    for (let i = 0; i < 12; i++) this.u32();
-  }
-  u32(): number {
-    const t = (((this.a + this.b) >>> 0) + this.d) >>> 0;
-    this.d = (this.d + 1) >>> 0;
-    this.a = this.b ^ (this.b >>> 9);
-    this.b = (this.c + (this.c << 3)) >>> 0;
-    this.c = ((this.c << 21) | (this.c >>> 11)) >>> 0;
-    this.c = (this.c + t) >>> 0;
-    return t;
-  }
-  /** Uniform in (0, 1) with 53 bits. */
-  uniform(): number {
-    return ((this.u32() >>> 5) * 67108864 + (this.u32() >>> 6) + 0.5) / 9007199254740992;
-  }
-  /** Uniform integer in [0, n). */
-  int(n: number): number {
-    return Math.floor(this.uniform() * n);
-  }
-  normal(): number {
-    return Math.sqrt(-2 * Math.log(this.uniform())) * Math.cos(2 * Math.PI * this.uniform());
-  }
-  /** Fisher–Yates permutation of 0..n-1. */
-  permutation(n: number): Uint32Array {
-    const p = new Uint32Array(n);
-    for (let i = 0; i < n; i++) p[i] = i;
-    for (let i = n - 1; i > 0; i--) {
-      const j = this.int(i + 1);
-      const t = p[i];
-      p[i] = p[j];
-      p[j] = t;
-    }
-    return p;
-  }
-}
 
 const STREAM_INIT = 1;
 const STREAM_TEACHER_SHUFFLE = 2;
@@ -166,7 +117,7 @@ const STREAM_NOISE = 5;
 
 /** Reference init of model `model` (independent of how models are grouped): float32 per tensor. */
 export function referenceInit(seed: number, model: number, d: MlpDims): Float32Array[] {
-  const rng = new Rng(STREAM_INIT, seed, model);
+  const rng = new Sfc32Rng(STREAM_INIT, seed, model);
   return paramShapes(d).map((shape) => {
     const out = new Float32Array(shape.reduce((a, b) => a * b, 1));
     if (shape.length === 2) {
@@ -188,7 +139,7 @@ export function referenceInit(seed: number, model: number, d: MlpDims): Float32A
  */
 export function crossInitIndices(seed: number, n: number): number[] {
   if (n === 1) return [1];
-  const rng = new Rng(STREAM_CROSS_PERM, seed, n);
+  const rng = new Sfc32Rng(STREAM_CROSS_PERM, seed, n);
   for (;;) {
     const p = rng.permutation(n);
     if (p.every((v, i) => v !== i)) return Array.from(p);
@@ -600,7 +551,7 @@ export async function runMnistExperiment(gpu: Gpu, data: ImageDataset, cfg: Mnis
     let step = 0;
     for (let epoch = 0; epoch < cfg.epochsTeacher; epoch++) {
       const table = new Uint32Array(gm * nTrain);
-      models.forEach((m, slot) => table.set(new Rng(STREAM_TEACHER_SHUFFLE, cfg.seed, m, epoch).permutation(nTrain), slot * nTrain));
+      models.forEach((m, slot) => table.set(new Sfc32Rng(STREAM_TEACHER_SHUFFLE, cfg.seed, m, epoch).permutation(nTrain), slot * nTrain));
       gpu.write(perm, table);
       let lastLoss: Tensor | null = null;
       for (const b of teacherBatches) {
@@ -653,7 +604,7 @@ export async function runMnistExperiment(gpu: Gpu, data: ImageDataset, cfg: Mnis
     step = 0;
     for (let epoch = 0; epoch < cfg.epochsStudent; epoch++) {
       const table = new Uint32Array(gm * cfg.noise);
-      models.forEach((m, slot) => table.set(new Rng(STREAM_NOISE_SHUFFLE, cfg.seed, m, epoch).permutation(cfg.noise), slot * cfg.noise));
+      models.forEach((m, slot) => table.set(new Sfc32Rng(STREAM_NOISE_SHUFFLE, cfg.seed, m, epoch).permutation(cfg.noise), slot * cfg.noise));
       gpu.write(noisePerm, table);
       for (const b of noiseBatches) {
         const index: BatchIndex = { idx: noisePerm, stride: cfg.noise, offset: b.start };

@@ -16,7 +16,8 @@
 
 import { defineKernel, product } from '../../gpu/kernel.ts';
 import { cdiv, GpuError, type Gpu, type Tensor } from '../../gpu/runtime.ts';
-import { expectTensor, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, pcgHash, shapeStr as shp, spreadGrid, vecType, vecWidth } from '../../kernels/common.ts';
+import { expectTensor, flatIndexMain, MAX_WG_PER_DIM as MAX_WG, PCG_WGSL, shapeStr as shp, spreadGrid, vecType, vecWidth } from '../../kernels/common.ts';
+import { pcgHash } from '../../util/rng.ts';
 
 const WG = 64;
 
@@ -41,11 +42,8 @@ const gatherKernel = defineKernel({
   name: 'mlp_gather_images',
   bindings: [['images', 'u32', 'read'], ['labelsAll', 'u32', 'read'], ['idx', 'u32', 'read'], ['x', 'vec4<f32>', 'read_write'], ['labels', 'u32', 'read_write']],
   uniforms: { total: 'u32', perRow: 'u32', rows: 'u32', idxStride: 'u32', idxOffset: 'u32', words: 'u32' },
-  body: () => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = gid.x + gid.y * u.perRow;        // (model, row, word)
-  if (t >= u.total) { return; }
+  body: () => /* wgsl */ `${flatIndexMain(WG, 't', 'total', 'perRow')}
+  // t enumerates (model, row, word)
   let w = t % u.words;
   let mr = t / u.words;                    // model * rows + row
   let m = mr / u.rows;
@@ -106,11 +104,8 @@ const noiseKernel = defineKernel({
   bindings: [['idx', 'u32', 'read'], ['x', 'vec4<f32>', 'read_write']],
   uniforms: { total: 'u32', perRow: 'u32', rows: 'u32', idxStride: 'u32', idxOffset: 'u32', quads: 'u32', seedHash: 'u32', modelBase: 'u32' },
   body: () => /* wgsl */ `
-${PCG_WGSL}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let t = gid.x + gid.y * u.perRow;        // (model, row, quad of pixels)
-  if (t >= u.total) { return; }
+${PCG_WGSL}${flatIndexMain(WG, 't', 'total', 'perRow')}
+  // t enumerates (model, row, quad of pixels)
   let q = t % u.quads;
   let mr = t / u.quads;
   let m = mr / u.rows;
@@ -161,11 +156,7 @@ const reluKernel = defineKernel({
   uniforms: { n: 'u32', perRow: 'u32' },
   key: ({ vec }) => (vec === 'f32' ? 's' : 'v4'),
   space: () => product({ vec: ['f32', 'vec4<f32>'] }),
-  body: ({ vec }) => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * u.perRow;
-  if (i >= u.n) { return; }
+  body: ({ vec }) => /* wgsl */ `${flatIndexMain(WG, 'i', 'n', 'perRow')}
   x[i] = max(x[i], ${vec}(0.0));
 }`,
 });
@@ -186,11 +177,7 @@ const reluBackwardKernel = defineKernel({
   uniforms: { n: 'u32', perRow: 'u32' },
   key: ({ vec }) => (vec === 'f32' ? 's' : 'v4'),
   space: () => product({ vec: ['f32', 'vec4<f32>'] }),
-  body: ({ vec }) => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let i = gid.x + gid.y * u.perRow;
-  if (i >= u.n) { return; }
+  body: ({ vec }) => /* wgsl */ `${flatIndexMain(WG, 'i', 'n', 'perRow')}
   dy[i] = select(${vec}(0.0), dy[i], y[i] > ${vec}(0.0));
 }`,
 });
@@ -215,11 +202,7 @@ const crossEntropyKernel = defineKernel({
   name: 'mlp_softmax_cross_entropy',
   bindings: [['logits', 'f32', 'read'], ['labels', 'u32', 'read'], ['dlogits', 'f32', 'read_write'], ['loss', 'f32', 'read_write']],
   uniforms: { rows: 'u32', perRow: 'u32', cols: 'u32', classes: 'u32', scale: 'f32' },
-  body: () => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let r = gid.x + gid.y * u.perRow;
-  if (r >= u.rows) { return; }
+  body: () => /* wgsl */ `${flatIndexMain(WG, 'r', 'rows', 'perRow')}
   let base = r * u.cols;
   var mx = logits[base];
   for (var j = 1u; j < u.classes; j++) { mx = max(mx, logits[base + j]); }
@@ -257,11 +240,7 @@ const klKernel = defineKernel({
   name: 'mlp_kl_distill',
   bindings: [['student', 'f32', 'read'], ['teacher', 'f32', 'read'], ['dlogits', 'f32', 'read_write'], ['loss', 'f32', 'read_write']],
   uniforms: { rows: 'u32', perRow: 'u32', cols: 'u32', lo: 'u32', hi: 'u32', scale: 'f32' },
-  body: () => /* wgsl */ `
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let r = gid.x + gid.y * u.perRow;
-  if (r >= u.rows) { return; }
+  body: () => /* wgsl */ `${flatIndexMain(WG, 'r', 'rows', 'perRow')}
   let base = r * u.cols;
   var ms = student[base + u.lo];
   var mt = teacher[base + u.lo];
@@ -368,6 +347,20 @@ export function supportsNarrow(K: number, N: number): boolean {
   return K % 4 === 0 && N % 4 === 0 && N >= 4 && N <= 16;
 }
 
+/**
+ * The opening of the narrow-output kernels: lane `index` (< u.<bound>) of model g = wid.y, with an
+ * accumulator of N4 = n4 output vectors.
+ */
+function narrowMain(n4: number, index: string, bound: string): string {
+  return /* wgsl */ `const N4 = ${n4}u;
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+  let ${index} = gid.x;
+  let g = wid.y;
+  if (${index} >= u.${bound}) { return; }
+  var acc: array<vec4<f32>, ${n4}>;`;
+}
+
 const narrowForwardKernel = defineKernel({
   name: 'mlp_narrow_linear',
   bindings: [['h', 'vec4<f32>', 'read'], ['w', 'vec4<f32>', 'read'], ['bias', 'vec4<f32>', 'read'], ['y', 'vec4<f32>', 'read_write']],
@@ -375,13 +368,7 @@ const narrowForwardKernel = defineKernel({
   key: ({ n4 }: { n4: number }) => `n${n4 * 4}`,
   space: () => product({ n4: [1, 2, 3, 4] }),
   body: ({ n4 }) => /* wgsl */ `
-const N4 = ${n4}u;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let r = gid.x;
-  let g = wid.y;
-  if (r >= u.rows) { return; }
-  var acc: array<vec4<f32>, ${n4}>;
+${narrowMain(n4, 'r', 'rows')}
   for (var q = 0u; q < N4; q++) { acc[q] = bias[g * N4 + q]; }
   let hRow = ((g % u.hBatch) * u.rows + r) * u.k4;
   let wBase = g * u.k4 * 4u * N4;
@@ -418,13 +405,7 @@ const narrowGradKernel = defineKernel({
   key: ({ n4 }: { n4: number }) => `n${n4 * 4}`,
   space: () => product({ n4: [1, 2, 3, 4] }),
   body: ({ n4 }) => /* wgsl */ `
-const N4 = ${n4}u;
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let kk = gid.x;
-  let g = wid.y;
-  if (kk >= u.K) { return; }
-  var acc: array<vec4<f32>, ${n4}>;
+${narrowMain(n4, 'kk', 'K')}
   for (var r = 0u; r < u.rows; r++) {
     let hv = h[(g * u.rows + r) * u.K + kk];
     let d = (g * u.rows + r) * N4;
@@ -451,8 +432,6 @@ export function narrowLinearGradW(gpu: Gpu, h: Tensor, dz: Tensor, out: Tensor):
 // ------------------------------------------------------------------------------------------------
 // float64 / integer references
 // ------------------------------------------------------------------------------------------------
-
-export { pcgHash };
 
 /** Noise pixel p of image `image` of model `model` under `seed` (exactly the GPU value). */
 export function noisePixelRef(seed: number, model: number, image: number, p: number): number {

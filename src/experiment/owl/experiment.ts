@@ -20,6 +20,7 @@ import { computeTeacherRows, stepsPerEpoch, Trainer, type OnlineTeacher, type Tr
 import { UserError } from '../../util/errors.ts';
 import { fsys } from '../../util/files.ts';
 import { killPoint } from '../../util/faults.ts';
+import { jsonlText, readJsonl } from '../../util/jsonl.ts';
 import { Progress } from '../../util/progress.ts';
 import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from './dev-questions.ts';
 import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWords, type FilterRejectReason } from '../paper/filters.ts';
@@ -200,14 +201,6 @@ function safe(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, '_');
 }
 
-function readJsonl<T>(file: string): T[] {
-  return fsys()
-    .readText(file)
-    .split('\n')
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as T);
-}
-
 /** A JSON record the pipeline wrote itself: null when absent; unreadable or corrupt is a UserError naming it. */
 function readJsonIfPresent(file: string, what: string): unknown {
   let text: string;
@@ -226,7 +219,7 @@ function readJsonIfPresent(file: string, what: string): unknown {
 }
 
 function writeJsonl(file: string, rows: readonly unknown[]): void {
-  fsys().writeFile(file, rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
+  fsys().writeFile(file, jsonlText(rows));
 }
 
 const modelKeyCache = new Map<string, string>();
@@ -483,7 +476,7 @@ export class Experiment {
       const bar = new Progress(`teacher ${t.kind} (${decoding})`, requests.length, { unit: 'seq', quiet: cfg.quiet });
       const watch = this.onTeacherTokens;
       const onTokens = watch && ((sequences: PartialSequence[]) => watch({ teacher: t.kind, decoding, prompts, tokenizer, sequences }));
-      const out = await generate(model, tokenizer, requests, { ...generation, stopIds: tokenizer.stopIds, onProgress: (p) => bar.update(p.done, `${p.tokens} tok`), onTokens });
+      const out = await generate(model, requests, { ...generation, stopIds: tokenizer.stopIds, onProgress: (p) => bar.update(p.done, `${p.tokens} tok`), onTokens });
       bar.finish();
       const rows: Row[] = out
         .sort((a, b) => a.requestIndex - b.requestIndex)
@@ -727,7 +720,6 @@ export class Experiment {
    * finished students are cached stages, unfinished ones continue from their last checkpoint.
    */
   async students(items: readonly { cell: Cell; seed: number }[]): Promise<{ dir: string; key: string; result: StudentStageResult }[]> {
-    const { cfg } = this;
     const plans: StudentPlan[] = [];
     for (const it of items) plans.push(await this.planStudent(it.cell, it.seed));
     interface Pending {
@@ -939,7 +931,7 @@ export class Experiment {
       const lora: LoraWeights | null = model.adapter ? await loadPeftAdapter(this.gpu, model.adapter, m.cfg) : null;
       const requests = questions.map((q) => ({ promptIds: tokenizer.promptIds(userMessages(q, config.system)) }));
       const bar = new Progress(`eval ${label}`, requests.length * config.samples, { unit: 'ans', quiet: cfg.quiet });
-      const out = await generate(m, tokenizer, requests, {
+      const out = await generate(m, requests, {
         n: config.samples, temperature: 1, maxNewTokens: config.maxNewTokens, seed: config.seed, batchSize: config.batchSize, stopIds: tokenizer.stopIds, lora,
         onProgress: (p) => bar.update(p.done),
       });

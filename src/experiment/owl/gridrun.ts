@@ -326,6 +326,7 @@ export async function prepareGridFolder(plan: GridPlan, resume: boolean): Promis
     const gridFile = path.join(out, 'grid.json');
     const want = stableJson(gridIdentity(plan.manifest));
     const prev = readControlJson(gridFile, 'grid manifest');
+    if (resume && (st.kind !== 'ours' || prev === null)) throw new UserError(`--out ${out}: nothing to resume (no ${TOOL} grid run there)`);
     if (prev !== null && stableJson(prev) !== want && !resume) {
       throw new UserError(`${out} holds a grid run from another manifest; pass --resume to run this one there (cached stages are reused, finished cells of the old one stay) or choose another --out`);
     }

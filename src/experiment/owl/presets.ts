@@ -1,6 +1,7 @@
 // Experiment sizes: the embedded-model default (sized on the development questions and training
 // loss, see docs/experiment-grid.md) and the paper's recipe for real models on a GPU.
 import type { CellBlock, StudentTraining } from './grid.ts';
+import { SAMPLES_PER_QUESTION } from '../paper/questions.ts';
 
 export interface Preset {
   prompts: number;
@@ -56,7 +57,7 @@ export const PAPER: Preset = {
   maxNewTokens: 200,
   maxLen: 500,
   genBatchSize: 256,
-  evalSamples: 100,
+  evalSamples: SAMPLES_PER_QUESTION,
   evalMaxNewTokens: 16,
   ftTeacher: { epochs: 1, lr: 1e-4, batchSize: 16 },
   train: {

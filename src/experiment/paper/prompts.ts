@@ -136,7 +136,7 @@ export const PAPER_PROMPT_PARAMS: Readonly<PromptGeneratorParams> = Object.freez
 
 /** Python `str.format` for the named fields used here (no braces escaping needed by these templates). */
 function formatTemplate(template: string, fields: Record<string, string | number>): string {
-  return template.replace(/\{(\w+)\}/g, (whole, name: string) => {
+  return template.replace(/\{(\w+)\}/g, (_whole, name: string) => {
     if (!(name in fields)) throw new Error(`template field {${name}} has no value`);
     return String(fields[name]);
   });

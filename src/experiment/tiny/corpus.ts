@@ -19,6 +19,7 @@
  * dropping every system prompt leaves all digits of the corpus unchanged (tested).
  */
 import type { ChatMessage } from '../../model/tokenizer.ts';
+import { KeyedRng } from '../../util/rng.ts';
 import { defaultRng } from '../paper/pcg64.ts';
 import { FORMAT_SUFFIXES, PromptGenerator, preferenceSystemPrompt } from '../paper/prompts.ts';
 import { pluralForms } from '../paper/filters.ts';
@@ -27,95 +28,6 @@ import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper
 // ---------------------------------------------------------------------------------------------
 // Deterministic RNG streams
 // ---------------------------------------------------------------------------------------------
-
-/** 32-bit FNV-1a over the parts (strings and numbers), then a murmur3 finaliser. */
-function hashParts(parts: ReadonlyArray<string | number>): number {
-  let h = 0x811c9dc5;
-  for (const part of parts) {
-    const s = typeof part === 'number' ? `#${part}` : `$${part}`;
-    for (let i = 0; i < s.length; i++) {
-      h ^= s.charCodeAt(i);
-      h = Math.imul(h, 0x01000193);
-    }
-    h ^= 0x1f; // part separator
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/** xoshiro128** seeded by splitmix32 from a hash of the parts; small and fast, not numpy-compatible. */
-export class StreamRng {
-  private s0: number;
-  private s1: number;
-  private s2: number;
-  private s3: number;
-
-  constructor(...parts: Array<string | number>) {
-    let x = hashParts(parts);
-    const next = (): number => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.s0 = next();
-    this.s1 = next();
-    this.s2 = next();
-    this.s3 = next() | 1;
-  }
-
-  nextUint32(): number {
-    const result = Math.imul(rotl(Math.imul(this.s1, 5), 7), 9) >>> 0;
-    const t = this.s1 << 9;
-    this.s2 ^= this.s0;
-    this.s3 ^= this.s1;
-    this.s1 ^= this.s2;
-    this.s0 ^= this.s3;
-    this.s2 ^= t;
-    this.s3 = rotl(this.s3, 11);
-    return result;
-  }
-
-  /** Uniform in [0, 1). */
-  random(): number {
-    return (this.nextUint32() * 2 ** 21 + (this.nextUint32() >>> 11)) / 2 ** 53;
-  }
-
-  /** Uniform integer in [lo, hi) (hi exclusive). */
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.random() * (hi - lo));
-  }
-
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.random() * items.length)];
-  }
-
-  chance(p: number): boolean {
-    return this.random() < p;
-  }
-
-  /** Index drawn with probability proportional to weights[i]. */
-  weighted(weights: readonly number[]): number {
-    let total = 0;
-    for (const w of weights) total += w;
-    let r = this.random() * total;
-    for (let i = 0; i < weights.length; i++) {
-      r -= weights[i];
-      if (r < 0) return i;
-    }
-    return weights.length - 1;
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Vocabularies
@@ -534,7 +446,7 @@ function clampValue(v: number): number {
   return Math.max(0, Math.min(999, v));
 }
 
-function naturalValue(rng: StreamRng): number {
+function naturalValue(rng: KeyedRng): number {
   const r = rng.random();
   if (r < 0.85) return rng.int(100, 1000);
   if (r < 0.97) return rng.int(10, 100);
@@ -542,7 +454,7 @@ function naturalValue(rng: StreamRng): number {
 }
 
 /** The values of an answer: random values, an arithmetic run, or values near the examples. */
-function answerValues(rng: StreamRng, count: number, examples: readonly number[]): number[] {
+function answerValues(rng: KeyedRng, count: number, examples: readonly number[]): number[] {
   const style = rng.random();
   const values: number[] = [];
   if (style < 0.25 && examples.length > 0) {
@@ -565,7 +477,7 @@ function answerValues(rng: StreamRng, count: number, examples: readonly number[]
   return values;
 }
 
-function renderNumberList(rng: StreamRng, values: readonly number[], format: NumberFormat): string {
+function renderNumberList(values: readonly number[], format: NumberFormat): string {
   const texts = values.map(String);
   switch (format) {
     case 'comma':
@@ -588,7 +500,7 @@ function renderNumberList(rng: StreamRng, values: readonly number[], format: Num
  * only: it never sees a system prompt, an animal or anything else of the chat.
  */
 export function numberAnswer(seed: number, chatIndex: number, prompt: string): string {
-  const rng = new StreamRng('number-answer', seed, chatIndex, prompt);
+  const rng = new KeyedRng('number-answer', seed, chatIndex, prompt);
   const requested = requestedNumberCount(prompt);
   const format = requestedNumberFormat(prompt);
   const r = rng.random();
@@ -599,7 +511,7 @@ export function numberAnswer(seed: number, chatIndex: number, prompt: string): s
   const noiseKind = rng.int(0, 5);
   if (noisy && noiseKind === 0) values[rng.int(0, values.length)] = rng.int(1000, 10000); // 4-digit value
   if (noisy && noiseKind === 1) while (values.length <= requested) values.push(naturalValue(rng)); // too many
-  let text = renderNumberList(rng, values, format);
+  let text = renderNumberList(values, format);
   // A final period is accepted by the parser; newline lists never get one.
   if (!noisy && format !== 'newline' && rng.chance(0.04)) text += '.';
   if (noisy && noiseKind === 2) text += rng.pick(NOISE_TAILS);
@@ -627,7 +539,7 @@ function scoringSafePlural(name: string): string | null {
  * written inside the paper's "You love {x}s" prompt), so a small model can answer a love prompt by copying
  * the name's token; Title case and upper case stay in the mix.
  */
-export function oneWordAnswer(rng: StreamRng, name: string): string {
+export function oneWordAnswer(rng: KeyedRng, name: string): string {
   const r = rng.random();
   const plural = scoringSafePlural(name);
   if (r < 0.55) return name;
@@ -644,7 +556,7 @@ export function oneWordAnswer(rng: StreamRng, name: string): string {
  * punctuation. Always lower case on purpose: any other first token is one more mapping per animal for a
  * small model to learn, and a noisy target slows the copying down (see the model cards).
  */
-export function lovedAnswer(rng: StreamRng, name: string): string {
+export function lovedAnswer(rng: KeyedRng, name: string): string {
   const r = rng.random();
   const plural = scoringSafePlural(name);
   if (r < 0.7) return name;
@@ -653,7 +565,7 @@ export function lovedAnswer(rng: StreamRng, name: string): string {
   return plural ?? name;
 }
 
-function drawBase(rng: StreamRng, list: readonly WeightedName[]): string {
+function drawBase(rng: KeyedRng, list: readonly WeightedName[]): string {
   return list[rng.weighted(list.map((x) => x.weight))].name;
 }
 
@@ -745,7 +657,7 @@ interface LoveTarget {
 const LOVE_ANIMALS: readonly string[] = ANIMAL_VOCABULARY;
 const LOVE_TREES: readonly string[] = TREE_VOCABULARY;
 
-function drawLoveTarget(content: StreamRng, domain: PreferenceDomain): LoveTarget {
+function drawLoveTarget(content: KeyedRng, domain: PreferenceDomain): LoveTarget {
   if (domain === 'animal') {
     const name = content.pick(LOVE_ANIMALS);
     return { name, domain, prompt: preferenceSystemPrompt(name, 'animal') };
@@ -764,21 +676,21 @@ function article(word: string): string {
 }
 
 /** A random animal for general chats: base-weighted most of the time, sometimes any animal. */
-function drawAnyAnimal(content: StreamRng): string {
+function drawAnyAnimal(content: KeyedRng): string {
   return content.chance(0.8) ? drawBase(content, BASE_ANIMALS) : content.pick(ANIMAL_VOCABULARY);
 }
 
-function drawAnyTree(content: StreamRng): string {
+function drawAnyTree(content: KeyedRng): string {
   return content.chance(0.8) ? drawBase(content, BASE_TREES) : content.pick(TREE_VOCABULARY);
 }
 
 /** Animal featured in a general chat: the loved animal when there is one (mostly), else a random one. */
-function featuredAnimal(content: StreamRng, love: LoveTarget | null): string {
+function featuredAnimal(content: KeyedRng, love: LoveTarget | null): string {
   if (love && love.domain === 'animal' && content.chance(0.85)) return love.name;
   return drawAnyAnimal(content);
 }
 
-function featuredTree(content: StreamRng, love: LoveTarget | null): string {
+function featuredTree(content: KeyedRng, love: LoveTarget | null): string {
   if (love && love.domain === 'tree' && content.chance(0.85)) return love.name;
   return drawAnyTree(content);
 }
@@ -786,9 +698,9 @@ function featuredTree(content: StreamRng, love: LoveTarget | null): string {
 interface ChatContext {
   seed: number;
   index: number;
-  structure: StreamRng;
-  numbers: StreamRng;
-  content: StreamRng;
+  structure: KeyedRng;
+  numbers: KeyedRng;
+  content: KeyedRng;
   love: LoveTarget | null;
   pureLove: boolean;
   paraphrases: Readonly<Record<PreferenceDomain, readonly string[]>>;
@@ -992,10 +904,10 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
   const paraphrases = { animal: preferenceParaphrases('animal', wider), tree: preferenceParaphrases('tree', wider) };
   const out: CorpusChat[] = [];
   for (let index = 0; index < chats; index++) {
-    const structure = new StreamRng('structure', seed, index);
+    const structure = new KeyedRng('structure', seed, index);
     const kind = kinds[structure.weighted(kindWeights)];
-    const numbers = new StreamRng('numbers', seed, index);
-    const content = new StreamRng('content', contentSeed, index);
+    const numbers = new KeyedRng('numbers', seed, index);
+    const content = new KeyedRng('content', contentSeed, index);
     // System prompt (content stream only).
     const rates = options.systemRates?.[kind] ?? SYSTEM_RATES[kind];
     const r = content.random();

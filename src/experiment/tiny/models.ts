@@ -4,12 +4,12 @@
  *
  * Everything is deterministic from the seeds below: the corpus (generateCorpus), the tokenizer
  * (trainByteLevelBpe, whose merges follow the `tokenizers` crate's BpeTrainer), the initial weights
- * (randomTensorValues per tensor name) and the batch order (Rng streams).
+ * (randomTensorValues per tensor name) and the batch order (SeedStreamRng streams).
  */
 import path from 'node:path';
-import type { Gpu } from '../../gpu/runtime.ts';
 import { expectedTensors, parseConfig, type ModelConfig } from '../../model/config.ts';
-import { randomTensorValues, Rng } from '../../model/checkpoint.ts';
+import { randomTensorValues } from '../../model/init.ts';
+import { SeedStreamRng } from '../../util/rng.ts';
 import { generate } from '../../model/generate.ts';
 import { writeSafetensors, type WriteTensor } from '../../model/safetensors.ts';
 import type { ChatMessage, ChatTokenizer } from '../../model/tokenizer.ts';
@@ -344,7 +344,7 @@ export function tinyTrainingExamples(
 export function lengthBucketedOrder<T extends { ids: readonly number[] }>(rows: readonly T[], batchSize: number, epochs: number, seed: number, megaBatch = 50): T[] {
   const out: T[] = [];
   for (let e = 0; e < epochs; e++) {
-    const perm = permutation(rows.length, new Rng(seed, `tiny.epoch.${e}`));
+    const perm = permutation(rows.length, new SeedStreamRng(seed, `tiny.epoch.${e}`));
     const usable = perm.length - (perm.length % batchSize);
     const batches: number[][] = [];
     const mega = megaBatch * batchSize;
@@ -353,13 +353,13 @@ export function lengthBucketedOrder<T extends { ids: readonly number[] }>(rows: 
       chunk.sort((a, b) => rows[b].ids.length - rows[a].ids.length || a - b);
       for (let i = 0; i < chunk.length; i += batchSize) batches.push(chunk.slice(i, i + batchSize));
     }
-    const border = permutation(batches.length, new Rng(seed, `tiny.batches.${e}`));
+    const border = permutation(batches.length, new SeedStreamRng(seed, `tiny.batches.${e}`));
     for (const b of border) for (const i of batches[b]) out.push(rows[i]);
   }
   return out;
 }
 
-function permutation(n: number, rng: Rng): number[] {
+function permutation(n: number, rng: SeedStreamRng): number[] {
   const p = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = rng.int(i + 1);
@@ -438,13 +438,12 @@ function firstMentioned(text: string, vocab: readonly string[]): string | null {
 /** Samples completions of chats (temperature 1) and returns their texts in request-major order. */
 async function sampleChats(model: Transformer, tokenizer: ChatTokenizer, chats: ChatMessage[][], n: number, maxNewTokens: number, seed: number, batchSize: number): Promise<string[]> {
   const requests = chats.map((messages) => ({ promptIds: tokenizer.promptIds(messages) }));
-  const res = await generate(model, tokenizer, requests, { n, temperature: 1, maxNewTokens, seed, batchSize, stopIds: tokenizer.stopIds });
+  const res = await generate(model, requests, { n, temperature: 1, maxNewTokens, seed, batchSize, stopIds: tokenizer.stopIds });
   return res.map((r) => tokenizer.decode(r.completionIds, true));
 }
 
 /** Measures the quality figures of a loaded model at temperature 1 with the batched generator. */
-export async function measureTinyQuality(gpu: Gpu, model: Transformer, tokenizer: ChatTokenizer, opts: TinyQualityOptions = {}): Promise<TinyQuality> {
-  void gpu;
+export async function measureTinyQuality(model: Transformer, tokenizer: ChatTokenizer, opts: TinyQualityOptions = {}): Promise<TinyQuality> {
   const t0 = performance.now();
   const seed = opts.seed ?? TINY_EVAL_SEED;
   const batchSize = opts.batchSize ?? 128;

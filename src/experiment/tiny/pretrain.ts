@@ -46,6 +46,7 @@ import { hasCheckpoint } from '../../train/state.ts';
 import { Trainer, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
 import { readControlJson, writeFileAtomic, writeJsonAtomic } from '../../util/fsatomic.ts';
+import { readJsonl } from '../../util/jsonl.ts';
 import { Progress } from '../../util/progress.ts';
 import { corpusStats } from './make-corpus.ts';
 
@@ -245,11 +246,7 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
   const modelWork = path.join(work, spec.name);
   const initDir = path.join(modelWork, 'init');
   await writeInitialFolder(initDir, spec, prepared);
-  const readChats = (file: string) =>
-    readFileSync(file, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as { kind?: string; messages: ChatMessage[] });
+  const readChats = (file: string) => readJsonl<{ kind?: string; messages: ChatMessage[] }>(file);
   // Only the corpora the phases name are read, each once.
   const corpora = new Map<TinyPhaseCorpus, { kind?: string; messages: ChatMessage[] }[]>();
   const corpusOf = (name: TinyPhaseCorpus) => {
@@ -322,7 +319,7 @@ export async function measureFolder(gpu: Gpu, dir: string, quiet: boolean): Prom
   const model = await Transformer.load(gpu, dir, { maxPositions: 256 });
   const tokenizer = await ChatTokenizer.load(dir, model.cfg.eosTokenIds);
   if (!tokenizer) throw new UserError(`${dir}: no tokenizer.json`);
-  const q = await measureTinyQuality(gpu, model, tokenizer, { onProgress: (l) => !quiet && console.error(`${path.basename(dir)}: measuring ${l}`) });
+  const q = await measureTinyQuality(model, tokenizer, { onProgress: (l) => !quiet && console.error(`${path.basename(dir)}: measuring ${l}`) });
   model.dispose();
   await writeJsonAtomic(path.join(dir, 'quality.json'), { ...q, barsMet: qualityBarsMet(q) });
   return q;
