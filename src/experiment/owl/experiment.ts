@@ -733,39 +733,63 @@ export class Experiment {
     }
     const pending: Pending[] = [];
     let settled = 0;
+    let gateOpen = false;
     let allIn!: () => void;
     const gate = new Promise<void>((r) => (allIn = r));
     const arrived = () => {
       if (++settled === plans.length) allIn();
     };
+    // The gate opens when every stage is cached, joined (its compute was called) or held by another worker:
+    // waiting for those inside the gate would deadlock two workers that each hold a stage the other needs.
     const runs = plans.map((plan) => {
       let joined = false;
+      let counted = false;
+      const once = () => {
+        if (!counted) {
+          counted = true;
+          arrived();
+        }
+      };
       const run = this.store.run(plan.name, plan.config, (dir) =>
         new Promise<StudentStageResult>((resolve, reject) => {
           joined = true;
           this.studentInputs(plan).then(
             (inputs) => {
-              pending.push({ plan, dir, inputs, ckpt: this.store.checkpointDir(plan.name, plan.config), resolve, reject });
-              arrived();
+              const p: Pending = { plan, dir, inputs, ckpt: this.store.checkpointDir(plan.name, plan.config), resolve, reject };
+              if (!gateOpen) {
+                pending.push(p);
+                once();
+                return;
+              }
+              // Held by another worker at the gate, then left to this one (that worker died): trained alone.
+              this.trainJointly([p]).then(
+                () => inputs.release(),
+                (e) => {
+                  inputs.release();
+                  reject(e);
+                },
+              );
             },
             (e) => {
               reject(e);
-              arrived();
+              once();
             },
           );
         }),
+        { onWaiting: once },
       );
       run.then(
         () => {
-          if (!joined) arrived();
+          if (!joined) once();
         },
         () => {
-          if (!joined) arrived();
+          if (!joined) once();
         },
       );
       return run;
     });
     await gate;
+    gateOpen = true;
     if (pending.length) {
       try {
         await this.trainJointly(pending);

@@ -6,7 +6,7 @@
 // and is recomputed on the next run, while finished stages are reused.
 import path from 'node:path';
 import { fsys } from '../../util/files.ts';
-import { hashOf, type StageCache, type StageRun, type StageTiming } from './stages.ts';
+import { hashOf, type StageCache, type StageHooks, type StageRun, type StageTiming } from './stages.ts';
 
 /** A stage starting, served from the cache, finished or failed (for a page's stage list). */
 export interface StageEvent {
@@ -31,7 +31,8 @@ export class MemoryStageStore implements StageCache {
     fsys().mkdir(this.stagesDir);
   }
 
-  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>): Promise<StageRun<T>> {
+  /** No hooks are ever called: one process owns these stages, so none is held by another worker. */
+  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>, _hooks?: StageHooks): Promise<StageRun<T>> {
     const key = hashOf({ name, inputs });
     let p = this.memo.get(key) as Promise<StageRun<T>> | undefined;
     if (!p) {

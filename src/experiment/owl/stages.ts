@@ -53,6 +53,10 @@ export interface StageRun<T> {
   wallS: number;
 }
 
+export interface StageHooks {
+  onWaiting?: () => void;
+}
+
 export interface StageTiming {
   stage: string;
   key: string;
@@ -73,7 +77,8 @@ export interface StageCache {
   readonly timings: StageTiming[];
   /** Told when a finished stage's record cannot be read (the stage is then recomputed). */
   onCorrupt?: (file: string) => void;
-  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>): Promise<StageRun<T>>;
+  /** `hooks.onWaiting`: the stage is held by another worker and this call waits for it (file stores). */
+  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>, hooks?: StageHooks): Promise<StageRun<T>>;
   /**
    * A folder beside a stage's where its computation keeps resumable state (training checkpoints),
    * removed when the stage finishes; null when the store keeps none (a computation then starts over).
@@ -164,14 +169,15 @@ export class StageStore implements StageCache {
 
   /**
    * Runs `compute(dir)` unless a finished stage with the same inputs exists. `compute` writes its
-   * files into `dir` and returns a JSON-serialisable result (stored as done.json).
+   * files into `dir` and returns a JSON-serialisable result (stored as done.json). `hooks.onWaiting` is
+   * told once when the stage is held by another worker and this call waits for it instead of computing.
    */
-  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>): Promise<StageRun<T>> {
+  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>, hooks: StageHooks = {}): Promise<StageRun<T>> {
     // One store serves a stage once per process: later callers share the first call's promise.
     const key = hashOf({ name, inputs });
     let p = this.memo.get(key) as Promise<StageRun<T>> | undefined;
     if (!p) {
-      p = this.runOnce(name, key, inputs, compute);
+      p = this.runOnce(name, key, inputs, compute, hooks);
       this.memo.set(key, p);
       p.catch(() => this.memo.delete(key));
     }
@@ -191,7 +197,7 @@ export class StageStore implements StageCache {
     return 'corrupt';
   }
 
-  private async runOnce<T>(name: string, key: string, inputs: unknown, compute: (dir: string) => Promise<T>): Promise<StageRun<T>> {
+  private async runOnce<T>(name: string, key: string, inputs: unknown, compute: (dir: string) => Promise<T>, hooks: StageHooks): Promise<StageRun<T>> {
     const safeName = name.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 80);
     const dir = path.join(this.stagesDir, `${safeName}-${key}`);
     const cachedRun = (stored: { result: T; wallS: number }, waitedS?: number): StageRun<T> => {
@@ -214,6 +220,7 @@ export class StageStore implements StageCache {
         initialDelayMs: 50,
         maxDelayMs: 5_000,
         onWait: (holder) => {
+          if (!waited) hooks.onWaiting?.();
           waited = true;
           if (told.has(holder.token)) return;
           told.add(holder.token);
