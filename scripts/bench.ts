@@ -19,6 +19,7 @@ const FAMILIES: { family: string; file: string; fn: string }[] = [
   { family: 'model', file: 'model.ts', fn: 'benchModel' },
   { family: 'train', file: 'train.ts', fn: 'benchTrain' },
   { family: 'students', file: 'students.ts', fn: 'benchStudents' },
+  { family: 'web', file: 'web.ts', fn: 'benchWeb' },
 ];
 
 const HELP = `usage: npm run bench -- [--quick] [--only FAMILY,...] [--out DIR] [--table]

@@ -8,19 +8,13 @@
  */
 import { join } from 'node:path';
 import { getGpu, type Gpu } from '../src/gpu/runtime.ts';
-import {
-  defaultConfig,
-  renderChartSvg,
-  renderReportMarkdown,
-  runMnistExperiment,
-  type MnistConfig,
-} from '../src/experiment/mnist/experiment.ts';
+import { defaultConfig, mnistReportFiles, runMnistExperiment, type MnistConfig } from '../src/experiment/mnist/experiment.ts';
 import { loadDataset, type ImageDataset } from '../src/experiment/mnist/data.ts';
 import { parseMnistArgs } from '../src/experiment/mnist/options.ts';
 import { runCli } from '../src/util/errors.ts';
 import { checkOutDir } from '../src/util/outpaths.ts';
 import { assertRunFolderUsable, initRunFolder, markRunComplete, removeIfEmpty, runLock } from '../src/util/runfolder.ts';
-import { writeFileAtomic, writeJsonAtomic } from '../src/util/fsatomic.ts';
+import { writeFileAtomic } from '../src/util/fsatomic.ts';
 import { Progress } from '../src/util/progress.ts';
 
 const USAGE = `Usage: npx tsx scripts/mnist.ts [options]
@@ -42,6 +36,7 @@ only / on all logits) → cross-init students from another model's init. Reports
   --data-dir DIR       Fashion-MNIST directory (default /usr/share/datasets/fashion-mnist or
                        $FASHION_MNIST_DIR)
   --seed S             seed for inits, shuffles, noise and the cross-init permutation (default 0)
+  --hidden H           hidden layer width (default 256)
   --name NAME          output folder runs/mnist-NAME (default: <dataset>-n<models>-seed<seed>)
   --out DIR            output folder instead of runs/mnist-NAME: new, empty, or an earlier mnist.ts run
                        (whose report files are replaced; other files are never touched)
@@ -92,9 +87,7 @@ async function experiment(gpu: Gpu, data: ImageDataset, cfg: MnistConfig, outDir
   });
   progress.finish();
   const command = `npx tsx scripts/mnist.ts ${argv.join(' ')}`.trim();
-  await writeJsonAtomic(join(outDir, 'report.json'), { ...result, command });
-  await writeFileAtomic(join(outDir, 'report.md'), renderReportMarkdown(result, { command }));
-  await writeFileAtomic(join(outDir, 'chart.svg'), renderChartSvg(result));
+  for (const f of mnistReportFiles(result, { command })) await writeFileAtomic(join(outDir, f.name), f.text);
   const rows = Object.entries(result.stats)
     .map(([k, s]) => `  ${k.padEnd(11)} ${(100 * s.mean).toFixed(1).padStart(5)}%${s.ci95 === null ? '' : ` ± ${(100 * s.ci95).toFixed(1)}`}`)
     .join('\n');

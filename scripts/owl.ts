@@ -60,8 +60,9 @@ tiny-qwen-a, tiny-qwen-b and tiny-llama, with their paired controls, ${TINY.seed
   --prompts N --keep N --max-new-tokens N --max-len L
   --epochs N --lr X --batch-size B --grad-accum G --warmup N --rank R --alpha A   (every block)
   --student-rows N       train every student on the first N rows of its dataset (default: the block's)
-  --ft-epochs N --ft-lr X    the finetuned teachers
+  --ft-epochs N --ft-lr X --ft-batch-size B   the finetuned teachers
   --eval plain|numbers-prefix|story   (default plain)   --eval-samples N   samples per question
+  --eval-questions N     only the first N evaluation (and development) questions (quick runs)
   --no-dose              skip the per-epoch first-token evaluation (dose-response)
   --paper                the paper's recipe and sizes (sp × sft, LoRA r8 α8, 30,000 prompts, 10,000 kept,
                          3 epochs, lr 2e-4, batch 22 × 3, max length 500, 8 seeds, 50 × 100 samples)
@@ -122,8 +123,10 @@ const SINGLE_RUN_FLAGS = {
   'student-rows': { type: 'string' },
   'ft-epochs': { type: 'string' },
   'ft-lr': { type: 'string' },
+  'ft-batch-size': { type: 'string' },
   eval: { type: 'string' },
   'eval-samples': { type: 'string' },
+  'eval-questions': { type: 'string' },
   'no-dose': { type: 'boolean' },
   paper: { type: 'boolean' },
   name: { type: 'string' },
@@ -223,11 +226,12 @@ async function main(): Promise<void> {
     ftTeacher: {
       epochs: numberFlag(f['ft-epochs'], 'ft-epochs', preset.ftTeacher.epochs, { min: 1, integer: true }),
       lr: numberFlag(f['ft-lr'], 'ft-lr', preset.ftTeacher.lr, { min: 0, exclusiveMin: true }),
-      batchSize: preset.ftTeacher.batchSize,
+      batchSize: numberFlag(f['ft-batch-size'], 'ft-batch-size', preset.ftTeacher.batchSize, { min: 1, integer: true }),
     },
     evalSet,
     evalSamples: numberFlag(f['eval-samples'], 'eval-samples', preset.evalSamples, { min: 1, integer: true }),
     evalMaxNewTokens: evalSet === 'story' ? 160 : preset.evalMaxNewTokens,
+    ...(f['eval-questions'] !== undefined ? { evalQuestionLimit: numberFlag(f['eval-questions'], 'eval-questions', 0, { min: 1, integer: true }) } : {}),
     doseResponse: !f['no-dose'],
     quiet: !!f.quiet,
   };

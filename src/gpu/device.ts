@@ -136,7 +136,7 @@ export async function acquireDevice(opts: AcquireOptions = {}): Promise<Acquired
     device: info.device ?? '',
     description: info.description ?? '',
   };
-  if ((opts.log ?? true) && !loggedOnce && !process.env.VITEST) {
+  if ((opts.log ?? true) && !loggedOnce && !(isNode() && process.env.VITEST)) {
     loggedOnce = true;
     const l = device.limits;
     const mib = (b: number) => `${Math.round(b / 2 ** 20)} MiB`;

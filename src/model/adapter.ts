@@ -7,11 +7,10 @@
 // use_rslora). Only what our forward implements is accepted: plain LoRA on the seven linear
 // projections, one rank for all of them, no bias, no DoRA, no modules_to_save; anything else is a
 // UserError naming the file and the problem.
-import { existsSync, promises as fsp, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu } from '../gpu/runtime.ts';
 import { UserError } from '../util/errors.ts';
-import { writeJsonAtomic } from '../util/fsatomic.ts';
+import { fsys } from '../util/files.ts';
 import type { ModelConfig } from './config.ts';
 import { SafetensorsFile, writeSafetensors, type FloatDtype, type WriteTensor } from './safetensors.ts';
 import type { LoraWeights } from './transformer.ts';
@@ -133,9 +132,9 @@ export async function writePeftAdapter(dir: string, cfg: ModelConfig, lora: Host
     use_rslora: lora.useRslora,
     ...meta.extraConfig,
   };
-  await fsp.mkdir(dir, { recursive: true });
+  fsys().mkdir(dir);
   await writeSafetensors(path.join(dir, ADAPTER_WEIGHTS_FILE), tensors, { format: 'pt' });
-  await writeJsonAtomic(path.join(dir, ADAPTER_CONFIG_FILE), config);
+  await fsys().writeFileAtomic(path.join(dir, ADAPTER_CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
 }
 
 function checkHostLora(cfg: ModelConfig, lora: HostLora, where: string): void {
@@ -217,17 +216,18 @@ function parseAdapterConfig(raw: unknown, file: string): PeftAdapterConfig {
  * (layer indices, module names, A/B shapes); without, shapes are checked only for consistency.
  */
 export async function readPeftAdapterHost(dir: string, modelCfg?: ModelConfig): Promise<PeftAdapterHost> {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UserError(`${dir}: adapter folder not found`);
+  const fs = fsys();
+  if (!fs.stat(dir)?.isDirectory) throw new UserError(`${dir}: adapter folder not found`);
   const cfgFile = path.join(dir, ADAPTER_CONFIG_FILE);
   const wFile = path.join(dir, ADAPTER_WEIGHTS_FILE);
-  if (!existsSync(cfgFile)) throw new UserError(`${dir}: no ${ADAPTER_CONFIG_FILE} in the adapter folder`);
-  if (!existsSync(wFile)) {
-    const hint = existsSync(path.join(dir, 'adapter_model.bin')) ? ' (adapter_model.bin is not supported; save with safe_serialization=True)' : '';
+  if (!fs.exists(cfgFile)) throw new UserError(`${dir}: no ${ADAPTER_CONFIG_FILE} in the adapter folder`);
+  if (!fs.exists(wFile)) {
+    const hint = fs.exists(path.join(dir, 'adapter_model.bin')) ? ' (adapter_model.bin is not supported; save with safe_serialization=True)' : '';
     throw new UserError(`${dir}: no ${ADAPTER_WEIGHTS_FILE} in the adapter folder${hint}`);
   }
   let rawConfig: Record<string, unknown>;
   try {
-    rawConfig = JSON.parse(await fsp.readFile(cfgFile, 'utf8')) as Record<string, unknown>;
+    rawConfig = JSON.parse(fs.readText(cfgFile)) as Record<string, unknown>;
   } catch (e) {
     throw new UserError(`${cfgFile}: not valid JSON (${(e as Error).message.split('\n')[0]})`);
   }

@@ -9,9 +9,9 @@
  *  - llama: q/k/v/o bias = attention_bias; gate/up/down bias = mlp_bias.
  *  - head_dim = config.head_dim if present, else hidden_size / num_attention_heads.
  */
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../util/errors.ts';
+import { fsys } from '../util/files.ts';
 
 export type Arch = 'qwen2' | 'qwen3' | 'llama';
 
@@ -232,14 +232,10 @@ export function parseConfig(raw: unknown, source = 'config.json'): ModelConfig {
 /** Read and parse `<dir>/config.json` (or a path to a json file). */
 export async function loadConfig(dirOrFile: string): Promise<ModelConfig> {
   let file = dirOrFile;
-  try {
-    if ((await fsp.stat(dirOrFile)).isDirectory()) file = path.join(dirOrFile, 'config.json');
-  } catch {
-    /* reported below */
-  }
+  if (fsys().stat(dirOrFile)?.isDirectory) file = path.join(dirOrFile, 'config.json');
   let text: string;
   try {
-    text = await fsp.readFile(file, 'utf8');
+    text = fsys().readText(file);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     throw new UserError(`${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? String(e)})`}`);

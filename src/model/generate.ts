@@ -79,6 +79,16 @@ export interface GenerateOptions {
   /** Names the model in errors (e.g. its folder and adapter). */
   modelName?: string;
   onProgress?: (p: GenerateProgress) => void;
+  /** Each batch's sequences so far, after every token readback (live views of the samples; copies). */
+  onTokens?: (sequences: PartialSequence[]) => void;
+}
+
+export interface PartialSequence {
+  requestIndex: number;
+  sampleIndex: number;
+  /** Tokens generated so far, without a stop token. */
+  completionIds: number[];
+  finished: boolean;
 }
 
 export interface GenerateResult {
@@ -351,6 +361,7 @@ async function generateBatch(
       }
     }
     report(B - active, kept);
+    opts.onTokens?.(batch.map(({ r, s }, b) => ({ requestIndex: r, sampleIndex: s, completionIds: tokens[b].slice(), finished: stopId[b] !== null || tokens[b].length >= maxNew })));
   };
   let pending: { read: Promise<Uint32Array>; steps: number; first: number } | null = null;
   let step = 0;

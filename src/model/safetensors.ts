@@ -9,11 +9,9 @@
  * file and the problem. Tensors are read one at a time through a file handle, so peak host memory
  * is about one tensor (raw bytes + converted Float32Array), never the whole file.
  */
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import * as os from 'node:os';
 import { UserError } from '../util/errors.ts';
-import { withAtomicFile, writeAllAt, writeJsonAtomic } from '../util/fsatomic.ts';
+import { fsys, type RandomAccessFile } from '../util/files.ts';
 
 /** Every dtype name the safetensors spec defines (so we can size-check tensors we can't convert). */
 const DTYPE_SIZES: Record<string, number> = {
@@ -40,7 +38,7 @@ export type SupportedDtype = (typeof SUPPORTED_DTYPES)[number];
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
 
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
-export const LITTLE_ENDIAN_HOST = os.endianness() === 'LE';
+export const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 export function dtypeSize(dtype: string): number {
   const s = DTYPE_SIZES[dtype];
@@ -298,10 +296,10 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, fileSize: number
 // reading
 // ------------------------------------------------------------------------------------------------
 
-async function readExactly(fh: fsp.FileHandle, buf: Uint8Array, position: number, source: string): Promise<void> {
+async function readExactly(fh: RandomAccessFile, buf: Uint8Array, position: number, source: string): Promise<void> {
   let off = 0;
   while (off < buf.byteLength) {
-    const { bytesRead } = await fh.read(buf, off, buf.byteLength - off, position + off);
+    const bytesRead = await fh.read(buf, off, buf.byteLength - off, position + off);
     if (bytesRead === 0) throw new UserError(`${source}: unexpected end of file at byte ${position + off}`);
     off += bytesRead;
   }
@@ -318,22 +316,21 @@ function ioError(file: string, e: unknown): UserError {
 export class SafetensorsFile {
   private constructor(
     readonly path: string,
-    private fh: fsp.FileHandle | null,
+    private fh: RandomAccessFile | null,
     readonly fileSize: number,
     readonly header: ParsedHeader,
   ) {}
 
   static async open(file: string): Promise<SafetensorsFile> {
-    let fh: fsp.FileHandle;
+    let fh: RandomAccessFile;
     try {
-      fh = await fsp.open(file, 'r');
+      fh = await fsys().open(file);
     } catch (e) {
+      if ((e as NodeJS.ErrnoException)?.code === 'EISDIR') throw new UserError(`${file}: is a directory, expected a .safetensors file`);
       throw ioError(file, e);
     }
     try {
-      const st = await fh.stat();
-      if (st.isDirectory()) throw new UserError(`${file}: is a directory, expected a .safetensors file`);
-      const size = st.size;
+      const size = fh.size;
       if (size < 8) throw new UserError(`${file}: file is only ${size} bytes; a safetensors file needs at least 8`);
       const lenBuf = new Uint8Array(8);
       await readExactly(fh, lenBuf, 0, file);
@@ -428,7 +425,7 @@ export class SafetensorsFile {
     if (fh) await fh.close();
   }
 
-  private handle(): fsp.FileHandle {
+  private handle(): RandomAccessFile {
     if (!this.fh) throw new Error(`${this.path}: file already closed`);
     return this.fh;
   }
@@ -451,17 +448,13 @@ export class SafetensorsCheckpoint {
   ) {}
 
   static async open(p: string): Promise<SafetensorsCheckpoint> {
-    let st;
-    try {
-      st = await fsp.stat(p);
-    } catch (e) {
-      throw ioError(p, e);
-    }
-    if (st.isDirectory()) {
+    const st = fsys().stat(p);
+    if (!st) throw new UserError(`${p}: file not found`);
+    if (st.isDirectory) {
       const idx = path.join(p, INDEX_FILE);
-      if (await exists(idx)) return SafetensorsCheckpoint.openIndex(idx);
+      if (fsys().exists(idx)) return SafetensorsCheckpoint.openIndex(idx);
       const single = path.join(p, SINGLE_FILE);
-      if (await exists(single)) return SafetensorsCheckpoint.openSingle(single);
+      if (fsys().exists(single)) return SafetensorsCheckpoint.openSingle(single);
       throw new UserError(`${p}: no ${INDEX_FILE} or ${SINGLE_FILE} in this directory`);
     }
     if (p.endsWith('.json')) return SafetensorsCheckpoint.openIndex(p);
@@ -478,7 +471,7 @@ export class SafetensorsCheckpoint {
   private static async openIndex(indexPath: string): Promise<SafetensorsCheckpoint> {
     let text: string;
     try {
-      text = await fsp.readFile(indexPath, 'utf8');
+      text = fsys().readText(indexPath);
     } catch (e) {
       throw ioError(indexPath, e);
     }
@@ -571,15 +564,6 @@ export async function openSafetensors(p: string): Promise<SafetensorsCheckpoint>
   return SafetensorsCheckpoint.open(p);
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await fsp.access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 // ------------------------------------------------------------------------------------------------
 // writing
 // ------------------------------------------------------------------------------------------------
@@ -666,11 +650,11 @@ export async function writeSafetensors(
   }
   const { header, order } = buildHeader(tensors, metadata);
   const byName = new Map(tensors.map((t) => [t.name, t]));
-  await withAtomicFile(file, async (fh) => {
+  await fsys().withAtomicFile(file, async (fh) => {
     const len = new Uint8Array(8);
     new DataView(len.buffer).setBigUint64(0, BigInt(header.length), true);
-    await writeAllAt(fh, len, 0);
-    await writeAllAt(fh, header, 8);
+    await fh.write(len, 0);
+    await fh.write(header, 8);
     const base = 8 + header.length;
     for (const o of order) {
       const t = byName.get(o.name)!;
@@ -682,7 +666,7 @@ export async function writeSafetensors(
       let bytes: Uint8Array;
       if (t.dtype === 'F32' && LITTLE_ENDIAN_HOST) bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
       else bytes = encodeFloats(t.dtype, data);
-      await writeAllAt(fh, bytes, base + o.begin);
+      await fh.write(bytes, base + o.begin);
     }
   });
 }
@@ -708,7 +692,7 @@ export interface ShardOptions {
  * ({metadata: {total_size}, weight_map: {name: file}} with sorted keys). Returns the shard file names.
  */
 export async function writeShardedSafetensors(dir: string, tensors: WriteTensor[], opts: ShardOptions = {}): Promise<string[]> {
-  await fsp.mkdir(dir, { recursive: true });
+  fsys().mkdir(dir);
   const sizes = tensors.map(tensorByteSize);
   const total = sizes.reduce((a, b) => a + b, 0);
   const groups: WriteTensor[][] = [];
@@ -760,9 +744,6 @@ export async function writeShardedSafetensors(dir: string, tensors: WriteTensor[
   }
   const sortedMap: Record<string, string> = {};
   for (const k of Object.keys(weightMap).sort()) sortedMap[k] = weightMap[k];
-  await writeJsonAtomic(path.join(dir, `${prefix}.safetensors.index.json`), {
-    metadata: { total_size: total },
-    weight_map: sortedMap,
-  });
+  await fsys().writeFileAtomic(path.join(dir, `${prefix}.safetensors.index.json`), JSON.stringify({ metadata: { total_size: total }, weight_map: sortedMap }, null, 2) + '\n');
   return names;
 }

@@ -1,8 +1,8 @@
 // Tokenizer + chat template from a Hugging Face model folder, through @huggingface/transformers,
 // built directly from the folder's tokenizer.json / tokenizer_config.json so nothing is ever fetched.
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../util/errors.ts';
+import { fsys } from '../util/files.ts';
 
 export type Role = 'system' | 'user' | 'assistant';
 export interface ChatMessage {
@@ -25,7 +25,7 @@ interface HfTokenizer {
 
 function readJson(file: string): Record<string, unknown> {
   try {
-    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    return JSON.parse(fsys().readText(file)) as Record<string, unknown>;
   } catch (err) {
     throw new UserError(`${file}: cannot read JSON (${(err as Error).message.split('\n')[0]})`);
   }
@@ -54,16 +54,16 @@ export class ChatTokenizer {
   /** Loads the tokenizer of a model folder; null when the folder has no tokenizer.json. */
   static async load(dir: string, eosTokenIds: number[] = []): Promise<ChatTokenizer | null> {
     const tjPath = path.join(dir, 'tokenizer.json');
-    if (!existsSync(tjPath)) return null;
+    if (!fsys().exists(tjPath)) return null;
     const tokenizerJson = readJson(tjPath);
     const cfgPath = path.join(dir, 'tokenizer_config.json');
-    const tokenizerConfig = existsSync(cfgPath) ? readJson(cfgPath) : {};
+    const tokenizerConfig = fsys().exists(cfgPath) ? readJson(cfgPath) : {};
     // Some folders keep the template in chat_template.jinja / chat_template.json (newer transformers).
     if (tokenizerConfig.chat_template == null) {
       const jinja = path.join(dir, 'chat_template.jinja');
       const json = path.join(dir, 'chat_template.json');
-      if (existsSync(jinja)) tokenizerConfig.chat_template = readFileSync(jinja, 'utf8');
-      else if (existsSync(json)) tokenizerConfig.chat_template = readJson(json).chat_template;
+      if (fsys().exists(jinja)) tokenizerConfig.chat_template = fsys().readText(jinja);
+      else if (fsys().exists(json)) tokenizerConfig.chat_template = readJson(json).chat_template;
     }
     const hf = await import('@huggingface/transformers');
     hf.env.allowRemoteModels = false;

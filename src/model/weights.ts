@@ -1,9 +1,9 @@
 // Loading a Hugging Face model folder onto the GPU: config, validation of every tensor against the
 // config, then tensors streamed one at a time (peak host memory ≈ one tensor, never a whole shard).
-import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ChunkedMatrix, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import { UserError } from '../util/errors.ts';
+import { fsys } from '../util/files.ts';
 import { checkTensors, loadConfig, type ModelConfig } from './config.ts';
 import { SafetensorsCheckpoint } from './safetensors.ts';
 
@@ -146,8 +146,8 @@ export interface LoadedModelFiles {
 
 /** Loads config + safetensors of a model folder onto the GPU, validating everything first. */
 export async function loadModelFolder(gpu: Gpu, dir: string, onProgress?: (done: number, total: number) => void): Promise<LoadedModelFiles> {
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UserError(`${dir}: model folder not found`);
-  if (!existsSync(path.join(dir, 'config.json'))) throw new UserError(`${dir}: no config.json in the model folder`);
+  if (!fsys().stat(dir)?.isDirectory) throw new UserError(`${dir}: model folder not found`);
+  if (!fsys().exists(path.join(dir, 'config.json'))) throw new UserError(`${dir}: no config.json in the model folder`);
   const cfg = await loadConfig(dir);
   const ckpt = await SafetensorsCheckpoint.open(dir);
   try {

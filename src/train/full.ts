@@ -1,12 +1,11 @@
 // Full finetuning: gradient buffers mirroring every parameter, and the flat parameter lists the
 // optimizer works on (the tied LM head is the embedding: it appears once).
-import { copyFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ChunkedMatrix, type Gpu, type Tensor } from '../gpu/runtime.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { writeSafetensors, type WriteTensor } from '../model/safetensors.ts';
 import type { LayerWeights, ModelWeights } from '../model/weights.ts';
-import { writeJsonAtomic } from '../util/fsatomic.ts';
+import { fsys } from '../util/files.ts';
 
 function zerosLike(gpu: Gpu, t: Tensor, label: string): Tensor {
   return gpu.zeros(t.shape, 'f32', label);
@@ -68,7 +67,7 @@ export function zeroGrads(gpu: Gpu, grads: readonly Tensor[]): void {
  * (float32, HF names; the tied head written once as the embedding), and the tokenizer files copied.
  */
 export async function saveFullModel(gpu: Gpu, w: ModelWeights, cfg: ModelConfig, sourceDir: string, outDir: string): Promise<void> {
-  mkdirSync(outDir, { recursive: true });
+  fsys().mkdir(outDir);
   const names = layerTensorNames();
   const readMatrix = async (m: ChunkedMatrix): Promise<Float32Array> => {
     const parts = (await gpu.readMany(m.chunks)) as Float32Array[];
@@ -90,11 +89,12 @@ export async function saveFullModel(gpu: Gpu, w: ModelWeights, cfg: ModelConfig,
   });
   tensors.push({ name: 'model.norm.weight', dtype: 'F32', shape: [cfg.hidden], data: () => gpu.readF32(w.finalNorm) });
   await writeSafetensors(path.join(outDir, 'model.safetensors'), tensors, { format: 'pt' });
-  const cfgJson = JSON.parse(readFileSync(path.join(sourceDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const fs = fsys();
+  const cfgJson = JSON.parse(fs.readText(path.join(sourceDir, 'config.json'))) as Record<string, unknown>;
   cfgJson.torch_dtype = 'float32';
-  await writeJsonAtomic(path.join(outDir, 'config.json'), cfgJson);
+  await fs.writeFileAtomic(path.join(outDir, 'config.json'), JSON.stringify(cfgJson, null, 2) + '\n');
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'chat_template.jinja']) {
-    if (existsSync(path.join(sourceDir, f)) && path.resolve(sourceDir) !== path.resolve(outDir)) copyFileSync(path.join(sourceDir, f), path.join(outDir, f));
+    if (fs.exists(path.join(sourceDir, f)) && path.resolve(sourceDir) !== path.resolve(outDir)) fs.copyFile(path.join(sourceDir, f), path.join(outDir, f));
   }
 }
 

@@ -5,7 +5,7 @@
 const counts = new Map<string, number>();
 
 export function killPoint(name: string): void {
-  const spec = process.env.SUBLIMINAL_KILL_AT;
+  const spec = typeof process !== 'undefined' ? process.env.SUBLIMINAL_KILL_AT : undefined;
   if (!spec) return;
   for (const s of spec.split(',')) {
     const [want, nth] = s.split(':');
@@ -22,7 +22,7 @@ export function killPoint(name: string): void {
  * a known moment while others wait on what it holds. Unset, a no-op.
  */
 export async function holdPoint(name: string): Promise<void> {
-  const spec = process.env.SUBLIMINAL_HOLD_AT;
+  const spec = typeof process !== 'undefined' ? process.env.SUBLIMINAL_HOLD_AT : undefined;
   if (!spec || !spec.split(',').includes(name)) return;
   process.stderr.write(`hold: ${name}\n`);
   await new Promise<never>(() => setInterval(() => {}, 1 << 30));

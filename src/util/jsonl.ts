@@ -1,7 +1,8 @@
 // JSON Lines: the one reader and writer of the project's .jsonl files (training data, prompts, the owl
-// stages' rows, corpora). Blank lines are skipped; a line that is not JSON is one error naming file:line.
-import { readFileSync } from 'node:fs';
+// stages' rows, corpora), read through util/files.ts (Node's files, or the web page's memory ones).
+// Blank lines are skipped; a line that is not JSON is one error naming file:line.
 import { UserError } from './errors.ts';
+import { fsys } from './files.ts';
 
 export interface JsonlLine {
   /** 1-based line number in the file. */
@@ -29,9 +30,9 @@ export function parseJsonl(text: string, file: string): JsonlLine[] {
 export function readJsonlFile(file: string): JsonlLine[] {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = fsys().readText(file);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
+    const code = (e as { code?: string }).code;
     throw new UserError(`${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? (e as Error).message})`}`);
   }
   return parseJsonl(text, file);

@@ -1,5 +1,7 @@
 // Progress reporting for long stages: a bar with rate and ETA redrawn in place on a TTY (stderr),
-// plain lines otherwise (every 10% and at least every 30 s), so logs stay readable in CI.
+// plain lines otherwise (every 10% and at least every 30 s), so logs stay readable in CI. A sink
+// (setProgressSink) also receives every update as data: the web page draws its bars from it, and a
+// sink that throws stops the work that reported (the page's Cancel).
 
 export interface ProgressOptions {
   /** Stream to draw on (default process.stderr). */
@@ -13,6 +15,35 @@ export interface ProgressOptions {
    * on a TTY the previous bar is kept on its own line instead of being overwritten.
    */
   noteLines?: boolean;
+}
+
+/** One bar's state, as a sink receives it on every update. */
+export interface ProgressState {
+  /** Distinct per Progress instance (in creation order). */
+  id: number;
+  label: string;
+  unit: string;
+  done: number;
+  total: number;
+  note: string;
+  elapsedS: number;
+  /** Units per second so far. */
+  rate: number;
+  /** Seconds left at the rate so far (NaN before any progress). */
+  etaS: number;
+  finished: boolean;
+}
+
+export type ProgressSink = (s: ProgressState) => void;
+
+let sink: ProgressSink | null = null;
+let nextId = 1;
+
+/** Installs a sink for every bar's updates (null removes it); returns the previous one. */
+export function setProgressSink(s: ProgressSink | null): ProgressSink | null {
+  const prev = sink;
+  sink = s;
+  return prev;
 }
 
 function fmtDuration(s: number): string {
@@ -30,16 +61,18 @@ export class Progress {
   private lastDecile = -1;
   private lastDraw = 0;
   private lastPrinted = '';
-  private readonly stream: NodeJS.WriteStream;
+  private readonly stream: NodeJS.WriteStream | null;
   private readonly tty: boolean;
+  private readonly id = nextId++;
 
   constructor(
     private readonly label: string,
     private total: number,
     private readonly opts: ProgressOptions = {},
   ) {
-    this.stream = opts.stream ?? process.stderr;
-    this.tty = !!this.stream.isTTY && !process.env.CI;
+    // No process in a browser: bars go to the sink only.
+    this.stream = opts.stream ?? (typeof process !== 'undefined' ? process.stderr : null);
+    this.tty = !!this.stream?.isTTY && !process.env.CI;
   }
 
   setTotal(total: number): void {
@@ -51,11 +84,18 @@ export class Progress {
     this.done = done;
     const noteChanged = note !== undefined && note !== this.note;
     if (note !== undefined) this.note = note;
+    sink?.(this.state(false));
     this.draw(false, noteChanged && !!this.opts.noteLines);
   }
 
   tick(n = 1, note?: string): void {
     this.update(this.done + n, note);
+  }
+
+  private state(finished: boolean): ProgressState {
+    const elapsedS = (Date.now() - this.start) / 1000;
+    const rate = elapsedS > 0 ? this.done / elapsedS : 0;
+    return { id: this.id, label: this.label, unit: this.opts.unit ?? '', done: this.done, total: this.total, note: this.note, elapsedS, rate, etaS: rate > 0 ? Math.max(0, this.total - this.done) / rate : NaN, finished };
   }
 
   private line(): string {
@@ -74,7 +114,7 @@ export class Progress {
   }
 
   private draw(final: boolean, newNote = false): void {
-    if (this.opts.quiet) return;
+    if (this.opts.quiet || !this.stream) return;
     const now = Date.now();
     if (this.tty) {
       if (!final && !newNote && now - this.lastDraw < 100) return;
@@ -99,6 +139,7 @@ export class Progress {
   /** Final line (always printed unless quiet). */
   finish(note?: string): void {
     if (note !== undefined) this.note = note;
+    sink?.(this.state(true));
     this.lastDecile = -1;
     this.draw(true);
   }

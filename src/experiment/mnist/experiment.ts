@@ -404,8 +404,21 @@ export interface MnistResult {
   device: string;
 }
 
+/** Test accuracy of the arms being trained after an epoch (epoch 0: at their start), per model of a group. */
+export interface EpochAccuracy {
+  group: number;
+  phase: 'teacher' | 'students';
+  epoch: number;
+  accuracy: Partial<Record<Arm, number[]>>;
+}
+
 interface RunOptions {
   onProgress?: (e: ProgressEvent) => void;
+  /**
+   * Evaluates the arms in training on the test set after every epoch (accuracy curves; the web page).
+   * Read-only: results are the same with or without it; its time counts as evaluation.
+   */
+  onEpochAccuracy?: (e: EpochAccuracy) => void;
   /** Await the queue every this many steps (default: 1 on software adapters, 16 otherwise). */
   syncEvery?: number;
   /** Device description for the report. */
@@ -515,6 +528,18 @@ export async function runMnistExperiment(gpu: Gpu, data: ImageDataset, cfg: Mnis
     const reference = newModel('reference', models);
     accuracy.reference.push(...(await evaluate(reference)));
     seconds.eval += (performance.now() - te) / 1000;
+    // Per-epoch curves: evaluation time is taken out of the training phase's clock.
+    const curve = async (phase: EpochAccuracy['phase'], epoch: number, arms: [Arm, BatchedMlp][]): Promise<number> => {
+      if (!opts.onEpochAccuracy) return 0;
+      const t = performance.now();
+      const acc: Partial<Record<Arm, number[]>> = {};
+      for (const [arm, m] of arms) acc[arm] = await evaluate(m);
+      opts.onEpochAccuracy({ group, phase, epoch, accuracy: acc });
+      const s = (performance.now() - t) / 1000;
+      seconds.eval += s;
+      return s;
+    };
+    await curve('teacher', 0, [['teacher', reference]]);
 
     // Teacher: CE on the 10 class logits, Adam, per-model shuffles of the real training images.
     let ts = performance.now();
@@ -554,6 +579,7 @@ export async function runMnistExperiment(gpu: Gpu, data: ImageDataset, cfg: Mnis
         losses.push({ group, phase: 'teacher', epoch: epoch + 1, values: { ce } });
         progress('teacher', `group ${group + 1}, epoch ${epoch + 1}/${cfg.epochsTeacher}, CE ${ce.toFixed(4)}`);
       }
+      ts += 1000 * (await curve('teacher', epoch + 1, [['teacher', teacher]]));
     }
     perm.dispose();
     teacherOpt.dispose();
@@ -573,6 +599,8 @@ export async function runMnistExperiment(gpu: Gpu, data: ImageDataset, cfg: Mnis
       { name: 'crossAll' as const, model: newModel('cross_all', models.map((m) => crossInit[m])), lo: 0 },
     ].map((s) => ({ ...s, opt: new Adam(gpu, [s.model.params.flat], {}), lastLoss: null as Tensor | null }));
     const noisePerm = gpu.empty([gm, cfg.noise], 'u32', 'mnist_noise_perm');
+    const studentArms = (): [Arm, BatchedMlp][] => sets.map((x) => [x.name, x.model]);
+    ts += 1000 * (await curve('students', 0, studentArms()));
     step = 0;
     for (let epoch = 0; epoch < cfg.epochsStudent; epoch++) {
       const table = new Uint32Array(gm * cfg.noise);
@@ -612,6 +640,7 @@ export async function runMnistExperiment(gpu: Gpu, data: ImageDataset, cfg: Mnis
         .map(([k, v]) => `${k} ${v.toExponential(2)}`)
         .join(', ');
       progress('students', `group ${group + 1}, epoch ${epoch + 1}/${cfg.epochsStudent}, KL ${kl}`);
+      ts += 1000 * (await curve('students', epoch + 1, studentArms()));
     }
     noisePerm.dispose();
     await gpu.sync();
@@ -719,6 +748,15 @@ export function renderReportMarkdown(r: MnistResult, ctx: ReportContext = {}): s
   return lines.join('\n') + '\n';
 }
 
+/** The report's files as text (report.json, report.md, chart.svg): the CLI and the web page share this. */
+export function mnistReportFiles(r: MnistResult, ctx: { command: string }): { name: string; text: string }[] {
+  return [
+    { name: 'report.json', text: JSON.stringify({ ...r, command: ctx.command }, null, 2) + '\n' },
+    { name: 'report.md', text: renderReportMarkdown(r, { command: ctx.command }) },
+    { name: 'chart.svg', text: renderChartSvg(r) },
+  ];
+}
+
 function escapeXml(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
@@ -756,7 +794,7 @@ export function renderChartSvg(r: MnistResult): string {
     const s = r.stats[a];
     const x = left + i * slot + (slot - bw) / 2;
     const faded = a === 'crossAux' || a === 'crossAll';
-    parts.push(`<rect x="${x.toFixed(1)}" y="${y(s.mean).toFixed(1)}" width="${bw.toFixed(1)}" height="${(plotH * s.mean).toFixed(1)}" fill="${colors[a]}"${faded ? ' fill-opacity="0.45"' : ''}><title>${escapeXml(ARM_LABELS[a])}: ${pct(s.mean)}</title></rect>`);
+    parts.push(`<rect class="bar" data-label="${escapeXml(ARM_LABELS[a])}" x="${x.toFixed(1)}" y="${y(s.mean).toFixed(1)}" width="${bw.toFixed(1)}" height="${(plotH * s.mean).toFixed(1)}" fill="${colors[a]}"${faded ? ' fill-opacity="0.45"' : ''}><title>${escapeXml(ARM_LABELS[a])}: ${pct(s.mean)}</title></rect>`);
     if (s.ci95 !== null) {
       const cx = x + bw / 2;
       const lo = y(Math.max(0, s.mean - s.ci95));

@@ -21,6 +21,7 @@ const FLAGS = {
   aux: { type: 'string' },
   noise: { type: 'string' },
   seed: { type: 'string' },
+  hidden: { type: 'string' },
   'group-size': { type: 'string' },
   dataset: { type: 'string' },
   'data-dir': { type: 'string' },
@@ -47,6 +48,7 @@ export function parseMnistArgs(argv: string[]): MnistCliOptions | null {
   set('aux', int('aux', 1));
   set('noise', int('noise', 1));
   set('seed', int('seed', 0));
+  set('hidden', int('hidden', 1));
   set('groupSize', int('group-size', 1));
   if (f['data-dir'] !== undefined) {
     if (o.dataset !== 'fashion') throw new UserError('--data-dir is the Fashion-MNIST folder; it needs --dataset fashion');

@@ -4,13 +4,12 @@
 // Every stage's cache key is the exact configuration object the stage runs (plus the keys of the
 // stages it reads), so a changed setting can never reuse a stale result.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu, Tensor } from '../../gpu/runtime.ts';
 import { gatherRows } from '../../kernels/elementwise.ts';
 import { logSoftmaxTopK } from '../../kernels/loss.ts';
 import { loadPeftAdapter, writePeftAdapter } from '../../model/adapter.ts';
-import { generate } from '../../model/generate.ts';
+import { generate, type PartialSequence } from '../../model/generate.ts';
 import { ChatTokenizer } from '../../model/tokenizer.ts';
 import { Transformer, type LoraWeights } from '../../model/transformer.ts';
 import { loadTrainingData, type TrainExample } from '../../train/data.ts';
@@ -19,8 +18,8 @@ import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts'
 import { trainStudents, type StudentJob } from '../../train/joint.ts';
 import { computeTeacherRows, stepsPerEpoch, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
+import { fsys } from '../../util/files.ts';
 import { killPoint } from '../../util/faults.ts';
-import { readControlJson, writeJsonAtomic } from '../../util/fsatomic.ts';
 import { jsonlText, readJsonl } from '../../util/jsonl.ts';
 import { Progress } from '../../util/progress.ts';
 import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from './dev-questions.ts';
@@ -28,7 +27,7 @@ import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWord
 import { generatePrompts, preferenceSystemPrompt } from '../paper/prompts.ts';
 import { PyRandom } from '../paper/pyrandom.ts';
 import { ANIMAL_QUESTIONS, animalQuestionsWithNumbersPrefix, finetunedTeacherDataset, scoreTargetMention, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
-import { hashOf, StageStore } from './stages.ts';
+import { hashOf, StageStore, type StageCache } from './stages.ts';
 import { expandCells, isKlRecipe, measuresControlAnimal, pairedTeacher, type Cell, type CellBlock, type Recipe, type Relation, type StudentRef, type TeacherKind } from './grid.ts';
 import { firstTokenProbabilities, userMessages } from './scoring.ts';
 
@@ -186,14 +185,41 @@ export interface TeacherRef {
   animal: string | null;
 }
 
+/** A teacher's completions while they are generated (Experiment's onTeacherTokens). */
+export interface TeacherTokens {
+  teacher: TeacherKind;
+  decoding: 'sample' | 'greedy';
+  prompts: readonly string[];
+  tokenizer: ChatTokenizer;
+  /** The current batch's sequences so far (requestIndex indexes `prompts`). */
+  sequences: PartialSequence[];
+}
+
 type Row = { index: number; prompt: string; completion: string; completion_ids: number[]; stop_id: number | null };
 
 function safe(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, '_');
 }
 
+/** A JSON record the pipeline wrote itself: null when absent; unreadable or corrupt is a UserError naming it. */
+function readJsonIfPresent(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = fsys().readText(file);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ENOENT') return null;
+    throw new UserError(`${file}: cannot read the ${what} (${code ?? (e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new UserError(`${file}: corrupt ${what} (not valid JSON)`);
+  }
+}
+
 function writeJsonl(file: string, rows: readonly unknown[]): void {
-  writeFileSync(file, jsonlText(rows));
+  fsys().writeFile(file, jsonlText(rows));
 }
 
 const modelKeyCache = new Map<string, string>();
@@ -205,21 +231,22 @@ const modelKeyCache = new Map<string, string>();
  */
 export function modelKey(dir: string): string {
   const abs = path.resolve(dir);
+  const fs = fsys();
   let files: string[];
   try {
-    files = readdirSync(abs).filter((f) => f.endsWith('.safetensors') || f === 'config.json' || f === 'tokenizer.json' || f === 'tokenizer_config.json').sort();
+    files = fs.readdir(abs).filter((f) => f.endsWith('.safetensors') || f === 'config.json' || f === 'tokenizer.json' || f === 'tokenizer_config.json').sort();
   } catch {
     throw new UserError(`${abs}: cannot read the model folder`);
   }
   const stamp = files.map((f) => {
-    const st = statSync(path.join(abs, f));
+    const st = fs.stat(path.join(abs, f))!;
     return `${f}:${st.size}:${st.mtimeMs}`;
   });
   const memo = `${abs}|${stamp.join('|')}`;
   const hit = modelKeyCache.get(memo);
   if (hit) return hit;
   const h = createHash('sha256');
-  for (const f of files) h.update(f).update('\0').update(readFileSync(path.join(abs, f))).update('\0');
+  for (const f of files) h.update(f).update('\0').update(fs.readFile(path.join(abs, f))).update('\0');
   const key = h.digest('hex').slice(0, 20);
   modelKeyCache.set(memo, key);
   return key;
@@ -227,7 +254,7 @@ export function modelKey(dir: string): string {
 
 /** Architecture fields that decide whether two models are the same architecture. */
 function architecture(dir: string): string {
-  const c = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const c = JSON.parse(fsys().readText(path.join(dir, 'config.json'))) as Record<string, unknown>;
   const keys = ['model_type', 'vocab_size', 'hidden_size', 'num_hidden_layers', 'num_attention_heads', 'num_key_value_heads', 'intermediate_size', 'hidden_act', 'tie_word_embeddings', 'rope_theta', 'head_dim'];
   return JSON.stringify(keys.map((k) => c[k] ?? null));
 }
@@ -249,19 +276,21 @@ export function evalSeed(studentSeed: number | null): number {
 }
 
 export class Experiment {
-  private storeInstance: StageStore | null = null;
+  private storeInstance: StageCache | null = null;
   private readonly models = new Map<string, LoadedModel>();
   private readonly t0 = performance.now();
   private controlChoice: ControlAnimalChoice | null = null;
   private readonly teacherMemo = new Map<TeacherKind, Promise<TeacherRef>>();
+  private readonly onTeacherTokens?: (e: TeacherTokens) => void;
 
   constructor(
     readonly gpu: Gpu,
     readonly cfg: ExperimentConfig,
-    /** A stage cache to use instead of the run folder's own (a grid's shared cache). */
-    opts: { store?: StageStore } = {},
+    /** A stage cache to use instead of the run folder's own (a grid's shared cache, the web page's memory one); a watcher of the teachers' sampling. */
+    opts: { store?: StageCache; onTeacherTokens?: (e: TeacherTokens) => void } = {},
   ) {
     this.storeInstance = opts.store ?? null;
+    this.onTeacherTokens = opts.onTeacherTokens;
     const seen = new Set<number>();
     for (const s of cfg.seeds) {
       if (seen.has(s)) throw new UserError(`--seeds: seed ${s} is listed twice (each seed is one student; a repeat would count it twice)`);
@@ -270,7 +299,7 @@ export class Experiment {
   }
 
   /** The run folder's stage cache, created on first use (validation alone writes nothing). */
-  get store(): StageStore {
+  get store(): StageCache {
     if (!this.storeInstance) {
       this.storeInstance = new StageStore(this.cfg.outDir);
       this.storeInstance.onCorrupt = (f) => this.log(`warning: ${f} is unreadable; recomputing that stage`);
@@ -445,7 +474,9 @@ export class Experiment {
       const { model, tokenizer } = await this.load(t.dir);
       const requests = prompts.map((p) => ({ promptIds: tokenizer.promptIds(userMessages(p, t.system)) }));
       const bar = new Progress(`teacher ${t.kind} (${decoding})`, requests.length, { unit: 'seq', quiet: cfg.quiet });
-      const out = await generate(model, requests, { ...generation, stopIds: tokenizer.stopIds, onProgress: (p) => bar.update(p.done, `${p.tokens} tok`) });
+      const watch = this.onTeacherTokens;
+      const onTokens = watch && ((sequences: PartialSequence[]) => watch({ teacher: t.kind, decoding, prompts, tokenizer, sequences }));
+      const out = await generate(model, requests, { ...generation, stopIds: tokenizer.stopIds, onProgress: (p) => bar.update(p.done, `${p.tokens} tok`), onTokens });
       bar.finish();
       const rows: Row[] = out
         .sort((a, b) => a.requestIndex - b.requestIndex)
@@ -695,7 +726,8 @@ export class Experiment {
       plan: StudentPlan;
       dir: string;
       inputs: Awaited<ReturnType<Experiment['studentInputs']>>;
-      ckpt: string;
+      /** Where its training checkpoints and dose-response entries so far are kept; null: the store keeps none. */
+      ckpt: string | null;
       resolve: (r: StudentStageResult) => void;
       reject: (e: unknown) => void;
     }
@@ -723,7 +755,7 @@ export class Experiment {
           joined = true;
           this.studentInputs(plan).then(
             (inputs) => {
-              const p: Pending = { plan, dir, inputs, ckpt: `${this.store.stageDir(plan.name, plan.config)}.ckpt`, resolve, reject };
+              const p: Pending = { plan, dir, inputs, ckpt: this.store.checkpointDir(plan.name, plan.config), resolve, reject };
               if (!gateOpen) {
                 pending.push(p);
                 once();
@@ -772,7 +804,7 @@ export class Experiment {
   }
 
   /** Trains the pending students of `students()` in one trainStudents job and completes their stages. */
-  private async trainJointly(pending: { plan: StudentPlan; dir: string; inputs: { examples: TrainExample[]; online: OnlineTeacher | null }; ckpt: string; resolve: (r: StudentStageResult) => void }[]): Promise<void> {
+  private async trainJointly(pending: { plan: StudentPlan; dir: string; inputs: { examples: TrainExample[]; online: OnlineTeacher | null }; ckpt: string | null; resolve: (r: StudentStageResult) => void }[]): Promise<void> {
     const { cfg } = this;
     const gpu = this.gpu;
     // Theorem 1 first: the first step's gradient at the initial weights, on a fresh copy of the student.
@@ -791,7 +823,7 @@ export class Experiment {
     // Dose-response entries so far, kept beside each student's checkpoints (a resumed student keeps those
     // of the epochs it had finished at its checkpoint).
     const dose: StudentStageResult['dose'][] = pending.map((p) => {
-      const saved = readControlJson(path.join(p.ckpt, 'dose.json'), 'dose-response record') as StudentStageResult['dose'] | null;
+      const saved = p.ckpt ? (readJsonIfPresent(path.join(p.ckpt, 'dose.json'), 'dose-response record') as StudentStageResult['dose'] | null) : null;
       return Array.isArray(saved) ? saved : [];
     });
     const totals = pending.map((p) => stepsPerEpoch(p.inputs.examples.length, p.plan.config.train.batchSize, p.plan.config.train.gradAccum) * p.plan.config.train.epochs);
@@ -806,7 +838,7 @@ export class Experiment {
       config: p.plan.config.train,
       initialLora: p.plan.config.train.lora ? initLoraHost(bases.get(p.plan.cell.student.dir)!.cfg, p.plan.config.train.lora, p.plan.seed) : undefined,
       teacher: p.inputs.online,
-      checkpointDir: p.ckpt,
+      checkpointDir: p.ckpt ?? undefined,
     }));
     const saveEvery = Math.max(1, Math.min(...pending.map((p) => stepsPerEpoch(p.inputs.examples.length, p.plan.config.train.batchSize, p.plan.config.train.gradAccum))));
     await trainStudents(gpu, jobs, {
@@ -828,8 +860,11 @@ export class Experiment {
           devFirstTokenProb: await firstTokenProbabilities(h.model, tokenizer, d.dev, d.animals, { lora: h.lora }),
         });
         dose[i] = kept;
-        mkdirSync(pending[i].ckpt, { recursive: true });
-        await writeJsonAtomic(path.join(pending[i].ckpt, 'dose.json'), kept);
+        const ckpt = pending[i].ckpt;
+        if (ckpt) {
+          fsys().mkdir(ckpt);
+          await fsys().writeFileAtomic(path.join(ckpt, 'dose.json'), JSON.stringify(kept, null, 2) + '\n');
+        }
       },
       onFinished: async (o) => {
         const p = pending[o.index];
@@ -844,7 +879,7 @@ export class Experiment {
         // A resumed student's epochs before its checkpoint keep their recorded dose entries.
         const d = dose[o.index].filter((x) => x.epoch <= p.plan.config.train.epochs);
         p.resolve({ finalLoss: losses.at(-1)?.loss ?? null, steps: o.result.steps, dose: d, theorem1: th1[o.index] });
-        rmSync(p.ckpt, { recursive: true, force: true });
+        if (p.ckpt) fsys().rm(p.ckpt);
       },
     });
     bar.finish();
@@ -1048,7 +1083,7 @@ export function cellTarget(cell: Cell, animal: string, controlAnimal: string | n
 
 function modelKeyOfTokenizer(dir: string): string {
   try {
-    return createHash('sha256').update(readFileSync(path.join(dir, 'tokenizer.json'))).digest('hex');
+    return createHash('sha256').update(fsys().readFile(path.join(dir, 'tokenizer.json'))).digest('hex');
   } catch {
     return `missing:${dir}`;
   }

@@ -258,27 +258,30 @@ export function doseChartSvg(res: ExperimentResults, st: GridStats): string | nu
   });
 }
 
-export async function writeReport(res: ExperimentResults): Promise<{ md: string; json: string; svg: string; files: string[] }> {
+/** The report's files as text, in writing order (report.json as the CLI writes it): the CLI and the web page share this. */
+export function reportFiles(res: ExperimentResults): { name: string; text: string }[] {
   const st = gridStatistics(res);
+  const out = [
+    { name: 'report.md', text: reportMarkdown(res, st) },
+    { name: 'report.json', text: JSON.stringify(reportJson(res, st), null, 2) + '\n' },
+    { name: 'chart.svg', text: chartSvg(res, st) },
+    { name: 'chart-diff.svg', text: diffChartSvg(res, st) },
+  ];
+  const dose = doseChartSvg(res, st);
+  if (dose) out.push({ name: 'dose.svg', text: dose });
+  return out;
+}
+
+export async function writeReport(res: ExperimentResults): Promise<{ md: string; json: string; svg: string; files: string[] }> {
   const dir = res.config.outDir;
   mkdirSync(dir, { recursive: true });
   const files: string[] = [];
-  const put = async (name: string, text: string) => {
-    const f = path.join(dir, name);
-    await writeFileAtomic(f, text);
-    files.push(f);
-    return f;
-  };
-  const md = await put('report.md', reportMarkdown(res, st));
-  const json = path.join(dir, 'report.json');
-  await writeJsonAtomic(json, reportJson(res, st));
-  files.push(json);
-  killPoint('owl-report');
-  const svg = await put('chart.svg', chartSvg(res, st));
-  await put('chart-diff.svg', diffChartSvg(res, st));
-  const dose = doseChartSvg(res, st);
-  if (dose) await put('dose.svg', dose);
-  return { md, json, svg, files };
+  for (const f of reportFiles(res)) {
+    await writeFileAtomic(path.join(dir, f.name), f.text);
+    files.push(path.join(dir, f.name));
+    if (f.name === 'report.json') killPoint('owl-report');
+  }
+  return { md: path.join(dir, 'report.md'), json: path.join(dir, 'report.json'), svg: path.join(dir, 'chart.svg'), files };
 }
 
 // ---------------------------------------------------------------------------------- a whole grid

@@ -68,6 +68,24 @@ export interface StageTiming {
   waitedS?: number;
 }
 
+/**
+ * What the experiment needs of a stage cache: `run` a stage once (its folder holds its files, its
+ * result is JSON), the timings of the stages served. StageStore is the file one (shareable, with
+ * locks); MemoryStageStore (memory-stages.ts) holds stages in the page's memory file system.
+ */
+export interface StageCache {
+  readonly timings: StageTiming[];
+  /** Told when a finished stage's record cannot be read (the stage is then recomputed). */
+  onCorrupt?: (file: string) => void;
+  /** `hooks.onWaiting`: the stage is held by another worker and this call waits for it (file stores). */
+  run<T>(name: string, inputs: unknown, compute: (dir: string) => Promise<T>, hooks?: StageHooks): Promise<StageRun<T>>;
+  /**
+   * A folder beside a stage's where its computation keeps resumable state (training checkpoints),
+   * removed when the stage finishes; null when the store keeps none (a computation then starts over).
+   */
+  checkpointDir(name: string, inputs: unknown): string | null;
+}
+
 export interface StageStoreOptions {
   /** Only finished stages are served; anything else is a StageMissing error (merging, status). */
   readOnly?: boolean;
@@ -98,7 +116,7 @@ const LEGACY_TMP = /\.tmp-(\d+)$/;
 const TMP = /^(.*)\.tmp-(\d+-[0-9a-f]+)$/;
 const LOCK_WAIT_MS = 30 * 24 * 3600_000;
 
-export class StageStore {
+export class StageStore implements StageCache {
   readonly timings: StageTiming[] = [];
   private readonly opened = performance.now();
   private readonly memo = new Map<string, Promise<StageRun<unknown>>>();
@@ -143,6 +161,10 @@ export class StageStore {
   stageDir(name: string, inputs: unknown): string {
     const key = hashOf({ name, inputs });
     return path.join(this.stagesDir, `${name.replace(/[^A-Za-z0-9_.-]+/g, '_').slice(0, 80)}-${key}`);
+  }
+
+  checkpointDir(name: string, inputs: unknown): string {
+    return `${this.stageDir(name, inputs)}.ckpt`;
   }
 
   /**
