@@ -6,34 +6,18 @@ import { ARM_LABELS, ARMS, chooseGroupSize, mlpDims, mnistReportFiles, runMnistE
 import { lineChartSvg } from '../../util/svg.ts';
 import { mnistCommand, mnistConfig, MNIST_SPEC, type MnistParams } from '../params.ts';
 import { downloadLink, h, setSvg } from './dom.ts';
-import { ParamForm } from './form.ts';
-import { adapterText, Cancelled, fetchBytes, newDevice, runExclusive, type RunHandle } from './runtime.ts';
-import { StageList, type StageRow } from './stagelist.ts';
-import type { View } from './view.ts';
+import { adapterText, fetchBytes, newDevice, runExclusive, type RunHandle } from './runtime.ts';
+import type { StageRow } from './stagelist.ts';
+import { ExperimentView, type ViewHooks } from './view.ts';
 
 let digits: ImageDataset | null = null;
 
-export class MnistView implements View {
+export class MnistView extends ExperimentView<MnistParams> {
   readonly el: HTMLElement;
-  readonly form: ParamForm<MnistParams>;
-  private readonly stages: StageList;
-  private readonly status = h('p', { class: 'status', role: 'status' });
-  private readonly command = h('code', { class: 'command' });
   private readonly curves = h('div', { class: 'chart live-chart', 'data-chart': 'curves' });
-  private readonly result = h('div', { class: 'result' });
-  private readonly runBtn = h('button', { type: 'button', class: 'run' }, 'Run');
-  private readonly cancelBtn = h('button', { type: 'button', class: 'cancel', disabled: true }, 'Cancel');
-  state: 'idle' | 'running' | 'done' | 'failed' | 'cancelled' = 'idle';
-  files: { name: string; text: string }[] | null = null;
 
-  constructor(
-    params: MnistParams,
-    private readonly hooks: { onParams: () => void; onRunning: (on: boolean) => void; cancel: () => void },
-  ) {
-    this.form = new ParamForm('mnist', MNIST_SPEC, params, () => this.paramsChanged());
-    this.stages = new StageList(() => hooks.cancel());
-    this.runBtn.addEventListener('click', () => void this.run());
-    this.cancelBtn.addEventListener('click', () => hooks.cancel());
+  constructor(params: MnistParams, hooks: ViewHooks) {
+    super('mnist', MNIST_SPEC, params, hooks);
     this.el = h(
       'section',
       { id: 'mnist', class: 'experiment', 'data-state': 'idle' },
@@ -56,58 +40,17 @@ export class MnistView implements View {
     this.paramsChanged();
   }
 
-  private paramsChanged(): void {
-    const { values } = this.form.read();
-    if (values) this.command.textContent = mnistCommand(values);
-    this.hooks.onParams();
-  }
-
-  setRunnable(on: boolean): void {
-    this.runBtn.disabled = !on;
-  }
-
-  private setState(s: MnistView['state'], msg: string): void {
-    this.state = s;
-    this.el.dataset.state = s;
-    this.status.textContent = msg;
-    this.status.className = `status ${s}`;
+  protected commandOf(p: MnistParams): string {
+    return mnistCommand(p);
   }
 
   async run(): Promise<void> {
-    const { values: p } = this.form.read();
-    if (!p) {
-      this.setState('failed', 'Fix the parameters above first.');
-      return;
-    }
-    this.hooks.onParams();
-    this.stages.clear();
-    this.result.replaceChildren();
-    this.curves.replaceChildren();
-    this.files = null;
-    this.setState('running', 'Running…');
-    this.hooks.onRunning(true);
-    this.runBtn.disabled = true;
-    this.cancelBtn.disabled = false;
-    this.form.disable(true);
-    let lostWhy: string | null = null;
-    try {
-      const res = await runExclusive({ onLost: (w) => (lostWhy = w) }, (run) => this.execute(run, p, (w) => (lostWhy = w)));
+    await this.runLifecycle({ clear: () => this.curves.replaceChildren(), cancelledText: 'Cancelled.' }, async (p, onLost) => {
+      const res = await runExclusive({ onLost }, (run) => this.execute(run, p, onLost));
       this.files = mnistReportFiles(res, { command: mnistCommand(p) });
       this.showResult(res);
-      this.setState('done', `Done in ${res.seconds.total.toFixed(1)} s on ${res.device}.`);
-    } catch (e) {
-      const cancelled = e instanceof Cancelled || (e as Error)?.name === 'AbortError';
-      this.stages.finishRunning(lostWhy ? 'failed' : cancelled ? 'cancelled' : 'failed');
-      if (lostWhy) this.setState('failed', `error: ${lostWhy}`);
-      else if (cancelled) this.setState('cancelled', 'Cancelled.');
-      else this.setState('failed', `error: ${(e as Error)?.message ?? String(e)}`);
-      if (!cancelled) console.error(e);
-    } finally {
-      this.hooks.onRunning(false);
-      this.cancelBtn.disabled = true;
-      this.form.disable(false);
-      this.runBtn.disabled = false;
-    }
+      return `Done in ${res.seconds.total.toFixed(1)} s on ${res.device}.`;
+    });
   }
 
   private async execute(run: RunHandle, p: MnistParams, onLost: (w: string) => void): Promise<MnistResult> {

@@ -11,10 +11,9 @@ import type { ProgressState } from '../../util/progress.ts';
 import { lineChartSvg } from '../../util/svg.ts';
 import { checkOwl, OWL_MODELS, OWL_SPEC, owlCommand, owlConfig, owlRunName, type OwlParams } from '../params.ts';
 import { downloadLink, h, setSvg } from './dom.ts';
-import { ParamForm } from './form.ts';
-import { adapterText, Cancelled, mountModels, MODELS_DIR, newDevice, runExclusive, type RunHandle } from './runtime.ts';
-import { StageList, type StageRow } from './stagelist.ts';
-import type { View } from './view.ts';
+import { adapterText, mountModels, MODELS_DIR, newDevice, runExclusive, type RunHandle } from './runtime.ts';
+import type { StageRow } from './stagelist.ts';
+import { ExperimentView, type ViewHooks } from './view.ts';
 
 /** Where the page keeps its stages: finished ones are reused by later runs in this tab. */
 const CACHE_ROOT = '/cache/owl';
@@ -45,31 +44,16 @@ interface Sample {
   finished: boolean;
 }
 
-export class OwlView implements View {
+export class OwlView extends ExperimentView<OwlParams> {
   readonly el: HTMLElement;
-  readonly form: ParamForm<OwlParams>;
-  private readonly stages: StageList;
-  private readonly status = h('p', { class: 'status', role: 'status' });
-  private readonly command = h('code', { class: 'command' });
   private readonly samplesEl = h('div', { class: 'samples', 'data-panel': 'samples' });
   private readonly lossEl = h('div', { class: 'chart live-chart', 'data-chart': 'loss' });
-  private readonly result = h('div', { class: 'result' });
-  private readonly runBtn = h('button', { type: 'button', class: 'run' }, 'Run');
-  private readonly cancelBtn = h('button', { type: 'button', class: 'cancel', disabled: true }, 'Cancel');
   private readonly clearBtn = h('button', { type: 'button', class: 'clear' }, 'Forget cached stages');
-  state: 'idle' | 'running' | 'done' | 'failed' | 'cancelled' = 'idle';
-  files: { name: string; text: string }[] | null = null;
   /** Completed teacher samples seen this run (also read by the tests). */
   samplesSeen = 0;
 
-  constructor(
-    params: OwlParams,
-    private readonly hooks: { onParams: () => void; onRunning: (on: boolean) => void; cancel: () => void },
-  ) {
-    this.form = new ParamForm('owl', OWL_SPEC, params, () => this.paramsChanged());
-    this.stages = new StageList(() => hooks.cancel());
-    this.runBtn.addEventListener('click', () => void this.run());
-    this.cancelBtn.addEventListener('click', () => hooks.cancel());
+  constructor(params: OwlParams, hooks: ViewHooks) {
+    super('owl', OWL_SPEC, params, hooks, checkOwl);
     this.clearBtn.addEventListener('click', () => {
       new MemoryStageStore(CACHE_ROOT).clear();
       this.status.textContent = 'Cached stages forgotten: the next run computes everything.';
@@ -97,43 +81,20 @@ export class OwlView implements View {
     this.paramsChanged();
   }
 
-  private paramsChanged(): void {
-    const { values } = this.form.read(checkOwl);
-    if (values) this.command.textContent = owlCommand(values);
-    this.hooks.onParams();
-  }
-
-  setRunnable(on: boolean): void {
-    this.runBtn.disabled = !on;
-  }
-
-  private setState(s: OwlView['state'], msg: string): void {
-    this.state = s;
-    this.el.dataset.state = s;
-    this.status.textContent = msg;
-    this.status.className = `status ${s}`;
+  protected commandOf(p: OwlParams): string {
+    return owlCommand(p);
   }
 
   async run(): Promise<void> {
-    const { values: p } = this.form.read(checkOwl);
-    if (!p) {
-      this.setState('failed', 'Fix the parameters above first.');
-      return;
-    }
-    this.hooks.onParams();
-    this.stages.clear();
-    this.result.replaceChildren();
-    this.samplesEl.replaceChildren();
-    this.lossEl.replaceChildren();
-    this.files = null;
-    this.resetSamples();
-    this.setState('running', 'Running…');
-    this.hooks.onRunning(true);
-    this.runBtn.disabled = true;
-    this.clearBtn.disabled = true;
-    this.cancelBtn.disabled = false;
-    this.form.disable(true);
-    let lostWhy: string | null = null;
+    const clear = () => {
+      this.samplesEl.replaceChildren();
+      this.lossEl.replaceChildren();
+      this.resetSamples();
+    };
+    await this.runLifecycle({ clear, lock: [this.clearBtn], cancelledText: 'Cancelled. Finished stages are kept: Run continues from where it stopped.' }, (p, onLost) => this.runOwl(p, onLost));
+  }
+
+  private async runOwl(p: OwlParams, onLost: (why: string) => void): Promise<string> {
     const losses = new Map<string, [number, number][]>();
     // A progress bar is drawn in its stage's row when that stage is the only one running; otherwise
     // (the students' joint job runs for all their stages at once) in a row of its own.
@@ -177,41 +138,26 @@ export class OwlView implements View {
         this.drawLoss(losses);
       }
     };
-    try {
-      const res = await runExclusive({ onProgress, onLost: (w) => (lostWhy = w) }, async (run) => {
-        const store = new MemoryStageStore(CACHE_ROOT);
-        store.onStage = (e: StageEvent) => {
-          const key = `${e.name}-${e.key}`;
-          if (e.state === 'running') {
-            run.check();
-            runningStages.add(key);
-            this.stages.begin(key, stageLabel(e.name));
-          } else if (e.state === 'cached') this.stages.begin(key, stageLabel(e.name)).finish('cached');
-          else {
-            runningStages.delete(key);
-            if (e.state === 'done') this.stages.get(key)?.finish('done');
-          }
-        };
-        return this.execute(run, p, store, (w) => (lostWhy = w));
-      });
-      this.drawLoss(losses);
-      this.files = reportFiles(res.results);
-      this.showResult();
-      this.setState('done', `Done in ${res.results.wallS.toFixed(1)} s on ${res.device}.`);
-    } catch (e) {
-      const cancelled = e instanceof Cancelled || (e as Error)?.name === 'AbortError';
-      this.stages.finishRunning(lostWhy || !cancelled ? 'failed' : 'cancelled');
-      if (lostWhy) this.setState('failed', `error: ${lostWhy}`);
-      else if (cancelled) this.setState('cancelled', 'Cancelled. Finished stages are kept: Run continues from where it stopped.');
-      else this.setState('failed', `error: ${(e as Error)?.message ?? String(e)}`);
-      if (!cancelled) console.error(e);
-    } finally {
-      this.hooks.onRunning(false);
-      this.cancelBtn.disabled = true;
-      this.clearBtn.disabled = false;
-      this.form.disable(false);
-      this.runBtn.disabled = false;
-    }
+    const res = await runExclusive({ onProgress, onLost }, async (run) => {
+      const store = new MemoryStageStore(CACHE_ROOT);
+      store.onStage = (e: StageEvent) => {
+        const key = `${e.name}-${e.key}`;
+        if (e.state === 'running') {
+          run.check();
+          runningStages.add(key);
+          this.stages.begin(key, stageLabel(e.name));
+        } else if (e.state === 'cached') this.stages.begin(key, stageLabel(e.name)).finish('cached');
+        else {
+          runningStages.delete(key);
+          if (e.state === 'done') this.stages.get(key)?.finish('done');
+        }
+      };
+      return this.execute(run, p, store, onLost);
+    });
+    this.drawLoss(losses);
+    this.files = reportFiles(res.results);
+    this.showResult();
+    return `Done in ${res.results.wallS.toFixed(1)} s on ${res.device}.`;
   }
 
   private async execute(run: RunHandle, p: OwlParams, store: MemoryStageStore, onLost: (w: string) => void) {
