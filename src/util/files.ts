@@ -3,6 +3,7 @@
 // web page's in-memory one. Node code keeps its defaults; the page installs a MemoryFileSystem with
 // useFileSystem() before anything reads a file. Errors carry Node's codes (ENOENT, EISDIR, ENOTDIR,
 // EEXIST) so callers report missing files the same way on both.
+import { UserError } from './errors.ts';
 import { nodeFileSystem } from './files-node.ts';
 
 export interface FileStat {
@@ -82,4 +83,24 @@ export function fsError(code: string, op: string, p: string): Error & { code: st
 
 export function readJsonFile<T = unknown>(p: string): T {
   return JSON.parse(fsys().readText(p)) as T;
+}
+
+/**
+ * Reads a JSON control file the tool wrote itself (a state, a marker, a stage's done.json): null when it
+ * does not exist; a file that cannot be read or parsed is a UserError naming it, never a stack trace.
+ */
+export function readControlJson(file: string, what = 'control file'): unknown {
+  let text: string;
+  try {
+    text = fsys().readText(file);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    if (code === 'ENOENT') return null;
+    throw new UserError(`${file}: cannot read the ${what} (${code ?? (e as Error).message})`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new UserError(`${file}: corrupt ${what} (not valid JSON)`);
+  }
 }

@@ -3,7 +3,7 @@
  * target, then (best effort) fsync the directory so the rename itself is durable. Readers see
  * either the old file or the complete new one, never a partial write.
  */
-import { promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { UserError } from './errors.ts';
@@ -67,22 +67,4 @@ export async function writeAllAt(fh: fsp.FileHandle, data: Uint8Array, position:
   }
 }
 
-/**
- * Reads a JSON control file the tool wrote itself (a state, a marker, a stage's done.json): null when it
- * does not exist; a file that cannot be read or parsed is a UserError naming it, never a stack trace.
- */
-export function readControlJson(file: string, what = 'control file'): unknown {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') return null;
-    throw new UserError(`${file}: cannot read the ${what} (${code ?? (e as Error).message})`);
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new UserError(`${file}: corrupt ${what} (not valid JSON)`);
-  }
-}
+export { readControlJson } from './files.ts';

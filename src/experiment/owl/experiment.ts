@@ -18,7 +18,7 @@ import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts'
 import { trainStudents, type StudentJob } from '../../train/joint.ts';
 import { computeTeacherRows, stepsPerEpoch, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
-import { fsys } from '../../util/files.ts';
+import { fsys, readControlJson } from '../../util/files.ts';
 import { killPoint } from '../../util/faults.ts';
 import { jsonlText, readJsonl } from '../../util/jsonl.ts';
 import { Progress } from '../../util/progress.ts';
@@ -202,21 +202,6 @@ function safe(s: string): string {
 }
 
 /** A JSON record the pipeline wrote itself: null when absent; unreadable or corrupt is a UserError naming it. */
-function readJsonIfPresent(file: string, what: string): unknown {
-  let text: string;
-  try {
-    text = fsys().readText(file);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    if (code === 'ENOENT') return null;
-    throw new UserError(`${file}: cannot read the ${what} (${code ?? (e as Error).message})`);
-  }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    throw new UserError(`${file}: corrupt ${what} (not valid JSON)`);
-  }
-}
 
 function writeJsonl(file: string, rows: readonly unknown[]): void {
   fsys().writeFile(file, jsonlText(rows));
@@ -823,7 +808,7 @@ export class Experiment {
     // Dose-response entries so far, kept beside each student's checkpoints (a resumed student keeps those
     // of the epochs it had finished at its checkpoint).
     const dose: StudentStageResult['dose'][] = pending.map((p) => {
-      const saved = p.ckpt ? (readJsonIfPresent(path.join(p.ckpt, 'dose.json'), 'dose-response record') as StudentStageResult['dose'] | null) : null;
+      const saved = p.ckpt ? (readControlJson(path.join(p.ckpt, 'dose.json'), 'dose-response record') as StudentStageResult['dose'] | null) : null;
       return Array.isArray(saved) ? saved : [];
     });
     const totals = pending.map((p) => stepsPerEpoch(p.inputs.examples.length, p.plan.config.train.batchSize, p.plan.config.train.gradAccum) * p.plan.config.train.epochs);
