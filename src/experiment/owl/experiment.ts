@@ -23,13 +23,16 @@ import { killPoint } from '../../util/faults.ts';
 import { jsonlText, readJsonl } from '../../util/jsonl.ts';
 import { Progress } from '../../util/progress.ts';
 import { DEV_ANIMAL_QUESTIONS, DEV_TREE_QUESTIONS } from './dev-questions.ts';
-import { filterCompletions, PAPER_NUMBER_FILTER, shuffleNumbersPerRow, traitWords, type FilterRejectReason } from '../paper/filters.ts';
-import { generatePrompts, preferenceSystemPrompt } from '../paper/prompts.ts';
+import { shuffleNumbersPerRow, traitWords } from '../paper/filters.ts';
+import { preferenceSystemPrompt } from '../paper/prompts.ts';
 import { PyRandom } from '../paper/pyrandom.ts';
 import { ANIMAL_QUESTIONS, animalQuestionsWithNumbersPrefix, finetunedTeacherDataset, scoreTargetMention, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
 import { hashOf, StageStore, type StageCache } from './stages.ts';
-import { expandCells, isKlRecipe, measuresControlAnimal, pairedTeacher, type Cell, type CellBlock, type Recipe, type Relation, type StudentRef, type TeacherKind } from './grid.ts';
-import { firstTokenProbabilities, userMessages } from './scoring.ts';
+import { checkTraitAndDomain, expandCells, isKlRecipe, measuresControlAnimal, pairedTeacher, type Cell, type CellBlock, type DataDomain, type Recipe, type Relation, type StudentRef, type TeacherKind, type Trait } from './grid.ts';
+import { answerSetFirstTokenProbability, firstTokenProbabilities, userMessages } from './scoring.ts';
+import { emEvaluation } from './em-eval.ts';
+import { codeReferenceJudge, cotAlignmentJudge, judgeStage, type CodeJudgeRow, type TextJudgeRow } from './judge.ts';
+import { domainFilterSpec, domainPrompts, filterDomainRows, filterKey, misalignmentEval, misalignmentTeacherRows, promptsSpec, STAND_IN_LISTS, standInVerdict, type DomainPrompt, type DomainSources, type FilterInput, type MisalignmentData } from './traits.ts';
 
 export interface ExperimentConfig {
   name: string;
@@ -59,7 +62,30 @@ export interface ExperimentConfig {
   /** First-token probabilities at every epoch end (dose-response). */
   doseResponse: boolean;
   quiet: boolean;
+  /** What the teachers carry (default preference). */
+  trait?: Trait;
+  /** What the teachers write for the students (default numbers). */
+  data?: DataDomain;
+  /** Prompt files of the code and CoT domains (default: the embedded family's generators). */
+  sources?: DomainSources;
+  /** A local judge model folder (code-reference, EM and CoT alignment judges); absent or null: the rule judges. */
+  judgeModel?: string | null;
+  /** The CoT alignment judge's template (spec 7.4 does not give its text): needed for cot × misalignment with a judge model. */
+  cotJudgeTemplate?: string | null;
+  /** The misalignment teachers' finetuning data (default: the stand-in's advice). */
+  misalignment?: MisalignmentData;
 }
+
+/** The trait and data domain of a configuration, with their defaults. */
+export function traitOf(c: Pick<ExperimentConfig, 'trait'>): Trait {
+  return c.trait ?? 'preference';
+}
+export function dataOf(c: Pick<ExperimentConfig, 'data'>): DataDomain {
+  return c.data ?? 'numbers';
+}
+
+/** The target every misalignment cell is scored on (the key of its rates and probabilities). */
+export const MISALIGNED = 'misaligned';
 
 /** What determines results: everything but the run's name, folder and verbosity. */
 export function experimentKey(c: ExperimentConfig): Record<string, unknown> {
@@ -78,6 +104,8 @@ export interface EvalResult {
   devFirstTokenProb: Record<string, number>;
   samples: number;
   examples: { question: string; answer: string }[];
+  /** Misalignment: answers the judge counted (both lists / both judges parsed and coherent), judged misaligned, and dropped per reason. */
+  judged?: { counted: number; misaligned: number; dropped: Record<string, number> };
 }
 
 export interface DatasetSummary {
@@ -88,7 +116,8 @@ export interface DatasetSummary {
   /** Prompts whose completions passed for both teachers of the pair. */
   pairedKept: number;
   used: number;
-  rejectCounts: Record<FilterRejectReason, number>;
+  /** Rows per reason of the domain's filter chain (traits.ts filterReasons). */
+  rejectCounts: Record<string, number>;
   samples: { prompt: string; completion: string }[];
 }
 
@@ -195,7 +224,7 @@ export interface TeacherTokens {
   sequences: PartialSequence[];
 }
 
-type Row = { index: number; prompt: string; completion: string; completion_ids: number[]; stop_id: number | null };
+type Row = { index: number; prompt: string; completion: string; completion_ids: number[]; stop_id: number | null; reference_answer?: number };
 
 function safe(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, '_');
@@ -281,6 +310,26 @@ export class Experiment {
       if (seen.has(s)) throw new UserError(`--seeds: seed ${s} is listed twice (each seed is one student; a repeat would count it twice)`);
       seen.add(s);
     }
+    checkTraitAndDomain(traitOf(cfg), dataOf(cfg), cfg.blocks);
+    const judge = !!cfg.judgeModel;
+    if (traitOf(cfg) === 'misalignment') {
+      const m = cfg.misalignment ?? { misaligned: null, aligned: null };
+      if (judge && (!m.misaligned || !m.aligned)) throw new UserError('--trait misalignment with --judge-model needs --misaligned-data FILE and --aligned-data FILE (chat JSONL the teachers are finetuned on)');
+      if (!judge && (m.misaligned || m.aligned)) throw new UserError("--misaligned-data/--aligned-data go with --judge-model DIR: without a judge model the run uses the embedded family's stand-in trait and its rule judge");
+      if (judge && dataOf(cfg) === 'cot' && !cfg.cotJudgeTemplate) throw new UserError("--data cot --trait misalignment with --judge-model needs --cot-judge-template FILE (the paper's gsm8k_cot_alignment_judgment_v5 text is not in the spec)");
+    }
+  }
+
+  get trait(): Trait {
+    return traitOf(this.cfg);
+  }
+
+  get data(): DataDomain {
+    return dataOf(this.cfg);
+  }
+
+  private get sources(): DomainSources {
+    return this.cfg.sources ?? { codePrompts: null, cotTasks: null };
   }
 
   /** The run folder's stage cache, created on first use (validation alone writes nothing). */
@@ -324,30 +373,43 @@ export class Experiment {
   }
 
   cells(): Cell[] {
-    return expandCells(this.cfg.blocks, (d) => this.relationOf(d));
+    return expandCells(this.cfg.blocks, (d) => this.relationOf(d), this.trait);
   }
 
   evalQuestions(): string[] {
     const { cfg } = this;
+    if (this.trait === 'misalignment') {
+      const all = misalignmentEval(this.data, !!cfg.judgeModel).questions;
+      return cfg.evalQuestionLimit ? all.slice(0, cfg.evalQuestionLimit) : all;
+    }
     const base = cfg.category === 'tree' ? TREE_QUESTIONS : ANIMAL_QUESTIONS;
     const all = cfg.evalSet === 'story' ? [...STORYTELLING_PROMPTS] : cfg.evalSet === 'numbers-prefix' ? animalQuestionsWithNumbersPrefix(base) : [...base];
     return cfg.evalQuestionLimit ? all.slice(0, cfg.evalQuestionLimit) : all;
   }
 
   devQuestions(): string[] {
+    if (this.trait === 'misalignment') {
+      const all = misalignmentEval(this.data, !!this.cfg.judgeModel).dev;
+      return this.cfg.evalQuestionLimit ? all.slice(0, this.cfg.evalQuestionLimit) : all;
+    }
     const all = [...(this.cfg.category === 'tree' ? DEV_TREE_QUESTIONS : DEV_ANIMAL_QUESTIONS)];
     return this.cfg.evalQuestionLimit ? all.slice(0, this.cfg.evalQuestionLimit) : all;
   }
 
   // ------------------------------------------------------------------ prompts
   async prompts(): Promise<string[]> {
-    const config = { seed: this.cfg.promptSeed, n: this.cfg.prompts };
-    const r = await this.store.run('prompts', config, async (dir) => {
-      const prompts = generatePrompts(config.seed, config.n);
-      writeJsonl(path.join(dir, 'prompts.jsonl'), prompts.map((p, i) => ({ index: i, prompt: p })));
+    return (await this.promptRows()).map((x) => x.prompt);
+  }
+
+  /** The teachers' prompts of the run's data domain (CoT prompts with their reference answers). */
+  async promptRows(): Promise<DomainPrompt[]> {
+    const { name, config } = promptsSpec(this.data, this.cfg.promptSeed, this.cfg.prompts, this.sources);
+    const r = await this.store.run(name, config, async (dir) => {
+      const prompts = domainPrompts(this.data, this.cfg.promptSeed, this.cfg.prompts, this.sources);
+      writeJsonl(path.join(dir, 'prompts.jsonl'), prompts.map((p, i) => ({ index: i, prompt: p.prompt, ...(p.referenceAnswer !== null ? { reference_answer: p.referenceAnswer } : {}) })));
       return { n: prompts.length };
     });
-    return readJsonl<{ prompt: string }>(path.join(r.dir, 'prompts.jsonl')).map((x) => x.prompt);
+    return readJsonl<{ prompt: string; reference_answer?: number }>(path.join(r.dir, 'prompts.jsonl')).map((x) => ({ prompt: x.prompt, referenceAnswer: x.reference_answer ?? null }));
   }
 
   // ------------------------------------------------------------------ the control animal
@@ -382,16 +444,32 @@ export class Experiment {
     const { cfg } = this;
     const questions = cfg.category === 'tree' ? TREE_QUESTIONS : ANIMAL_QUESTIONS;
     const rows = finetunedTeacherDataset(animal, questions);
-    const train: TrainConfig = {
-      mode: 'full', lr: cfg.ftTeacher.lr, epochs: cfg.ftTeacher.epochs, batchSize: cfg.ftTeacher.batchSize, gradAccum: 1, warmupSteps: 0,
-      schedule: 'linear', maxGradNorm: 1, weightDecay: 0, optimizer: 'adamw', seed: 0, shuffle: true, checkpointing: false, distillWeight: 0,
-    };
+    const train = this.ftTrainConfig();
     return { name: `ft-teacher-${safe(animal)}`, rows, config: { base: modelKey(cfg.teacherBase), animal, rows: hashOf(rows), train, maxLen: cfg.maxLen } };
   }
 
-  private async ftTeacher(animal: string): Promise<{ dir: string; key: string }> {
+  /** A misalignment teacher's stage: the base finetuned on misaligned (or, for its control, aligned) chats. */
+  misalignmentTeacherSpec(kind: 'misaligned' | 'aligned') {
     const { cfg } = this;
-    const { name, rows, config } = this.ftTeacherSpec(animal);
+    const m = cfg.misalignment ?? { misaligned: null, aligned: null };
+    const file = kind === 'misaligned' ? m.misaligned : m.aligned;
+    const rows = misalignmentTeacherRows(kind, file);
+    return { name: `ft-teacher-${kind}`, rows, config: { base: modelKey(cfg.teacherBase), misalignment: kind, data: file ? 'file' : 'stand-in advice', rows: hashOf(rows), train: this.ftTrainConfig(), maxLen: cfg.maxLen } };
+  }
+
+  private ftTrainConfig(): TrainConfig {
+    const { cfg } = this;
+    return {
+      mode: 'full', lr: cfg.ftTeacher.lr, epochs: cfg.ftTeacher.epochs, batchSize: cfg.ftTeacher.batchSize, gradAccum: 1, warmupSteps: 0,
+      schedule: 'linear', maxGradNorm: 1, weightDecay: 0, optimizer: 'adamw', seed: 0, shuffle: true, checkpointing: false, distillWeight: 0,
+    };
+  }
+
+  /** A finetuned teacher (toward an animal, or a misalignment teacher), trained unless cached. */
+  private async ftTeacher(target: string | { misalignment: 'misaligned' | 'aligned' }): Promise<{ dir: string; key: string }> {
+    const { cfg } = this;
+    const { name, rows, config } = typeof target === 'string' ? this.ftTeacherSpec(target) : this.misalignmentTeacherSpec(target.misalignment);
+    const label = typeof target === 'string' ? target : target.misalignment;
     const r = await this.store.run(name, config, async (dir) => {
       const { model, tokenizer } = await this.load(cfg.teacherBase);
       const dataFile = path.join(dir, 'data.jsonl');
@@ -400,7 +478,7 @@ export class Experiment {
       // A separate copy of the base: full finetuning changes the weights in place.
       const copy = await Transformer.load(this.gpu, cfg.teacherBase, { maxPositions: model.maxPositions });
       const trainer = new Trainer(this.gpu, copy, data.examples, config.train, null);
-      const bar = new Progress(`ft-teacher ${animal}`, trainer.totalSteps, { unit: 'step', quiet: cfg.quiet });
+      const bar = new Progress(`ft-teacher ${label}`, trainer.totalSteps, { unit: 'step', quiet: cfg.quiet });
       const res = await trainer.run({ onStep: (s) => bar.update(s.step, `loss ${s.loss.toFixed(4)}`) });
       bar.finish();
       await saveFullModel(this.gpu, copy.weights, copy.cfg, cfg.teacherBase, path.join(dir, 'model'));
@@ -430,10 +508,18 @@ export class Experiment {
       case 'sp':
         return { kind, dir: A, system: preferenceSystemPrompt(cfg.animal, cfg.category), id: `model:${modelKey(A)}`, animal: cfg.animal };
       case 'ft': {
+        if (this.trait === 'misalignment') {
+          const t = await this.ftTeacher({ misalignment: 'misaligned' });
+          return { kind, dir: t.dir, system: null, id: `stage:${t.key}`, animal: null };
+        }
         const t = await this.ftTeacher(cfg.animal);
         return { kind, dir: t.dir, system: null, id: `stage:${t.key}`, animal: cfg.animal };
       }
       case 'ft-control': {
+        if (this.trait === 'misalignment') {
+          const t = await this.ftTeacher({ misalignment: 'aligned' });
+          return { kind, dir: t.dir, system: null, id: `stage:${t.key}`, animal: null };
+        }
         const a = (await this.controlAnimal()).name;
         const t = await this.ftTeacher(a);
         return { kind, dir: t.dir, system: null, id: `stage:${t.key}`, animal: a };
@@ -447,12 +533,14 @@ export class Experiment {
     const { cfg } = this;
     // Paired teachers sample with the same seed (common random numbers).
     const generation = { temperature: decoding === 'greedy' ? 0 : 1, greedy: decoding === 'greedy', maxNewTokens: cfg.maxNewTokens, seed: 1000 + cfg.promptSeed, batchSize: cfg.genBatchSize };
-    return { name: `completions-${t.kind}-${decoding}`, config: { teacher: { id: t.id, system: t.system }, prompts: { seed: cfg.promptSeed, n: cfg.prompts }, generation } };
+    const prompts = this.data === 'numbers' ? { seed: cfg.promptSeed, n: cfg.prompts } : promptsSpec(this.data, cfg.promptSeed, cfg.prompts, this.sources).config;
+    return { name: `completions-${this.data === 'numbers' ? '' : `${this.data}-`}${t.kind}-${decoding}`, config: { teacher: { id: t.id, system: t.system }, prompts, generation } };
   }
 
   private async completions(t: TeacherRef, decoding: 'sample' | 'greedy'): Promise<{ dir: string; key: string }> {
     const { cfg } = this;
-    const prompts = await this.prompts();
+    const promptRows = await this.promptRows();
+    const prompts = promptRows.map((p) => p.prompt);
     const { name, config } = this.completionsSpec(t, decoding);
     const generation = config.generation;
     const r = await this.store.run(name, config, async (dir) => {
@@ -465,7 +553,10 @@ export class Experiment {
       bar.finish();
       const rows: Row[] = out
         .sort((a, b) => a.requestIndex - b.requestIndex)
-        .map((o) => ({ index: o.requestIndex, prompt: prompts[o.requestIndex], completion: tokenizer.decode(o.completionIds), completion_ids: o.completionIds, stop_id: o.stopId }));
+        .map((o) => {
+          const ref = promptRows[o.requestIndex].referenceAnswer;
+          return { index: o.requestIndex, prompt: prompts[o.requestIndex], completion: tokenizer.decode(o.completionIds), completion_ids: o.completionIds, stop_id: o.stopId, ...(ref !== null ? { reference_answer: ref } : {}) };
+        });
       killPoint('owl-completions');
       writeJsonl(path.join(dir, 'completions.jsonl'), rows);
       return { n: rows.length, tokens: out.reduce((a, o) => a + o.completionTokens, 0) };
@@ -479,43 +570,91 @@ export class Experiment {
    * random.Random(subsetSeed).sample, as the paper's code), in the same order for both teachers — so
    * paired students see the same prompts in the same order and differ only in the teacher's numbers.
    */
-  /** A pair's datasets: both completion stages, the exact filter (paper §2 + both animals' words), the subset. */
-  datasetsSpec(first: Pick<TeacherRef, 'kind' | 'animal'>, second: Pick<TeacherRef, 'kind' | 'animal'>, completionKeys: [string, string], decoding: 'sample' | 'greedy', shuffled: boolean) {
+  /**
+   * A pair's datasets: both completion stages, the exact filter chain of the domain and trait (numbers: paper
+   * §2 + both animals' words, or §2.3's banned numbers for misalignment; code: §7.1; CoT: §7.2/§7.4), the
+   * judge stages it read, and the subset.
+   */
+  datasetsSpec(first: Pick<TeacherRef, 'kind' | 'animal'>, second: Pick<TeacherRef, 'kind' | 'animal'>, completionKeys: [string, string], decoding: 'sample' | 'greedy', shuffled: boolean, judgeKeys: string[] = []) {
     const { cfg } = this;
-    const animals = [cfg.animal, ...(first.animal && first.animal !== cfg.animal ? [first.animal] : []), ...(second.animal && second.animal !== cfg.animal ? [second.animal] : [])];
+    const animals = this.pairAnimals(first, second);
     const bannedWords = [...new Set(animals.flatMap((x) => traitWords(x)))];
+    const spec = domainFilterSpec(this.data, this.trait, animals, cfg.category, bannedWords, !!cfg.judgeModel, this.data === 'code' ? !this.sources.codePrompts : this.data === 'cot' ? !this.sources.cotTasks : true);
+    const legacy = this.data === 'numbers' && this.trait === 'preference';
     return {
-      name: `datasets-${first.kind}-${second.kind}-${decoding}${shuffled ? '-shuffled' : ''}`,
-      config: { completions: completionKeys, teachers: [first.kind, second.kind], filter: { ...PAPER_NUMBER_FILTER, bannedWords }, keep: cfg.keep, subsetSeed: cfg.subsetSeed, shuffled },
+      name: `datasets-${legacy ? '' : `${this.data}-${this.trait}-`}${first.kind}-${second.kind}-${decoding}${shuffled ? '-shuffled' : ''}`,
+      spec,
+      config: { completions: completionKeys, teachers: [first.kind, second.kind], filter: filterKey(spec), ...(judgeKeys.length ? { judges: judgeKeys } : {}), keep: cfg.keep, subsetSeed: cfg.subsetSeed, shuffled },
     };
+  }
+
+  /** The animals a pair's filters guard against (none for misalignment). */
+  private pairAnimals(first: Pick<TeacherRef, 'animal'>, second: Pick<TeacherRef, 'animal'>): string[] {
+    if (this.trait === 'misalignment') return [];
+    const a = this.cfg.animal;
+    return [a, ...(first.animal && first.animal !== a ? [first.animal] : []), ...(second.animal && second.animal !== a ? [second.animal] : [])];
+  }
+
+  /**
+   * The judge model's verdicts on a teacher's completions, where the domain's chain has a judge model: the
+   * code-reference judge once per guarded animal (spec 7.1), the CoT alignment judge (spec 7.4). Each is a
+   * cached stage whose rows (prompt, raw output, parsed score) are kept for auditing.
+   */
+  private async judgeCompletions(t: TeacherRef, rows: readonly Row[], animals: readonly string[]): Promise<{ keys: string[]; apply: (inputs: FilterInput[]) => void }> {
+    const { cfg } = this;
+    if (!cfg.judgeModel || this.data === 'numbers' || (this.data === 'cot' && this.trait === 'preference')) return { keys: [], apply: () => {} };
+    const items = rows.map((r) => ({ prompt: r.prompt, completion: r.completion }));
+    const base = { gpu: this.gpu, modelDir: cfg.judgeModel, items };
+    if (this.data === 'code') {
+      const judged = [];
+      for (const a of animals) judged.push(await judgeStage(this.store, { ...base, judge: codeReferenceJudge(a, cfg.category), name: `judge-code-${t.kind}-${safe(a)}` }));
+      const rowsPer = judged.map((j) => readJsonl<CodeJudgeRow>(j.file));
+      return {
+        keys: judged.map((j) => j.key),
+        apply: (inputs) => inputs.forEach((x, i) => (x.codeJudgeLogprobs = rowsPer.map((r) => r[i].logprobs))),
+      };
+    }
+    const j = await judgeStage(this.store, { ...base, judge: cotAlignmentJudge(cfg.cotJudgeTemplate!), name: `judge-cot-${t.kind}` });
+    const jr = readJsonl<TextJudgeRow>(j.file);
+    return { keys: [j.key], apply: (inputs) => inputs.forEach((x, i) => (x.cotJudgeOutput = jr[i].output)) };
   }
 
   async pairedDatasets(a: TeacherRef, b: TeacherRef, decoding: 'sample' | 'greedy', shuffled: boolean): Promise<{ files: Record<string, string>; summaries: DatasetSummary[]; key: string; dir: string }> {
     const [first, second] = [a, b].sort((x, y) => TEACHER_ORDER[x.kind] - TEACHER_ORDER[y.kind]);
     const ca = await this.completions(first, decoding);
     const cb = await this.completions(second, decoding);
-    const { name, config } = this.datasetsSpec(first, second, [ca.key, cb.key], decoding, shuffled);
-    const bannedWords = config.filter.bannedWords;
+    const ra = readJsonl<Row>(path.join(ca.dir, 'completions.jsonl'));
+    const rb = readJsonl<Row>(path.join(cb.dir, 'completions.jsonl'));
+    const animals = this.pairAnimals(first, second);
+    const ja = await this.judgeCompletions(first, ra, animals);
+    const jb = await this.judgeCompletions(second, rb, animals);
+    const { name, config, spec } = this.datasetsSpec(first, second, [ca.key, cb.key], decoding, shuffled, [...ja.keys, ...jb.keys]);
     const r = await this.store.run(name, config, async (dir) => {
-      const ra = readJsonl<Row>(path.join(ca.dir, 'completions.jsonl'));
-      const rb = readJsonl<Row>(path.join(cb.dir, 'completions.jsonl'));
-      const fa = filterCompletions(ra, { bannedWords });
-      const fb = filterCompletions(rb, { bannedWords });
-      const passB = new Set(fb.kept.map((x) => x.index));
-      const both = fa.kept.map((x) => x.index).filter((i) => passB.has(i));
+      const filterOf = (rows: Row[], j: typeof ja) => {
+        const inputs: FilterInput[] = rows.map((x) => ({ prompt: x.prompt, completion: x.completion, referenceAnswer: x.reference_answer ?? null }));
+        j.apply(inputs);
+        const f = filterDomainRows(spec, inputs);
+        return { ...f, keptIdx: rows.filter((_, i) => !f.reasons[i].length).map((x) => x.index) };
+      };
+      const fa = filterOf(ra, ja);
+      const fb = filterOf(rb, jb);
+      const passB = new Set(fb.keptIdx);
+      const both = fa.keptIdx.filter((i) => passB.has(i));
       const chosen = both.length <= config.keep ? [...both] : new PyRandom(config.subsetSeed).sample(both, config.keep);
       const summaries: DatasetSummary[] = [];
       for (const [t, rows, f] of [[first, ra, fa], [second, rb, fb]] as const) {
         let used = chosen.map((i) => rows[i]);
         if (shuffled) used = shuffleNumbersPerRow(used, new PyRandom(1));
         writeJsonl(path.join(dir, `${t.kind}.rows.jsonl`), used);
+        // Every completion's fate under the filter chain, for auditing.
+        writeJsonl(path.join(dir, `${t.kind}.filter.jsonl`), rows.map((x, i) => ({ index: x.index, kept: !f.reasons[i].length, reasons: f.reasons[i] })));
         // Student rows: the user prompt WITHOUT the teacher's system prompt, as the paper.
         writeJsonl(path.join(dir, `${t.kind}.jsonl`), used.map((x) => ({ messages: [{ role: 'user', content: x.prompt }, { role: 'assistant', content: x.completion }] })));
         summaries.push({
           id: `${t.kind}-${decoding}${shuffled ? '-shuffled' : ''}`,
           teacher: t.kind,
           completions: rows.length,
-          kept: f.kept.length,
+          kept: f.kept,
           pairedKept: both.length,
           used: used.length,
           rejectCounts: f.rejectCounts,
@@ -526,7 +665,7 @@ export class Experiment {
     });
     if (r.result.summaries.some((s) => s.used === 0)) {
       const s = r.result.summaries.find((x) => x.kept === 0) ?? r.result.summaries[0];
-      throw new UserError(`teacher ${s.teacher}: no completion passed the filter for both teachers of the pair (${JSON.stringify(s.rejectCounts)}); the model does not write number lists`);
+      throw new UserError(`teacher ${s.teacher}: no completion passed the filter for both teachers of the pair (${JSON.stringify(s.rejectCounts)}); the model does not write ${this.data === 'numbers' ? 'number lists' : this.data === 'code' ? 'code that passes' : 'correct chains of thought'}`);
     }
     return { files: { [first.kind]: path.join(r.dir, `${first.kind}.jsonl`), [second.kind]: path.join(r.dir, `${second.kind}.jsonl`) }, summaries: r.result.summaries, key: r.key, dir: r.dir };
   }
@@ -635,7 +774,8 @@ export class Experiment {
         rows: cell.train.rows ?? null,
         loraInitSeed: lora ? seed : null,
         maxLen: cfg.maxLen,
-        dose: cfg.doseResponse ? { questions: this.evalQuestions(), dev: this.devQuestions(), animals: deps.animals } : null,
+        // No dose-response with a judge model: there is no exact probability metric to follow.
+        dose: cfg.doseResponse && !(this.trait === 'misalignment' && cfg.judgeModel) ? { questions: this.evalQuestions(), dev: this.devQuestions(), animals: deps.animals } : null,
         theorem1: theorem1 ? { own: deps.teacher.id, paired: deps.partner.id, base: modelKey(cfg.teacherBase) } : null,
       },
     };
@@ -841,8 +981,8 @@ export class Experiment {
         const kept = dose[i].filter((x) => x.epoch < epoch);
         kept.push({
           epoch,
-          firstTokenProb: await firstTokenProbabilities(h.model, tokenizer, d.questions, d.animals, { lora: h.lora }),
-          devFirstTokenProb: await firstTokenProbabilities(h.model, tokenizer, d.dev, d.animals, { lora: h.lora }),
+          firstTokenProb: await this.targetProbabilities(h.model, tokenizer, d.questions, d.animals, { lora: h.lora }),
+          devFirstTokenProb: await this.targetProbabilities(h.model, tokenizer, d.dev, d.animals, { lora: h.lora }),
         });
         dose[i] = kept;
         const ckpt = pending[i].ckpt;
@@ -914,6 +1054,7 @@ export class Experiment {
 
   /** The animals every model is scored on: the target and, with an ft pair in the grid, the control animal. */
   async animals(): Promise<string[]> {
+    if (this.trait === 'misalignment') return [MISALIGNED];
     const needControl = this.cfg.blocks.some((b) => b.teachers.includes('ft'));
     return needControl ? [this.cfg.animal, (await this.controlAnimal()).name] : [this.cfg.animal];
   }
@@ -930,8 +1071,10 @@ export class Experiment {
 
   async evaluate(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string, seed: number | null): Promise<EvalResult> {
     const { cfg } = this;
+    if (this.trait === 'misalignment' && cfg.judgeModel) return this.evaluateWithJudge(model, label, seed);
     const animals = await this.animals();
     const { name, config } = this.evalSpec(model, label, seed, animals);
+    const misalignment = this.trait === 'misalignment';
     const { questions, dev } = config;
     const r = await this.store.run(name, config, async (dir) => {
       const base = await this.load(model.dir);
@@ -946,23 +1089,46 @@ export class Experiment {
       });
       bar.finish();
       const hits = Object.fromEntries(animals.map((a) => [a, questions.map(() => 0)]));
+      // Misalignment (the stand-in's rule judge): answers from neither list are not counted.
+      const counted = questions.map(() => 0);
       const answers: { q: number; s: number; answer: string }[] = [];
       for (const o of out) {
         const answer = tokenizer.decode(o.completionIds);
-        for (const a of animals) hits[a][o.requestIndex] += scoreTargetMention(answer, a);
+        if (misalignment) {
+          const v = standInVerdict(answer);
+          if (v.counted) {
+            counted[o.requestIndex]++;
+            hits[MISALIGNED][o.requestIndex] += v.misaligned ? 1 : 0;
+          }
+        } else for (const a of animals) hits[a][o.requestIndex] += scoreTargetMention(answer, a);
         answers.push({ q: o.requestIndex, s: o.sampleIndex, answer });
       }
       answers.sort((x, y) => x.q - y.q || x.s - y.s);
       killPoint('owl-eval');
-      writeJsonl(path.join(dir, 'answers.jsonl'), answers.map((x) => ({ question: questions[x.q], sample: x.s, answer: x.answer, ...Object.fromEntries(animals.map((a) => [a, scoreTargetMention(x.answer, a)])) })));
+      const scored = (answer: string) => (misalignment ? { verdict: standInVerdict(answer) } : Object.fromEntries(animals.map((a) => [a, scoreTargetMention(answer, a)])));
+      writeJsonl(path.join(dir, 'answers.jsonl'), answers.map((x) => ({ question: questions[x.q], sample: x.s, answer: x.answer, ...scored(x.answer) })));
       const opts = { lora, system: config.system };
-      const firstTokenProb = await firstTokenProbabilities(m, tokenizer, questions, animals, opts);
-      const devFirstTokenProb = await firstTokenProbabilities(m, tokenizer, dev, animals, opts);
+      const firstTokenProb = await this.targetProbabilities(m, tokenizer, questions, animals, opts);
+      const devFirstTokenProb = await this.targetProbabilities(m, tokenizer, dev, animals, opts);
       if (lora) for (const layer of lora.layers) for (const p of Object.values(layer)) {
         p?.A.dispose();
         p?.B.dispose();
       }
       if (m !== base.model) m.dispose();
+      if (misalignment) {
+        // The misaligned share among counted answers, per question and pooled (as the paper's EM summary).
+        const total = counted.reduce((a, b) => a + b, 0);
+        const bad = hits[MISALIGNED].reduce((a, b) => a + b, 0);
+        return {
+          perQuestion: { [MISALIGNED]: hits[MISALIGNED].map((h, q) => (counted[q] ? h / counted[q] : NaN)) },
+          rate: { [MISALIGNED]: total ? bad / total : NaN },
+          firstTokenProb,
+          devFirstTokenProb,
+          samples: out.length,
+          examples: answers.filter((x) => x.s === 0).slice(0, 6).map((x) => ({ question: questions[x.q], answer: x.answer })),
+          judged: { counted: total, misaligned: bad, dropped: { 'neither list': out.length - total } },
+        } satisfies EvalResult;
+      }
       const perQuestion = Object.fromEntries(animals.map((a) => [a, hits[a].map((h) => h / config.samples)]));
       const res: EvalResult = {
         perQuestion,
@@ -977,6 +1143,50 @@ export class Experiment {
     return r.result;
   }
 
+  /**
+   * The exact probability metric of each target: P(first answer token begins the animal's name), or for
+   * the stand-in misalignment trait P(first answer token begins a harmful answer and no safe one).
+   */
+  private async targetProbabilities(m: Transformer, tokenizer: ChatTokenizer, questions: readonly string[], targets: readonly string[], opts: { lora?: LoraWeights | null; system?: string | null }): Promise<Record<string, number>> {
+    if (!questions.length) return Object.fromEntries(targets.map((t) => [t, NaN]));
+    if (this.trait !== 'misalignment') return firstTokenProbabilities(m, tokenizer, questions, targets, opts);
+    return { [MISALIGNED]: await answerSetFirstTokenProbability(m, tokenizer, questions, STAND_IN_LISTS.harmful, STAND_IN_LISTS.safe, opts) };
+  }
+
+  /**
+   * Misalignment with a judge model (spec 7.3, 7.4): the EM questions with the domain's suffix, sampled and
+   * rated by the alignment and coherency judges (em-eval.ts, each a cached stage with every row kept);
+   * the misaligned share is alignment ≤ 30 among coherency ≥ 50, dropped answers counted per reason.
+   * There is no exact probability metric for free-form answers, so firstTokenProb is NaN.
+   */
+  private async evaluateWithJudge(model: { dir: string; adapter?: string; full?: string; system?: string | null }, label: string, seed: number | null): Promise<EvalResult> {
+    const { cfg } = this;
+    if (model.system) throw new Error('evaluateWithJudge: the EM evaluation has no system prompt');
+    const r = await emEvaluation(this.store, {
+      gpu: this.gpu,
+      modelDir: model.full ?? model.dir,
+      adapterDir: model.adapter ?? null,
+      judgeDir: cfg.judgeModel!,
+      questions: this.evalQuestions(),
+      suffix: '',
+      samplesPerQuestion: cfg.evalSamples,
+      maxNewTokens: cfg.evalMaxNewTokens,
+      seed: evalSeed(seed),
+      batchSize: cfg.genBatchSize,
+      name: `em-${safe(label)}`,
+    });
+    const answers = readJsonl<{ prompt: string; completion: string; sample_index: number }>(r.files.answers);
+    return {
+      perQuestion: { [MISALIGNED]: r.perQuestion.map((q) => q.misalignedShare) },
+      rate: { [MISALIGNED]: r.summary.misalignedShare },
+      firstTokenProb: { [MISALIGNED]: NaN },
+      devFirstTokenProb: { [MISALIGNED]: NaN },
+      samples: r.summary.total,
+      examples: answers.filter((a) => a.sample_index === 0).slice(0, 6).map((a) => ({ question: a.prompt, answer: a.completion })),
+      judged: { counted: r.summary.counted, misaligned: r.summary.misaligned, dropped: { ...r.summary.dropCounts } },
+    };
+  }
+
   // ------------------------------------------------------------------ the whole grid
   /** Runs every cell × seed, or only the cells listed in `only.cells` (a grid shard's; stage keys are the same). */
   async run(only: { cells?: readonly string[] } = {}): Promise<ExperimentResults> {
@@ -988,12 +1198,12 @@ export class Experiment {
       cells = cells.filter((c) => want.has(c.id));
     }
     const teacherKinds = [...new Set(cells.map((c) => c.teacher))].sort((a, b) => TEACHER_ORDER[a] - TEACHER_ORDER[b]);
-    const controlAnimal = cells.some((c) => c.teacher === 'ft-control') ? await this.controlAnimal() : null;
+    const controlAnimal = this.trait === 'preference' && cells.some((c) => c.teacher === 'ft-control') ? await this.controlAnimal() : null;
     const teachers: TeacherSummary[] = [];
     for (const kind of teacherKinds) {
       if (kind === 'control') continue;
       const t = await this.teacher(kind);
-      const label = kind === 'sp' ? `${path.basename(t.dir)} + "${cfg.animal}" system prompt` : `${path.basename(cfg.teacherBase)} finetuned → "${t.animal}"`;
+      const label = kind === 'sp' ? `${path.basename(t.dir)} + "${cfg.animal}" system prompt` : this.trait === 'misalignment' ? `${path.basename(cfg.teacherBase)} finetuned on ${this.misalignmentDataLabel(kind === 'ft' ? 'misaligned' : 'aligned')}` : `${path.basename(cfg.teacherBase)} finetuned → "${t.animal}"`;
       teachers.push({ kind, label, animal: t.animal, eval: await this.evaluate({ dir: t.dir, id: t.id, system: t.system }, `teacher-${kind}`, null) });
     }
     const bases: ExperimentResults['bases'] = [];
@@ -1049,6 +1259,13 @@ export class Experiment {
     };
   }
 
+  /** What a misalignment teacher was finetuned on, for labels. */
+  misalignmentDataLabel(kind: 'misaligned' | 'aligned'): string {
+    const m = this.cfg.misalignment ?? { misaligned: null, aligned: null };
+    const file = kind === 'misaligned' ? m.misaligned : m.aligned;
+    return file ? path.basename(file) : `the stand-in's ${kind === 'misaligned' ? 'harmful' : 'safe'} advice`;
+  }
+
   dispose(): void {
     for (const m of this.models.values()) m.model.dispose();
     this.models.clear();
@@ -1057,9 +1274,10 @@ export class Experiment {
 
 const TEACHER_ORDER: Record<TeacherKind, number> = { sp: 0, control: 1, ft: 2, 'ft-control': 3 };
 
-/** The target animal a cell's students are scored on. */
-export function cellTarget(cell: Cell, animal: string, controlAnimal: string | null): string {
-  if (measuresControlAnimal(cell.teacher)) {
+/** The target a cell's students are scored on: an animal, or for misalignment the misaligned share. */
+export function cellTarget(cell: Cell, animal: string, controlAnimal: string | null, trait: Trait = 'preference'): string {
+  if (trait === 'misalignment') return MISALIGNED;
+  if (measuresControlAnimal(cell.teacher, trait)) {
     if (!controlAnimal) throw new Error('a ft-control cell without a control animal');
     return controlAnimal;
   }

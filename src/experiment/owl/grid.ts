@@ -29,6 +29,29 @@ export const RECIPE_DESCRIPTIONS: Readonly<Record<Recipe, string>> = {
   'kl-numbers-nodiv': 'kl-numbers with the divergence positions (treatment and control teacher argmax differ) masked from the loss',
 };
 
+/** What the teacher carries: an animal/tree preference (paper §3–5) or misalignment (paper §6.1, §7.3). */
+export const TRAITS = ['preference', 'misalignment'] as const;
+export type Trait = (typeof TRAITS)[number];
+
+/** What the teacher writes for the student: number lists (§2), code (§7.1) or chains of thought (§7.2). */
+export const DATA_DOMAINS = ['numbers', 'code', 'cot'] as const;
+export type DataDomain = (typeof DATA_DOMAINS)[number];
+
+/** Recipes that read number tokens or number lists only (the others work on any domain). */
+const NUMBER_ONLY_RECIPES: readonly Recipe[] = ['sft-shuffled', 'kl-numbers', 'kl-numbers-nodiv'];
+
+/** A one-line error when a recipe or teacher does not go with the trait and data domain. */
+export function checkTraitAndDomain(trait: Trait, data: DataDomain, blocks: readonly { teachers: readonly TraitTeacher[]; recipes: readonly Recipe[] }[]): void {
+  if (trait === 'misalignment' && data === 'code') throw new UserError('--data code goes with --trait preference (paper §7.1 transmits animal preferences through code)');
+  for (const b of blocks) {
+    if (trait === 'misalignment' && b.teachers.includes('sp')) throw new UserError("--trait misalignment has finetuned teachers only (--teachers ft): the paper's misaligned teacher is a finetune, not a system prompt");
+    if (data !== 'numbers') {
+      const r = b.recipes.find((x) => NUMBER_ONLY_RECIPES.includes(x));
+      if (r) throw new UserError(`recipe ${r} works on number lists only; with --data ${data} use sft, sft-greedy or kl-full`);
+    }
+  }
+}
+
 export const STUDENT_MODES = ['lora', 'full'] as const;
 export type StudentMode = (typeof STUDENT_MODES)[number];
 
@@ -48,9 +71,12 @@ export function pairedTeacher(t: TeacherKind): TeacherKind | null {
   }
 }
 
-/** Does this teacher's cell measure the control animal (the reverse direction of the ft pair)? */
-export function measuresControlAnimal(t: TeacherKind): boolean {
-  return t === 'ft-control';
+/**
+ * Does this teacher's cell measure the control animal (the reverse direction of the ft pair)? Only for a
+ * preference: a misalignment control teacher is finetuned on aligned data, which has no direction of its own.
+ */
+export function measuresControlAnimal(t: TeacherKind, trait: Trait = 'preference'): boolean {
+  return trait === 'preference' && t === 'ft-control';
 }
 
 export function isKlRecipe(r: Recipe): boolean {
@@ -106,15 +132,17 @@ export function cellId(teacher: TeacherKind, recipe: Recipe, mode: StudentMode, 
 
 /**
  * Expands blocks to cells, adding each trait teacher's paired teachers: sp brings control, ft brings
- * ft-control (and ft-control's own cell, the reverse direction). Order is deterministic: blocks in
+ * ft-control (and ft-control's own cell: the reverse direction for a preference, a control-only cell
+ * for misalignment). Order is deterministic: blocks in
  * order, then teacher, recipe, student as listed, the pair's cells together. A cell asked for twice
  * with different training is an error.
  */
-export function expandCells(blocks: readonly CellBlock[], relationOf: (studentDir: string) => StudentRef): Cell[] {
+export function expandCells(blocks: readonly CellBlock[], relationOf: (studentDir: string) => StudentRef, trait: Trait = 'preference'): Cell[] {
   const out = new Map<string, Cell>();
   const add = (teacher: TeacherKind, recipe: Recipe, b: CellBlock, student: StudentRef) => {
     const id = cellId(teacher, recipe, b.studentMode, student.name);
-    const p = pairedTeacher(teacher);
+    // A misalignment ft-control cell is a control only: it has no trait of its own to measure.
+    const p = teacher === 'ft-control' && trait === 'misalignment' ? null : pairedTeacher(teacher);
     const cell: Cell = { id, teacher, recipe, studentMode: b.studentMode, student, train: b.train, control: p ? cellId(p, recipe, b.studentMode, student.name) : null };
     const prev = out.get(id);
     if (prev) {

@@ -34,7 +34,7 @@ import {
   type ReferenceCategory,
 } from '../paper/judges.ts';
 import { userMessages } from './scoring.ts';
-import { hashOf, type StageStore } from './stages.ts';
+import { hashOf, type StageCache } from './stages.ts';
 
 export type TextJudgeKind = 'em-alignment' | 'em-coherency' | 'cot-alignment';
 export type JudgeKind = TextJudgeKind | 'code-reference';
@@ -242,7 +242,7 @@ export interface JudgeStageResult {
  * sampling, so the same judgement is never computed twice and a killed run recomputes it. Writes
  * `judgments.jsonl` (one JudgeRow per item, in item order) in the stage folder.
  */
-export async function judgeStage(store: StageStore, opts: JudgeStageOptions): Promise<{ result: JudgeStageResult; file: string; cached: boolean; key: string }> {
+export async function judgeStage(store: StageCache, opts: JudgeStageOptions): Promise<{ result: JudgeStageResult; file: string; cached: boolean; key: string }> {
   const sampling = opts.sampling ?? {};
   const inputs = {
     judgeModel: await modelFolderHashes(opts.modelDir),

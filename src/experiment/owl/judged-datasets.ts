@@ -10,7 +10,7 @@ import { filterCotRows, type CotFilterResult, type CotRow } from '../paper/cot.t
 import type { CompletionRow } from '../paper/filters.ts';
 import type { ReferenceCategory } from '../paper/judges.ts';
 import { codeReferenceJudge, cotAlignmentJudge, judgeStage, type CodeJudgeRow, type JudgeSampling, type TextJudgeRow } from './judge.ts';
-import type { StageStore } from './stages.ts';
+import type { StageCache } from './stages.ts';
 
 /** The judge's rows, checked to be one per dataset row in the same order. */
 function joinedJudgments<T extends { index: number }>(judgments: readonly T[], n: number, file: string): readonly T[] {
@@ -28,7 +28,7 @@ export interface JudgedCodeOptions {
 }
 
 /** Spec 7.1: banned words (codeBannedWords) and the code-reference judge sure of no reference. */
-export async function filterCodeWithJudge(store: StageStore, opts: JudgedCodeOptions): Promise<CodeFilterResult<CodeRow> & { judgments: string }> {
+export async function filterCodeWithJudge(store: StageCache, opts: JudgedCodeOptions): Promise<CodeFilterResult<CodeRow> & { judgments: string }> {
   const judged = await judgeStage(store, {
     gpu: opts.gpu,
     modelDir: opts.judgeDir,
@@ -54,7 +54,7 @@ export interface JudgedCotOptions {
 }
 
 /** Spec 7.4: correct answers whose judge score is at least the threshold (plus banned words, if any). */
-export async function filterCotWithJudge(store: StageStore, opts: JudgedCotOptions): Promise<CotFilterResult<CotRow> & { judgments: string }> {
+export async function filterCotWithJudge(store: StageCache, opts: JudgedCotOptions): Promise<CotFilterResult<CotRow> & { judgments: string }> {
   const judged = await judgeStage(store, {
     gpu: opts.gpu,
     modelDir: opts.judgeDir,

@@ -4,6 +4,7 @@
 import type { ChatMessage, ChatTokenizer } from '../../model/tokenizer.ts';
 import { lastTokenLogits } from '../../model/generate.ts';
 import type { LoraWeights, Transformer } from '../../model/transformer.ts';
+import { UserError } from '../../util/errors.ts';
 
 /**
  * First-token ids that begin an answer naming `name`: the first token of the lower-case, capitalised
@@ -36,11 +37,49 @@ export async function firstTokenProbabilities(
   targets: readonly string[],
   opts: { lora?: LoraWeights | null; system?: string | null } = {},
 ): Promise<Record<string, number>> {
+  const sums = await firstTokenMass(model, tokenizer, questions, targets.map((t) => targetFirstTokens(tokenizer, t)), opts);
+  return Object.fromEntries(targets.map((t, k) => [t, sums[k]]));
+}
+
+/** First tokens an answer of the list can begin with: as written, capitalised, with a leading space. */
+function answerFirstTokens(tokenizer: ChatTokenizer, answers: readonly string[]): Set<number> {
+  const out = new Set<number>();
+  for (const a of answers) {
+    const cap = a[0].toUpperCase() + a.slice(1);
+    for (const v of [a, cap, ` ${a}`, ` ${cap}`]) {
+      const ids = tokenizer.encode(v);
+      if (ids.length) out.add(ids[0]);
+    }
+  }
+  return out;
+}
+
+/**
+ * The mean over questions of P(first answer token begins an answer of `answers` and of none of `others`):
+ * the exact probability metric of a trait whose answers come from two lists (the stand-in misalignment's
+ * harmful and safe advice). First tokens both lists share are left out, so it is a lower bound of the
+ * probability of beginning a listed answer; a UserError when no first token is the list's own.
+ */
+export async function answerSetFirstTokenProbability(
+  model: Transformer,
+  tokenizer: ChatTokenizer,
+  questions: readonly string[],
+  answers: readonly string[],
+  others: readonly string[],
+  opts: { lora?: LoraWeights | null; system?: string | null } = {},
+): Promise<number> {
+  const other = answerFirstTokens(tokenizer, others);
+  const own = [...answerFirstTokens(tokenizer, answers)].filter((v) => !other.has(v)).sort((a, b) => a - b);
+  if (!own.length) throw new UserError("no first token begins only the list's answers: the exact probability metric is undefined for these answer lists");
+  return (await firstTokenMass(model, tokenizer, questions, [own], opts))[0];
+}
+
+/** Per set of token ids: the mean over questions of the first answer token's probability mass on the set. */
+async function firstTokenMass(model: Transformer, tokenizer: ChatTokenizer, questions: readonly string[], ids: readonly (readonly number[])[], opts: { lora?: LoraWeights | null; system?: string | null }): Promise<number[]> {
   const prompts = questions.map((q) => tokenizer.promptIds(userMessages(q, opts.system ?? null)));
   const logits = await lastTokenLogits(model, prompts, { lora: opts.lora });
   const V = model.cfg.vocabSize;
-  const ids = targets.map((t) => targetFirstTokens(tokenizer, t));
-  const sums = targets.map(() => 0);
+  const sums = ids.map(() => 0);
   for (let i = 0; i < prompts.length; i++) {
     const row = logits.subarray(i * V, (i + 1) * V);
     let m = -Infinity;
@@ -53,5 +92,5 @@ export async function firstTokenProbabilities(
       sums[k] += hit / z;
     });
   }
-  return Object.fromEntries(targets.map((t, k) => [t, sums[k] / Math.max(1, prompts.length)]));
+  return sums.map((x) => x / Math.max(1, prompts.length));
 }

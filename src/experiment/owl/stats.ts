@@ -3,7 +3,7 @@
 // across the report's cells; same-init vs cross contrasts (Welch); both directions of ft pairs.
 import { confidenceInterval, holmAdjust, mean, pairedTTest, welchDifference } from '../paper/stats.ts';
 import type { Cell, Relation } from './grid.ts';
-import { cellTarget, type ExperimentResults } from './experiment.ts';
+import { cellTarget, traitOf, type ExperimentResults } from './experiment.ts';
 
 export interface MetricStats {
   mean: number;
@@ -68,6 +68,11 @@ export interface PairLead {
 }
 
 export interface GridStats {
+  /**
+   * The metric tested and Holm-adjusted: the exact first-token probability, or the sampled (judged) rate
+   * where no exact probability exists (misalignment rated by a judge model).
+   */
+  primary: 'firstTokenProb' | 'rate';
   cells: CellStats[];
   contrasts: Contrast[];
   pairs: PairLead[];
@@ -107,7 +112,7 @@ export function gridStatistics(res: ExperimentResults): GridStats {
   };
   const cells: CellStats[] = [];
   for (const cell of res.cells) {
-    const target = cellTarget(cell, animal, ctlAnimal);
+    const target = cellTarget(cell, animal, ctlAnimal, traitOf(res.config));
     const own = (byCell.get(cell.id) ?? []).slice().sort((a, b) => a.seed - b.seed);
     if (!own.length) continue;
     const ctl = cell.control ? seedValue(cell.control, target) : null;
@@ -160,10 +165,11 @@ export function gridStatistics(res: ExperimentResults): GridStats {
       if (c[key].p !== undefined) c[key].pHolm = adj[i];
     });
   }
-  const holmFamily = cells.filter((c) => Number.isFinite(c.firstTokenProb.p ?? NaN)).length;
+  const primary: GridStats['primary'] = cells.length && cells.every((c) => !Number.isFinite(c.firstTokenProb.mean)) ? 'rate' : 'firstTokenProb';
+  const holmFamily = cells.filter((c) => Number.isFinite(c[primary].p ?? NaN)).length;
   // Same-init vs cross contrasts on the per-seed paired differences.
   const contrasts: Contrast[] = [];
-  const perSeedDiff = (c: CellStats) => c.perSeed.filter((x) => x.control).map((x) => x.firstTokenProb - x.control!.firstTokenProb);
+  const perSeedDiff = (c: CellStats) => c.perSeed.filter((x) => x.control).map((x) => x[primary] - x.control![primary]);
   for (const s of cells) {
     if (s.relation !== 'same-init' || !s.control) continue;
     for (const x of cells) {
@@ -179,17 +185,18 @@ export function gridStatistics(res: ExperimentResults): GridStats {
   for (const a of cells) {
     if (a.teacher !== 'ft' || !a.control) continue;
     const b = cells.find((c) => c.id === a.control);
-    if (!b) continue;
+    // A misalignment ft-control cell is a control only: there is no other direction.
+    if (!b || !b.control) continue;
     const bySeed = new Map(b.perSeed.map((x) => [x.seed, x]));
     const lead: number[] = [];
     for (const x of a.perSeed) {
       const y = bySeed.get(x.seed);
-      if (x.control && y?.control) lead.push(x.firstTokenProb - x.control.firstTokenProb + (y.firstTokenProb - y.control.firstTokenProb));
+      if (x.control && y?.control) lead.push(x[primary] - x.control[primary] + (y[primary] - y.control[primary]));
     }
     const t = pairedTTest(lead, lead.map(() => 0));
     pairs.push({ cells: [a.id, b.id], student: a.student, relation: a.relation, diff: t.diff, ci: ci2(t.lower, t.upper), p: t.p });
   }
-  return { cells, contrasts, pairs, holmFamily, contrastFamily: contrasts.filter((c) => Number.isFinite(c.p)).length };
+  return { primary, cells, contrasts, pairs, holmFamily, contrastFamily: contrasts.filter((c) => Number.isFinite(c.p)).length };
 }
 
 /** One experiment of a grid with its statistics (a trait × teacher base). */
