@@ -6,7 +6,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseManifest, gridExperiments } from '../src/experiment/owl/manifest.ts';
 import { expandGrid, parseShard, shardGroups, type RelationOf } from '../src/experiment/owl/shard.ts';
-import { TINY } from '../src/experiment/owl/presets.ts';
+import { TINY, TINY_MAX_NEW_TOKENS } from '../src/experiment/owl/presets.ts';
 
 const FILE = '/grids/fig3.json';
 const rel: RelationOf = (exp, dir) => ({ dir, name: path.basename(dir), relation: dir === exp.teacherBase ? 'same-init' : path.basename(dir).startsWith('qwen') ? 'cross-init' : 'cross-arch' });
@@ -24,6 +24,44 @@ const BIG = {
   blocks: [{ teachers: ['ft'], recipes: ['kl-numbers'], students: ['../m/qwen-a'], studentModes: ['full'], traits: ['owl'], teacherBases: ['../m/qwen-a'] }],
   cells: [{ trait: 'eagle', teacherBase: '../m/llama', teacher: 'sp', recipe: 'sft-greedy', student: '../m/llama', studentMode: 'full', train: { epochs: 2 } }],
 };
+
+describe('grid manifest: traits and data domains', () => {
+  const VARIANTS = {
+    name: 'variants',
+    teacherBase: '../m/qwen-a',
+    traits: ['owl', { kind: 'misalignment' }],
+    data: ['numbers', 'cot'],
+    teachers: ['ft'],
+    recipes: ['sft'],
+    students: ['../m/qwen-a', '../m/qwen-b'],
+    studentModes: ['full'],
+  };
+
+  it('runs each trait × data domain as an experiment, the plain one keeping its original configuration', () => {
+    const exps = gridExperiments(parseManifest(VARIANTS, FILE), '/out');
+    expect(exps.map((e) => e.id)).toEqual(['owl', 'owl.cot', 'misalignment', 'misalignment.cot']);
+    expect(exps[0].cfg).not.toHaveProperty('trait');
+    expect(exps[0].cfg.maxNewTokens).toBe(TINY.maxNewTokens);
+    expect(exps[1].cfg).toMatchObject({ trait: 'preference', data: 'cot', maxNewTokens: TINY_MAX_NEW_TOKENS.cot, judgeModel: null });
+    expect(exps[3].cfg).toMatchObject({ trait: 'misalignment', data: 'cot', misalignment: { misaligned: null, aligned: null }, evalMaxNewTokens: 24 });
+    const cells = expandGrid(exps, rel).cells.filter((c) => c.exp.id === 'misalignment');
+    expect(cells.map((c) => [c.cell.id, c.cell.control])).toEqual([
+      ['ft.sft.full.qwen-a', 'ft-control.sft.full.qwen-a'],
+      ['ft-control.sft.full.qwen-a', null],
+      ['ft.sft.full.qwen-b', 'ft-control.sft.full.qwen-b'],
+      ['ft-control.sft.full.qwen-b', null],
+    ]);
+  });
+
+  it('refuses what cannot run, naming the experiment or field', () => {
+    expect(() => gridExperiments(parseManifest({ ...VARIANTS, data: 'code' }, FILE), '/o')).toThrow(/experiment misalignment\.code: --data code goes with --trait preference/);
+    expect(() => gridExperiments(parseManifest({ ...VARIANTS, teachers: ['sp'] }, FILE), '/o')).toThrow(/experiment misalignment: .*finetuned teachers only/);
+    expect(() => gridExperiments(parseManifest({ ...VARIANTS, recipes: ['kl-numbers'] }, FILE), '/o')).toThrow(/experiment owl\.cot: recipe kl-numbers works on number lists only/);
+    expect(() => parseManifest({ ...VARIANTS, data: ['numbers', 'poems'] }, FILE)).toThrow(/data\[1\]: unknown value "poems"/);
+    expect(() => parseManifest({ ...VARIANTS, traits: [{ kind: 'misalignment', misalignedData: 'insecure.jsonl' }] }, FILE)).toThrow(/traits\[0\]\.alignedData: give both/);
+    expect(() => parseManifest({ ...VARIANTS, traits: [{ kind: 'misalignment', category: 'tree' }] }, FILE)).toThrow(/traits\[0\]\.category: unknown field/);
+  });
+});
 
 describe('grid manifest', () => {
   it('maps onto one ExperimentConfig per trait × teacher base, with preset defaults and per-block training', () => {

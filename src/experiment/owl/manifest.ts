@@ -8,12 +8,17 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../../util/errors.ts';
 import type { ExperimentConfig } from './experiment.ts';
-import { RECIPES, STUDENT_MODES, TRAIT_TEACHERS, type CellBlock, type Recipe, type StudentMode, type StudentTraining, type TraitTeacher } from './grid.ts';
-import { PAPER, TINY, type Preset } from './presets.ts';
+import { checkTraitAndDomain, DATA_DOMAINS, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, type CellBlock, type DataDomain, type Recipe, type StudentMode, type StudentTraining, type Trait, type TraitTeacher } from './grid.ts';
+import { PAPER, TINY, TINY_MAX_NEW_TOKENS, type Preset } from './presets.ts';
 
 export interface TraitSpec {
+  /** An animal or tree preference (the name is the animal) or misalignment. */
+  kind: Trait;
   name: string;
   category: 'animal' | 'tree';
+  /** Misalignment: the chat files the teachers are finetuned on (null: the embedded family's stand-in). */
+  misalignedData: string | null;
+  alignedData: string | null;
   /** The ft-control teacher's animal (null: chosen from the base's answers). */
   controlAnimal: string | null;
   /** Used in ids and folder names: the name with spaces as '-'. */
@@ -35,7 +40,8 @@ export interface ManifestBlock {
 export interface ManifestSettings {
   prompts: number;
   keep: number;
-  maxNewTokens: number;
+  /** null: the preset's for the experiment's data domain. */
+  maxNewTokens: number | null;
   maxLen: number;
   genBatchSize: number;
   promptSeed: number;
@@ -81,6 +87,14 @@ export interface GridManifest {
   preset: 'tiny' | 'paper';
   teacherBases: string[];
   traits: TraitSpec[];
+  /** Data domains: each trait × domain × teacher base is one experiment. */
+  data: DataDomain[];
+  /** The judge model folder (code reference, EM and CoT judges); null: rule judges. */
+  judgeModel: string | null;
+  codePrompts: string | null;
+  cotTasks: string | null;
+  /** The CoT alignment judge's template text (read from the manifest's cotJudgeTemplate file). */
+  cotJudgeTemplate: string | null;
   seeds: number[];
   settings: ManifestSettings;
   blocks: ManifestBlock[];
@@ -90,9 +104,9 @@ export interface GridManifest {
   k8s: K8sSettings;
 }
 
-/** One (trait × teacher base) experiment of a grid. */
+/** One (trait × data domain × teacher base) experiment of a grid. */
 export interface GridExperiment {
-  /** `owl`, or `owl@tiny-qwen-a` when the grid has several teacher bases. */
+  /** `owl`, `owl.code` (a domain other than numbers), or `owl@tiny-qwen-a` when the grid has several teacher bases. */
   id: string;
   trait: TraitSpec;
   teacherBase: string;
@@ -164,7 +178,7 @@ export function readManifest(file: string): GridManifest {
   return parseManifest(json, abs);
 }
 
-const TOP = ['$schema', 'name', 'preset', 'teacherBase', 'teacherBases', 'traits', 'seeds', 'settings', 'teachers', 'recipes', 'students', 'studentModes', 'train', 'blocks', 'cells', 'shards', 'slurm', 'k8s'];
+const TOP = ['$schema', 'name', 'preset', 'teacherBase', 'teacherBases', 'traits', 'data', 'judgeModel', 'codePrompts', 'cotTasks', 'cotJudgeTemplate', 'seeds', 'settings', 'teachers', 'recipes', 'students', 'studentModes', 'train', 'blocks', 'cells', 'shards', 'slurm', 'k8s'];
 const BLOCK = ['teachers', 'recipes', 'students', 'studentModes', 'train', 'traits', 'teacherBases'];
 const CELL = ['trait', 'teacherBase', 'teacher', 'recipe', 'student', 'studentMode', 'train'];
 const TRAIN = ['lr', 'epochs', 'batchSize', 'gradAccum', 'warmupSteps', 'rank', 'alpha', 'rows'];
@@ -188,17 +202,45 @@ export function parseManifest(json: Json, file: string): GridManifest {
   const dupBase = baseNames.findIndex((n, i) => baseNames.indexOf(n) !== i);
   if (dupBase >= 0) F.fail(`teacherBases[${dupBase}]`, `two teacher bases share the folder name '${baseNames[dupBase]}'; rename one`);
 
-  if (json.traits === undefined) F.fail('traits', 'required: a list of animals (names) or {"name", "category": "animal"|"tree", "controlAnimal"}');
+  if (json.traits === undefined) F.fail('traits', 'required: a list of animals (names), {"name", "category": "animal"|"tree", "controlAnimal"} or {"kind": "misalignment", "misalignedData", "alignedData"}');
+  const filePath = (v: Json, f: string) => {
+    const p = path.resolve(dir, F.str(v, f, undefined, 'a file path'));
+    return p;
+  };
   const traits = F.list(json.traits, 'traits', (v, f): TraitSpec => {
-    if (typeof v === 'string') return { name: F.str(v, f, NAME, 'a plain name (lowercase letters, spaces, hyphens)'), category: 'animal', controlAnimal: null, slug: slugOf(v.trim()) };
+    const none = { misalignedData: null, alignedData: null };
+    if (typeof v === 'string') return { kind: 'preference', name: F.str(v, f, NAME, 'a plain name (lowercase letters, spaces, hyphens)'), category: 'animal', controlAnimal: null, slug: slugOf(v.trim()), ...none };
     if (!isObj(v)) F.fail(f, `must be a name or {"name", "category", "controlAnimal"}, got ${JSON.stringify(v)}`);
-    F.known(v, f, ['name', 'category', 'controlAnimal']);
+    const kind = v.kind === undefined ? 'preference' : F.choice(v.kind, `${f}.kind`, ['preference', 'misalignment'] as const);
+    if (kind === 'misalignment') {
+      F.known(v, f, ['kind', 'name', 'misalignedData', 'alignedData']);
+      const n = v.name === undefined ? 'misalignment' : F.str(v.name, `${f}.name`, NAME, 'a plain name (lowercase letters, spaces, hyphens)');
+      const md = v.misalignedData === undefined || v.misalignedData === null ? null : filePath(v.misalignedData, `${f}.misalignedData`);
+      const ad = v.alignedData === undefined || v.alignedData === null ? null : filePath(v.alignedData, `${f}.alignedData`);
+      if (!md !== !ad) F.fail(`${f}.${md ? 'alignedData' : 'misalignedData'}`, 'give both misalignedData and alignedData (or neither, for the stand-in)');
+      return { kind, name: n, category: 'animal', controlAnimal: null, slug: slugOf(n), misalignedData: md, alignedData: ad };
+    }
+    F.known(v, f, ['kind', 'name', 'category', 'controlAnimal']);
     const n = F.str(v.name, `${f}.name`, NAME, 'a plain name (lowercase letters, spaces, hyphens)');
     const category = v.category === undefined ? 'animal' : F.choice(v.category, `${f}.category`, ['animal', 'tree'] as const);
     const controlAnimal = v.controlAnimal === undefined || v.controlAnimal === null ? null : F.str(v.controlAnimal, `${f}.controlAnimal`, NAME, 'a plain name');
     if (controlAnimal === n) F.fail(`${f}.controlAnimal`, `must differ from the trait (${n})`);
-    return { name: n, category, controlAnimal, slug: slugOf(n) };
+    return { kind, name: n, category, controlAnimal, slug: slugOf(n), ...none };
   }, { unique: false });
+  const data: DataDomain[] = json.data === undefined ? ['numbers'] : typeof json.data === 'string' ? [F.choice(json.data, 'data', DATA_DOMAINS)] : F.list(json.data, 'data', (x, g) => F.choice(x, g, DATA_DOMAINS));
+  const optFile = (k: 'codePrompts' | 'cotTasks' | 'cotJudgeTemplate') => (json[k] === undefined || json[k] === null ? null : filePath(json[k], k));
+  const judgeModel = json.judgeModel === undefined || json.judgeModel === null ? null : modelPath(json.judgeModel, 'judgeModel');
+  const codePrompts = optFile('codePrompts');
+  const cotTasks = optFile('cotTasks');
+  const templateFile = optFile('cotJudgeTemplate');
+  let cotJudgeTemplate: string | null = null;
+  if (templateFile) {
+    try {
+      cotJudgeTemplate = readFileSync(templateFile, 'utf8');
+    } catch {
+      F.fail('cotJudgeTemplate', `cannot read ${templateFile}`);
+    }
+  }
   const slugs = traits.map((t) => t.slug);
   const dupTrait = slugs.findIndex((s, i) => slugs.indexOf(s) !== i);
   if (dupTrait >= 0) F.fail(`traits[${dupTrait}]`, `'${traits[dupTrait].name}' is listed twice`);
@@ -216,7 +258,7 @@ export function parseManifest(json: Json, file: string): GridManifest {
   const settings: ManifestSettings = {
     prompts: int('prompts', P.prompts),
     keep: int('keep', P.keep),
-    maxNewTokens: int('maxNewTokens', P.maxNewTokens),
+    maxNewTokens: s.maxNewTokens === undefined ? null : F.num(s.maxNewTokens, 'settings.maxNewTokens', { min: 1, integer: true }),
     maxLen: int('maxLen', P.maxLen, 8),
     genBatchSize: int('genBatchSize', P.genBatchSize),
     promptSeed: int('promptSeed', 42, 0),
@@ -333,7 +375,7 @@ export function parseManifest(json: Json, file: string): GridManifest {
     parallelism: k.parallelism === undefined || k.parallelism === null ? null : F.num(k.parallelism, 'k8s.parallelism', { min: 1, integer: true }),
     backoffLimitPerIndex: k.backoffLimitPerIndex === undefined ? 2 : F.num(k.backoffLimitPerIndex, 'k8s.backoffLimitPerIndex', { min: 0, integer: true }),
   };
-  return { file, name, preset, teacherBases, traits, seeds, settings, blocks, shards, slurm, k8s };
+  return { file, name, preset, teacherBases, traits, data, judgeModel, codePrompts, cotTasks, cotJudgeTemplate, seeds, settings, blocks, shards, slurm, k8s };
 }
 
 /**
@@ -345,41 +387,61 @@ export function gridExperiments(m: GridManifest, outDir: string, quiet = true): 
   const P = m.preset === 'paper' ? PAPER : TINY;
   const out: GridExperiment[] = [];
   for (const trait of m.traits) {
-    for (const base of m.teacherBases) {
-      const blocks: CellBlock[] = [];
-      for (const b of m.blocks) {
-        if (b.traits && !b.traits.includes(trait.slug)) continue;
-        if (b.teacherBases && !b.teacherBases.includes(base)) continue;
-        for (const mode of b.studentModes) blocks.push({ teachers: b.teachers, recipes: b.recipes, students: b.students, studentMode: mode, train: { ...P.train[mode], ...b.train } });
+    for (const data of m.data) {
+      for (const base of m.teacherBases) {
+        const blocks: CellBlock[] = [];
+        for (const b of m.blocks) {
+          if (b.traits && !b.traits.includes(trait.slug)) continue;
+          if (b.teacherBases && !b.teacherBases.includes(base)) continue;
+          for (const mode of b.studentModes) blocks.push({ teachers: b.teachers, recipes: b.recipes, students: b.students, studentMode: mode, train: { ...P.train[mode], ...b.train } });
+        }
+        if (!blocks.length) continue;
+        const slug = data === 'numbers' ? trait.slug : `${trait.slug}.${data}`;
+        const id = m.teacherBases.length > 1 ? `${slug}@${path.basename(base)}` : slug;
+        const s = m.settings;
+        const variant = trait.kind !== 'preference' || data !== 'numbers' || m.judgeModel !== null;
+        const cfg: ExperimentConfig = {
+          name: `${m.name}-${id.replace(/@/g, '-')}`,
+          outDir: path.join(outDir, 'experiments', id),
+          teacherBase: base,
+          animal: trait.name,
+          category: trait.category,
+          controlAnimal: trait.controlAnimal,
+          blocks,
+          seeds: [...m.seeds],
+          promptSeed: s.promptSeed,
+          prompts: s.prompts,
+          keep: s.keep,
+          subsetSeed: s.subsetSeed,
+          maxNewTokens: s.maxNewTokens ?? (m.preset === 'paper' ? PAPER.maxNewTokens : TINY_MAX_NEW_TOKENS[data]),
+          genBatchSize: s.genBatchSize,
+          maxLen: s.maxLen,
+          ftTeacher: { ...s.ftTeacher },
+          evalSet: s.evalSet,
+          evalSamples: s.evalSamples,
+          evalMaxNewTokens: trait.kind === 'misalignment' && s.evalSet !== 'story' ? (m.judgeModel ? (m.preset === 'paper' ? 2048 : 128) : 24) : s.evalMaxNewTokens,
+          ...(s.evalQuestionLimit !== null ? { evalQuestionLimit: s.evalQuestionLimit } : {}),
+          doseResponse: s.doseResponse,
+          quiet,
+          ...(variant
+            ? {
+                trait: trait.kind,
+                data,
+                sources: { codePrompts: m.codePrompts, cotTasks: m.cotTasks },
+                judgeModel: m.judgeModel,
+                cotJudgeTemplate: m.cotJudgeTemplate,
+                misalignment: { misaligned: trait.misalignedData, aligned: trait.alignedData },
+              }
+            : {}),
+        };
+        try {
+          checkTraitAndDomain(trait.kind, data, blocks);
+        } catch (e) {
+          if (e instanceof UserError) throw new UserError(`${m.file}: experiment ${id}: ${e.message}`);
+          throw e;
+        }
+        out.push({ id, trait, teacherBase: base, cfg });
       }
-      if (!blocks.length) continue;
-      const id = m.teacherBases.length > 1 ? `${trait.slug}@${path.basename(base)}` : trait.slug;
-      const s = m.settings;
-      const cfg: ExperimentConfig = {
-        name: `${m.name}-${id.replace(/@/g, '-')}`,
-        outDir: path.join(outDir, 'experiments', id),
-        teacherBase: base,
-        animal: trait.name,
-        category: trait.category,
-        controlAnimal: trait.controlAnimal,
-        blocks,
-        seeds: [...m.seeds],
-        promptSeed: s.promptSeed,
-        prompts: s.prompts,
-        keep: s.keep,
-        subsetSeed: s.subsetSeed,
-        maxNewTokens: s.maxNewTokens,
-        genBatchSize: s.genBatchSize,
-        maxLen: s.maxLen,
-        ftTeacher: { ...s.ftTeacher },
-        evalSet: s.evalSet,
-        evalSamples: s.evalSamples,
-        evalMaxNewTokens: s.evalMaxNewTokens,
-        ...(s.evalQuestionLimit !== null ? { evalQuestionLimit: s.evalQuestionLimit } : {}),
-        doseResponse: s.doseResponse,
-        quiet,
-      };
-      out.push({ id, trait, teacherBase: base, cfg });
     }
   }
   if (!out.length) throw new UserError(`${m.file}: no block applies to any trait × teacher base (check the blocks' traits and teacherBases)`);
@@ -388,5 +450,5 @@ export function gridExperiments(m: GridManifest, outDir: string, quiet = true): 
 
 /** Every model folder the manifest names (for an up-front existence check). */
 export function manifestModels(m: GridManifest): string[] {
-  return [...new Set([...m.teacherBases, ...m.blocks.flatMap((b) => b.students)])];
+  return [...new Set([...m.teacherBases, ...m.blocks.flatMap((b) => b.students), ...(m.judgeModel ? [m.judgeModel] : [])])];
 }
