@@ -83,6 +83,16 @@ describe('owl.ts never loses what the user made', () => {
       [['--model', model, '--out', path.join(dir, 'x'), '--resume'], /x: nothing to resume \(no owl\.ts run there\)$/],
       [['--model', model, '--out', path.join(dir, 'x'), '--resume', '--overwrite'], /give --resume or --overwrite, not both$/],
       [['--model', model, '--out', keep, '--resume'], /was not made by owl\.ts/],
+      // Traits and data domains that do not go together, or files that are not there.
+      [['--model', model, '--out', path.join(dir, 'x'), '--trait', 'evil'], /--trait/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--trait', 'misalignment', '--data', 'code'], /--data code goes with --trait preference/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--trait', 'misalignment', '--teachers', 'sp'], /finetuned teachers only/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--data', 'cot', '--recipes', 'kl-numbers'], /kl-numbers works on number lists only/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--data', 'code', '--judge-model', path.join(dir, 'nope')], /--judge-model: .*nope is not a model folder/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--code-prompts', path.join(dir, 'afile')], /--code-prompts goes with --data code/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--trait', 'misalignment', '--misaligned-data', path.join(dir, 'afile')], /go with --judge-model DIR/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--trait', 'misalignment', '--judge-model', model], /needs --misaligned-data FILE and --aligned-data FILE/],
+      [['--model', model, '--out', path.join(dir, 'x'), '--judge-model', model], /this run has no judge/],
     ];
     for (const [args, re] of cases) expectOneError(await owl(args), re);
     expect(readFileSync(path.join(keep, 'thesis.txt'), 'utf8')).toBe('notes');
