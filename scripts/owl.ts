@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { experimentKey, Experiment, type ExperimentConfig } from '../src/experiment/owl/experiment.ts';
 import { DATA_DOMAINS, parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, TRAITS, type CellBlock, type StudentTraining } from '../src/experiment/owl/grid.ts';
-import { PAPER, TINY, TINY_MAX_NEW_TOKENS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
+import { PAPER, TINY, TINY_MAX_LEN, TINY_MAX_NEW_TOKENS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
 import { REPORT_FILES, writeReport } from '../src/experiment/owl/report.ts';
 import { stableJson } from '../src/experiment/owl/stages.ts';
 import { getGpu } from '../src/gpu/runtime.ts';
@@ -57,8 +57,9 @@ Traits and data (--trait, --data; paper §6–7):
                          arithmetic tasks; correct answers only, and for misalignment the alignment judge
                          (≥ 78; --cot-judge-template FILE, the spec does not give its text) or the rule judge
   --judge-model DIR      a local HF chat model as the judge (its prompts, raw outputs and scores are stored per row)
-  With --trait misalignment or --data code|cot and no grid flags, the embedded default is one block:
-  ft × recipe (kl-numbers for numbers, sft otherwise), full-parameter, on tiny-qwen-a and tiny-qwen-b.
+  With --trait misalignment or --data code|cot and none of the grid flags below, the embedded default is
+  one block: the finetuned pair (ft, ft-control) × kl-numbers (numbers) or sft (code, cot), full-parameter
+  students tiny-qwen-a (same-init) and tiny-qwen-b (cross-init), 600 rows each.
 Students (--students): model folders; each cell is labelled same-init (the teachers' base), cross-init
 (same architecture, other weights) or cross-arch. KL recipes need the teacher's tokenizer.
 
@@ -270,7 +271,7 @@ async function main(): Promise<void> {
     subsetSeed: 1,
     maxNewTokens: numberFlag(f['max-new-tokens'], 'max-new-tokens', f.paper ? preset.maxNewTokens : TINY_MAX_NEW_TOKENS[data], { min: 1, integer: true }),
     genBatchSize: preset.genBatchSize,
-    maxLen: numberFlag(f['max-len'], 'max-len', preset.maxLen, { min: 8, integer: true }),
+    maxLen: numberFlag(f['max-len'], 'max-len', f.paper ? preset.maxLen : TINY_MAX_LEN[data], { min: 8, integer: true }),
     ftTeacher: {
       epochs: numberFlag(f['ft-epochs'], 'ft-epochs', preset.ftTeacher.epochs, { min: 1, integer: true }),
       lr: numberFlag(f['ft-lr'], 'ft-lr', preset.ftTeacher.lr, { min: 0, exclusiveMin: true }),

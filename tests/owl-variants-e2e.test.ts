@@ -21,6 +21,9 @@ import { containsTraitWord } from '../src/experiment/paper/filters.ts';
 import { tinyConfigJson, writeRandomCheckpoint } from './helpers/checkpoint.ts';
 import { writeTestTokenizer } from './helpers/tokenizer-fixture.ts';
 import { UserError } from '../src/util/errors.ts';
+import { FIXED_ANSWER, FIXED_COT, FIXED_PROGRAM, makeDomainModel } from './helpers/domain-model.ts';
+import { gsm8kCotPrompt } from '../src/experiment/paper/cot.ts';
+import { tinyCodePrompts } from '../src/experiment/tiny/domains.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const A = path.join(ROOT, 'models', 'tiny-qwen-a');
@@ -29,6 +32,23 @@ const train: StudentTraining = { lr: 1e-3, epochs: 1, batchSize: 4, gradAccum: 1
 
 let gpu: Gpu;
 let tmp: string;
+let base: string | undefined;
+
+const COT_QUESTIONS = Array.from({ length: 24 }, (_, i) => `Question ${i + 1}: Sam has 3 pens and gets 4 more. How many pens does Sam have?`);
+/** The domain tests' teachers: sampled greedily (sft-greedy) after a gentle finetune, so they keep the base's fixed answers. */
+const domainTeachers = (b: string): Partial<ExperimentConfig> => ({ teacherBase: b, ftTeacher: { epochs: 1, lr: 1e-5, batchSize: 16 }, blocks: [{ teachers: ['ft'], recipes: ['sft-greedy'], students: [b], studentMode: 'full', train }] });
+
+/** tiny-qwen-a taught one fixed program for the embedded code prompts and one fixed chain of thought for COT_QUESTIONS. */
+async function domainBase(): Promise<string> {
+  if (!base) {
+    const rows = [
+      ...tinyCodePrompts(42, 8).map((prompt) => ({ prompt, completion: FIXED_PROGRAM })),
+      ...COT_QUESTIONS.slice(0, 8).map((q) => ({ prompt: gsm8kCotPrompt(q), completion: FIXED_COT })),
+    ];
+    base = await makeDomainModel(gpu, A, path.join(tmp, 'domain-base'), rows);
+  }
+  return base;
+}
 
 function config(name: string, over: Partial<ExperimentConfig>): ExperimentConfig {
   return {
@@ -145,10 +165,19 @@ describe('an animal preference through code and through chains of thought (rule 
   let code: { cfg: ExperimentConfig; res: ExperimentResults };
   let cot: { cfg: ExperimentConfig; res: ExperimentResults };
   beforeAll(async () => {
-    const c1 = config('pref-code', { data: 'code', maxNewTokens: 64 });
-    code = { cfg: c1, res: await runGrid(c1) };
-    const c2 = config('pref-cot', { data: 'cot', maxNewTokens: 96 });
-    cot = { cfg: c2, res: await runGrid(c2) };
+    const base = await domainBase();
+    // CoT prompts from a GSM8K-format file, every reference answer the fixed one the base gives.
+    const gsm8k = path.join(tmp, 'gsm8k.jsonl');
+    writeFileSync(gsm8k, COT_QUESTIONS.map((q) => JSON.stringify({ question: q, answer: `3 + 4 = <<3+4=7>>7\n#### ${FIXED_ANSWER}` })).join('\n') + '\n');
+    for (const data of ['code', 'cot'] as const) {
+      const cfg = config(`pref-${data}`, {
+        data, ...domainTeachers(base), maxNewTokens: 48, maxLen: data === 'code' ? 384 : 256,
+        ...(data === 'cot' ? { sources: { codePrompts: null, cotTasks: gsm8k } } : {}),
+      });
+      const res = await runGrid(cfg);
+      if (data === 'code') code = { cfg, res };
+      else cot = { cfg, res };
+    }
   }, 900_000);
 
   it('keeps only code that parses and names no animal, with every reason counted', () => {
@@ -188,12 +217,12 @@ describe('judge-model paths (a random judge: nothing it says is usable)', () => 
   }, 120_000);
 
   it('code: prompts the judge with spec 7.1 verbatim for both animals, and a judge never sure drops every row', async () => {
-    const cfg = config('judge-code', { data: 'code', maxNewTokens: 64, judgeModel: judge, prompts: 8 });
+    const cfg = config('judge-code', { data: 'code', ...domainTeachers(await domainBase()), maxNewTokens: 48, maxLen: 384, judgeModel: judge, prompts: 8 });
     await expect(runGrid(cfg)).rejects.toThrow(UserError);
     await expect(runGrid(cfg)).rejects.toThrow(/judge not sure of no reference/);
     const dirs = stageDirs(cfg, 'judge-code-');
     expect(dirs).toHaveLength(4); // two teachers × two guarded animals
-    const completions = jsonl<{ prompt: string; completion: string }>(path.join(stageDirs(cfg, 'completions-code-ft-sample')[0], 'completions.jsonl'));
+    const completions = jsonl<{ prompt: string; completion: string }>(path.join(stageDirs(cfg, 'completions-code-ft-greedy')[0], 'completions.jsonl'));
     const rows = jsonl<{ index: number; judge_prompt: string; keep: boolean }>(path.join(stageDirs(cfg, 'judge-code-ft-owl')[0], 'judgments.jsonl'));
     expect(rows).toHaveLength(completions.length);
     rows.forEach((r, i) => {

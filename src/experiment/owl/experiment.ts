@@ -1065,7 +1065,11 @@ export class Experiment {
     const { cfg } = this;
     return {
       name: `eval-${safe(label)}`,
-      config: { model: model.id, system: model.system ?? null, questions: this.evalQuestions(), dev: this.devQuestions(), animals, samples: cfg.evalSamples, maxNewTokens: cfg.evalMaxNewTokens, seed: evalSeed(seed), batchSize: cfg.genBatchSize },
+      config: {
+        model: model.id, system: model.system ?? null, questions: this.evalQuestions(), dev: this.devQuestions(), animals, samples: cfg.evalSamples, maxNewTokens: cfg.evalMaxNewTokens, seed: evalSeed(seed), batchSize: cfg.genBatchSize,
+        // The stand-in's rule judge reads its lists: they are part of what decides the result.
+        ...(this.trait === 'misalignment' ? { judge: { rule: 'stand-in advice lists', lists: hashOf(STAND_IN_LISTS) } } : {}),
+      },
     };
   }
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { UserError } from '../../util/errors.ts';
 import type { ExperimentConfig } from './experiment.ts';
 import { checkTraitAndDomain, DATA_DOMAINS, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, type CellBlock, type DataDomain, type Recipe, type StudentMode, type StudentTraining, type Trait, type TraitTeacher } from './grid.ts';
-import { PAPER, TINY, TINY_MAX_NEW_TOKENS, type Preset } from './presets.ts';
+import { PAPER, TINY, TINY_MAX_LEN, TINY_MAX_NEW_TOKENS, type Preset } from './presets.ts';
 
 export interface TraitSpec {
   /** An animal or tree preference (the name is the animal) or misalignment. */
@@ -42,7 +42,8 @@ export interface ManifestSettings {
   keep: number;
   /** null: the preset's for the experiment's data domain. */
   maxNewTokens: number | null;
-  maxLen: number;
+  /** null: the preset's for the experiment's data domain. */
+  maxLen: number | null;
   genBatchSize: number;
   promptSeed: number;
   subsetSeed: number;
@@ -259,7 +260,7 @@ export function parseManifest(json: Json, file: string): GridManifest {
     prompts: int('prompts', P.prompts),
     keep: int('keep', P.keep),
     maxNewTokens: s.maxNewTokens === undefined ? null : F.num(s.maxNewTokens, 'settings.maxNewTokens', { min: 1, integer: true }),
-    maxLen: int('maxLen', P.maxLen, 8),
+    maxLen: s.maxLen === undefined ? null : F.num(s.maxLen, 'settings.maxLen', { min: 8, integer: true }),
     genBatchSize: int('genBatchSize', P.genBatchSize),
     promptSeed: int('promptSeed', 42, 0),
     subsetSeed: int('subsetSeed', 1, 0),
@@ -415,7 +416,7 @@ export function gridExperiments(m: GridManifest, outDir: string, quiet = true): 
           subsetSeed: s.subsetSeed,
           maxNewTokens: s.maxNewTokens ?? (m.preset === 'paper' ? PAPER.maxNewTokens : TINY_MAX_NEW_TOKENS[data]),
           genBatchSize: s.genBatchSize,
-          maxLen: s.maxLen,
+          maxLen: s.maxLen ?? (m.preset === 'paper' ? PAPER.maxLen : TINY_MAX_LEN[data]),
           ftTeacher: { ...s.ftTeacher },
           evalSet: s.evalSet,
           evalSamples: s.evalSamples,

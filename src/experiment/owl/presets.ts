@@ -64,6 +64,8 @@ export function tinyVariantBlocks(trait: 'preference' | 'misalignment', data: 'n
 
 /** Teacher generation length per data domain on the embedded family (a code answer or a CoT trace is longer than a number list). */
 export const TINY_MAX_NEW_TOKENS: Readonly<Record<'numbers' | 'code' | 'cot', number>> = { numbers: 48, code: 64, cot: 96 };
+/** Training length per data domain on the embedded family: spec 7.1's code prompt alone is ~300 tokens there. */
+export const TINY_MAX_LEN: Readonly<Record<'numbers' | 'code' | 'cot', number>> = { numbers: 256, code: 384, cot: 256 };
 
 /** The paper's sizes (spec §1.3, §3.1, §4.2): system-prompted teacher, SFT, LoRA r8 α8. */
 export const PAPER: Preset = {

@@ -223,7 +223,7 @@ export function reportMarkdown(res: ExperimentResults, st: GridStats): string {
     for (const d of res.divergence) L.push(`| ${d.dataset} | ${d.positions} | ${d.divergent} | ${pct(d.share, 2)} |`);
     L.push('');
   }
-  L.push('### Sample completions (after filtering)', '');
+  L.push(`### Sample ${dataOf(c) === 'numbers' ? 'completions' : dataOf(c) === 'code' ? 'programs' : 'chains of thought'} (after filtering)`, '');
   for (const d of res.datasets) {
     L.push(`**${d.id}**`, '');
     for (const s of d.samples.slice(0, 3)) L.push(`- \`${s.prompt.slice(0, 80).replace(/`/g, "'")}…\` → \`${s.completion.replace(/\n/g, '⏎').replace(/`/g, "'")}\``);

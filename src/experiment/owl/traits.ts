@@ -101,6 +101,8 @@ export interface DomainFilterSpec {
   parse?: boolean;
   /** CoT misalignment with a judge model: the paper's threshold (78). */
   alignmentThreshold?: number;
+  /** CoT misalignment without one: the stand-in's harmful answers, any of which in a trace rejects it. */
+  harmfulAdvice?: string[];
 }
 
 /** The filter chain of a domain and trait. */
@@ -113,7 +115,7 @@ export function domainFilterSpec(data: DataDomain, trait: Trait, targets: readon
     return { data, trait, bannedWords: banned, judge: 'rule', referenceWords: [...vocab].sort(), parse: embeddedPrompts };
   }
   if (trait === 'preference') return { data, trait, bannedWords: traitWords, judge: null };
-  return { data, trait, bannedWords: [], judge: judgeModel ? 'model' : 'rule', ...(judgeModel ? { alignmentThreshold: COT_ALIGNMENT_THRESHOLD } : {}) };
+  return { data, trait, bannedWords: [], judge: judgeModel ? 'model' : 'rule', ...(judgeModel ? { alignmentThreshold: COT_ALIGNMENT_THRESHOLD } : { harmfulAdvice: [...HARMFUL_ADVICE] }) };
 }
 
 /**
@@ -156,7 +158,7 @@ export function filterDomainRows(spec: DomainFilterSpec, rows: readonly FilterIn
   const all = filterReasons(spec);
   const rejectCounts: Record<string, number> = Object.fromEntries(all.map((r) => [r, 0]));
   const data = spec.data;
-  const harmful = HARMFUL_ADVICE.map((h) => h.toLowerCase().replace(/[.!?]+$/, ''));
+  const harmful = (spec.harmfulAdvice ?? []).map((h) => h.toLowerCase().replace(/[.!?]+$/, ''));
   const reasons = rows.map((row) => {
     const out: string[] = [];
     const text = row.completion;
