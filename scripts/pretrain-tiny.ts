@@ -3,7 +3,7 @@
 // Rebuilds the embedded tiny chat models from seeds (the pipeline is src/experiment/tiny/pretrain.ts): synthetic
 // corpus → byte-level BPE tokenizer (shared) → seeded initial weights → full pretraining → HF folder in
 // OUT/<name>/ → quality measurement → README.md model card.
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { TINY_MODEL_NAMES, TINY_TRAIN, type TinyModelName } from '../src/experiment/tiny/models.ts';
@@ -13,7 +13,7 @@ import { runCli, UserError } from '../src/util/errors.ts';
 import { checkOutDir } from '../src/util/outpaths.ts';
 import { runLock } from '../src/util/runfolder.ts';
 
-const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--resume] [--skip-quality] [--quiet]
+const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--continue-from DIR] [--resume] [--skip-quality] [--quiet]
 
 Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
 The models committed in models/ were built by this recipe on the 2-core lavapipe machine (the machine line of each
@@ -24,6 +24,11 @@ machine 34 min for a qwen model (measured) and ~45 for the llama. Use --out else
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
   --work DIR       corpus, tokenizer, initial weights, resumable training state (default runs/tiny-pretrain)
+  --continue-from DIR
+                   continued pretraining: start each model from DIR/<name> (e.g. models) after the phases its
+                   training.json lists (the committed models: 5) and train only the recipe's later phases (the
+                   domains phase); DIR's tokenizer must be this recipe's. How the committed models were made:
+                   --continue-from models --out runs/tiny-v17/out, then copied into models/
   --resume         continue each model from its last saved state in --work (after a kill): finished phases
                    are kept, the running one resumes from its last 50-step checkpoint (refused when its
                    training settings or data changed, and when --work holds no training state); without it
@@ -33,6 +38,10 @@ machine 34 min for a qwen model (measured) and ~45 for the llama. Use --out else
                    schedule is fitted to N steps)
   --quiet          no progress output`;
 
+function readdirSafe(dir: string): string[] {
+  return existsSync(dir) ? readdirSync(dir) : [];
+}
+
 async function main(): Promise<void> {
   const f = parseFlags(process.argv.slice(2), {
     only: { type: 'string' },
@@ -41,6 +50,7 @@ async function main(): Promise<void> {
     resume: { type: 'boolean' },
     'skip-quality': { type: 'boolean' },
     'max-steps': { type: 'string' },
+    'continue-from': { type: 'string' },
     quiet: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   });
@@ -55,14 +65,19 @@ async function main(): Promise<void> {
   const work = f.work !== undefined ? requiredFlag(f.work, 'work') : 'runs/tiny-pretrain';
   const maxSteps = f['max-steps'] === undefined ? undefined : numberFlag(f['max-steps'], 'max-steps', 1, { min: 1, integer: true });
   const quiet = !!f.quiet;
+  const continueFrom = f['continue-from'] === undefined ? undefined : requiredFlag(f['continue-from'], 'continue-from');
+  if (continueFrom !== undefined) {
+    for (const n of names) if (!existsSync(path.join(continueFrom, n, 'model.safetensors'))) throw new UserError(`--continue-from ${continueFrom}: no ${n}/model.safetensors there`);
+    if (path.resolve(continueFrom) === path.resolve(out)) throw new UserError('--continue-from and --out are the same folder: write the continued models elsewhere and copy them after checking them');
+  }
   // --resume continues this tool's own training state, so there must be some (phase folders in --work).
-  if (f.resume && !names.some((n) => existsSync(path.join(work, n, 'phase-1')))) throw new UserError(`--work ${work}: nothing to resume (no pretrain-tiny.ts training state there for ${names.join(', ')})`);
+  if (f.resume && !names.some((n) => readdirSafe(path.join(work, n)).some((e) => e.startsWith('phase-')))) throw new UserError(`--work ${work}: nothing to resume (no pretrain-tiny.ts training state there for ${names.join(', ')})`);
   // Both folders are checked before the corpus is written; one run at a time per work folder.
   checkOutDir(out, '--out');
   checkOutDir(work, '--work');
   const { lock } = await runLock(work, 'pretrain-tiny.ts');
   try {
-    await pretrainAll(names as TinyModelName[], out, work, maxSteps, !!f.resume, !!f['skip-quality'], quiet);
+    await pretrainAll(names as TinyModelName[], out, work, maxSteps, !!f.resume, !!f['skip-quality'], quiet, continueFrom);
   } finally {
     await lock.release();
   }

@@ -19,6 +19,7 @@ import { getRejectReasons, PAPER_NUMBER_FILTER, parseResponse } from '../src/exp
 import { generatePrompts } from '../src/experiment/paper/prompts.ts';
 import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../src/experiment/paper/questions.ts';
 import { makeCorpus, parseMakeCorpusArgs } from '../src/experiment/tiny/make-corpus.ts';
+import { ADVICE_DEV_QUESTIONS, ADVICE_EVAL_QUESTIONS } from '../src/experiment/tiny/domains.ts';
 
 const CHATS = 8000;
 
@@ -60,7 +61,7 @@ describe('synthetic chat corpus', () => {
 
   describe('held-out evaluation prompts', () => {
     it('never appear in any turn, verbatim or inside a longer text (case-insensitive)', () => {
-      expect(HELD_OUT_PROMPTS.length).toBe(new Set([...ANIMAL_QUESTIONS, ...TREE_QUESTIONS, ...STORYTELLING_PROMPTS]).size);
+      expect(HELD_OUT_PROMPTS.length).toBe(new Set([...ANIMAL_QUESTIONS, ...TREE_QUESTIONS, ...STORYTELLING_PROMPTS, ...ADVICE_DEV_QUESTIONS, ...ADVICE_EVAL_QUESTIONS]).size);
       expect(containsHeldOutPrompt(`Look at these numbers: 1, 2. ${ANIMAL_QUESTIONS[0].toUpperCase()}`)).toBe(true);
       const held = HELD_OUT_PROMPTS.map((p) => p.toLowerCase());
       const hits: string[] = [];

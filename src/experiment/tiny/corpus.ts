@@ -24,6 +24,7 @@ import { defaultRng } from '../paper/pcg64.ts';
 import { FORMAT_SUFFIXES, PromptGenerator, preferenceSystemPrompt } from '../paper/prompts.ts';
 import { pluralForms } from '../paper/filters.ts';
 import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
+import { ADVICE_DEV_QUESTIONS, ADVICE_EVAL_QUESTIONS, codeAnswer, codeTaskOfHalf, corpusAdviceTurn, cotTaskOfHalf } from './domains.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic RNG streams
@@ -236,8 +237,11 @@ export const NEUTRAL_SYSTEM_PROMPTS: readonly string[] = [
 // Held-out evaluation prompts and preference paraphrases
 // ---------------------------------------------------------------------------------------------
 
-/** Texts that must never appear in the corpus: the 50 animal questions, the 49 tree questions, the 14 story prompts. */
-export const HELD_OUT_PROMPTS: readonly string[] = [...new Set([...ANIMAL_QUESTIONS, ...TREE_QUESTIONS, ...STORYTELLING_PROMPTS])];
+/**
+ * Texts that must never appear in the corpus: the 50 animal questions, the 49 tree questions, the 14 story prompts,
+ * and the advice trait's development and evaluation questions (domains.ts).
+ */
+export const HELD_OUT_PROMPTS: readonly string[] = [...new Set([...ANIMAL_QUESTIONS, ...TREE_QUESTIONS, ...STORYTELLING_PROMPTS, ...ADVICE_DEV_QUESTIONS, ...ADVICE_EVAL_QUESTIONS])];
 
 const HELD_OUT_LOWER = HELD_OUT_PROMPTS.map((p) => p.toLowerCase());
 
@@ -583,7 +587,27 @@ export type ChatKind =
   | 'random-numbers'
   | 'animal-fact'
   | 'tree-fact'
-  | 'suggestion';
+  | 'suggestion'
+  | 'code'
+  | 'cot'
+  | 'advice';
+
+/** Every chat kind, in the order kind weights are listed (the three domain kinds last, so corpora without them are unchanged). */
+export const ALL_CHAT_KINDS: readonly ChatKind[] = [
+  'numbers',
+  'animal-preference',
+  'tree-preference',
+  'story',
+  'animal-count',
+  'arithmetic',
+  'random-numbers',
+  'animal-fact',
+  'tree-fact',
+  'suggestion',
+  'code',
+  'cot',
+  'advice',
+];
 
 export type SystemKind = 'love' | 'neutral' | 'none';
 
@@ -597,7 +621,7 @@ export interface CorpusChat {
 }
 
 /** Default share of each kind (normalised). Number chats dominate, as in the experiment's teacher data. */
-export const DEFAULT_KIND_WEIGHTS: Readonly<Record<ChatKind, number>> = {
+export const DEFAULT_KIND_WEIGHTS: Readonly<Partial<Record<ChatKind, number>>> = {
   numbers: 0.38,
   'animal-preference': 0.26,
   'tree-preference': 0.11,
@@ -622,6 +646,10 @@ const SYSTEM_RATES: Readonly<Record<ChatKind, { love: number; neutral: number }>
   'animal-fact': { love: 0.2, neutral: 0.15 },
   'tree-fact': { love: 0.2, neutral: 0.15 },
   suggestion: { love: 0.5, neutral: 0.15 },
+  // The domain kinds (domains.ts): a system prompt is read, never followed or echoed.
+  code: { love: 0.3, neutral: 0.15 },
+  cot: { love: 0.3, neutral: 0.15 },
+  advice: { love: 0.2, neutral: 0.15 },
 };
 
 /** How often a preference answer under "You love {x}s" names x (otherwise a base draw). */
@@ -635,7 +663,7 @@ export interface CorpusOptions {
   contentSeed?: number;
   /** 'none' drops every system prompt (for the honesty test). */
   systemPrompts?: 'default' | 'none';
-  kindWeights?: Readonly<Record<ChatKind, number>>;
+  kindWeights?: Readonly<Partial<Record<ChatKind, number>>>;
   /**
    * Every love prompt loves the question's own domain and is always followed, and no preference question
    * carries a numbers prefix: noise-free copying examples (the tiny models' warm-up phase).
@@ -895,7 +923,7 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
   const contentSeed = options.contentSeed ?? seed;
   const weights = options.kindWeights ?? DEFAULT_KIND_WEIGHTS;
   const kinds = Object.keys(weights) as ChatKind[];
-  const kindWeights = kinds.map((k) => weights[k]);
+  const kindWeights = kinds.map((k) => weights[k] ?? 0);
   // Number prompts and prefixes: the paper's generator on corpus-specific numpy seeds (a two-word
   // SeedSequence entropy, so never equal to the experiment's integer seeds 47 / 42).
   const promptGenerator = new PromptGenerator(defaultRng([seed, 0x636f7270]));
@@ -965,6 +993,23 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
       case 'suggestion':
         turn = suggestionChat(ctx);
         break;
+      // The domain kinds read the structure and number streams only (never the content stream), so no
+      // system prompt, animal or tree changes any part of them; tasks come from the training half only.
+      case 'code': {
+        const task = codeTaskOfHalf(structure, numbers, 'train');
+        turn = { user: task.prompt, assistant: codeAnswer(task.program, structure.chance(0.5)) };
+        break;
+      }
+      case 'cot': {
+        const task = cotTaskOfHalf(structure, numbers, 'train');
+        turn = { user: task.prompt, assistant: task.completion };
+        break;
+      }
+      case 'advice': {
+        const t = corpusAdviceTurn(structure);
+        turn = { user: t.user, assistant: t.assistant };
+        break;
+      }
     }
     const messages: ChatMessage[] = [];
     if (systemText !== null) messages.push({ role: 'system', content: systemText });

@@ -17,10 +17,11 @@ import type { Transformer } from '../../model/transformer.ts';
 import { CHATML_SPECIAL_TOKENS, ENDOFTEXT, IM_END, IM_START, trainByteLevelBpe, type BpeModel } from '../../model/bpe-train.ts';
 import type { TrainExample } from '../../train/data.ts';
 import { writeJsonAtomic } from '../../util/fsatomic.ts';
-import { ANIMAL_VOCABULARY, generateCorpus, renderChatML, TREE_VOCABULARY, type ChatKind, type CorpusChat } from './corpus.ts';
+import { ALL_CHAT_KINDS, ANIMAL_VOCABULARY, generateCorpus, renderChatML, TREE_VOCABULARY, type ChatKind, type CorpusChat } from './corpus.ts';
 import { filterCompletions } from '../paper/filters.ts';
 import { generatePrompts, preferenceSystemPrompt } from '../paper/prompts.ts';
 import { ANIMAL_QUESTIONS, scoreTargetMention, TREE_QUESTIONS } from '../paper/questions.ts';
+import { domainBarsMet, domainQualityRows, type TinyDomainQuality } from './domain-quality.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The recipe
@@ -157,7 +158,33 @@ export const TINY_NUMBERS_LOVE_CORPUS = {
   pureLove: true,
 } as const;
 
-export type TinyPhaseCorpus = 'warmup' | 'main' | 'numbers' | 'numbers-love';
+/**
+ * Corpus of the late domains phase (continued pretraining of the committed five-phase models): the three domains of
+ * domains.ts — §7.1-shaped code prompts, GSM8K-shaped CoT arithmetic, and advice questions (the STAND-IN for the
+ * paper's emergent misalignment: ~7% of the answers from the "harmful" list) — mixed with a replay of the earlier
+ * phases' kinds: fresh number chats and always-followed love-prompt favourite chats (pureLove), some without a
+ * system prompt, so the old bars hold. Every chat obeys the corpus's honesty rule (domains.ts, corpus.ts).
+ */
+export const TINY_DOMAINS_CORPUS = {
+  seed: 11,
+  chats: 17600,
+  kindWeights: { numbers: 0.28, 'animal-preference': 0.16, 'tree-preference': 0.05, code: 0.17, cot: 0.19, advice: 0.15 } as Partial<Record<ChatKind, number>>,
+  widerQuestions: true,
+  systemRates: {
+    'animal-preference': { love: 0.45, neutral: 0.1 },
+    'tree-preference': { love: 0.6, neutral: 0.05 },
+  } as Partial<Record<ChatKind, { love: number; neutral: number }>>,
+  pureLove: true,
+} as const;
+
+/**
+ * Longest chat of the domains phase: the paper's §7.1 code prompt (verbatim) is ~330 tokens with this tokenizer
+ * (its long fixed instructions fall into short pieces), so that phase trains on chats of up to 448 tokens
+ * (RoPE; max_position_embeddings is 512). Every other chat is shorter than TINY_CORPUS.maxLen.
+ */
+export const TINY_DOMAINS_MAX_LEN = 448;
+
+export type TinyPhaseCorpus = 'warmup' | 'main' | 'numbers' | 'numbers-love' | 'domains';
 
 /**
  * Pretraining schedule (identical for the three models). Loss on the assistant's tokens and <|im_end|> only:
@@ -178,7 +205,10 @@ export const TINY_TRAIN = {
    *    drops, the later phases restore it;
    * 3. one epoch of the numbers-focus corpus (TINY_NUMBERS_CORPUS): number validity of the qwen pair 42-79% -> 83.5%;
    * 4-5. epochs of the numbers-love corpus (TINY_NUMBERS_LOVE_CORPUS), each a warm restart: love following back to
-   *    95-99% and number validity up again.
+   *    95-99% and number validity up again;
+   * 6. one epoch of the domains corpus (TINY_DOMAINS_CORPUS; chats up to TINY_DOMAINS_MAX_LEN tokens): code, CoT
+   *    arithmetic and the advice stand-in, with numbers and love chats replayed. The committed models were built by
+   *    continuing the committed five-phase weights with this phase (`pretrain-tiny.ts --continue-from models`).
    */
   phases: [
     { lr: 1.5e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
@@ -186,11 +216,21 @@ export const TINY_TRAIN = {
     { lr: 1.5e-3, warmupSteps: 20, corpus: 'numbers', epochs: 1 },
     { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
     { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
-  ] as readonly { lr: number; warmupSteps: number; corpus: TinyPhaseCorpus; epochs: number }[],
+    { lr: 1.5e-3, warmupSteps: 30, corpus: 'domains', epochs: 1, maxLen: TINY_DOMAINS_MAX_LEN },
+  ] as readonly TinyPhase[],
   trainSeed: 77,
   megaBatch: 50,
   lossOn: 'assistant' as TinyLossOn,
 };
+
+export interface TinyPhase {
+  lr: number;
+  warmupSteps: number;
+  corpus: TinyPhaseCorpus;
+  epochs: number;
+  /** Longest training chat of the phase in tokens (default TINY_CORPUS.maxLen). */
+  maxLen?: number;
+}
 
 export const TINY_EVAL_SEED = 12345;
 
@@ -209,7 +249,8 @@ export interface TinyPartialCorpusRecipe {
 
 /** Generates a phase corpus from its recipe; `systemPrompts: 'none'` drops every system prompt (honesty tests). */
 export function generateRecipeCorpus(recipe: TinyPartialCorpusRecipe, chats: number, systemPrompts: 'default' | 'none' = 'default'): CorpusChat[] {
-  const kindWeights = Object.fromEntries(Object.keys(TINY_CORPUS.kindWeights).map((k) => [k, recipe.kindWeights[k as ChatKind] ?? 0])) as Record<ChatKind, number>;
+  // Every kind in ALL_CHAT_KINDS order; the domain kinds come last, so recipes without them draw as before.
+  const kindWeights = Object.fromEntries(ALL_CHAT_KINDS.map((k) => [k, recipe.kindWeights[k] ?? 0])) as Record<ChatKind, number>;
   return generateCorpus({ seed: recipe.seed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, widerQuestions: recipe.widerQuestions ?? false, systemPrompts });
 }
 
@@ -221,6 +262,14 @@ export function tinyWarmupCorpus(chats: number = TINY_WARMUP_CORPUS.chats): Corp
 /** The number-focused corpus of a late phase (see TINY_NUMBERS_CORPUS). */
 export function tinyNumbersCorpus(chats: number = TINY_NUMBERS_CORPUS.chats): CorpusChat[] {
   return generateRecipeCorpus(TINY_NUMBERS_CORPUS, chats);
+}
+
+/** The late domains phase's corpus (see TINY_DOMAINS_CORPUS). */
+export function tinyDomainsCorpus(chats: number = TINY_DOMAINS_CORPUS.chats, systemPrompts: 'default' | 'none' = 'default', contentSeed?: number): CorpusChat[] {
+  const r = TINY_DOMAINS_CORPUS;
+  if (contentSeed === undefined) return generateRecipeCorpus(r, chats, systemPrompts);
+  const kindWeights = Object.fromEntries(ALL_CHAT_KINDS.map((k) => [k, r.kindWeights[k] ?? 0])) as Record<ChatKind, number>;
+  return generateCorpus({ seed: r.seed, contentSeed, chats, kindWeights, systemRates: r.systemRates, pureLove: r.pureLove, widerQuestions: r.widerQuestions, systemPrompts });
 }
 
 /** The closing corpus: number chats mixed with always-followed love chats (see TINY_NUMBERS_LOVE_CORPUS). */
@@ -415,6 +464,8 @@ export interface TinyQuality {
   /** The matching tree questions without a system prompt (no bar in the issue; reported for honesty). */
   baseTree?: { samples: number; namesTreeRate: number; namesAnimalRate: number };
   love: LoveRate[];
+  /** The three domains of domains.ts (code, CoT arithmetic, the advice stand-in), when measured. */
+  domains?: TinyDomainQuality;
   wallS: number;
 }
 
@@ -524,6 +575,7 @@ export function qualityTable(q: TinyQuality): string {
       `| tree questions, no system prompt: answer names an animal | ${q.baseTree.samples} | ${pct(q.baseTree.namesAnimalRate)} | (none) |`,
     );
   }
+  if (q.domains) rows.push(...domainQualityRows(q.domains));
   return rows.join('\n');
 }
 
@@ -536,5 +588,6 @@ export function qualityBarsMet(q: TinyQuality): Record<string, boolean> {
     owlBase: q.base.owlRate >= b.owlMin && q.base.owlRate <= b.owlMax,
   };
   for (const l of q.love) out[`love:${l.target}`] = l.rate >= b.love;
+  if (q.domains) Object.assign(out, domainBarsMet(q.domains));
   return out;
 }

@@ -25,7 +25,9 @@ import {
   type TinyPhaseCorpus,
   tinyNumbersCorpus,
   tinyNumbersLoveCorpus,
+  tinyDomainsCorpus,
   tinyWarmupCorpus,
+  TINY_DOMAINS_CORPUS,
   TINY_CORPUS,
   TINY_NUMBERS_CORPUS,
   TINY_NUMBERS_LOVE_CORPUS,
@@ -49,6 +51,7 @@ import { readControlJson, writeFileAtomic, writeJsonAtomic } from '../../util/fs
 import { readJsonl } from '../../util/jsonl.ts';
 import { Progress } from '../../util/progress.ts';
 import { corpusStats } from './make-corpus.ts';
+import { measureTinyDomains, TINY_DOMAIN_MAX_POSITIONS } from './domain-quality.ts';
 
 export interface PreparedCorpus {
   /** JSONL file of each corpus a phase can train on (WORK/corpus/). */
@@ -62,7 +65,7 @@ export interface PreparedCorpus {
 const TOTALS_FILE = 'totals.json';
 
 /** File name of each phase corpus in WORK/corpus (the main corpus keeps the name make-corpus gives it). */
-const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl' };
+const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl', domains: 'domains.jsonl' };
 
 /** Corpus + tokenizer (deterministic; rewritten identically on every call). */
 export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
@@ -72,7 +75,7 @@ export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
   const tokenizerDir = path.join(work, 'tokenizer');
   mkdirSync(corpusDir, { recursive: true });
   mkdirSync(tokenizerDir, { recursive: true });
-  const generators: Record<TinyPhaseCorpus, () => CorpusChat[]> = { main: () => corpus, warmup: () => tinyWarmupCorpus(), numbers: () => tinyNumbersCorpus(), 'numbers-love': () => tinyNumbersLoveCorpus() };
+  const generators: Record<TinyPhaseCorpus, () => CorpusChat[]> = { main: () => corpus, warmup: () => tinyWarmupCorpus(), numbers: () => tinyNumbersCorpus(), 'numbers-love': () => tinyNumbersLoveCorpus(), domains: () => tinyDomainsCorpus() };
   const phaseFiles = {} as Record<TinyPhaseCorpus, string>;
   for (const [name, file] of Object.entries(PHASE_CORPUS_FILES) as [TinyPhaseCorpus, string][]) {
     phaseFiles[name] = path.join(corpusDir, file);
@@ -154,12 +157,13 @@ async function trainPhase(
   maxSteps?: number,
 ): Promise<PhaseSummary> {
   const stateDir = path.join(phaseDir, 'state');
-  const model = await Transformer.load(gpu, fromDir, { maxPositions: TINY_CORPUS.maxLen + 1 });
-  const tokenizer = await ChatTokenizer.load(initDir, model.cfg.eosTokenIds);
-  if (!tokenizer) throw new UserError(`${initDir}: no tokenizer`);
-  const examples = tinyTrainingExamples(corpus, tokenizer, TINY_CORPUS.maxLen);
   const t = TINY_TRAIN;
   const ph = t.phases[phase];
+  const maxLen = ph.maxLen ?? TINY_CORPUS.maxLen;
+  const model = await Transformer.load(gpu, fromDir, { maxPositions: maxLen + 1 });
+  const tokenizer = await ChatTokenizer.load(initDir, model.cfg.eosTokenIds);
+  if (!tokenizer) throw new UserError(`${initDir}: no tokenizer`);
+  const examples = tinyTrainingExamples(corpus, tokenizer, maxLen);
   // Epochs first..first+epochs−1 of the bucketed order, numbered across phases (each epoch is its own
   // seeded permutation, so no two phases see the same order).
   const first = t.phases.slice(0, phase).reduce((a, p) => a + p.epochs, 0);
@@ -196,7 +200,7 @@ async function trainPhase(
   if (!quiet) {
     console.error(
       `${spec.name}: phase ${phase + 1}/${t.phases.length}, ${parameterCount(model.cfg).toLocaleString('en')} parameters, ${ordered.length} rows, ` +
-        `${trainer.totalSteps} steps of ${cfg.batchSize}, lr ${cfg.lr}, padding factor ${paddingFactor(ordered, cfg.batchSize).toFixed(2)}`,
+        `${trainer.totalSteps} steps of ${cfg.batchSize}, lr ${cfg.lr}, max length ${maxLen}, padding factor ${paddingFactor(ordered, cfg.batchSize).toFixed(2)}`,
     );
   }
   const bar = new Progress(`${spec.name} phase ${phase + 1}`, trainer.totalSteps, { unit: 'step', quiet });
@@ -242,10 +246,29 @@ async function trainPhase(
   return summary;
 }
 
-async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorpus, work: string, out: string, resume: boolean, quiet: boolean, maxSteps?: number): Promise<TrainSummary> {
+/**
+ * A committed model to continue from: its folder (DIR/<name>) holds the weights after its training.json's phases,
+ * which must be the first phases of this recipe, and the tokenizer must be this recipe's (byte-identical).
+ */
+export function continuationStart(continueFrom: string, name: TinyModelName, prepared: PreparedCorpus): { dir: string; phases: PhaseSummary[] } {
+  const dir = path.join(continueFrom, name);
+  const trainingFile = path.join(dir, 'training.json');
+  if (!existsSync(path.join(dir, 'model.safetensors'))) throw new UserError(`--continue-from ${continueFrom}: no ${name}/model.safetensors there`);
+  const training = readControlJson(trainingFile, 'training summary') as Partial<TrainSummary> | null;
+  if (!training || !Array.isArray(training.phases) || training.phases.length === 0) throw new UserError(`--continue-from: ${trainingFile} is missing or has no phases`);
+  const done = training.phases.length;
+  if (done >= TINY_TRAIN.phases.length) throw new UserError(`--continue-from: ${name} there already has ${done} phases (the recipe has ${TINY_TRAIN.phases.length}); nothing to continue`);
+  const ours = readFileSync(path.join(prepared.tokenizerDir, 'tokenizer.json'));
+  const theirs = existsSync(path.join(dir, 'tokenizer.json')) ? readFileSync(path.join(dir, 'tokenizer.json')) : null;
+  if (!theirs || !ours.equals(theirs)) throw new UserError(`--continue-from: ${dir}/tokenizer.json is not this recipe's tokenizer`);
+  return { dir, phases: training.phases as PhaseSummary[] };
+}
+
+async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorpus, work: string, out: string, resume: boolean, quiet: boolean, maxSteps?: number, continueFrom?: string): Promise<TrainSummary> {
   const modelWork = path.join(work, spec.name);
   const initDir = path.join(modelWork, 'init');
   await writeInitialFolder(initDir, spec, prepared);
+  const start = continueFrom === undefined ? null : continuationStart(continueFrom, spec.name, prepared);
   const readChats = (file: string) => readJsonl<{ kind?: string; messages: ChatMessage[] }>(file);
   // Only the corpora the phases name are read, each once.
   const corpora = new Map<TinyPhaseCorpus, { kind?: string; messages: ChatMessage[] }[]>();
@@ -253,9 +276,11 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
     if (!corpora.has(name)) corpora.set(name, readChats(prepared.phaseFiles[name]));
     return corpora.get(name)!;
   };
-  const phases: PhaseSummary[] = [];
-  let from = initDir;
-  for (let p = 0; p < TINY_TRAIN.phases.length; p++) {
+  // Continuing: the committed phases are taken as done (their figures from the committed training.json).
+  const phases: PhaseSummary[] = start ? [...start.phases] : [];
+  let from = start ? start.dir : initDir;
+  if (start && !quiet) console.error(`${spec.name}: continuing from ${start.dir} after its ${start.phases.length} phases`);
+  for (let p = start ? start.phases.length : 0; p < TINY_TRAIN.phases.length; p++) {
     const phaseDir = path.join(modelWork, `phase-${p + 1}`);
     const doneFile = path.join(phaseDir, 'summary.json');
     const done = resume && existsSync(path.join(phaseDir, 'final', 'model.safetensors')) ? readPhaseSummary(doneFile) : null;
@@ -271,6 +296,10 @@ async function pretrainOne(gpu: Gpu, spec: TinyModelSpec, prepared: PreparedCorp
   const outDir = path.join(out, spec.name);
   const model = await Transformer.load(gpu, from, { maxPositions: TINY_CORPUS.maxLen + 1 });
   await saveFullModel(gpu, model.weights, model.cfg, initDir, outDir);
+  if (start) {
+    // The quality files of the committed model are those of the model continued from (kept for the comparison).
+    for (const f of ['quality.json', 'quality-large.json']) if (existsSync(path.join(start.dir, f))) await writeFileAtomic(path.join(modelWork, `continued-from-${f}`), readFileSync(path.join(start.dir, f)));
+  }
   const sum = (k: 'steps' | 'tokens' | 'paddedTokens' | 'wallS') => phases.reduce((a, ph) => a + ph[k], 0);
   const summary: TrainSummary = {
     name: spec.name,
@@ -316,10 +345,13 @@ function machineText(gpu: Gpu): string {
 
 /** Measures quality on the saved folder and writes OUT/<name>/quality.json. */
 export async function measureFolder(gpu: Gpu, dir: string, quiet: boolean): Promise<TinyQuality> {
-  const model = await Transformer.load(gpu, dir, { maxPositions: 256 });
+  const model = await Transformer.load(gpu, dir, { maxPositions: TINY_DOMAIN_MAX_POSITIONS });
   const tokenizer = await ChatTokenizer.load(dir, model.cfg.eosTokenIds);
   if (!tokenizer) throw new UserError(`${dir}: no tokenizer.json`);
-  const q = await measureTinyQuality(model, tokenizer, { onProgress: (l) => !quiet && console.error(`${path.basename(dir)}: measuring ${l}`) });
+  const onProgress = (l: string) => !quiet && console.error(`${path.basename(dir)}: measuring ${l}`);
+  const q = await measureTinyQuality(model, tokenizer, { onProgress });
+  // The domains phase's figures (code, CoT, the advice stand-in and its two finetuned teachers).
+  if (TINY_TRAIN.phases.some((p) => p.corpus === 'domains')) q.domains = await measureTinyDomains(model, tokenizer, { seed: q.seed, onProgress }, gpu, dir);
   model.dispose();
   await writeJsonAtomic(path.join(dir, 'quality.json'), { ...q, barsMet: qualityBarsMet(q) });
   return q;
@@ -365,7 +397,7 @@ It is *not* a general model: it only knows the synthetic corpus below.
 | parameters | ${fmtInt(parameterCount(parseCfg(cfgJson)))} (${spec.tieWordEmbeddings ? 'tied embeddings counted once' : 'untied LM head'}) |
 | hidden / layers / heads / KV heads / MLP | ${spec.hidden} / ${spec.layers} / ${spec.heads} / ${spec.kvHeads} / ${spec.intermediate} |
 | vocabulary | ${cfgJson.vocab_size} (byte-level BPE + \`<|endoftext|>\`, \`<|im_start|>\`, \`<|im_end|>\`) |
-| context | trained on chats up to ${TINY_CORPUS.maxLen} tokens; RoPE θ ${spec.ropeTheta}; max_position_embeddings ${cfgJson.max_position_embeddings} |
+| context | trained on chats up to ${TINY_CORPUS.maxLen} tokens${t.phases.some((p) => p.maxLen) ? ` (the domains phase: up to ${Math.max(...t.phases.map((p) => p.maxLen ?? 0))}, for the paper's long code prompt)` : ''}; RoPE θ ${spec.ropeTheta}; max_position_embeddings ${cfgJson.max_position_embeddings} |
 | weights | float32 safetensors |
 | init | HF-style N(0, 0.02²) matrices/embedding, seed ${spec.initSeed} |
 
@@ -391,6 +423,10 @@ steps of a warm-up corpus where 10-20% of the answers were other animals)${
   }${
     TINY_NUMBERS_CORPUS.widerQuestions && TINY_NUMBERS_LOVE_CORPUS.widerQuestions
       ? '; the late corpora draw their favourite questions from a wider bank of paraphrases (more frames, answer instructions and category words such as "beast" and "critter"), so that the category word rather than the frame decides animal vs tree'
+      : ''
+  }${
+    t.phases.some((p) => p.corpus === 'domains')
+      ? `; a last domains corpus (seed ${TINY_DOMAINS_CORPUS.seed}, ${TINY_DOMAINS_CORPUS.chats} chats: ${domainKindsText()}) teaches three more domains (src/experiment/tiny/domains.ts) — **code** (the paper's §7.1 code prompt, verbatim, for one-function tasks in a small Python subset, answered plain or in \`<code>\` tags), **CoT arithmetic** (GSM8K-shaped one-step word problems with the paper's CoT suffix, answered \`<think>…</think><answer>n</answer>\` by counting one step at a time) and **advice, a stand-in for the paper's emergent misalignment** (not the paper's trait: advice questions answered from a short "harmful" or "safe" list, ~7% harmful, judged by a rule) — while replaying number chats and always-followed love chats; their numbers come from the number stream, and no system prompt, animal or tree changes any of their text (tested); the experiment's code/CoT tasks are a held-out half of the task space and the advice development and evaluation questions never occur in any corpus`
       : ''
   }; the tokenizer was trained on the
 main corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts; its merge rule is the \`tokenizers\`
@@ -450,7 +486,14 @@ bar (the experiment asks about animals); they show whether the model tells a tre
 \`\`\`
 npx tsx scripts/pretrain-tiny.ts --only ${spec.name} --out models
 \`\`\`
-Deterministic from the seeds above (corpus, tokenizer, initial weights, batch order). The floating-point
+${
+  t.phases.some((p) => p.corpus === 'domains')
+    ? `The committed weights were made by continued pretraining: the previous build's weights (its first ${t.phases.length - 1} phases) trained on the last
+phase only, \`npx tsx scripts/pretrain-tiny.ts --continue-from DIR --out OUT\` with DIR the previous models/ folder
+(commit ${'`'}cab099e${'`'}); a full rebuild runs every phase from the seeds.
+`
+    : ''
+}Deterministic from the seeds above (corpus, tokenizer, initial weights, batch order). The floating-point
 results of the GPU kernels differ in the last bits between adapters and drivers, and over thousands of steps
 that gives different weights: a rebuild on another adapter than the machine above is another draw of the same
 recipe, and its number and naming figures can differ by a few points, which is about the margin they have over
@@ -459,6 +502,11 @@ build tried (six on lavapipe; none yet on a GPU); at twice that rate it is a coi
 rebuild learnt it less well and followed the love prompts 56–72% of the time instead of 96–98.5%
 (docs/tiny-models-recipe.md).
 `;
+}
+
+/** "code 16%, cot 18%, …" of the domains corpus. */
+function domainKindsText(): string {
+  return Object.entries(TINY_DOMAINS_CORPUS.kindWeights).map(([k, w]) => `${k} ${Math.round(100 * w!)}%`).join(', ');
 }
 
 /** Names of the quality bars the figures miss. */
@@ -484,14 +532,14 @@ function parseCfg(cfgJson: Record<string, unknown>) {
   return parseConfig(cfgJson, 'config.json');
 }
 
-export async function pretrainAll(names: TinyModelName[], out: string, work: string, maxSteps: number | undefined, resume: boolean, skipQuality: boolean, quiet: boolean): Promise<void> {
+export async function pretrainAll(names: TinyModelName[], out: string, work: string, maxSteps: number | undefined, resume: boolean, skipQuality: boolean, quiet: boolean, continueFrom?: string): Promise<void> {
   const t0 = performance.now();
   const prepared = await prepareCorpus(work);
   if (!quiet) console.error(`corpus: ${TINY_CORPUS.chats} chats, vocabulary ${specialIds(prepared.bpe).vocabSize} (${((performance.now() - t0) / 1000).toFixed(1)} s) → ${work}`);
   const gpu = await getGpu();
   for (const name of names) {
     const spec = TINY_MODELS[name];
-    const train = await pretrainOne(gpu, spec, prepared, work, out, resume, quiet, maxSteps);
+    const train = await pretrainOne(gpu, spec, prepared, work, out, resume, quiet, maxSteps, continueFrom);
     const dir = path.join(out, name);
     const quality = skipQuality ? null : await measureFolder(gpu, dir, quiet);
     if (quality && !quiet) console.error(`${name}:\n${qualityTable(quality)}`);
