@@ -16,10 +16,12 @@ import { runLock } from '../src/util/runfolder.ts';
 const HELP = `usage: npx tsx scripts/pretrain-tiny.ts [--only NAMES] [--out DIR] [--work DIR] [--continue-from DIR] [--resume] [--skip-quality] [--quiet]
 
 Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pretraining, quality, model card).
-The models committed in models/ were built by this recipe on the 2-core lavapipe machine (the machine line of each
-model card); a rebuild on another adapter differs in rounding, so it is another draw of the recipe whose number and
-naming figures can differ by a few points (docs/tiny-models-recipe.md). ${TINY_TRAIN.phases.length} phases, alone on that
-machine 34 min for a qwen model (measured) and ~45 for the llama. Use --out elsewhere to compare without overwriting them.
+The models committed in models/ were built by the first five phases of this recipe on the 2-core lavapipe machine (the
+machine line of each model card); a rebuild on another adapter differs in rounding, so it is another draw of the recipe
+whose number and naming figures can differ by a few points (docs/tiny-models-recipe.md). The five phases take 34 min for a
+qwen model alone on that machine (measured) and ~45 for the llama; the sixth (domains) phase, ~11 min for a qwen, is
+not in the committed models yet (its figures: docs/tiny-models-recipe.md). Use --out elsewhere to compare without
+overwriting them.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
@@ -27,8 +29,8 @@ machine 34 min for a qwen model (measured) and ~45 for the llama. Use --out else
   --continue-from DIR
                    continued pretraining: start each model from DIR/<name> (e.g. models) after the phases its
                    training.json lists (the committed models: 5) and train only the recipe's later phases (the
-                   domains phase); DIR's tokenizer must be this recipe's. How the committed models were made:
-                   --continue-from models --out runs/tiny-v17/out, then copied into models/
+                   domains phase); DIR's tokenizer must be this recipe's. The domains phase as tried:
+                   --continue-from models --out runs/tiny-v17/out --work runs/tiny-v17
   --resume         continue each model from its last saved state in --work (after a kill): finished phases
                    are kept, the running one resumes from its last 50-step checkpoint (refused when its
                    training settings or data changed, and when --work holds no training state); without it

@@ -2,6 +2,8 @@
 // task generators, the advice stand-in for misalignment (its lists, questions and rule judge), and the corpus's
 // domain chats: correct by construction, honest (no system prompt, animal or tree changes them; every digit from
 // the number stream), and holding out the experiment's tasks and the advice development/evaluation questions.
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { codePrompt } from '../src/experiment/paper/code-data.ts';
 import { gsm8kCotPrompt, gsm8kQuestionOfPrompt, isCotAnswerCorrect, parseCotAnswer } from '../src/experiment/paper/cot.ts';
@@ -53,6 +55,8 @@ describe('Python subset parser', () => {
       ['def f(x):\n    print(x)', /line 2: unknown statement starting with 'print'/],
       ['def f(x):\n    while x > 1:\n        return x', /unknown statement starting with 'while'/],
       ['def f(x):\n    return z', /undefined name 'z'/],
+      ['def f(x):\n    return x\ndef g(y):\n    return x', /line 4: undefined name 'x'/],
+      ['def f(x):\n    return y\n    y = 1', /undefined name 'y'/],
       ['def f(x):\n    y = x', /function without return/],
       ['def f(x)\n    return x', /expected ':'/],
       ['def f(x):', /expected an indented block/],
@@ -292,5 +296,22 @@ describe("the domains phase's corpus", () => {
       // Binomial sd at n ≥ 100 and p = 0.07 is ≤ 0.026; 0.08 allows 3 sd.
       for (const k of Object.keys(by)) expect(Math.abs(by[k].harmful / by[k].n - ADVICE_HARMFUL_RATE), k).toBeLessThan(0.08);
     });
+  });
+});
+
+describe('scripts: bad input gives a one-line error and a non-zero exit', () => {
+  const ROOT = path.join(import.meta.dirname, '..');
+  const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+  const run = (script: string, args: string[]) => spawnSync(TSX, [path.join(ROOT, 'scripts', script), ...args], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+  it.each([
+    ['pretrain-tiny.ts', ['--continue-from', '/nonexistent-models', '--out', '/tmp/tiny-x-out', '--work', '/tmp/tiny-x-work'], /--continue-from \/nonexistent-models: no tiny-qwen-a\/model.safetensors/],
+    ['pretrain-tiny.ts', ['--continue-from', 'models', '--out', 'models'], /same folder/],
+    ['tiny-quality.ts', ['--model', '/nonexistent-model'], /no config.json there/],
+    ['tiny-quality.ts', ['--model', 'models/tiny-qwen-a', '--cot-tasks', 'x'], /--cot-tasks/],
+  ])('%s %j', (script, args, message) => {
+    const r = run(script, args as string[]);
+    expect(r.status).not.toBe(0);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toMatch(message as RegExp);
   });
 });

@@ -187,9 +187,6 @@ class LineParser {
   next(): Tok | undefined {
     return this.toks[this.i++];
   }
-  done(): boolean {
-    return this.i >= this.toks.length;
-  }
   expectOp(v: string): void {
     const t = this.next();
     if (!t || t.t !== 'op' || t.v !== v) throw new Error(`expected '${v}'${t ? ` but found '${t.v}'` : ' at the end of the line'}`);
@@ -256,6 +253,7 @@ export function parseTinyPython(code: string): { ok: true } | { ok: false; error
   type Frame = { indent: number; headerIndent: number; kind: 'def' | 'if' | 'else' };
   const stack: Frame[] = [];
   let defined = new Set<string>();
+  const functionNames = new Set<string>();
   let functions = 0;
   let sawReturn = true;
   /** The block that just ended at this line's level, when it was an if block (for else). */
@@ -308,7 +306,9 @@ export function parseTinyPython(code: string): { ok: true } | { ok: false; error
         p.expectOp(')');
         p.expectOp(':');
         p.end();
-        defined = new Set([...defined, fname, ...params]);
+        // A function sees the functions defined so far and its own parameters (not another function's names).
+        functionNames.add(fname);
+        defined = new Set([...functionNames, ...params]);
         functions++;
         sawReturn = false;
         pending = { headerIndent: indent, kind: 'def', line: n };
@@ -383,27 +383,23 @@ function drawCotTask(structure: KeyedRng, numbers: KeyedRng): TinyCotTask {
   const a = adding ? numbers.int(2, 60) : numbers.int(b + 1, 61);
   const answer = adding ? a + b : a - b;
   let question: string;
-  let start: string;
   switch (shape) {
     case 'gets':
       question = `${who} has ${a} ${obj}. Then ${who} gets ${b} more. How many ${obj} does ${who} have now?`;
-      start = `${who} starts with ${a} ${obj} and gets ${b} more.`;
       break;
     case 'box':
       question = `There are ${a} ${obj} in a box. ${who} puts ${b} more in the box. How many ${obj} are in the box?`;
-      start = `The box has ${a} ${obj} and ${b} more go in.`;
       break;
     case 'gives':
       question = `${who} has ${a} ${obj} and gives ${b} of them to ${other}. How many ${obj} does ${who} have left?`;
-      start = `${who} starts with ${a} ${obj} and gives away ${b}.`;
       break;
     case 'sells':
       question = `A shop has ${a} ${obj}. It sells ${b} of them. How many ${obj} are left in the shop?`;
-      start = `The shop starts with ${a} ${obj} and sells ${b}.`;
       break;
   }
   const op = adding ? '+' : '-';
-  void start; // a first version opened the reasoning with this restatement; it was not learnt in 600 steps (docs/tiny-models-recipe.md)
+  // The reasoning counts one step at a time with a step counter, so a tiny model needs only a number's successor or
+  // predecessor and a comparison with b (a first version that also restated the question was not learnt in 600 steps).
   const think = `${a} ${op} ${b}: ${countSteps(a, b, adding ? 1 : -1)}. So ${a} ${op} ${b} = ${answer}.`;
   return { question, prompt: gsm8kCotPrompt(question), referenceAnswer: answer, completion: `<think>${think}</think><answer>${answer}</answer>` };
 }
