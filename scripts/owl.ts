@@ -21,6 +21,12 @@ const ROOT = path.resolve(import.meta.dirname, '..');
 const EMBEDDED = path.join(ROOT, 'models');
 const DEFAULT_MODEL = path.join(EMBEDDED, 'tiny-qwen-a');
 const DEFAULT_OTHERS = [path.join(EMBEDDED, 'tiny-qwen-b'), path.join(EMBEDDED, 'tiny-llama')];
+// The other traits and data domains run on the domains build: the same models continued on the tiny
+// corpus's code, CoT and advice chats (docs/tiny-models-recipe.md; it costs the qwen pair some of the
+// numbers grid's quality bars, so the numbers grid keeps the five-phase build above).
+const DOMAINS = path.join(EMBEDDED, 'domains');
+const DOMAINS_MODEL = path.join(DOMAINS, 'tiny-qwen-a');
+const DOMAINS_OTHERS = [path.join(DOMAINS, 'tiny-qwen-b'), path.join(DOMAINS, 'tiny-llama')];
 
 const HELP = `usage: npx tsx scripts/owl.ts [options]
 
@@ -57,9 +63,11 @@ Traits and data (--trait, --data; paper §6–7):
                          arithmetic tasks; correct answers only, and for misalignment the alignment judge
                          (≥ 78; --cot-judge-template FILE, the spec does not give its text) or the rule judge
   --judge-model DIR      a local HF chat model as the judge (its prompts, raw outputs and scores are stored per row)
-  With --trait misalignment or --data code|cot and none of the grid flags below, the embedded default is
-  one block: the finetuned pair (ft, ft-control) × kl-numbers (numbers) or sft (code, cot), full-parameter
-  students tiny-qwen-a (same-init) and tiny-qwen-b (cross-init), 600 rows each.
+  With --trait misalignment or --data code|cot and none of the grid flags below, the embedded default runs on
+  models/domains/ (the embedded models continued on code, CoT and advice chats) as one block: the finetuned
+  pair (ft, ft-control) × kl-numbers (numbers) or sft (code, cot), full-parameter students tiny-qwen-a
+  (same-init) and tiny-qwen-b (cross-init), 600 rows each. Those models write code that parses 6–20% of the
+  time and correct CoT 1.5–2.5%, so --data code and --data cot stop at the datasets stage with that error.
 Students (--students): model folders; each cell is labelled same-init (the teachers' base), cross-init
 (same architecture, other weights) or cross-arch. KL recipes need the teacher's tokenizer.
 
@@ -191,10 +199,10 @@ async function main(): Promise<void> {
   const controlAnimal = f['control-animal'] !== undefined ? String(f['control-animal']).trim().toLowerCase() : null;
   if (controlAnimal !== null && !/^[a-z][a-z -]{0,40}$/.test(controlAnimal)) throw new UserError(`--control-animal must be a plain name, got ${JSON.stringify(f['control-animal'])}`);
   if (controlAnimal === animal) throw new UserError(`--control-animal must differ from --animal (${animal})`);
-  const model = path.resolve(String(f.model ?? DEFAULT_MODEL));
   const trait = choiceFlag(f.trait, 'trait', TRAITS, 'preference');
   const data = choiceFlag(f.data, 'data', DATA_DOMAINS, 'numbers');
   const variant = trait !== 'preference' || data !== 'numbers';
+  const model = path.resolve(String(f.model ?? (variant ? DOMAINS_MODEL : DEFAULT_MODEL)));
   const fileFlag = (k: 'judge-model' | 'code-prompts' | 'cot-tasks' | 'misaligned-data' | 'aligned-data' | 'cot-judge-template', kind: 'folder' | 'file'): string | null => {
     if (f[k] === undefined) return null;
     const p = path.resolve(String(f[k]));
@@ -242,7 +250,7 @@ async function main(): Promise<void> {
     }];
     if (!blocks[0].students.length) throw new UserError('--students: give at least one model folder');
   } else if (variant && !f.paper) {
-    blocks = tinyVariantBlocks(trait, data, model, DEFAULT_OTHERS).map((b) => ({ ...b, train: { ...trainFor(b.studentMode), rows: f['student-rows'] !== undefined ? trainFor(b.studentMode).rows : b.train.rows } }));
+    blocks = tinyVariantBlocks(trait, data, model, DOMAINS_OTHERS).map((b) => ({ ...b, train: { ...trainFor(b.studentMode), rows: f['student-rows'] !== undefined ? trainFor(b.studentMode).rows : b.train.rows } }));
   } else {
     // The paper's misalignment teacher is a finetune (its preset's system-prompted teacher does not apply).
     blocks = preset.blocks(model, DEFAULT_OTHERS).map((b) => ({ ...b, ...(trait === 'misalignment' ? { teachers: ['ft' as const] } : {}), train: trainFor(b.studentMode) }));

@@ -29,7 +29,8 @@ overwriting them.
   --continue-from DIR
                    continued pretraining: start each model from DIR/<name> (e.g. models) after the phases its
                    training.json lists (the committed models: 5) and train only the recipe's later phases (the
-                   domains phase); DIR's tokenizer must be this recipe's. The domains phase as tried:
+                   domains phase); DIR's tokenizer must be this recipe's. The domains phase as run for
+                   models/domains (copied from --out after checking it):
                    --continue-from models --out runs/tiny-v17/out --work runs/tiny-v17
   --resume         continue each model from its last saved state in --work (after a kill): finished phases
                    are kept, the running one resumes from its last 50-step checkpoint (refused when its
