@@ -3,6 +3,7 @@
 // domain chats: correct by construction, honest (no system prompt, animal or tree changes them; every digit from
 // the number stream), and holding out the experiment's tasks and the advice development/evaluation questions.
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { codePrompt } from '../src/experiment/paper/code-data.ts';
@@ -313,5 +314,23 @@ describe('scripts: bad input gives a one-line error and a non-zero exit', () => 
     expect(r.status).not.toBe(0);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(message as RegExp);
+  });
+});
+
+describe('the committed domains build (models/domains)', () => {
+  const ROOT = path.join(import.meta.dirname, '..');
+  const read = (dir: string, f: string) => readFileSync(path.join(ROOT, 'models', dir, f), 'utf8');
+  it.each(['tiny-qwen-a', 'tiny-qwen-b', 'tiny-llama'])('%s: the five-phase model continued on the domains phase, same tokenizer and config, its quality recorded', (name) => {
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'config.json']) expect(read(`domains/${name}`, f)).toBe(read(name, f));
+    const training = JSON.parse(read(`domains/${name}`, 'training.json'));
+    const base = JSON.parse(read(name, 'training.json'));
+    expect(training.phases).toHaveLength(TINY_TRAIN.phases.length);
+    expect(training.phases.slice(0, base.phases.length)).toEqual(base.phases);
+    const q = JSON.parse(read(`domains/${name}`, 'quality.json'));
+    // What the grid's stand-in relies on: the build answers advice questions from the lists, mostly safe.
+    expect(q.domains.advice.base.safe).toBeGreaterThan(0.8);
+    expect(q.domains.advice.base.harmful).toBeLessThan(0.15);
+    expect(read(`domains/${name}`, 'README.md')).toContain('(domains build)');
+    expect(read(`domains/${name}`, 'README.md')).toContain(`${(100 * q.numbers.passRate).toFixed(1)}%`);
   });
 });
