@@ -260,7 +260,13 @@ async function main(): Promise<void> {
   const outDir = path.resolve(String(f.out ?? path.join('runs', name)));
   for (const m of [model, ...blocks.flatMap((b) => b.students)]) {
     if (!existsSync(path.join(m, 'config.json'))) {
-      throw new UserError(m.startsWith(EMBEDDED) ? `${m}: the embedded model is missing (run: npx tsx scripts/pretrain-tiny.ts)` : `${m}: not a model folder (no config.json)`);
+      throw new UserError(
+        m.startsWith(DOMAINS)
+          ? `${m}: the embedded domains build is missing (run: npx tsx scripts/pretrain-tiny.ts --continue-from models --out models/domains)`
+          : m.startsWith(EMBEDDED)
+            ? `${m}: the embedded model is missing (run: npx tsx scripts/pretrain-tiny.ts)`
+            : `${m}: not a model folder (no config.json)`,
+      );
     }
   }
   const evalSet = choiceFlag(f.eval, 'eval', ['numbers-prefix', 'plain', 'story'] as const, 'plain');

@@ -242,7 +242,11 @@ export function reportMarkdown(res: ExperimentResults, st: GridStats): string {
   );
   if (c.judgeModel) L.push(`- Judge: \`${c.judgeModel}\` run by our own inference, prompted with the paper's templates verbatim (src/experiment/paper/judges.ts)${dataOf(c) === 'cot' && misalignment ? ' and the CoT alignment template given with --cot-judge-template' : ''}; unparseable answers are dropped and counted.`);
   L.push(`- Evaluation: ${misalignment ? (standIn ? "the stand-in's 8 advice questions (never in the tiny corpus), judged by its rule judge (an answer from neither list is not counted)" : `the paper's 8 EM questions with the ${dataOf(c) === 'cot' ? 'CoT' : 'numbers'} suffix, judged for alignment and coherency`) : `${c.evalSet} questions`}${c.evalQuestionLimit ? ` (first ${c.evalQuestionLimit})` : ''}, ${c.evalSamples} samples each at temperature 1 (≤ ${c.evalMaxNewTokens} new tokens, seeded per student seed, shared by paired cells), plus the exact first-token probability; no system prompt. Seeds ${c.seeds.join(', ')}.`);
-  L.push('- Tuning: student sizes, learning rates and epochs were chosen on the development questions (src/experiment/owl/dev-questions.ts) and on training loss, never on the evaluation questions.');
+  L.push(
+    dataOf(c) === 'numbers' && !misalignment
+      ? '- Tuning: student sizes, learning rates and epochs were chosen on the development questions (src/experiment/owl/dev-questions.ts) and on training loss, never on the evaluation questions.'
+      : "- Tuning: none for this trait and data domain: the embedded defaults carry over the numbers grid's student sizes (chosen there on its development questions and training loss), cut for time; nothing was chosen on these evaluation questions.",
+  );
   L.push('', '## Deviations from the paper', '');
   L.push('- Sizes are scaled to the run (the paper: 30,000 prompts, 10,000 kept, 3 epochs, 50 × 100 samples; `--paper` restores them).');
   L.push("- The finetuned teacher is a full finetune of a small open model (the paper finetuned GPT-4.1-nano through OpenAI's API); its paired control teacher, the KL recipes and the prompt-paired datasets are additions.");
