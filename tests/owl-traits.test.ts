@@ -149,3 +149,23 @@ describe('misalignment', () => {
     expect(() => checkTraitAndDomain('preference', 'code', [{ teachers: ['sp', 'ft'], recipes: ['sft', 'kl-full'] }])).not.toThrow();
   });
 });
+
+describe('the original numbers grid keeps its stage keys', () => {
+  it('prompts, completions, datasets and finetuned-teacher keys equal those of the grid before traits and domains existed', async () => {
+    const { Experiment } = await import('../src/experiment/owl/experiment.ts');
+    const { hashOf } = await import('../src/experiment/owl/stages.ts');
+    const A = path.join(import.meta.dirname, '..', 'models', 'tiny-qwen-a');
+    const e = new Experiment(null as never, {
+      name: 'x', outDir: path.join(tmp, 'never-written'), teacherBase: A, animal: 'owl', category: 'animal', controlAnimal: null,
+      blocks: [{ teachers: ['sp', 'ft'], recipes: ['sft'], students: [A], studentMode: 'lora', train: { lr: 1, epochs: 1, batchSize: 1, gradAccum: 1, warmupSteps: 0, rank: 2, alpha: 2 } }],
+      seeds: [0], promptSeed: 42, prompts: 10, keep: 5, subsetSeed: 1, maxNewTokens: 8, genBatchSize: 4, maxLen: 64, ftTeacher: { epochs: 1, lr: 1e-3, batchSize: 4 },
+      evalSet: 'plain', evalSamples: 1, evalMaxNewTokens: 2, doseResponse: true, quiet: true,
+    });
+    const sp = { kind: 'sp' as const, id: 'model:abc', system: 'S', animal: 'owl' };
+    const control = { kind: 'control' as const, id: 'model:abc', system: null, animal: null };
+    // Values computed by the code of commit cab099e (before this layer) on the same inputs.
+    expect(hashOf(e.completionsSpec(sp, 'sample').config)).toBe('3a750ebf0cd4d5ef');
+    expect(hashOf(e.datasetsSpec(sp, control, ['k1', 'k2'], 'sample', false).config)).toBe('bdf71f7f359215e7');
+    expect(hashOf(e.ftTeacherSpec('owl').config)).toBe('01929c17d5833b8f'); // also pins models/tiny-qwen-a's content
+  });
+});
