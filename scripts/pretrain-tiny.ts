@@ -6,7 +6,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { TINY_MODEL_NAMES, TINY_TRAIN, type TinyModelName } from '../src/experiment/tiny/models.ts';
+import { TINY_MODEL_NAMES, type TinyModelName } from '../src/experiment/tiny/models.ts';
 import { pretrainAll } from '../src/experiment/tiny/pretrain.ts';
 import { numberFlag, parseFlags, requiredFlag } from '../src/util/cli.ts';
 import { runCli, UserError } from '../src/util/errors.ts';

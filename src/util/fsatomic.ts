@@ -6,7 +6,6 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { UserError } from './errors.ts';
 
 export async function writeFileAtomic(filePath: string, data: string | Uint8Array): Promise<void> {
   await withAtomicFile(filePath, (fh) => fh.writeFile(data));

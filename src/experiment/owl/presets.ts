@@ -53,10 +53,10 @@ export const TINY: Preset = {
  * teacher with its paired control teacher, full-parameter students of the same and of another
  * initialisation. The recipe of the numbers grid's block that transmitted (ft × KL, full-parameter) is
  * kept where it applies; code and CoT use SFT on the sampled completions (the paper's recipe for them;
- * kl-numbers reads number tokens only). Sizes are the numbers grid's, cut for time (rows, seeds) — not
+ * kl-numbers reads number tokens only). Sizes are the numbers grid's, cut for time (600 rows, two students) — not
  * tuned for these variants, and never on their evaluation questions.
  */
-export function tinyVariantBlocks(trait: 'preference' | 'misalignment', data: 'numbers' | 'code' | 'cot', a: string, others: string[]): CellBlock[] {
+export function tinyVariantBlocks(data: 'numbers' | 'code' | 'cot', a: string, others: string[]): CellBlock[] {
   const full = { ...TINY.train.full, rows: 600 };
   const recipe = data === 'numbers' ? 'kl-numbers' : 'sft';
   return [{ teachers: ['ft'], recipes: [recipe], students: [a, ...others.slice(0, 1)], studentMode: 'full', train: full }];
