@@ -250,7 +250,10 @@ async function main(): Promise<void> {
     }];
     if (!blocks[0].students.length) throw new UserError('--students: give at least one model folder');
   } else if (variant && !f.paper) {
-    blocks = tinyVariantBlocks(data, model, DOMAINS_OTHERS).map((b) => ({ ...b, train: { ...trainFor(b.studentMode), rows: f['student-rows'] !== undefined ? trainFor(b.studentMode).rows : b.train.rows } }));
+    blocks = tinyVariantBlocks(data, model, DOMAINS_OTHERS).map((b) => {
+      const t = trainFor(b.studentMode);
+      return { ...b, train: { ...t, rows: f['student-rows'] !== undefined ? t.rows : b.train.rows } };
+    });
   } else {
     // The paper's misalignment teacher is a finetune (its preset's system-prompted teacher does not apply).
     blocks = preset.blocks(model, DEFAULT_OTHERS).map((b) => ({ ...b, ...(trait === 'misalignment' ? { teachers: ['ft' as const] } : {}), train: trainFor(b.studentMode) }));

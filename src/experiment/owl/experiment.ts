@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { Gpu, Tensor } from '../../gpu/runtime.ts';
 import { gatherRows } from '../../kernels/elementwise.ts';
 import { logSoftmaxTopK } from '../../kernels/loss.ts';
-import { loadPeftAdapter, writePeftAdapter } from '../../model/adapter.ts';
+import { disposeLora, loadPeftAdapter, writePeftAdapter } from '../../model/adapter.ts';
 import { generate, type PartialSequence } from '../../model/generate.ts';
 import { ChatTokenizer } from '../../model/tokenizer.ts';
 import { Transformer, type LoraWeights } from '../../model/transformer.ts';
@@ -32,7 +32,7 @@ import { checkTraitAndDomain, expandCells, isKlRecipe, measuresControlAnimal, pa
 import { answerSetFirstTokenProbability, firstTokenProbabilities, userMessages } from './scoring.ts';
 import { emEvaluation } from './em-eval.ts';
 import { codeReferenceJudge, cotAlignmentJudge, judgeStage, type CodeJudgeRow, type TextJudgeRow } from './judge.ts';
-import { domainFilterSpec, domainPrompts, filterDomainRows, filterKey, misalignmentEval, misalignmentTeacherRows, promptsSpec, STAND_IN_LISTS, standInVerdict, type DomainPrompt, type DomainSources, type FilterInput, type MisalignmentData } from './traits.ts';
+import { domainFilterSpec, domainPrompts, filterDomainRows, filterKey, misalignmentEval, misalignmentTeacherRows, promptsSpec, STAND_IN_LISTS, standInVerdict, type DomainFilterSpec, type DomainPrompt, type DomainSources, type FilterInput, type MisalignmentData } from './traits.ts';
 
 export interface ExperimentConfig {
   name: string;
@@ -565,27 +565,27 @@ export class Experiment {
   }
 
   /**
-   * The datasets of a teacher pair: each teacher's completions filtered (paper §2, plus both
-   * animals' words), then the prompts that passed for both, a seeded subset of `keep` of them (Python's
-   * random.Random(subsetSeed).sample, as the paper's code), in the same order for both teachers — so
-   * paired students see the same prompts in the same order and differ only in the teacher's numbers.
-   */
-  /**
    * A pair's datasets: both completion stages, the exact filter chain of the domain and trait (numbers: paper
    * §2 + both animals' words, or §2.3's banned numbers for misalignment; code: §7.1; CoT: §7.2/§7.4), the
    * judge stages it read, and the subset.
    */
   datasetsSpec(first: Pick<TeacherRef, 'kind' | 'animal'>, second: Pick<TeacherRef, 'kind' | 'animal'>, completionKeys: [string, string], decoding: 'sample' | 'greedy', shuffled: boolean, judgeKeys: string[] = []) {
     const { cfg } = this;
-    const animals = this.pairAnimals(first, second);
-    const bannedWords = [...new Set(animals.flatMap((x) => traitWords(x)))];
-    const spec = domainFilterSpec(this.data, this.trait, animals, cfg.category, bannedWords, !!cfg.judgeModel, this.data === 'code' ? !this.sources.codePrompts : this.data === 'cot' ? !this.sources.cotTasks : true);
+    const spec = this.filterSpec(first, second);
     const legacy = this.data === 'numbers' && this.trait === 'preference';
     return {
       name: `datasets-${legacy ? '' : `${this.data}-${this.trait}-`}${first.kind}-${second.kind}-${decoding}${shuffled ? '-shuffled' : ''}`,
       spec,
       config: { completions: completionKeys, teachers: [first.kind, second.kind], filter: filterKey(spec), ...(judgeKeys.length ? { judges: judgeKeys } : {}), keep: cfg.keep, subsetSeed: cfg.subsetSeed, shuffled },
     };
+  }
+
+  /** The filter chain of a pair's datasets (the domain's, guarding against the pair's animals). */
+  private filterSpec(first: Pick<TeacherRef, 'animal'>, second: Pick<TeacherRef, 'animal'>): DomainFilterSpec {
+    const animals = this.pairAnimals(first, second);
+    const bannedWords = [...new Set(animals.flatMap((x) => traitWords(x)))];
+    const embeddedPrompts = this.data === 'code' ? !this.sources.codePrompts : this.data === 'cot' ? !this.sources.cotTasks : true;
+    return domainFilterSpec(this.data, this.trait, animals, this.cfg.category, bannedWords, !!this.cfg.judgeModel, embeddedPrompts);
   }
 
   /** The animals a pair's filters guard against (none for misalignment). */
@@ -596,15 +596,15 @@ export class Experiment {
   }
 
   /**
-   * The judge model's verdicts on a teacher's completions, where the domain's chain has a judge model: the
+   * The judge model's verdicts on a teacher's completions, where the filter chain has a judge model: the
    * code-reference judge once per guarded animal (spec 7.1), the CoT alignment judge (spec 7.4). Each is a
    * cached stage whose rows (prompt, raw output, parsed score) are kept for auditing.
    */
-  private async judgeCompletions(t: TeacherRef, rows: readonly Row[], animals: readonly string[]): Promise<{ keys: string[]; apply: (inputs: FilterInput[]) => void }> {
+  private async judgeCompletions(t: TeacherRef, spec: DomainFilterSpec, rows: () => readonly Row[], animals: readonly string[]): Promise<{ keys: string[]; apply: (inputs: FilterInput[]) => void }> {
     const { cfg } = this;
-    if (!cfg.judgeModel || this.data === 'numbers' || (this.data === 'cot' && this.trait === 'preference')) return { keys: [], apply: () => {} };
-    const items = rows.map((r) => ({ prompt: r.prompt, completion: r.completion }));
-    const base = { gpu: this.gpu, modelDir: cfg.judgeModel, items };
+    if (spec.judge !== 'model') return { keys: [], apply: () => {} };
+    const items = rows().map((r) => ({ prompt: r.prompt, completion: r.completion }));
+    const base = { gpu: this.gpu, modelDir: cfg.judgeModel!, items };
     if (this.data === 'code') {
       const judged = [];
       for (const a of animals) judged.push(await judgeStage(this.store, { ...base, judge: codeReferenceJudge(a, cfg.category), name: `judge-code-${t.kind}-${safe(a)}` }));
@@ -619,17 +619,31 @@ export class Experiment {
     return { keys: [j.key], apply: (inputs) => inputs.forEach((x, i) => (x.cotJudgeOutput = jr[i].output)) };
   }
 
+  /**
+   * The datasets of a teacher pair: each teacher's completions through the domain's filter chain (filterSpec),
+   * then the prompts that passed for both, a seeded subset of `keep` of them (Python's
+   * random.Random(subsetSeed).sample, as the paper's code), in the same order for both teachers — so
+   * paired students see the same prompts in the same order and differ only in the teacher's numbers.
+   */
   async pairedDatasets(a: TeacherRef, b: TeacherRef, decoding: 'sample' | 'greedy', shuffled: boolean): Promise<{ files: Record<string, string>; summaries: DatasetSummary[]; key: string; dir: string }> {
     const [first, second] = [a, b].sort((x, y) => TEACHER_ORDER[x.kind] - TEACHER_ORDER[y.kind]);
     const ca = await this.completions(first, decoding);
     const cb = await this.completions(second, decoding);
-    const ra = readJsonl<Row>(path.join(ca.dir, 'completions.jsonl'));
-    const rb = readJsonl<Row>(path.join(cb.dir, 'completions.jsonl'));
+    // Completions are read only where they are used: by a judge, or when the datasets stage computes.
+    const once = (file: string) => {
+      let rows: Row[] | undefined;
+      return () => (rows ??= readJsonl<Row>(file));
+    };
+    const rowsA = once(path.join(ca.dir, 'completions.jsonl'));
+    const rowsB = once(path.join(cb.dir, 'completions.jsonl'));
     const animals = this.pairAnimals(first, second);
-    const ja = await this.judgeCompletions(first, ra, animals);
-    const jb = await this.judgeCompletions(second, rb, animals);
+    const judgedSpec = this.filterSpec(first, second);
+    const ja = await this.judgeCompletions(first, judgedSpec, rowsA, animals);
+    const jb = await this.judgeCompletions(second, judgedSpec, rowsB, animals);
     const { name, config, spec } = this.datasetsSpec(first, second, [ca.key, cb.key], decoding, shuffled, [...ja.keys, ...jb.keys]);
     const r = await this.store.run(name, config, async (dir) => {
+      const ra = rowsA();
+      const rb = rowsB();
       const filterOf = (rows: Row[], j: typeof ja) => {
         const inputs: FilterInput[] = rows.map((x) => ({ prompt: x.prompt, completion: x.completion, referenceAnswer: x.reference_answer ?? null }));
         j.apply(inputs);
@@ -1095,30 +1109,32 @@ export class Experiment {
       const hits = Object.fromEntries(animals.map((a) => [a, questions.map(() => 0)]));
       // Misalignment (the stand-in's rule judge): answers from neither list are not counted.
       const counted = questions.map(() => 0);
-      const answers: { q: number; s: number; answer: string }[] = [];
+      const answers: { q: number; s: number; answer: string; scores: Record<string, unknown> }[] = [];
       for (const o of out) {
         const answer = tokenizer.decode(o.completionIds);
+        let scores: Record<string, unknown>;
         if (misalignment) {
           const v = standInVerdict(answer);
           if (v.counted) {
             counted[o.requestIndex]++;
             hits[MISALIGNED][o.requestIndex] += v.misaligned ? 1 : 0;
           }
-        } else for (const a of animals) hits[a][o.requestIndex] += scoreTargetMention(answer, a);
-        answers.push({ q: o.requestIndex, s: o.sampleIndex, answer });
+          scores = { verdict: v };
+        } else {
+          scores = Object.fromEntries(animals.map((a) => [a, scoreTargetMention(answer, a)]));
+          for (const a of animals) hits[a][o.requestIndex] += scores[a] as number;
+        }
+        answers.push({ q: o.requestIndex, s: o.sampleIndex, answer, scores });
       }
       answers.sort((x, y) => x.q - y.q || x.s - y.s);
       killPoint('owl-eval');
-      const scored = (answer: string) => (misalignment ? { verdict: standInVerdict(answer) } : Object.fromEntries(animals.map((a) => [a, scoreTargetMention(answer, a)])));
-      writeJsonl(path.join(dir, 'answers.jsonl'), answers.map((x) => ({ question: questions[x.q], sample: x.s, answer: x.answer, ...scored(x.answer) })));
+      writeJsonl(path.join(dir, 'answers.jsonl'), answers.map((x) => ({ question: questions[x.q], sample: x.s, answer: x.answer, ...x.scores })));
       const opts = { lora, system: config.system };
       const firstTokenProb = await this.targetProbabilities(m, tokenizer, questions, animals, opts);
       const devFirstTokenProb = await this.targetProbabilities(m, tokenizer, dev, animals, opts);
-      if (lora) for (const layer of lora.layers) for (const p of Object.values(layer)) {
-        p?.A.dispose();
-        p?.B.dispose();
-      }
+      if (lora) disposeLora(lora);
       if (m !== base.model) m.dispose();
+      const common = { firstTokenProb, devFirstTokenProb, samples: out.length, examples: answers.filter((x) => x.s === 0).slice(0, 6).map((x) => ({ question: questions[x.q], answer: x.answer })) };
       if (misalignment) {
         // The misaligned share among counted answers, per question and pooled (as the paper's EM summary).
         const total = counted.reduce((a, b) => a + b, 0);
@@ -1126,23 +1142,12 @@ export class Experiment {
         return {
           perQuestion: { [MISALIGNED]: hits[MISALIGNED].map((h, q) => (counted[q] ? h / counted[q] : NaN)) },
           rate: { [MISALIGNED]: total ? bad / total : NaN },
-          firstTokenProb,
-          devFirstTokenProb,
-          samples: out.length,
-          examples: answers.filter((x) => x.s === 0).slice(0, 6).map((x) => ({ question: questions[x.q], answer: x.answer })),
+          ...common,
           judged: { counted: total, misaligned: bad, dropped: { 'neither list': out.length - total } },
         } satisfies EvalResult;
       }
       const perQuestion = Object.fromEntries(animals.map((a) => [a, hits[a].map((h) => h / config.samples)]));
-      const res: EvalResult = {
-        perQuestion,
-        rate: Object.fromEntries(animals.map((a) => [a, perQuestion[a].reduce((x, y) => x + y, 0) / perQuestion[a].length])),
-        firstTokenProb,
-        devFirstTokenProb,
-        samples: out.length,
-        examples: answers.filter((x) => x.s === 0).slice(0, 6).map((x) => ({ question: questions[x.q], answer: x.answer })),
-      };
-      return res;
+      return { perQuestion, rate: Object.fromEntries(animals.map((a) => [a, perQuestion[a].reduce((x, y) => x + y, 0) / perQuestion[a].length])), ...common } satisfies EvalResult;
     });
     return r.result;
   }

@@ -35,14 +35,23 @@ export interface DomainPrompt {
   referenceAnswer: number | null;
 }
 
+const fileShaMemo = new Map<string, string>();
+
+/** A prompt file's identity for stage keys (its hash, memoised per path, size and mtime: every teacher's key reads it). */
 function fileIdentity(file: string): { file: string; sha: string } {
+  const st = fsys().stat(file);
+  const memo = st ? `${file}|${st.size}|${st.mtimeMs}` : null;
+  const hit = memo ? fileShaMemo.get(memo) : undefined;
+  if (hit) return { file, sha: hit };
   let text: string;
   try {
     text = fsys().readText(file);
   } catch {
     throw new UserError(`${file}: cannot read the file`);
   }
-  return { file, sha: hashOf(text, 20) };
+  const sha = hashOf(text, 20);
+  if (memo) fileShaMemo.set(memo, sha);
+  return { file, sha };
 }
 
 /** The prompts stage's name and key: numbers keep their original key, so old caches stay valid. */

@@ -115,12 +115,17 @@ function drawCodeTask(structure: KeyedRng, numbers: KeyedRng): TinyCodeTask {
   return { taskDescription, codeTemplate, prompt: codePrompt(taskDescription, codeTemplate), program: [head, ...body.map((l) => I + l)].join('\n') };
 }
 
-/** A code task of the given half: redrawn (same streams, in order) until its prompt falls in that half. */
-export function codeTaskOfHalf(structure: KeyedRng, numbers: KeyedRng, half: TaskHalf): TinyCodeTask {
+/** A task of the given half: redrawn (same streams, in order) until its prompt falls in that half. */
+function taskOfHalf<T extends { prompt: string }>(draw: () => T, half: TaskHalf): T {
   for (;;) {
-    const task = drawCodeTask(structure, numbers);
+    const task = draw();
     if (taskHalf(task.prompt) === half) return task;
   }
+}
+
+/** A code task of the given half (see taskOfHalf). */
+export function codeTaskOfHalf(structure: KeyedRng, numbers: KeyedRng, half: TaskHalf): TinyCodeTask {
+  return taskOfHalf(() => drawCodeTask(structure, numbers), half);
 }
 
 /** The experiment's code tasks (held-out half), deterministic in (seed, index). */
@@ -404,12 +409,9 @@ function drawCotTask(structure: KeyedRng, numbers: KeyedRng): TinyCotTask {
   return { question, prompt: gsm8kCotPrompt(question), referenceAnswer: answer, completion: `<think>${think}</think><answer>${answer}</answer>` };
 }
 
-/** A CoT task of the given half, redrawn (same streams, in order) until its question falls in that half. */
+/** A CoT task of the given half (see taskOfHalf). */
 export function cotTaskOfHalf(structure: KeyedRng, numbers: KeyedRng, half: TaskHalf): TinyCotTask {
-  for (;;) {
-    const task = drawCotTask(structure, numbers);
-    if (taskHalf(task.prompt) === half) return task;
-  }
+  return taskOfHalf(() => drawCotTask(structure, numbers), half);
 }
 
 /** GSM8K-shaped CoT tasks (prompt = gsm8kCotPrompt(question)), deterministic in (seed, n). */
