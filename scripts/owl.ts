@@ -66,7 +66,7 @@ Traits and data (--trait, --data; paper §6–7):
   With --trait misalignment or --data code|cot and none of the grid flags below, the embedded default runs on
   models/domains/ (the embedded models continued on code, CoT and advice chats) as one block: the finetuned
   pair (ft, ft-control) × kl-numbers (numbers) or sft (code, cot), full-parameter students tiny-qwen-a
-  (same-init) and tiny-qwen-b (cross-init), 600 rows each. Those models write code that parses 6–20% of the
+  (same-init), tiny-qwen-b (cross-init) and tiny-llama (cross-arch), 600 rows each. Those models write code that parses 6–20% of the
   time and correct CoT 1.5–2.5%: --data code stops at the datasets stage with that error, and --data cot would.
 Students (--students): model folders; each cell is labelled same-init (the teachers' base), cross-init
 (same architecture, other weights) or cross-arch. KL recipes need the teacher's tokenizer.

@@ -50,16 +50,16 @@ export const TINY: Preset = {
 
 /**
  * The embedded family's default runs of the other traits and data domains (issue 22): each a finetuned
- * teacher with its paired control teacher, full-parameter students of the same and of another
- * initialisation. The recipe of the numbers grid's block that transmitted (ft × KL, full-parameter) is
+ * teacher with its paired control teacher, full-parameter students of the same initialisation, of another
+ * and of another architecture. The recipe of the numbers grid's block that transmitted (ft × KL, full-parameter) is
  * kept where it applies; code and CoT use SFT on the sampled completions (the paper's recipe for them;
- * kl-numbers reads number tokens only). Sizes are the numbers grid's, cut for time (600 rows, two students) — not
+ * kl-numbers reads number tokens only). Sizes are the numbers grid's, cut for time (600 rows) — not
  * tuned for these variants, and never on their evaluation questions.
  */
 export function tinyVariantBlocks(data: 'numbers' | 'code' | 'cot', a: string, others: string[]): CellBlock[] {
   const full = { ...TINY.train.full, rows: 600 };
   const recipe = data === 'numbers' ? 'kl-numbers' : 'sft';
-  return [{ teachers: ['ft'], recipes: [recipe], students: [a, ...others.slice(0, 1)], studentMode: 'full', train: full }];
+  return [{ teachers: ['ft'], recipes: [recipe], students: [a, ...others], studentMode: 'full', train: full }];
 }
 
 /** Teacher generation length per data domain on the embedded family (a code answer or a CoT trace is longer than a number list). */
