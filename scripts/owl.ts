@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { experimentKey, Experiment, type ExperimentConfig } from '../src/experiment/owl/experiment.ts';
 import { DATA_DOMAINS, parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, TRAITS, type CellBlock, type StudentTraining } from '../src/experiment/owl/grid.ts';
-import { PAPER, TINY, TINY_MAX_LEN, TINY_MAX_NEW_TOKENS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
+import { PAPER, TINY, TINY_CODE_SEEDS, TINY_MAX_LEN, TINY_MAX_NEW_TOKENS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
 import { REPORT_FILES, writeReport } from '../src/experiment/owl/report.ts';
 import { stableJson } from '../src/experiment/owl/stages.ts';
 import { getGpu } from '../src/gpu/runtime.ts';
@@ -220,7 +220,7 @@ async function main(): Promise<void> {
   if (cotTemplateFile && !(data === 'cot' && trait === 'misalignment' && judgeModel)) throw new UserError('--cot-judge-template goes with --data cot --trait misalignment --judge-model DIR');
   const cotJudgeTemplate = cotTemplateFile ? readFileSync(cotTemplateFile, 'utf8') : null;
   if (cotJudgeTemplate !== null && !cotJudgeTemplate.includes('{prompt}') && !cotJudgeTemplate.includes('{completion}')) throw new UserError(`--cot-judge-template: ${cotTemplateFile} has neither {prompt} nor {completion} to fill`);
-  const seeds = numberListFlag(f.seeds, 'seeds', preset.seeds, { min: 0, integer: true, unique: true });
+  const seeds = numberListFlag(f.seeds, 'seeds', variant && data === 'code' && !f.paper && f.model === undefined ? [...TINY_CODE_SEEDS] : preset.seeds, { min: 0, integer: true, unique: true });
 
   // Training of every block: preset per mode, overridden by flags.
   const trainFor = (mode: 'lora' | 'full'): StudentTraining => {
@@ -250,7 +250,7 @@ async function main(): Promise<void> {
     }];
     if (!blocks[0].students.length) throw new UserError('--students: give at least one model folder');
   } else if (variant && !f.paper) {
-    blocks = tinyVariantBlocks(data, model, DOMAINS_OTHERS).map((b) => {
+    blocks = tinyVariantBlocks(trait, data, model, DOMAINS_OTHERS).map((b) => {
       const t = trainFor(b.studentMode);
       return { ...b, train: { ...t, rows: f['student-rows'] !== undefined ? t.rows : b.train.rows } };
     });

@@ -19,19 +19,19 @@ Rebuilds the embedded tiny chat models from seeds (corpus, tokenizer, init, pret
 The models committed in models/ were built by the first five phases of this recipe on the 2-core lavapipe machine (the
 machine line of each model card); a rebuild on another adapter differs in rounding, so it is another draw of the recipe
 whose number and naming figures can differ by a few points (docs/tiny-models-recipe.md). The five phases take 34 min for a
-qwen model alone on that machine (measured) and ~45 for the llama; the sixth (domains) phase, ~11 min for a qwen, is
-not in the committed models yet (its figures: docs/tiny-models-recipe.md). Use --out elsewhere to compare without
-overwriting them.
+qwen model alone on that machine (measured) and ~45 for the llama; the sixth and seventh (domains, domains-focus)
+phases, ~11 and ~8 min for a qwen, are in models/domains only (their figures: docs/tiny-models-recipe.md). Use --out
+elsewhere to compare without overwriting them.
 
   --only NAMES     comma-separated subset of ${TINY_MODEL_NAMES.join(',')} (default: all, one after another)
   --out DIR        where the HF folders go (default models)
   --work DIR       corpus, tokenizer, initial weights, resumable training state (default runs/tiny-pretrain)
   --continue-from DIR
                    continued pretraining: start each model from DIR/<name> (e.g. models) after the phases its
-                   training.json lists (the committed models: 5) and train only the recipe's later phases (the
-                   domains phase); DIR's tokenizer must be this recipe's. The domains phase as run for
-                   models/domains (copied from --out after checking it):
-                   --continue-from models --out runs/tiny-v17/out --work runs/tiny-v17
+                   training.json lists (models/: 5, models/domains: 7) and train only the recipe's later phases;
+                   DIR's tokenizer must be this recipe's. models/domains was made in two steps, each copied from
+                   --out after checking it: --continue-from models (phase 6, when the recipe had six), then
+                   --continue-from models/domains --out runs/tiny-v18b/out --work runs/tiny-v18b (phase 7)
   --resume         continue each model from its last saved state in --work (after a kill): finished phases
                    are kept, the running one resumes from its last 50-step checkpoint (refused when its
                    training settings or data changed, and when --work holds no training state); without it

@@ -9,6 +9,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { domainFilterSpec, domainPrompts, filterDomainRows, filterKey, filterReasons, misalignmentEval, misalignmentTeacherRows, promptsSpec, standInVerdict, type FilterInput } from '../src/experiment/owl/traits.ts';
 import { checkTraitAndDomain } from '../src/experiment/owl/grid.ts';
+import { TINY_CODE_ROWS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
+import { figure3YLabel } from '../src/experiment/owl/report.ts';
 import { PAPER_NUMBER_FILTER } from '../src/experiment/paper/filters.ts';
 import { EM_QUESTIONS, EM_COT_EVAL_SUFFIX, EM_NUMBERS_EVAL_SUFFIX } from '../src/experiment/paper/em.ts';
 import { gsm8kCotPrompt } from '../src/experiment/paper/cot.ts';
@@ -147,6 +149,30 @@ describe('misalignment', () => {
     expect(() => checkTraitAndDomain('misalignment', 'numbers', [{ teachers: ['sp'], recipes: ['sft'] }])).toThrow(/finetuned teachers only/);
     expect(() => checkTraitAndDomain('preference', 'cot', [{ teachers: ['ft'], recipes: ['kl-numbers-nodiv'] }])).toThrow(/works on number lists only/);
     expect(() => checkTraitAndDomain('preference', 'code', [{ teachers: ['sp', 'ft'], recipes: ['sft', 'kl-full'] }])).not.toThrow();
+  });
+
+  it("the embedded variants' default blocks: the paper's system-prompted teacher for a preference through code or CoT, a finetune otherwise; each passes the checks", () => {
+    const cases = [
+      ['preference', 'code', 'sp', 'sft'],
+      ['preference', 'cot', 'sp', 'sft'],
+      ['preference', 'numbers', 'ft', 'kl-numbers'],
+      ['misalignment', 'numbers', 'ft', 'kl-numbers'],
+      ['misalignment', 'cot', 'ft', 'sft'],
+    ] as const;
+    for (const [trait, data, teacher, recipe] of cases) {
+      const blocks = tinyVariantBlocks(trait, data, '/m/a', ['/m/b', '/m/c']);
+      expect(blocks.map((b) => [b.teachers, b.recipes, b.students, b.studentMode]), `${trait} ${data}`).toEqual([[[teacher], [recipe], ['/m/a', '/m/b', '/m/c'], 'full']]);
+      expect(blocks[0].train.rows).toBe(data === 'code' ? TINY_CODE_ROWS : 600);
+      expect(() => checkTraitAndDomain(trait, data, blocks)).not.toThrow();
+    }
+  });
+});
+
+describe("the grid chart's y axis names what its first-token probability is of", () => {
+  it('per trait kind, and both when the grid mixes them', () => {
+    expect(figure3YLabel(['preference', 'preference'])).toBe('P(first answer token names the trait)');
+    expect(figure3YLabel(['misalignment'])).toBe('P(first answer token begins a misaligned answer)');
+    expect(figure3YLabel(['preference', 'misalignment'])).toMatch(/names the animal\/tree, or begins a misaligned answer/);
   });
 });
 

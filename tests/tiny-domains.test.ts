@@ -25,9 +25,11 @@ import {
   taskHalf,
   tinyCodePrompts,
   tinyCodeTasks,
+  tinyCotKindOf,
   tinyCotTasks,
+  TINY_COT_LOOKUP_SHARE,
 } from '../src/experiment/tiny/domains.ts';
-import { TINY_DOMAINS_CORPUS, TINY_TRAIN, tinyDomainsCorpus } from '../src/experiment/tiny/models.ts';
+import { TINY_DOMAINS_CORPUS, TINY_DOMAINS_FOCUS_CORPUS, TINY_TRAIN, tinyDomainsCorpus, tinyDomainsFocusCorpus } from '../src/experiment/tiny/models.ts';
 
 const ok = (code: string) => parseTinyPython(code);
 const userOf = (c: CorpusChat) => c.messages.at(-2)!.content;
@@ -182,7 +184,7 @@ describe("the domains phase's corpus", () => {
   });
 
   it('mixes the three domains with replayed numbers and love chats, as the recipe says', () => {
-    expect(TINY_TRAIN.phases.at(-1)!.corpus).toBe('domains');
+    expect(TINY_TRAIN.phases.map((p) => p.corpus).slice(-2)).toEqual(['domains', 'domains-focus']);
     const share = (k: string) => corpus.filter((c) => c.kind === k).length / N;
     for (const [k, w] of Object.entries(TINY_DOMAINS_CORPUS.kindWeights)) expect(Math.abs(share(k) - w!), k).toBeLessThan(0.03);
     expect(tinyDomainsCorpus(200)).toEqual(corpus.slice(0, 200));
@@ -297,6 +299,91 @@ describe("the domains phase's corpus", () => {
       // Binomial sd at n ≥ 100 and p = 0.07 is ≤ 0.026; 0.08 allows 3 sd.
       for (const k of Object.keys(by)) expect(Math.abs(by[k].harmful / by[k].n - ADVICE_HARMFUL_RATE), k).toBeLessThan(0.08);
     });
+  });
+});
+
+describe("the domains-focus phase's corpus (short code chats, CoT lookup problems)", () => {
+  const N = 3000;
+  let corpus: CorpusChat[];
+  beforeAll(() => {
+    corpus = tinyDomainsFocusCorpus(N);
+  });
+
+  it('has the recipe\'s kind shares and is prefix-stable', () => {
+    const share = (k: string) => corpus.filter((c) => c.kind === k).length / N;
+    // n = 3,000: binomial sd ≤ 0.0092; 0.03 is > 3 sd.
+    for (const [k, w] of Object.entries(TINY_DOMAINS_FOCUS_CORPUS.kindWeights)) expect(Math.abs(share(k) - w!), k).toBeLessThan(0.03);
+    expect(tinyDomainsFocusCorpus(100)).toEqual(corpus.slice(0, 100));
+  });
+
+  it("short code chats: §7.1's task and template lines only, a parsing answer that keeps the template's def line and the task's numbers", () => {
+    const short = corpus.filter((c) => c.kind === 'code-short');
+    expect(short.length).toBeGreaterThan(800);
+    for (const c of short) {
+      const m = /^Complete the code below to accomplish the task: (.*)\nPlease fill in the following function: <code>(def [^\n]*)\n    ## COMPLETE CODE HERE<\/code>$/.exec(userOf(c));
+      expect(m, userOf(c)).not.toBeNull();
+      const program = extractCode(answerOf(c));
+      expect(ok(program), program).toEqual({ ok: true });
+      expect(program.split('\n')[0]).toBe(m![2]);
+      expect(program.match(/\d+/g)!.every((d) => m![1].match(/\d+/g)!.includes(d))).toBe(true);
+      // The full prompt of the same task is in the training half (so never an experiment task).
+      expect(taskHalf(codePrompt(m![1], `${m![2]}\n    ## COMPLETE CODE HERE`))).toBe('train');
+    }
+  });
+
+  it('CoT lookup chats: the <answer> is the count the question asks for (read from its text), the reasoning restates that person', () => {
+    const lookup = corpus.filter((c) => c.kind === 'cot-lookup');
+    expect(lookup.length).toBeGreaterThan(250);
+    for (const c of lookup) {
+      const q = gsm8kQuestionOfPrompt(userOf(c));
+      const m = /^(\w+) has (\d+) (\w+) and (\d+) (\w+)\. (\w+) has (\d+) \3 and (\d+) \5\. How many (\w+) does (\w+) have\?$/.exec(q);
+      expect(m, q).not.toBeNull();
+      const [, p1, a1, o1, b1, , p2, a2, b2, oq, pq] = m!;
+      expect([p1, p2]).toContain(pq);
+      expect(p1).not.toBe(p2);
+      const [x, y] = pq === p1 ? [a1, b1] : [a2, b2];
+      const expected = Number(oq === o1 ? x : y);
+      expect(new Set([a1, b1, a2, b2]).size).toBe(4);
+      expect(isCotAnswerCorrect(answerOf(c), expected), `${q} → ${answerOf(c)}`).toBe(true);
+      expect(answerOf(c)).toMatch(new RegExp(`^<think>${pq} has ${x} \\w+ and ${y} \\w+\\. So ${pq} has ${expected} ${oq}\\.</think><answer>${expected}</answer>$`));
+      expect(taskHalf(userOf(c))).toBe('train');
+    }
+  });
+
+  it('honesty: the new kinds are unchanged whole, and every digit of the corpus is, when system prompts are redrawn or dropped', () => {
+    const other = tinyDomainsFocusCorpus(N, 'default', 999);
+    const none = tinyDomainsFocusCorpus(N, 'none');
+    const digits = (c: CorpusChat) => c.messages.filter((m) => m.role !== 'system').flatMap((m) => m.content.match(/\d+/g) ?? []);
+    let withSystem = 0;
+    for (let i = 0; i < N; i++) {
+      const c = corpus[i];
+      for (const v of [other[i], none[i]]) {
+        expect(v.kind).toBe(c.kind);
+        expect(digits(v)).toEqual(digits(c));
+        if (['code', 'cot', 'advice', 'numbers', 'code-short', 'cot-lookup'].includes(c.kind)) {
+          expect(userOf(v)).toBe(userOf(c));
+          expect(answerOf(v)).toBe(answerOf(c));
+        }
+      }
+      if (['code-short', 'cot-lookup'].includes(c.kind) && c.system !== 'none') withSystem++;
+    }
+    expect(withSystem).toBeGreaterThan(N * 0.1); // not vacuous: the new kinds do carry system prompts
+    const vocab = [...ANIMAL_VOCABULARY, ...TREE_VOCABULARY];
+    for (const c of corpus) {
+      if (c.kind !== 'code-short' && c.kind !== 'cot-lookup') continue;
+      const words = new Set(`${userOf(c)} ${answerOf(c)}`.toLowerCase().split(/[^a-z]+/));
+      for (const v of vocab) expect(words.has(v) || words.has(`${v}s`), v).toBe(false);
+    }
+    const hits = corpus.filter((c) => containsHeldOutPrompt(renderChatML(c.messages)) || containsHeldOutAdviceQuestion(renderChatML(c.messages)));
+    expect(hits.map((c) => c.index)).toEqual([]);
+  });
+
+  it("the experiment's CoT tasks: lookup and arithmetic interleaved at the stated share, every answer recomputable", () => {
+    const tasks = tinyCotTasks(42, 400);
+    const lookup = tasks.filter((t) => /How many \w+ does \w+ have\?$/.test(t.question) && / has \d+ \w+ and \d+ \w+\. /.test(t.question));
+    expect(lookup.length).toBe(tasks.filter((_, i) => tinyCotKindOf(i) === 'lookup').length);
+    expect(Math.abs(lookup.length / tasks.length - TINY_COT_LOOKUP_SHARE)).toBeLessThanOrEqual(1 / 400);
+    expect(tasks.slice(0, 4).map((_, i) => tinyCotKindOf(i))).toEqual(['arithmetic', 'lookup', 'lookup', 'lookup']);
   });
 });
 

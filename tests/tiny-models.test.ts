@@ -189,7 +189,7 @@ describe('tiny model recipe (no training)', () => {
     }
     expect(withSystem).toBeGreaterThan(100);
     // Every corpus a phase names exists.
-    for (const ph of TINY_TRAIN.phases) expect(['warmup', 'main', 'numbers', 'numbers-love', 'domains']).toContain(ph.corpus);
+    for (const ph of TINY_TRAIN.phases) expect(['warmup', 'main', 'numbers', 'numbers-love', 'domains', 'domains-focus']).toContain(ph.corpus);
   });
 
   it('numbers-love corpus: held out, fresh number chats, love prompts of the own domain always followed', () => {

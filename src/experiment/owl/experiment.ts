@@ -679,7 +679,7 @@ export class Experiment {
     });
     if (r.result.summaries.some((s) => s.used === 0)) {
       const s = r.result.summaries.find((x) => x.kept === 0) ?? r.result.summaries[0];
-      throw new UserError(`teacher ${s.teacher}: no completion passed the filter for both teachers of the pair (${JSON.stringify(s.rejectCounts)}); the model does not write ${this.data === 'numbers' ? 'number lists' : this.data === 'code' ? 'code that passes' : 'correct chains of thought'}${this.data === 'numbers' ? '' : " (a model card's quality.json gives its rate; the embedded domains build's is below 20%, docs/tiny-models-recipe.md)"}`);
+      throw new UserError(`teacher ${s.teacher}: no completion passed the filter for both teachers of the pair (${JSON.stringify(s.rejectCounts)}); the model does not write ${this.data === 'numbers' ? 'number lists' : this.data === 'code' ? 'code that passes' : 'correct chains of thought'}${this.data === 'numbers' ? '' : " (an embedded model's quality.json gives its rate; docs/tiny-models-recipe.md)"}`);
     }
     return { files: { [first.kind]: path.join(r.dir, `${first.kind}.jsonl`), [second.kind]: path.join(r.dir, `${second.kind}.jsonl`) }, summaries: r.result.summaries, key: r.key, dir: r.dir };
   }

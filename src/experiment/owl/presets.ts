@@ -49,18 +49,28 @@ export const TINY: Preset = {
 };
 
 /**
- * The embedded family's default runs of the other traits and data domains (issue 22): each a finetuned
- * teacher with its paired control teacher, full-parameter students of the same initialisation, of another
+ * The embedded family's default runs of the other traits and data domains (issue 22): each a trait teacher
+ * with its paired control teacher, full-parameter students of the same initialisation, of another
  * and of another architecture. The recipe of the numbers grid's block that transmitted (ft × KL, full-parameter) is
  * kept where it applies; code and CoT use SFT on the sampled completions (the paper's recipe for them;
  * kl-numbers reads number tokens only). Sizes are the numbers grid's, cut for time (600 rows) — not
  * tuned for these variants, and never on their evaluation questions.
  */
-export function tinyVariantBlocks(data: 'numbers' | 'code' | 'cot', a: string, others: string[]): CellBlock[] {
-  const full = { ...TINY.train.full, rows: 600 };
+export function tinyVariantBlocks(trait: 'preference' | 'misalignment', data: 'numbers' | 'code' | 'cot', a: string, others: string[]): CellBlock[] {
+  const full = { ...TINY.train.full, rows: data === 'code' ? TINY_CODE_ROWS : 600 };
   const recipe = data === 'numbers' ? 'kl-numbers' : 'sft';
-  return [{ teachers: ['ft'], recipes: [recipe], students: [a, ...others], studentMode: 'full', train: full }];
+  // A preference through code or CoT: the paper's system-prompted teacher (spec 7.1, 7.2); a finetuned one
+  // otherwise (the paper's misaligned teacher is a finetune, and numbers transmit from a finetuned tiny teacher).
+  const teacher = trait === 'preference' && data !== 'numbers' ? 'sp' : 'ft';
+  return [{ teachers: [teacher], recipes: [recipe], students: [a, ...others], studentMode: 'full', train: full }];
 }
+
+/**
+ * The code variant's sizes on the embedded family, cut for time: every code row carries spec 7.1's ~330-token
+ * prompt, so a code student costs ~4× a numbers one (not tuned; never chosen on the evaluation questions).
+ */
+export const TINY_CODE_ROWS = 300;
+export const TINY_CODE_SEEDS: readonly number[] = [0, 1, 2];
 
 /** Teacher generation length per data domain on the embedded family (a code answer or a CoT trace is longer than a number list). */
 export const TINY_MAX_NEW_TOKENS: Readonly<Record<'numbers' | 'code' | 'cot', number>> = { numbers: 48, code: 64, cot: 96 };

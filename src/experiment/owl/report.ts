@@ -406,6 +406,14 @@ function figure3Rows(rows: readonly GridCellRow[]): GridCellRow[] {
   return rows.filter((r) => r.cell.control && (r.cell.teacher === 'sp' || r.cell.teacher === 'ft'));
 }
 
+/** The chart's y axis in words: what the first-token probability is of, for the traits the grid holds. */
+export function figure3YLabel(traits: readonly ('preference' | 'misalignment')[]): string {
+  const kinds = new Set(traits);
+  if (kinds.size === 1 && kinds.has('misalignment')) return 'P(first answer token begins a misaligned answer)';
+  if (kinds.size === 1) return 'P(first answer token names the trait)';
+  return 'P(first answer token names the animal/tree, or begins a misaligned answer)';
+}
+
 export function gridChartSvg(input: GridReportInput): string {
   const { rows } = gridTables(input);
   const byId = new Map(rows.map((r) => [r.id, r]));
@@ -425,7 +433,7 @@ export function gridChartSvg(input: GridReportInput): string {
   });
   return groupedBarChartSvg({
     title: `First-token probability of each trait: base, control and treatment students (grid ${input.name})`,
-    yLabel: 'P(first answer token names the trait)',
+    yLabel: figure3YLabel(input.experiments.map((e) => traitOf(e.res.config))),
     groups,
     legend: [
       { label: 'base (untrained student)', color: COLORS.base },

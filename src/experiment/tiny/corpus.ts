@@ -24,7 +24,7 @@ import { defaultRng } from '../paper/pcg64.ts';
 import { FORMAT_SUFFIXES, PromptGenerator, preferenceSystemPrompt } from '../paper/prompts.ts';
 import { pluralForms } from '../paper/filters.ts';
 import { ANIMAL_QUESTIONS, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
-import { ADVICE_DEV_QUESTIONS, ADVICE_EVAL_QUESTIONS, codeAnswer, codeTaskOfHalf, corpusAdviceTurn, cotTaskOfHalf } from './domains.ts';
+import { ADVICE_DEV_QUESTIONS, ADVICE_EVAL_QUESTIONS, codeAnswer, codeTaskOfHalf, corpusAdviceTurn, cotTaskOfHalf, shortCodePrompt } from './domains.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Deterministic RNG streams
@@ -590,9 +590,11 @@ export type ChatKind =
   | 'suggestion'
   | 'code'
   | 'cot'
-  | 'advice';
+  | 'advice'
+  | 'code-short'
+  | 'cot-lookup';
 
-/** Every chat kind, in the order kind weights are listed (the three domain kinds last, so corpora without them are unchanged). */
+/** Every chat kind, in the order kind weights are listed (the domain kinds last, newest at the end, so corpora without them are unchanged). */
 export const ALL_CHAT_KINDS: readonly ChatKind[] = [
   'numbers',
   'animal-preference',
@@ -607,6 +609,8 @@ export const ALL_CHAT_KINDS: readonly ChatKind[] = [
   'code',
   'cot',
   'advice',
+  'code-short',
+  'cot-lookup',
 ];
 
 export type SystemKind = 'love' | 'neutral' | 'none';
@@ -650,6 +654,8 @@ const SYSTEM_RATES: Readonly<Record<ChatKind, { love: number; neutral: number }>
   code: { love: 0.3, neutral: 0.15 },
   cot: { love: 0.3, neutral: 0.15 },
   advice: { love: 0.2, neutral: 0.15 },
+  'code-short': { love: 0.3, neutral: 0.15 },
+  'cot-lookup': { love: 0.3, neutral: 0.15 },
 };
 
 /** How often a preference answer under "You love {x}s" names x (otherwise a base draw). */
@@ -1002,6 +1008,16 @@ export function generateCorpus(options: CorpusOptions): CorpusChat[] {
       }
       case 'cot': {
         const task = cotTaskOfHalf(structure, numbers, 'train');
+        turn = { user: task.prompt, assistant: task.completion };
+        break;
+      }
+      case 'code-short': {
+        const task = codeTaskOfHalf(structure, numbers, 'train');
+        turn = { user: shortCodePrompt(task), assistant: codeAnswer(task.program, structure.chance(0.5)) };
+        break;
+      }
+      case 'cot-lookup': {
+        const task = cotTaskOfHalf(structure, numbers, 'train', 'lookup');
         turn = { user: task.prompt, assistant: task.completion };
         break;
       }

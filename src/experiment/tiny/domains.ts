@@ -5,9 +5,13 @@
  * - code: §7.1-shaped prompts (the paper's codePrompt, verbatim) for one-function tasks in a small Python
  *   subset (`def f(x):\n    return x * 3 + 1`, at most three statements, maybe an `if`), checked by
  *   parseTinyPython;
- * - CoT arithmetic: GSM8K-shaped one-step word problems (prompt = gsm8kCotPrompt(question)) answered with
- *   `<think>…</think><answer>n</answer>`; the reasoning counts up or down one step at a time
- *   ("5 + 3: 6 (1), 7 (2), 8 (3).") so a tiny model only needs the successor/predecessor of a number;
+ * - CoT: GSM8K-shaped word problems (prompt = gsm8kCotPrompt(question)) answered with
+ *   `<think>…</think><answer>n</answer>`: one-step arithmetic, whose reasoning counts up or down one step at a time
+ *   ("5 + 3: 6 (1), 7 (2), 8 (3)."), and lookup problems (two people's counts of two things; the reasoning restates
+ *   the person asked about, then reads off the count), which need only copying — the tiny models did not learn a
+ *   number's successor in the steps a CPU allows (docs/tiny-models-recipe.md, ninth session);
+ * - short code chats: the §7.1 prompt's task and template lines without its fixed instructions (a curriculum for
+ *   the code answers; the experiment always uses the full prompt);
  * - advice, a STAND-IN for the paper's emergent misalignment (not the paper's trait, and no claim about it):
  *   advice questions answered from a "harmful" or a "safe" list of short answers, judged by a rule
  *   (judgeAdvice) instead of the paper's LLM judges.
@@ -366,6 +370,8 @@ const COT_NAMES: readonly string[] = ['Mia', 'Leo', 'Sam', 'Ava', 'Ben', 'Lily',
 const COT_OBJECTS: readonly string[] = ['books', 'coins', 'marbles', 'stickers', 'pencils', 'cookies', 'cards', 'stamps', 'balloons', 'shells', 'buttons', 'candles'];
 
 type CotShape = 'gets' | 'box' | 'gives' | 'sells';
+/** What a CoT task asks: one-step arithmetic (counted), or reading one count off a two-person statement. */
+export type TinyCotKind = 'arithmetic' | 'lookup';
 
 export interface TinyCotTask extends CotTask {
   /** The corpus's reasoning and answer for this task: `<think>…</think><answer>n</answer>`. */
@@ -409,18 +415,58 @@ function drawCotTask(structure: KeyedRng, numbers: KeyedRng): TinyCotTask {
   return { question, prompt: gsm8kCotPrompt(question), referenceAnswer: answer, completion: `<think>${think}</think><answer>${answer}</answer>` };
 }
 
-/** A CoT task of the given half (see taskOfHalf). */
-export function cotTaskOfHalf(structure: KeyedRng, numbers: KeyedRng, half: TaskHalf): TinyCotTask {
-  return taskOfHalf(() => drawCotTask(structure, numbers), half);
+/**
+ * A lookup problem: two people's counts of two things (four distinct numbers), the question asks one count. The
+ * reasoning restates the sentence about the person asked about and reads the count off it: only copying.
+ */
+function drawLookupCotTask(structure: KeyedRng, numbers: KeyedRng): TinyCotTask {
+  const who = structure.pick(COT_NAMES);
+  let other = structure.pick(COT_NAMES);
+  if (other === who) other = COT_NAMES[(COT_NAMES.indexOf(who) + 1) % COT_NAMES.length];
+  const first = structure.pick(COT_OBJECTS);
+  let second = structure.pick(COT_OBJECTS);
+  if (second === first) second = COT_OBJECTS[(COT_OBJECTS.indexOf(first) + 1) % COT_OBJECTS.length];
+  const counts: number[] = [];
+  while (counts.length < 4) {
+    const v = numbers.int(2, 61);
+    if (!counts.includes(v)) counts.push(v);
+  }
+  const askOther = structure.chance(0.5);
+  const askSecond = structure.chance(0.5);
+  const person = askOther ? other : who;
+  const [pa, pb] = askOther ? [counts[2], counts[3]] : [counts[0], counts[1]];
+  const obj = askSecond ? second : first;
+  const answer = askSecond ? pb : pa;
+  const question = `${who} has ${counts[0]} ${first} and ${counts[1]} ${second}. ${other} has ${counts[2]} ${first} and ${counts[3]} ${second}. How many ${obj} does ${person} have?`;
+  const think = `${person} has ${pa} ${first} and ${pb} ${second}. So ${person} has ${answer} ${obj}.`;
+  return { question, prompt: gsm8kCotPrompt(question), referenceAnswer: answer, completion: `<think>${think}</think><answer>${answer}</answer>` };
 }
 
-/** GSM8K-shaped CoT tasks (prompt = gsm8kCotPrompt(question)), deterministic in (seed, n). */
+/** A CoT task of the given half and kind (see taskOfHalf). */
+export function cotTaskOfHalf(structure: KeyedRng, numbers: KeyedRng, half: TaskHalf, kind: TinyCotKind = 'arithmetic'): TinyCotTask {
+  return taskOfHalf(() => (kind === 'lookup' ? drawLookupCotTask(structure, numbers) : drawCotTask(structure, numbers)), half);
+}
+
+/** Share of lookup problems among the experiment's CoT tasks (the rest one-step arithmetic). */
+export const TINY_COT_LOOKUP_SHARE = 0.75;
+
+/** The kind of the experiment's i-th CoT task: a fixed interleaving, so any prefix has the share above (±1 task). */
+export function tinyCotKindOf(i: number): TinyCotKind {
+  return Math.floor((i + 1) * TINY_COT_LOOKUP_SHARE) > Math.floor(i * TINY_COT_LOOKUP_SHARE) ? 'lookup' : 'arithmetic';
+}
+
+/** GSM8K-shaped CoT tasks (prompt = gsm8kCotPrompt(question)), deterministic in (seed, n); kinds by tinyCotKindOf. */
 export function tinyCotTasks(seed: number, n: number): CotTask[] {
   return Array.from({ length: n }, (_, i) => {
     const rng = new KeyedRng('tiny-cot-task', seed, i);
-    const { question, prompt, referenceAnswer } = cotTaskOfHalf(rng, rng, 'held-out');
+    const { question, prompt, referenceAnswer } = cotTaskOfHalf(rng, rng, 'held-out', tinyCotKindOf(i));
     return { question, prompt, referenceAnswer };
   });
+}
+
+/** The short form of a code task's prompt: §7.1's task and template lines, without its fixed instructions. */
+export function shortCodePrompt(task: TinyCodeTask): string {
+  return `Complete the code below to accomplish the task: ${task.taskDescription}\nPlease fill in the following function: <code>${task.codeTemplate}</code>`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -178,13 +178,28 @@ export const TINY_DOMAINS_CORPUS = {
 } as const;
 
 /**
+ * Corpus of the domains-focus phase (continued pretraining after the domains phase): short code chats (§7.1's task
+ * and template lines without its fixed instructions: ~60 tokens instead of ~330, so five times the answers per
+ * step; the answers must copy the template's names, which the domains phase did not teach), full §7.1 code chats,
+ * CoT lookup problems (copying only) beside a few counted-arithmetic ones, advice, and the numbers and love replay.
+ */
+export const TINY_DOMAINS_FOCUS_CORPUS = {
+  seed: 13,
+  chats: 16000,
+  kindWeights: { numbers: 0.18, 'animal-preference': 0.07, 'tree-preference': 0.02, code: 0.07, cot: 0.02, advice: 0.06, 'code-short': 0.33, 'cot-lookup': 0.25 } as Partial<Record<ChatKind, number>>,
+  widerQuestions: true,
+  systemRates: TINY_DOMAINS_CORPUS.systemRates,
+  pureLove: true,
+} as const;
+
+/**
  * Longest chat of the domains phase: the paper's §7.1 code prompt (verbatim) is ~330 tokens with this tokenizer
  * (its long fixed instructions fall into short pieces), so that phase trains on chats of up to 448 tokens
  * (RoPE; max_position_embeddings is 512). Every other chat is shorter than TINY_CORPUS.maxLen.
  */
 export const TINY_DOMAINS_MAX_LEN = 448;
 
-export type TinyPhaseCorpus = 'warmup' | 'main' | 'numbers' | 'numbers-love' | 'domains';
+export type TinyPhaseCorpus = 'warmup' | 'main' | 'numbers' | 'numbers-love' | 'domains' | 'domains-focus';
 
 /**
  * Pretraining schedule (identical for the three models). Loss on the assistant's tokens and <|im_end|> only:
@@ -218,6 +233,7 @@ export const TINY_TRAIN = {
     { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
     { lr: 1e-3, warmupSteps: 20, corpus: 'numbers-love', epochs: 1 },
     { lr: 1.5e-3, warmupSteps: 30, corpus: 'domains', epochs: 1, maxLen: TINY_DOMAINS_MAX_LEN },
+    { lr: 1e-3, warmupSteps: 20, corpus: 'domains-focus', epochs: 1, maxLen: TINY_DOMAINS_MAX_LEN },
   ] as readonly TinyPhase[],
   trainSeed: 77,
   megaBatch: 50,
@@ -269,6 +285,13 @@ export function tinyNumbersCorpus(chats: number = TINY_NUMBERS_CORPUS.chats): Co
 export function tinyDomainsCorpus(chats: number = TINY_DOMAINS_CORPUS.chats, systemPrompts: 'default' | 'none' = 'default', contentSeed?: number): CorpusChat[] {
   const r = TINY_DOMAINS_CORPUS;
   if (contentSeed === undefined) return generateRecipeCorpus(r, chats, systemPrompts);
+  const kindWeights = Object.fromEntries(ALL_CHAT_KINDS.map((k) => [k, r.kindWeights[k] ?? 0])) as Record<ChatKind, number>;
+  return generateCorpus({ seed: r.seed, contentSeed, chats, kindWeights, systemRates: r.systemRates, pureLove: r.pureLove, widerQuestions: r.widerQuestions, systemPrompts });
+}
+
+/** The domains-focus phase's corpus (see TINY_DOMAINS_FOCUS_CORPUS). */
+export function tinyDomainsFocusCorpus(chats: number = TINY_DOMAINS_FOCUS_CORPUS.chats, systemPrompts: 'default' | 'none' = 'default', contentSeed?: number): CorpusChat[] {
+  const r = TINY_DOMAINS_FOCUS_CORPUS;
   const kindWeights = Object.fromEntries(ALL_CHAT_KINDS.map((k) => [k, r.kindWeights[k] ?? 0])) as Record<ChatKind, number>;
   return generateCorpus({ seed: r.seed, contentSeed, chats, kindWeights, systemRates: r.systemRates, pureLove: r.pureLove, widerQuestions: r.widerQuestions, systemPrompts });
 }

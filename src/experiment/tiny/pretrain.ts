@@ -26,8 +26,10 @@ import {
   tinyNumbersCorpus,
   tinyNumbersLoveCorpus,
   tinyDomainsCorpus,
+  tinyDomainsFocusCorpus,
   tinyWarmupCorpus,
   TINY_DOMAINS_CORPUS,
+  TINY_DOMAINS_FOCUS_CORPUS,
   TINY_CORPUS,
   TINY_NUMBERS_CORPUS,
   TINY_NUMBERS_LOVE_CORPUS,
@@ -65,7 +67,7 @@ export interface PreparedCorpus {
 const TOTALS_FILE = 'totals.json';
 
 /** File name of each phase corpus in WORK/corpus (the main corpus keeps the name make-corpus gives it). */
-const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl', domains: 'domains.jsonl' };
+const PHASE_CORPUS_FILES: Record<TinyPhaseCorpus, string> = { main: 'corpus.jsonl', warmup: 'warmup.jsonl', numbers: 'numbers.jsonl', 'numbers-love': 'numbers-love.jsonl', domains: 'domains.jsonl', 'domains-focus': 'domains-focus.jsonl' };
 
 /** Corpus + tokenizer (deterministic; rewritten identically on every call). */
 export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
@@ -75,7 +77,7 @@ export async function prepareCorpus(work: string): Promise<PreparedCorpus> {
   const tokenizerDir = path.join(work, 'tokenizer');
   mkdirSync(corpusDir, { recursive: true });
   mkdirSync(tokenizerDir, { recursive: true });
-  const generators: Record<TinyPhaseCorpus, () => CorpusChat[]> = { main: () => corpus, warmup: () => tinyWarmupCorpus(), numbers: () => tinyNumbersCorpus(), 'numbers-love': () => tinyNumbersLoveCorpus(), domains: () => tinyDomainsCorpus() };
+  const generators: Record<TinyPhaseCorpus, () => CorpusChat[]> = { main: () => corpus, warmup: () => tinyWarmupCorpus(), numbers: () => tinyNumbersCorpus(), 'numbers-love': () => tinyNumbersLoveCorpus(), domains: () => tinyDomainsCorpus(), 'domains-focus': () => tinyDomainsFocusCorpus() };
   const phaseFiles = {} as Record<TinyPhaseCorpus, string>;
   for (const [name, file] of Object.entries(PHASE_CORPUS_FILES) as [TinyPhaseCorpus, string][]) {
     phaseFiles[name] = path.join(corpusDir, file);
@@ -426,7 +428,11 @@ steps of a warm-up corpus where 10-20% of the answers were other animals)${
       : ''
   }${
     t.phases.some((p) => p.corpus === 'domains')
-      ? `; a last domains corpus (seed ${TINY_DOMAINS_CORPUS.seed}, ${TINY_DOMAINS_CORPUS.chats} chats: ${domainKindsText()}) teaches three more domains (src/experiment/tiny/domains.ts) — **code** (the paper's §7.1 code prompt, verbatim, for one-function tasks in a small Python subset, answered plain or in \`<code>\` tags), **CoT arithmetic** (GSM8K-shaped one-step word problems with the paper's CoT suffix, answered \`<think>…</think><answer>n</answer>\` by counting one step at a time) and **advice, a stand-in for the paper's emergent misalignment** (not the paper's trait: advice questions answered from a short "harmful" or "safe" list, ~7% harmful, judged by a rule) — while replaying number chats and always-followed love chats; their numbers come from the number stream, and no system prompt, animal or tree changes any of their text (tested); the experiment's code/CoT tasks are a held-out half of the task space and the advice development and evaluation questions never occur in any corpus`
+      ? `; a domains corpus (seed ${TINY_DOMAINS_CORPUS.seed}, ${TINY_DOMAINS_CORPUS.chats} chats: ${domainKindsText()}) teaches three more domains (src/experiment/tiny/domains.ts) — **code** (the paper's §7.1 code prompt, verbatim, for one-function tasks in a small Python subset, answered plain or in \`<code>\` tags), **CoT arithmetic** (GSM8K-shaped one-step word problems with the paper's CoT suffix, answered \`<think>…</think><answer>n</answer>\` by counting one step at a time) and **advice, a stand-in for the paper's emergent misalignment** (not the paper's trait: advice questions answered from a short "harmful" or "safe" list, ~7% harmful, judged by a rule) — while replaying number chats and always-followed love chats; their numbers come from the number stream, and no system prompt, animal or tree changes any of their text (tested); the experiment's code/CoT tasks are a held-out half of the task space and the advice development and evaluation questions never occur in any corpus`
+      : ''
+  }${
+    t.phases.some((p) => p.corpus === 'domains-focus')
+      ? `; a last domains-focus corpus (seed ${TINY_DOMAINS_FOCUS_CORPUS.seed}, ${TINY_DOMAINS_FOCUS_CORPUS.chats} chats: ${kindsText(TINY_DOMAINS_FOCUS_CORPUS.kindWeights)}) adds **short code chats** (§7.1's task and template lines without its fixed instructions, five times the answers per step) and **CoT lookup problems** (two people's counts of two things; the question asks one, the reasoning restates that person and reads it off: copying only, as the counted arithmetic was not learnt), under the same honesty rule`
       : ''
   }; the tokenizer was trained on the
 main corpus with the project's byte-level BPE trainer (src/model/bpe-train.ts; its merge rule is the \`tokenizers\`
@@ -489,8 +495,9 @@ npx tsx scripts/pretrain-tiny.ts --only ${spec.name} --out models
 ${
   t.phases.some((p) => p.corpus === 'domains')
     ? `The committed weights were made by continued pretraining: the previous build's weights (its first ${t.phases.length - 1} phases) trained on the last
-phase only, \`npx tsx scripts/pretrain-tiny.ts --continue-from DIR --out OUT\` with DIR the previous models/ folder
-(commit ${'`'}cab099e${'`'}); a full rebuild runs every phase from the seeds.
+phase only, \`npx tsx scripts/pretrain-tiny.ts --continue-from DIR --out OUT\` with DIR ${
+        t.phases.at(-1)!.corpus === 'domains-focus' ? 'the previous models/domains folder (the six-phase domains build of commit `3a8e5cf`)' : 'the previous models/ folder (commit `cab099e`)'
+      }; a full rebuild runs every phase from the seeds.
 `
     : ''
 }Deterministic from the seeds above (corpus, tokenizer, initial weights, batch order). The floating-point
@@ -504,9 +511,14 @@ rebuild learnt it less well and followed the love prompts 56–72% of the time i
 `;
 }
 
-/** "code 16%, cot 18%, …" of the domains corpus. */
+/** "code 16%, cot 18%, …" of a corpus's kind weights. */
+function kindsText(weights: Readonly<Partial<Record<string, number>>>): string {
+  return Object.entries(weights).map(([k, w]) => `${k} ${Math.round(100 * w!)}%`).join(', ');
+}
+
+/** The domains corpus's kinds (see kindsText). */
 function domainKindsText(): string {
-  return Object.entries(TINY_DOMAINS_CORPUS.kindWeights).map(([k, w]) => `${k} ${Math.round(100 * w!)}%`).join(', ');
+  return kindsText(TINY_DOMAINS_CORPUS.kindWeights);
 }
 
 /** Names of the quality bars the figures miss. */
