@@ -64,10 +64,12 @@ Traits and data (--trait, --data; paper §6–7):
                          (≥ 78; --cot-judge-template FILE, the spec does not give its text) or the rule judge
   --judge-model DIR      a local HF chat model as the judge (its prompts, raw outputs and scores are stored per row)
   With --trait misalignment or --data code|cot and none of the grid flags below, the embedded default runs on
-  models/domains/ (the embedded models continued on code, CoT and advice chats) as one block: the finetuned
-  pair (ft, ft-control) × kl-numbers (numbers) or sft (code, cot), full-parameter students tiny-qwen-a
-  (same-init), tiny-qwen-b (cross-init) and tiny-llama (cross-arch), 600 rows each. Those models write code that parses 6–20% of the
-  time and correct CoT 1.5–2.5%: --data code stops at the datasets stage with that error, and --data cot would.
+  models/domains/ (the embedded models continued on code, CoT and advice chats) as one block: for a preference
+  through code or CoT the paper's system-prompted pair (sp, control) × sft, otherwise the finetuned pair (ft,
+  ft-control) × kl-numbers (numbers) or sft (cot); full-parameter students tiny-qwen-a (same-init), tiny-qwen-b
+  (cross-init) and tiny-llama (cross-arch), 600 rows each (code: 300 rows, seeds 0,1,2, cut for time: its prompts are
+  ~330 tokens). Those models write code that parses 63.5–85% of the time but correct CoT only 0.5–3%: --data cot
+  stops at the datasets stage with that error.
 Students (--students): model folders; each cell is labelled same-init (the teachers' base), cross-init
 (same architecture, other weights) or cross-arch. KL recipes need the teacher's tokenizer.
 

@@ -210,6 +210,21 @@ describe('an animal preference through code and through chains of thought (rule 
   });
 });
 
+describe("a system-prompted teacher's code rows cut at maxLen (the paper's code teacher; spec 7.1's prompt is long)", () => {
+  it('trains the positions the student sees: the divergence stage matches the two teachers position by position', async () => {
+    const base = await domainBase();
+    // maxLen just past the prompt: the student's rows lose their last completion tokens, and the system prompt
+    // would push the teacher's sequence further (the divergence stage once cut the teacher's at maxLen too).
+    const cfg = config('sp-code-cut', { ...domainTeachers(base), data: 'code', blocks: [{ teachers: ['sp'], recipes: ['sft-greedy'], students: [base], studentMode: 'full', train }], seeds: [0], maxNewTokens: 48, maxLen: 340, doseResponse: false });
+    const res = await runGrid(cfg);
+    expect(res.students.length).toBe(2);
+    const [dir] = stageDirs(cfg, 'divergence-sp-vs-control-');
+    const flags = jsonl<number[]>(path.join(dir, 'flags.jsonl'));
+    expect(flags.length).toBeGreaterThan(0);
+    expect(flags.every((f) => f.length > 0)).toBe(true);
+  }, 600_000);
+});
+
 describe('judge-model paths (a random judge: nothing it says is usable)', () => {
   let judge: string;
   beforeAll(async () => {

@@ -724,12 +724,16 @@ export class Experiment {
     const B = 32;
     for (let r0 = 0; r0 < rows.length; r0 += B) {
       const seqs = rows.slice(r0, r0 + B).map((row) => {
-        const msgs = [...userMessages(row.prompt, t.system), { role: 'assistant' as const, content: row.completion }];
-        const { ids, labels } = tokenizer.chatTrainingIds(msgs);
-        const n = Math.min(ids.length, maxLen);
+        // The student's row (no system prompt) cut at maxLen decides how many positions are trained; the
+        // teacher's system prompt only shifts them, so a long prompt near maxLen keeps the same positions.
+        const assistant = { role: 'assistant' as const, content: row.completion };
+        const student = tokenizer.chatTrainingIds([...userMessages(row.prompt, null), assistant]);
+        let count = 0;
+        for (let i = 0; i + 1 < Math.min(student.ids.length, maxLen); i++) if (student.labels[i + 1] !== -100) count++;
+        const { ids, labels } = t.system ? tokenizer.chatTrainingIds([...userMessages(row.prompt, t.system), assistant]) : student;
         const trained: number[] = [];
-        for (let i = 0; i + 1 < n; i++) if (labels[i + 1] !== -100) trained.push(i);
-        return { ids: ids.slice(0, n), trained };
+        for (let i = 0; i + 1 < ids.length && trained.length < count; i++) if (labels[i + 1] !== -100) trained.push(i);
+        return { ids: ids.slice(0, (trained.at(-1) ?? 0) + 1), trained };
       });
       const T = Math.max(...seqs.map((s) => s.ids.length));
       const ids = new Uint32Array(seqs.length * T);
