@@ -373,13 +373,7 @@ export class Trainer {
     const teacher = this.teacher!;
     const gpu = this.gpu;
     // Teacher sequences: the same conversation, with the teacher's system prompt when given.
-    const tRows = mb.rows.map((r) => {
-      if (!teacher.system) return r;
-      if (!r.messages || !teacher.tokenizer) throw new UserError('--teacher-system needs chat rows and a tokenizer');
-      const msgs = [{ role: 'system' as const, content: teacher.system }, ...r.messages.filter((m) => m.role !== 'system')];
-      const { ids, labels } = teacher.tokenizer.chatTrainingIds(msgs);
-      return { ids, labels };
-    });
+    const tRows = mb.rows.map((r) => teacherSequence(teacher, r));
     const B = mb.rows.length;
     const T = Math.max(...tRows.map((r) => r.ids.length));
     const ids = new Uint32Array(B * T);
@@ -395,8 +389,7 @@ export class Trainer {
       const sRows: number[] = [];
       const sr = mb.rows[b];
       for (let t = 0; t + 1 < sr.labels.length; t++) if (sr.labels[t + 1] !== -100) sRows.push(t);
-      const tr: number[] = [];
-      for (let t = 0; t + 1 < r.labels.length; t++) if (r.labels[t + 1] !== -100) tr.push(t);
+      const tr = r.trained;
       if (tr.length !== sRows.length) throw new UserError('teacher and student sequences train different numbers of tokens (the system prompt changed the assistant tokenization)');
       sRows.forEach((t, j) => {
         gather[b * studentT + t] = b * T + tr[j];
@@ -770,6 +763,25 @@ export class Trainer {
 }
 
 /**
+ * The teacher's sequence of a training row and its trained positions (t whose next label is trained), in order:
+ * the same conversation, with the teacher's system prompt when it has one. A row cut at maxLen keeps only its
+ * first trained tokens, so the teacher's positions are its first as many (the system prompt only shifts them).
+ */
+function teacherSequence(teacher: OnlineTeacher, r: TrainExample): { ids: readonly number[]; trained: number[] } {
+  const trainedOf = (labels: readonly number[], limit: number) => {
+    const out: number[] = [];
+    for (let t = 0; t + 1 < labels.length && out.length < limit; t++) if (labels[t + 1] !== -100) out.push(t);
+    return out;
+  };
+  if (!teacher.system) return { ids: r.ids, trained: trainedOf(r.labels, Infinity) };
+  if (!r.messages || !teacher.tokenizer) throw new UserError('a teacher system prompt needs chat rows and a tokenizer');
+  const own = trainedOf(r.labels, Infinity).length;
+  const { ids, labels } = teacher.tokenizer.chatTrainingIds([{ role: 'system', content: teacher.system }, ...r.messages.filter((m) => m.role !== 'system')]);
+  const trained = trainedOf(labels, own);
+  return { ids: ids.slice(0, (trained.at(-1) ?? 0) + 1), trained };
+}
+
+/**
  * The online teacher's final hidden states at every trained position of every example (in order), for
  * TrainExample.teacherRows: one batched teacher forward over the dataset instead of one per student step.
  * The teacher sees the same conversation, with its system prompt when it has one.
@@ -778,11 +790,7 @@ export async function computeTeacherRows(gpu: Gpu, teacher: OnlineTeacher, examp
   const H = teacher.model.cfg.hidden;
   const out: Float32Array[] = [];
   for (let b0 = 0; b0 < examples.length; b0 += batchSize) {
-    const batch = examples.slice(b0, b0 + batchSize).map((r) => {
-      if (!teacher.system) return { ids: r.ids, labels: r.labels };
-      if (!r.messages || !teacher.tokenizer) throw new UserError('a teacher system prompt needs chat rows and a tokenizer');
-      return teacher.tokenizer.chatTrainingIds([{ role: 'system', content: teacher.system }, ...r.messages.filter((m) => m.role !== 'system')]);
-    });
+    const batch = examples.slice(b0, b0 + batchSize).map((r) => teacherSequence(teacher, r));
     const T = Math.max(...batch.map((r) => r.ids.length));
     const ids = new Uint32Array(batch.length * T);
     const pos = new Uint32Array(batch.length * T);
@@ -793,9 +801,8 @@ export async function computeTeacherRows(gpu: Gpu, teacher: OnlineTeacher, examp
         ids[b * T + t] = t < r.ids.length ? r.ids[t] : 0;
         pos[b * T + t] = t;
       }
-      let n = 0;
-      for (let t = 0; t + 1 < r.labels.length; t++) if (r.labels[t + 1] !== -100) (rows.push(b * T + t), n++);
-      counts.push(n);
+      for (const t of r.trained) rows.push(b * T + t);
+      counts.push(r.trained.length);
     });
     const idsT = gpu.upload(ids, [ids.length], 'u32', 'teacher.ids');
     const posT = gpu.upload(pos, [pos.length], 'u32', 'teacher.positions');
