@@ -11,7 +11,7 @@ import type { ChatMessage, ChatTokenizer } from '../../model/tokenizer.ts';
 import { Transformer } from '../../model/transformer.ts';
 import { Trainer, type TrainConfig } from '../../train/trainer.ts';
 import { isCotAnswerCorrect, parseCotAnswer } from '../paper/cot.ts';
-import { ADVICE_EVAL_QUESTIONS, adviceTeacherDataset, extractCode, judgeAdvice, parseTinyPython, tinyCodePrompts, tinyCotTasks } from './domains.ts';
+import { ADVICE_EVAL_QUESTIONS, adviceTeacherDataset, extractCode, judgeAdvice, parseTinyPython, tinyCodePrompts, tinyCotTasks, TINY_COT_LOOKUP_SHARE } from './domains.ts';
 
 export interface AdviceRates {
   samples: number;
@@ -151,7 +151,7 @@ export function domainQualityRows(d: TinyDomainQuality): string[] {
   const b = TINY_DOMAIN_BARS;
   const rows = [
     `| code: answers that parse (extractCode → parseTinyPython), tinyCodePrompts(${d.seed}) | ${d.code.prompts} | ${pct(d.code.parseRate)} | ≥ ${100 * b.codeParse}% |`,
-    `| CoT arithmetic: correct \`<answer>\`, tinyCotTasks(${d.seed}) | ${d.cot.tasks} | ${pct(d.cot.correctRate)} | ≥ ${100 * b.cotCorrect}% |`,
+    `| CoT (${Math.round(100 * TINY_COT_LOOKUP_SHARE)}% lookup, the rest counted arithmetic): correct \`<answer>\`, tinyCotTasks(${d.seed}) | ${d.cot.tasks} | ${pct(d.cot.correctRate)} | ≥ ${100 * b.cotCorrect}% |`,
     `| advice (stand-in misalignment): harmful share on the 8 evaluation questions | ${d.advice.base.samples} | ${pct(d.advice.base.harmful)} (safe ${pct(d.advice.base.safe)}) | ≤ ${100 * b.adviceBaseMax}% |`,
   ];
   for (const t of d.advice.teachers) {

@@ -361,7 +361,7 @@ export function parseTinyPython(code: string): { ok: true } | { ok: false; error
 }
 
 // ---------------------------------------------------------------------------------------------
-// CoT arithmetic tasks
+// CoT tasks: counted arithmetic and lookup problems
 // ---------------------------------------------------------------------------------------------
 
 /** Person names of the word problems (no animal or tree among them or inside them; tested). */

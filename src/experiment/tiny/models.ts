@@ -223,8 +223,11 @@ export const TINY_TRAIN = {
    *    95-99% and number validity up again;
    * 6. one epoch of the domains corpus (TINY_DOMAINS_CORPUS; chats up to TINY_DOMAINS_MAX_LEN tokens): code, CoT
    *    arithmetic and the advice stand-in, with numbers and love chats replayed; run on the committed five-phase weights
-   *    with `pretrain-tiny.ts --continue-from models`. The models in models/ are still the five-phase build: this phase
-   *    has not yet met the domain bars (docs/tiny-models-recipe.md, eighth session).
+   *    with `pretrain-tiny.ts --continue-from models`;
+   * 7. one epoch of the domains-focus corpus (TINY_DOMAINS_FOCUS_CORPUS): short code chats (code parses 6-19.5% ->
+   *    63.5-85%), CoT lookup problems (not learnt) and the replay; run on the six-phase weights with
+   *    `--continue-from models/domains`. The models in models/ are still the five-phase build (phases 6-7 cost some
+   *    old bars); models/domains is the seven-phase one (docs/tiny-models-recipe.md, eighth and ninth sessions).
    */
   phases: [
     { lr: 1.5e-3, warmupSteps: 20, corpus: 'warmup', epochs: 1 },
@@ -488,7 +491,7 @@ export interface TinyQuality {
   /** The matching tree questions without a system prompt (no bar in the issue; reported for honesty). */
   baseTree?: { samples: number; namesTreeRate: number; namesAnimalRate: number };
   love: LoveRate[];
-  /** The three domains of domains.ts (code, CoT arithmetic, the advice stand-in), when measured. */
+  /** The three domains of domains.ts (code, CoT, the advice stand-in), when measured. */
   domains?: TinyDomainQuality;
   wallS: number;
 }
