@@ -69,7 +69,7 @@ Traits and data (--trait, --data; paper §6–7):
   ft-control) × kl-numbers (numbers) or sft (cot); full-parameter students tiny-qwen-a (same-init), tiny-qwen-b
   (cross-init) and tiny-llama (cross-arch), 600 rows each (code: 300 rows, seeds 0,1,2, cut for time: its prompts are
   ~330 tokens). Those models write code that parses 63.5–85% of the time but correct CoT only 0.5–3%: --data cot
-  stops at the datasets stage with that error.
+  keeps a handful of rows and its report can test nothing.
 Students (--students): model folders; each cell is labelled same-init (the teachers' base), cross-init
 (same architecture, other weights) or cross-arch. KL recipes need the teacher's tokenizer.
 

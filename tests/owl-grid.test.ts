@@ -78,6 +78,21 @@ describe('statistics', () => {
     expect(() => pairedTTest([1, 2], [1])).toThrow(RangeError);
   });
 
+  it('no test from replicates that agree to rounding (seeds that trained the same students)', () => {
+    // The CoT default once trained 14 rows in one batch: every seed's student was the same, the paired
+    // differences agreed to ~1e-10 and a t-test gave p = 1e-21. Such pairs are one draw, not five.
+    const b = [0.0392, 0.0392, 0.0392, 0.0392, 0.0392];
+    const a = b.map((x, i) => x - 0.00031 + i * 1e-11);
+    const r = pairedTTest(a, b);
+    expect(r.diff).toBeCloseTo(-0.00031, 9);
+    expect(r.p).toBeNaN();
+    expect(r.lower).toBeNaN();
+    expect(pairedTTest(b.map((x, i) => x + i * 1e-12), b).p).toBe(1); // no difference at all, to rounding
+    // Just above the floor the test is formed again.
+    expect(Number.isFinite(pairedTTest(b.map((x, i) => x - 0.00031 + i * 1e-6), b).p)).toBe(true);
+    expect(welchDifference([0.5, 0.5 + 1e-12, 0.5], [0.4, 0.4, 0.4 + 1e-12]).p).toBeNaN();
+  });
+
   it('Welch difference: mean difference and an interval that covers it', () => {
     const w = welchDifference([1, 2, 3, 4], [0, 0.5, 1]);
     expect(w.diff).toBeCloseTo(2.5 - 0.5, 12);

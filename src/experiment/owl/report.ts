@@ -146,9 +146,13 @@ export function reportMarkdown(res: ExperimentResults, st: GridStats): string {
     const tail = P === 'rate' ? '' : ` Sampled ${misalignment ? 'misaligned share' : 'rate'} ${pct(x.rate.mean, 1)} vs ${pct(x.rate.controlMean, 1)} (Δ ${pts(x.rate.diff, 2)} points, p = ${pval(x.rate.p)}).`;
     L.push(`- **${cellLabel(x)}**, ${head} for ${x.control} — difference ${pts(f.diff)} points ${civ(f.diffCi, (v) => pts(v))}, p = ${pval(f.p)}, Holm p = ${pval(f.pHolm)}: ${sig ? '**differs from its control after Holm**' : 'no difference after Holm'}.${tail}`);
   }
-  if (!tested.length) L.push('- No cell with a paired control could be tested (fewer than 2 seeds, or no variance).');
+  for (const x of st.cells.filter((y) => y.control && !Number.isFinite(y[P].p ?? NaN))) {
+    const f = x[P];
+    L.push(`- **${cellLabel(x)}**: difference ${pts(f.diff)} points from ${x.control}, **not tested**: ${c.seeds.length < 2 ? 'one seed' : "its seeds' paired differences agree to rounding, so the seeds are one draw, not independent replicates (the students did not vary with the seed: e.g. every training row fits in one batch, where the seed's order changes nothing)"}.`);
+  }
+  if (!tested.length) L.push('- No cell with a paired control could be tested (fewer than 2 seeds, or no variance between seeds).');
   const survivors = tested.filter((x) => (x[P].pHolm ?? 1) < ALPHA);
-  L.push('', survivors.length ? `What survives Holm (${survivors.length} of ${tested.length}): ${survivors.map((x) => `${x.id} (${pts(x[P].diff)} points)`).join('; ')}.` : `Nothing survives Holm's adjustment: a null at this scale (see the intervals).`, '');
+  L.push('', survivors.length ? `What survives Holm (${survivors.length} of ${tested.length}): ${survivors.map((x) => `${x.id} (${pts(x[P].diff)} points)`).join('; ')}.` : tested.length ? `Nothing survives Holm's adjustment: a null at this scale (see the intervals).` : 'Nothing was tested, so this run shows neither an effect nor a null.', '');
   if (st.contrasts.length) {
     L.push('### Same initialisation vs other students', '');
     L.push(`The paper's signature is transfer that needs the teacher's initialisation. Contrast = (same-init cell − its control) − (cross cell − its control), per seed, Welch interval; Holm over these ${st.contrastFamily} contrasts.`, '');

@@ -170,11 +170,13 @@ export function gridStatistics(res: ExperimentResults): GridStats {
   // Same-init vs cross contrasts on the per-seed paired differences.
   const contrasts: Contrast[] = [];
   const perSeedDiff = (c: CellStats) => c.perSeed.filter((x) => x.control).map((x) => x[primary] - x.control![primary]);
+  // The size of the quantities the per-seed differences come from (their rounding decides what is a spread).
+  const scaleOf = (...cs: CellStats[]) => Math.max(0, ...cs.flatMap((c) => c.perSeed.flatMap((x) => [Math.abs(x[primary]), Math.abs(x.control?.[primary] ?? 0)])).filter(Number.isFinite));
   for (const s of cells) {
     if (s.relation !== 'same-init' || !s.control) continue;
     for (const x of cells) {
       if (x.relation === 'same-init' || !x.control || x.teacher !== s.teacher || x.recipe !== s.recipe || x.studentMode !== s.studentMode) continue;
-      const w = welchDifference(perSeedDiff(s), perSeedDiff(x));
+      const w = welchDifference(perSeedDiff(s), perSeedDiff(x), 0.95, scaleOf(s, x));
       contrasts.push({ cell: s.id, vs: x.id, relation: x.relation, diff: w.diff, ci: ci2(w.lower, w.upper), p: w.p, pHolm: NaN });
     }
   }
@@ -193,7 +195,7 @@ export function gridStatistics(res: ExperimentResults): GridStats {
       const y = bySeed.get(x.seed);
       if (x.control && y?.control) lead.push(x[primary] - x.control[primary] + (y[primary] - y.control[primary]));
     }
-    const t = pairedTTest(lead, lead.map(() => 0));
+    const t = pairedTTest(lead, lead.map(() => 0), 0.95, scaleOf(a, b));
     pairs.push({ cells: [a.id, b.id], student: a.student, relation: a.relation, diff: t.diff, ci: ci2(t.lower, t.upper), p: t.p });
   }
   return { primary, cells, contrasts, pairs, holmFamily, contrastFamily: contrasts.filter((c) => Number.isFinite(c.p)).length };
@@ -260,7 +262,7 @@ export interface MatrixPanel {
  */
 export function crossModelMatrix(rows: readonly GridCellRow[]): { panels: MatrixPanel[]; family: number } {
   const panels = new Map<string, MatrixPanel>();
-  const pooled = new Map<string, { entry: MatrixEntry; d: number[] }>();
+  const pooled = new Map<string, { entry: MatrixEntry; d: number[]; scale: number }>();
   for (const r of rows) {
     const c = r.cell;
     if (!c.control || (c.teacher !== 'sp' && c.teacher !== 'ft')) continue;
@@ -272,18 +274,22 @@ export function crossModelMatrix(rows: readonly GridCellRow[]): { panels: Matrix
     const ek = `${pk}|${r.teacherBase}|${c.student}`;
     let e = pooled.get(ek);
     if (!e) {
-      e = { entry: { teacherBase: r.teacherBase, student: c.student, relation: c.relation, n: 0, diff: NaN, ci: [NaN, NaN], p: NaN, pHolm: NaN, cells: [] }, d: [] };
+      e = { entry: { teacherBase: r.teacherBase, student: c.student, relation: c.relation, n: 0, diff: NaN, ci: [NaN, NaN], p: NaN, pHolm: NaN, cells: [] }, d: [], scale: 0 };
       pooled.set(ek, e);
       p.entries.push(e.entry);
     }
     e.entry.cells.push(r.id);
-    for (const x of c.perSeed) if (x.control) e.d.push(x.firstTokenProb - x.control.firstTokenProb);
+    for (const x of c.perSeed) {
+      if (!x.control) continue;
+      e.d.push(x.firstTokenProb - x.control.firstTokenProb);
+      e.scale = Math.max(e.scale, Math.abs(x.firstTokenProb), Math.abs(x.control.firstTokenProb));
+    }
   }
   const all = [...pooled.values()];
-  for (const { entry, d } of all) {
+  for (const { entry, d, scale } of all) {
     entry.n = d.length;
     if (d.length) {
-      const t = pairedTTest(d, d.map(() => 0));
+      const t = pairedTTest(d, d.map(() => 0), 0.95, scale);
       entry.diff = t.diff;
       entry.ci = ci2(t.lower, t.upper);
       entry.p = t.p;

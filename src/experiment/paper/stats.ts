@@ -369,11 +369,21 @@ export interface DifferenceTest {
 }
 
 /**
- * Paired t-test of a − b over matched pairs (scipy `ttest_rel`): a one-sample t on the differences,
- * n − 1 df, with its t interval. With zero variance of the differences the test is undefined (NaN p),
- * unless every difference is exactly 0 (p = 1).
+ * Spread below which values are one value to rounding: a relative 1e-6 of their magnitude, ten times float32's
+ * rounding of a probability computed on the GPU. Replicates (seeds) that agree this closely are not independent
+ * draws (e.g. a dataset that fits in one batch, where the seed's order changes nothing), so no t-test is formed.
  */
-export function pairedTTest(a: readonly number[], b: readonly number[], confidence = 0.95): DifferenceTest {
+export const ROUNDING_SPREAD = 1e-6;
+
+const magnitude = (...xs: (readonly number[])[]) => xs.reduce((m, v) => v.reduce((a, x) => Math.max(a, Math.abs(x)), m), 0);
+
+/**
+ * Paired t-test of a − b over matched pairs (scipy `ttest_rel`): a one-sample t on the differences,
+ * n − 1 df, with its t interval. With no variance of the differences beyond rounding (ROUNDING_SPREAD of the
+ * values, or of `scale` when the values are themselves differences of quantities that large) the test is undefined
+ * (NaN p), unless every difference is 0 to rounding too (p = 1).
+ */
+export function pairedTTest(a: readonly number[], b: readonly number[], confidence = 0.95, scale = 0): DifferenceTest {
   if (a.length !== b.length) throw new RangeError(`pairedTTest: ${a.length} vs ${b.length} values`);
   const d = a.map((x, i) => x - b[i]);
   const n = d.length;
@@ -381,18 +391,22 @@ export function pairedTTest(a: readonly number[], b: readonly number[], confiden
   if (n < 2) return { diff: m, lower: NaN, upper: NaN, t: NaN, df: NaN, p: NaN, count: n };
   const se = sampleStd(d) / Math.sqrt(n);
   const df = n - 1;
-  if (se === 0) return { diff: m, lower: m, upper: m, t: m === 0 ? 0 : Math.sign(m) * Infinity, df, p: m === 0 ? 1 : NaN, count: n };
+  const floor = ROUNDING_SPREAD * Math.max(scale, magnitude(a, b));
+  if (se === 0 || sampleStd(d) <= floor) {
+    const zero = Math.abs(m) <= floor;
+    return { diff: m, lower: NaN, upper: NaN, t: zero ? 0 : Math.sign(m) * Infinity, df, p: zero ? 1 : NaN, count: n };
+  }
   const t = m / se;
   const margin = tCritical(confidence, df) * se;
   return { diff: m, lower: m - margin, upper: m + margin, t, df, p: 2 * studentTUpperTail(Math.abs(t), df), count: n };
 }
 
-/** Welch's two-sample comparison of mean(a) − mean(b) with its Welch–Satterthwaite interval. */
-export function welchDifference(a: readonly number[], b: readonly number[], confidence = 0.95): DifferenceTest {
+/** Welch's two-sample comparison of mean(a) − mean(b) with its Welch–Satterthwaite interval (NaN p within rounding of `scale`, as pairedTTest). */
+export function welchDifference(a: readonly number[], b: readonly number[], confidence = 0.95, scale = 0): DifferenceTest {
   const w = welchTTest(a, b);
   const diff = mean(a) - mean(b);
   const se = Math.sqrt(sampleVariance(a) / a.length + sampleVariance(b) / b.length);
-  const ok = Number.isFinite(w.df) && se > 0;
+  const ok = Number.isFinite(w.df) && se > ROUNDING_SPREAD * Math.max(scale, magnitude(a, b));
   const margin = ok ? tCritical(confidence, w.df) * se : NaN;
   return { diff, lower: diff - margin, upper: diff + margin, t: w.t, df: w.df, p: ok ? w.p : NaN, count: a.length + b.length };
 }
