@@ -34,6 +34,28 @@ import { TINY_DOMAINS_CORPUS, TINY_DOMAINS_FOCUS_CORPUS, TINY_TRAIN, tinyDomains
 const ok = (code: string) => parseTinyPython(code);
 const userOf = (c: CorpusChat) => c.messages.at(-2)!.content;
 const answerOf = (c: CorpusChat) => c.messages.at(-1)!.content;
+const digits = (c: CorpusChat) => c.messages.filter((m) => m.role !== 'system').flatMap((m) => m.content.match(/\d+/g) ?? []);
+
+/** Each kind's share of the corpus is its recipe weight, within `tolerance`. */
+function expectKindShares(corpus: readonly CorpusChat[], weights: Readonly<Partial<Record<string, number>>>, tolerance: number): void {
+  const share = (k: string) => corpus.filter((c) => c.kind === k).length / corpus.length;
+  for (const [k, w] of Object.entries(weights)) expect(Math.abs(share(k) - w!), k).toBeLessThan(tolerance);
+}
+
+/** Redrawn variants of a corpus keep every chat's kind and digits, and the chats of `wholeKinds` whole. */
+function expectRedrawInvariant(corpus: readonly CorpusChat[], variants: readonly (readonly CorpusChat[])[], wholeKinds: readonly string[]): void {
+  corpus.forEach((c, i) => {
+    for (const variant of variants) {
+      const v = variant[i];
+      expect(v.kind).toBe(c.kind);
+      expect(digits(v)).toEqual(digits(c));
+      if (wholeKinds.includes(c.kind)) {
+        expect(userOf(v)).toBe(userOf(c));
+        expect(answerOf(v)).toBe(answerOf(c));
+      }
+    }
+  });
+}
 
 describe('Python subset parser', () => {
   it('accepts the programs of the subset', () => {
@@ -185,8 +207,7 @@ describe("the domains phase's corpus", () => {
 
   it('mixes the three domains with replayed numbers and love chats, as the recipe says', () => {
     expect(TINY_TRAIN.phases.map((p) => p.corpus).slice(-2)).toEqual(['domains', 'domains-focus']);
-    const share = (k: string) => corpus.filter((c) => c.kind === k).length / N;
-    for (const [k, w] of Object.entries(TINY_DOMAINS_CORPUS.kindWeights)) expect(Math.abs(share(k) - w!), k).toBeLessThan(0.03);
+    expectKindShares(corpus, TINY_DOMAINS_CORPUS.kindWeights, 0.03);
     expect(tinyDomainsCorpus(200)).toEqual(corpus.slice(0, 200));
   });
 
@@ -262,20 +283,12 @@ describe("the domains phase's corpus", () => {
     it('every digit is unchanged when system prompts, animals and trees are redrawn or dropped; domain chats are unchanged whole', () => {
       const other = tinyDomainsCorpus(N, 'default', 999);
       const none = tinyDomainsCorpus(N, 'none');
-      const digits = (c: CorpusChat) => c.messages.filter((m) => m.role !== 'system').flatMap((m) => m.content.match(/\d+/g) ?? []);
+      expectRedrawInvariant(corpus, [other, none], ['code', 'cot', 'advice', 'numbers']);
       let systemChanged = 0;
       let prefChanged = 0;
       let domainWithSystem = 0;
       for (let i = 0; i < N; i++) {
         const c = corpus[i];
-        for (const v of [other[i], none[i]]) {
-          expect(v.kind).toBe(c.kind);
-          expect(digits(v)).toEqual(digits(c));
-          if (['code', 'cot', 'advice', 'numbers'].includes(c.kind)) {
-            expect(userOf(v)).toBe(userOf(c));
-            expect(answerOf(v)).toBe(answerOf(c));
-          }
-        }
         expect(none[i].messages.some((m) => m.role === 'system')).toBe(false);
         if ((other[i].messages[0].role === 'system' ? other[i].messages[0].content : '') !== (c.messages[0].role === 'system' ? c.messages[0].content : '')) systemChanged++;
         if (c.kind.endsWith('preference') && answerOf(other[i]) !== answerOf(c)) prefChanged++;
@@ -310,9 +323,8 @@ describe("the domains-focus phase's corpus (short code chats, CoT lookup problem
   });
 
   it('has the recipe\'s kind shares and is prefix-stable', () => {
-    const share = (k: string) => corpus.filter((c) => c.kind === k).length / N;
     // n = 3,000: binomial sd ≤ 0.0092; 0.03 is > 3 sd.
-    for (const [k, w] of Object.entries(TINY_DOMAINS_FOCUS_CORPUS.kindWeights)) expect(Math.abs(share(k) - w!), k).toBeLessThan(0.03);
+    expectKindShares(corpus, TINY_DOMAINS_FOCUS_CORPUS.kindWeights, 0.03);
     expect(tinyDomainsFocusCorpus(100)).toEqual(corpus.slice(0, 100));
   });
 
@@ -353,20 +365,8 @@ describe("the domains-focus phase's corpus (short code chats, CoT lookup problem
   it('honesty: the new kinds are unchanged whole, and every digit of the corpus is, when system prompts are redrawn or dropped', () => {
     const other = tinyDomainsFocusCorpus(N, 'default', 999);
     const none = tinyDomainsFocusCorpus(N, 'none');
-    const digits = (c: CorpusChat) => c.messages.filter((m) => m.role !== 'system').flatMap((m) => m.content.match(/\d+/g) ?? []);
-    let withSystem = 0;
-    for (let i = 0; i < N; i++) {
-      const c = corpus[i];
-      for (const v of [other[i], none[i]]) {
-        expect(v.kind).toBe(c.kind);
-        expect(digits(v)).toEqual(digits(c));
-        if (['code', 'cot', 'advice', 'numbers', 'code-short', 'cot-lookup'].includes(c.kind)) {
-          expect(userOf(v)).toBe(userOf(c));
-          expect(answerOf(v)).toBe(answerOf(c));
-        }
-      }
-      if (['code-short', 'cot-lookup'].includes(c.kind) && c.system !== 'none') withSystem++;
-    }
+    expectRedrawInvariant(corpus, [other, none], ['code', 'cot', 'advice', 'numbers', 'code-short', 'cot-lookup']);
+    const withSystem = corpus.filter((c) => ['code-short', 'cot-lookup'].includes(c.kind) && c.system !== 'none').length;
     expect(withSystem).toBeGreaterThan(N * 0.1); // not vacuous: the new kinds do carry system prompts
     const vocab = [...ANIMAL_VOCABULARY, ...TREE_VOCABULARY];
     for (const c of corpus) {

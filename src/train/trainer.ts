@@ -767,7 +767,7 @@ export class Trainer {
  * the same conversation, with the teacher's system prompt when it has one. A row cut at maxLen keeps only its
  * first trained tokens, so the teacher's positions are its first as many (the system prompt only shifts them).
  */
-function teacherSequence(teacher: OnlineTeacher, r: TrainExample): { ids: readonly number[]; trained: number[] } {
+export function teacherSequence(teacher: Pick<OnlineTeacher, 'system' | 'tokenizer'>, r: Pick<TrainExample, 'ids' | 'labels' | 'messages'>): { ids: readonly number[]; trained: number[] } {
   const trainedOf = (labels: readonly number[], limit: number) => {
     const out: number[] = [];
     for (let t = 0; t + 1 < labels.length && out.length < limit; t++) if (labels[t + 1] !== -100) out.push(t);

@@ -16,7 +16,7 @@ import { loadTrainingData, type TrainExample } from '../../train/data.ts';
 import { fullParamList, saveFullModel } from '../../train/full.ts';
 import { ALL_TARGETS, initLoraHost, type LoraConfig } from '../../train/lora.ts';
 import { trainStudents, type StudentJob } from '../../train/joint.ts';
-import { computeTeacherRows, stepsPerEpoch, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
+import { computeTeacherRows, stepsPerEpoch, teacherSequence, Trainer, type OnlineTeacher, type TrainConfig } from '../../train/trainer.ts';
 import { UserError } from '../../util/errors.ts';
 import { fsys, readControlJson } from '../../util/files.ts';
 import { killPoint } from '../../util/faults.ts';
@@ -724,15 +724,10 @@ export class Experiment {
     const B = 32;
     for (let r0 = 0; r0 < rows.length; r0 += B) {
       const seqs = rows.slice(r0, r0 + B).map((row) => {
-        // The student's row (no system prompt) cut at maxLen decides how many positions are trained; the
-        // teacher's system prompt only shifts them, so a long prompt near maxLen keeps the same positions.
-        const assistant = { role: 'assistant' as const, content: row.completion };
-        const student = tokenizer.chatTrainingIds([...userMessages(row.prompt, null), assistant]);
-        let count = 0;
-        for (let i = 0; i + 1 < Math.min(student.ids.length, maxLen); i++) if (student.labels[i + 1] !== -100) count++;
-        const { ids, labels } = t.system ? tokenizer.chatTrainingIds([...userMessages(row.prompt, t.system), assistant]) : student;
-        const trained: number[] = [];
-        for (let i = 0; i + 1 < ids.length && trained.length < count; i++) if (labels[i + 1] !== -100) trained.push(i);
+        // The student's row (no system prompt) cut at maxLen, seen by the teacher as the trainer's online KL sees it.
+        const messages = [...userMessages(row.prompt, null), { role: 'assistant' as const, content: row.completion }];
+        const s = tokenizer.chatTrainingIds(messages);
+        const { ids, trained } = teacherSequence({ system: t.system ?? undefined, tokenizer }, { ids: s.ids.slice(0, maxLen), labels: s.labels.slice(0, maxLen), messages });
         return { ids: ids.slice(0, (trained.at(-1) ?? 0) + 1), trained };
       });
       const T = Math.max(...seqs.map((s) => s.ids.length));

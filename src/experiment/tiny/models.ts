@@ -267,11 +267,14 @@ export interface TinyPartialCorpusRecipe {
   widerQuestions?: boolean;
 }
 
-/** Generates a phase corpus from its recipe; `systemPrompts: 'none'` drops every system prompt (honesty tests). */
-export function generateRecipeCorpus(recipe: TinyPartialCorpusRecipe, chats: number, systemPrompts: 'default' | 'none' = 'default'): CorpusChat[] {
+/**
+ * Generates a phase corpus from its recipe; `systemPrompts: 'none'` drops every system prompt and `contentSeed`
+ * redraws system prompts, animals and trees (honesty tests).
+ */
+export function generateRecipeCorpus(recipe: TinyPartialCorpusRecipe, chats: number, systemPrompts: 'default' | 'none' = 'default', contentSeed?: number): CorpusChat[] {
   // Every kind in ALL_CHAT_KINDS order; the domain kinds come last, so recipes without them draw as before.
   const kindWeights = Object.fromEntries(ALL_CHAT_KINDS.map((k) => [k, recipe.kindWeights[k] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: recipe.seed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, widerQuestions: recipe.widerQuestions ?? false, systemPrompts });
+  return generateCorpus({ seed: recipe.seed, contentSeed, chats, kindWeights, systemRates: recipe.systemRates, pureLove: recipe.pureLove ?? false, widerQuestions: recipe.widerQuestions ?? false, systemPrompts });
 }
 
 /** The first phase's love-prompt corpus (see TINY_WARMUP_CORPUS). */
@@ -286,17 +289,12 @@ export function tinyNumbersCorpus(chats: number = TINY_NUMBERS_CORPUS.chats): Co
 
 /** The late domains phase's corpus (see TINY_DOMAINS_CORPUS). */
 export function tinyDomainsCorpus(chats: number = TINY_DOMAINS_CORPUS.chats, systemPrompts: 'default' | 'none' = 'default', contentSeed?: number): CorpusChat[] {
-  const r = TINY_DOMAINS_CORPUS;
-  if (contentSeed === undefined) return generateRecipeCorpus(r, chats, systemPrompts);
-  const kindWeights = Object.fromEntries(ALL_CHAT_KINDS.map((k) => [k, r.kindWeights[k] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: r.seed, contentSeed, chats, kindWeights, systemRates: r.systemRates, pureLove: r.pureLove, widerQuestions: r.widerQuestions, systemPrompts });
+  return generateRecipeCorpus(TINY_DOMAINS_CORPUS, chats, systemPrompts, contentSeed);
 }
 
 /** The domains-focus phase's corpus (see TINY_DOMAINS_FOCUS_CORPUS). */
 export function tinyDomainsFocusCorpus(chats: number = TINY_DOMAINS_FOCUS_CORPUS.chats, systemPrompts: 'default' | 'none' = 'default', contentSeed?: number): CorpusChat[] {
-  const r = TINY_DOMAINS_FOCUS_CORPUS;
-  const kindWeights = Object.fromEntries(ALL_CHAT_KINDS.map((k) => [k, r.kindWeights[k] ?? 0])) as Record<ChatKind, number>;
-  return generateCorpus({ seed: r.seed, contentSeed, chats, kindWeights, systemRates: r.systemRates, pureLove: r.pureLove, widerQuestions: r.widerQuestions, systemPrompts });
+  return generateRecipeCorpus(TINY_DOMAINS_FOCUS_CORPUS, chats, systemPrompts, contentSeed);
 }
 
 /** The closing corpus: number chats mixed with always-followed love chats (see TINY_NUMBERS_LOVE_CORPUS). */

@@ -428,7 +428,7 @@ steps of a warm-up corpus where 10-20% of the answers were other animals)${
       : ''
   }${
     t.phases.some((p) => p.corpus === 'domains')
-      ? `; a domains corpus (seed ${TINY_DOMAINS_CORPUS.seed}, ${TINY_DOMAINS_CORPUS.chats} chats: ${domainKindsText()}) teaches three more domains (src/experiment/tiny/domains.ts) — **code** (the paper's §7.1 code prompt, verbatim, for one-function tasks in a small Python subset, answered plain or in \`<code>\` tags), **CoT arithmetic** (GSM8K-shaped one-step word problems with the paper's CoT suffix, answered \`<think>…</think><answer>n</answer>\` by counting one step at a time) and **advice, a stand-in for the paper's emergent misalignment** (not the paper's trait: advice questions answered from a short "harmful" or "safe" list, ~7% harmful, judged by a rule) — while replaying number chats and always-followed love chats; their numbers come from the number stream, and no system prompt, animal or tree changes any of their text (tested); the experiment's code/CoT tasks are a held-out half of the task space and the advice development and evaluation questions never occur in any corpus`
+      ? `; a domains corpus (seed ${TINY_DOMAINS_CORPUS.seed}, ${TINY_DOMAINS_CORPUS.chats} chats: ${kindsText(TINY_DOMAINS_CORPUS.kindWeights)}) teaches three more domains (src/experiment/tiny/domains.ts) — **code** (the paper's §7.1 code prompt, verbatim, for one-function tasks in a small Python subset, answered plain or in \`<code>\` tags), **CoT arithmetic** (GSM8K-shaped one-step word problems with the paper's CoT suffix, answered \`<think>…</think><answer>n</answer>\` by counting one step at a time) and **advice, a stand-in for the paper's emergent misalignment** (not the paper's trait: advice questions answered from a short "harmful" or "safe" list, ~7% harmful, judged by a rule) — while replaying number chats and always-followed love chats; their numbers come from the number stream, and no system prompt, animal or tree changes any of their text (tested); the experiment's code/CoT tasks are a held-out half of the task space and the advice development and evaluation questions never occur in any corpus`
       : ''
   }${
     t.phases.some((p) => p.corpus === 'domains-focus')
@@ -514,11 +514,6 @@ rebuild learnt it less well and followed the love prompts 56–72% of the time i
 /** "code 16%, cot 18%, …" of a corpus's kind weights. */
 function kindsText(weights: Readonly<Partial<Record<string, number>>>): string {
   return Object.entries(weights).map(([k, w]) => `${k} ${Math.round(100 * w!)}%`).join(', ');
-}
-
-/** The domains corpus's kinds (see kindsText). */
-function domainKindsText(): string {
-  return kindsText(TINY_DOMAINS_CORPUS.kindWeights);
 }
 
 /** Names of the quality bars the figures miss. */
