@@ -138,7 +138,7 @@ describe('cross-entropy on the GPU', () => {
     o2.dispose();
   });
 
-  it('LM head over a chunked vocab (V=1000 in chunks of 333 rows, row blocks): loss, dx, dW', async () => {
+  it('LM head over a chunked vocab (V=1000 in chunks of 333 rows, row blocks): loss, dx, dW, kept or recomputed logits', async () => {
     const gpu = await getGpu();
     const M = 130, H = 24, V = 1000;
     const x = normalArray(M * H, 11);
@@ -147,23 +147,36 @@ describe('cross-entropy on the GPU', () => {
     const labels = Int32Array.from({ length: M }, (_, i) => (i % 7 === 0 ? -100 : Math.floor(r() * V)));
     const w = gpu.uploadChunked(wd, V, H, 'w', 333 * H * 4);
     expect(w.chunks.length).toBe(4);
-    // 64 rows × 333 columns per logits block → 3 row blocks per chunk.
-    const out = lmHeadCrossEntropy(gpu, gpu.upload(x, [M, H]), w, gpu.upload(labels), { dW: true, maxLogitsBytes: 64 * 333 * 4 });
-    const [res, dx, ...dW] = await readF(gpu, out.result, out.dx!, ...out.dW!.chunks);
     const logits = headLogitsRef(x, wd, M, H, V);
     const ref = crossEntropyRef(logits, M, V, labels);
     const g = headBackwardRef(ref.dlogits, x, wd, M, H, V);
-    expect(Math.abs(res[0] - ref.loss) / ref.loss).toBeLessThan(LOSS_TOL);
-    expect(res[2]).toBe(ref.count);
-    expect(relErr(dx, g.dx)).toBeLessThan(GRAD_TOL);
-    const dWflat = new Float32Array(V * H);
-    let o = 0;
-    for (const c of dW) {
-      dWflat.set(c, o);
-      o += c.length;
+    const runs: Float32Array[][] = [];
+    const dispatches: number[] = [];
+    for (const keepLogits of [false, true, undefined]) {
+      const before = gpu.dispatchCount;
+      // 64 rows × 333 columns per logits block → 3 row blocks per chunk.
+      const out = lmHeadCrossEntropy(gpu, gpu.upload(x, [M, H]), w, gpu.upload(labels), { dW: true, maxLogitsBytes: 64 * 333 * 4, keepLogits });
+      dispatches.push(gpu.dispatchCount - before);
+      const [res, dx, ...dW] = await readF(gpu, out.result, out.dx!, ...out.dW!.chunks);
+      expect(Math.abs(res[0] - ref.loss) / ref.loss).toBeLessThan(LOSS_TOL);
+      expect(res[2]).toBe(ref.count);
+      expect(relErr(dx, g.dx)).toBeLessThan(GRAD_TOL);
+      const dWflat = new Float32Array(V * H);
+      let o = 0;
+      for (const c of dW) {
+        dWflat.set(c, o);
+        o += c.length;
+      }
+      expect(relErr(dWflat, g.dW)).toBeLessThan(GRAD_TOL);
+      runs.push([res, dx, dWflat]);
+      out.dispose();
     }
-    expect(relErr(dWflat, g.dW)).toBeLessThan(GRAD_TOL);
-    out.dispose();
+    // Kept logits are the recomputed ones (same kernel, same inputs): bit-identical results, and the
+    // backward pass records one matmul fewer per (chunk, row block) — 4 chunks × 3 blocks. A 130 × 1000
+    // head fits the default budget, so the default keeps them.
+    for (let i = 0; i < 3; i++) expect(Array.from(runs[1][i])).toEqual(Array.from(runs[0][i]));
+    expect(dispatches[0] - dispatches[1]).toBe(12);
+    expect(dispatches[2]).toBe(dispatches[1]);
     w.dispose();
   });
 
@@ -199,7 +212,10 @@ describe('distillation losses on the GPU', () => {
       const ref = topKDistillationRef(logits, M, V, idx, logp, k, o);
       const plain = topKDistillation(gpu, { logits: zT }, gpu.upload(idx, [M, k]), gpu.upload(logp, [M, k]), gpuOpts);
       const chunked = topKDistillation(gpu, { x: xT, w }, gpu.upload(Uint32Array.from(idx), [M, k]), gpu.upload(logp, [M, k]), { ...gpuOpts, maxLogitsBytes: 64 * 333 * 4 });
-      const [r1, d1, r2, dx] = await readF(gpu, plain.result, plain.dlogits!, chunked.result, chunked.dx!);
+      const recomputed = topKDistillation(gpu, { x: xT, w }, gpu.upload(Uint32Array.from(idx), [M, k]), gpu.upload(logp, [M, k]), { ...gpuOpts, maxLogitsBytes: 64 * 333 * 4, keepLogits: false });
+      const [r1, d1, r2, dx, dx2] = await readF(gpu, plain.result, plain.dlogits!, chunked.result, chunked.dx!, recomputed.dx!);
+      expect(Array.from(dx2)).toEqual(Array.from(dx));
+      recomputed.dispose();
       const g = headBackwardRef(ref.dlogits, x, wd, M, H, V);
       expect(Math.abs(r1[0] - ref.loss) / ref.loss).toBeLessThan(LOSS_TOL);
       expect(Math.abs(r2[0] - ref.loss) / ref.loss).toBeLessThan(LOSS_TOL);
@@ -225,7 +241,12 @@ describe('distillation losses on the GPU', () => {
       const ref = klDistillationRef(zs, zt, M, V, o);
       const plain = klDistillation(gpu, { logits: gpu.upload(Float32Array.from(zs), [M, V]) }, { logits: gpu.upload(Float32Array.from(zt), [M, V]) }, gOpts);
       const chunked = klDistillation(gpu, { x: gpu.upload(xs, [M, H]), w: Ws }, { x: gpu.upload(xt, [M, H]), w: Wt }, gOpts);
-      const [r1, d1, r2, dx, dW0] = await readF(gpu, plain.result, plain.dlogits!, chunked.result, chunked.dx!, chunked.dW!.chunks[0]);
+      const recomputed = klDistillation(gpu, { x: gpu.upload(xs, [M, H]), w: Ws }, { x: gpu.upload(xt, [M, H]), w: Wt }, { ...gOpts, keepLogits: false });
+      const [r1, d1, r2, dx, dW0, dx2, dW2] = await readF(gpu, plain.result, plain.dlogits!, chunked.result, chunked.dx!, chunked.dW!.chunks[0], recomputed.dx!, recomputed.dW!.chunks[0]);
+      // Kept (the default at this size) and recomputed logits give bit-identical gradients.
+      expect(Array.from(dx2)).toEqual(Array.from(dx));
+      expect(Array.from(dW2)).toEqual(Array.from(dW0));
+      recomputed.dispose();
       const g = headBackwardRef(ref.dlogits, xs, ws, M, H, V);
       // KL is a difference of O(1) terms: compare against the summed magnitude, 1e-5 relative.
       expect(Math.abs(r1[0] - ref.loss)).toBeLessThan(LOSS_TOL * 10);

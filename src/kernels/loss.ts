@@ -462,10 +462,31 @@ function rowsPerBlock(gpu: Gpu, kernel: string, M: number, chunkRows: number, ma
 }
 
 /**
- * Calls fn for every (chunk, row block) of the source's logits, recording the chunk matmuls. The
- * block's logits tensor is disposed after fn (fn must only record work on it).
+ * Whether the backward pass can reuse the forward pass's logits instead of recomputing x·W_cᵀ: when all
+ * `copies` × [M, V] logits of a chunked source fit KEEP_LOGITS_BYTES. That saves one LM-head matmul per
+ * step (about 9% of a tiny student's step on lavapipe, bench/students.ts); a large head (0.5B at a
+ * training batch: [1408, 151,936] = 856 MB) recomputes, as the module's opening describes.
  */
-function forEachBlock(gpu: Gpu, kernel: string, src: LogitSource, maxBytes: number | undefined, fn: (b: Block) => void): void {
+const KEEP_LOGITS_BYTES = 64 * 2 ** 20;
+function keepsLogits(src: LogitSource, copies: number, opts: LossOptions): boolean {
+  if ('logits' in src || !(opts.backward ?? true)) return false;
+  return opts.keepLogits ?? src.x.shape[0] * src.w.rows * 4 * copies <= KEEP_LOGITS_BYTES;
+}
+
+/**
+ * Block logits kept between the two passes: the forward pass ('store') keeps each block's logits after
+ * fn, the backward pass ('reuse') takes them in the same order and disposes them after fn.
+ */
+interface KeptLogits {
+  mode: 'store' | 'reuse';
+  blocks: Tensor[];
+}
+
+/**
+ * Calls fn for every (chunk, row block) of the source's logits, recording the chunk matmuls. The
+ * block's logits tensor is disposed after fn (fn must only record work on it), unless `kept` stores it.
+ */
+function forEachBlock(gpu: Gpu, kernel: string, src: LogitSource, maxBytes: number | undefined, fn: (b: Block) => void, kept?: KeptLogits): void {
   if ('logits' in src) {
     const [M, V] = src.logits.shape;
     fn({ logits: src.logits, rowStart: 0, rows: M, colStart: 0, cols: V, chunk: 0 });
@@ -475,13 +496,15 @@ function forEachBlock(gpu: Gpu, kernel: string, src: LogitSource, maxBytes: numb
   const M = x.shape[0];
   const H = w.cols;
   const rpb = rowsPerBlock(gpu, kernel, M, Math.min(w.rowsPerChunk, w.rows), maxBytes);
+  let i = 0;
   for (let c = 0; c < w.chunks.length; c++) {
     for (let r0 = 0; r0 < M; r0 += rpb) {
       const rows = Math.min(rpb, M - r0);
       const xBlock = rows === M ? x : x.view([rows, H], r0 * H);
-      const logits = matmulChunk(gpu, xBlock, w, c);
+      const logits = kept?.mode === 'reuse' ? kept.blocks[i++] : matmulChunk(gpu, xBlock, w, c);
       fn({ logits, rowStart: r0, rows, colStart: c * w.rowsPerChunk, cols: w.chunkRows(c), chunk: c, xBlock });
-      logits.dispose();
+      if (kept?.mode === 'store') kept.blocks.push(logits);
+      else logits.dispose();
     }
   }
 }
@@ -535,6 +558,11 @@ export interface LossOptions {
   dW?: boolean | ChunkedMatrix;
   /** Largest logits block in bytes (defaults to the binding limit); smaller forces row blocks. */
   maxLogitsBytes?: number;
+  /**
+   * Chunked sources with backward: keep the forward pass's logits for the backward pass (true) or
+   * recompute them (false). Default: keep when they fit KEEP_LOGITS_BYTES (64 MiB). Same results.
+   */
+  keepLogits?: boolean;
 }
 
 export interface SparseTargetOptions extends LossOptions {
@@ -598,6 +626,7 @@ function sparseTargetLoss(
   const gathered = gpu.empty([M, k], 'f32', 'loss_gathered');
   const stats = statsKernel.program({ gather: true, useSet });
   const set = setMask ? { setMask } : {};
+  const kept: KeptLogits | undefined = keepsLogits(src, 1, opts) ? { mode: 'store', blocks: [] } : undefined;
   // The first chunk initialises each row's state (chunk 0's row blocks cover every row once).
   forEachBlock(gpu, kernel, src, opts.maxLogitsBytes, (b) => {
     gpu.run(
@@ -606,7 +635,8 @@ function sparseTargetLoss(
       rowGrid(b.rows),
       { rows: b.rows, cols: b.cols, rowStart: b.rowStart, colStart: b.colStart, k, first: b.chunk === 0 ? 1 : 0 },
     );
-  });
+  }, kept);
+  if (kept) kept.mode = 'reuse';
 
   const lse = gpu.empty([M], 'f32', 'loss_lse');
   const coefA = gpu.empty([M], 'f32', 'loss_coefA');
@@ -638,7 +668,7 @@ function sparseTargetLoss(
         scatterTargets.run(gpu, {}, { d, tgt, coefB }, [cdiv(k, 64), Math.min(b.rows, MAX_ROWS_PER_DIM), cdiv(b.rows, MAX_ROWS_PER_DIM)], { ...u, k });
       }
       if (chunked) headBackward(gpu, b, w!, dx, dW);
-    });
+    }, kept);
   }
   for (const t of [rowW, state, gathered, coefA, coefB, setMask]) t?.dispose();
   return makeResult({ result, lse, dlogits, dx, dW }, [], opts.dW);
@@ -809,7 +839,9 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
   const result = gpu.empty([4], 'f32', 'kl_result');
   weightsKernel.run(gpu, { mode: opts.mask ? 'mask' : 'none' }, { ...(opts.mask ? { mask: opts.mask } : {}), rowW, result }, 1, { M, k: 1, normalizer: normalizerValue(kernel, opts.normalizer) });
 
-  // Teacher and student blocks are produced in the same order (same chunking and row blocks).
+  // Teacher and student blocks are produced in the same order (same chunking and row blocks); with
+  // `kept`, the forward pass keeps both models' block logits for the backward pass.
+  const kept: { student: KeptLogits; teacher: KeptLogits } | undefined = keepsLogits(student, 2, opts) ? { student: { mode: 'store', blocks: [] }, teacher: { mode: 'store', blocks: [] } } : undefined;
   const pairBlocks = (fn: (s: Block, tb: Block) => void) => {
     if (!chunked) {
       forEachBlock(gpu, kernel, student, undefined, (s) => forEachBlock(gpu, kernel, teacher, undefined, (tb) => fn(s, tb)));
@@ -817,12 +849,15 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
     }
     const wt = (teacher as { x: Tensor; w: ChunkedMatrix }).w;
     const xt = (teacher as { x: Tensor; w: ChunkedMatrix }).x;
+    let i = 0;
     forEachBlock(gpu, kernel, student, opts.maxLogitsBytes, (s) => {
       const xtBlock = s.rows === M ? xt : xt.view([s.rows, wt.cols], s.rowStart * wt.cols);
-      const tl = matmulChunk(gpu, xtBlock, wt, s.chunk);
+      const tl = kept?.teacher.mode === 'reuse' ? kept.teacher.blocks[i++] : matmulChunk(gpu, xtBlock, wt, s.chunk);
       fn(s, { ...s, logits: tl });
-      tl.dispose();
-    });
+      if (kept?.teacher.mode === 'store') kept.teacher.blocks.push(tl);
+      else tl.dispose();
+    }, kept?.student);
+    if (kept) kept.student.mode = kept.teacher.mode = 'reuse';
   };
 
   const state = gpu.empty([M, 5], 'f32', 'kl_state');
