@@ -21,7 +21,7 @@
 
 import { defineKernel, product, type BindingDecl } from '../gpu/kernel.ts';
 import { cdiv, ChunkedMatrix, type Gpu, type Tensor } from '../gpu/runtime.ts';
-import { check, MAX_WG_PER_DIM as MAX_ROWS_PER_DIM, NEG_WGSL as NEG, ORDER_KEY_WGSL, rowGrid, rowsGrid, shapeStr as shp } from './common.ts';
+import { check, MAX_WG_PER_DIM as MAX_ROWS_PER_DIM, NEG_WGSL as NEG, ORDER_KEY_WGSL, rowGrid, shapeStr as shp } from './common.ts';
 import { copyRows, gatherRows, scatterAddRows } from './elementwise.ts';
 import { matmul, matmulChunk } from './matmul.ts';
 
@@ -35,11 +35,6 @@ export type Normalizer = number | 'mean' | 'sum';
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------
-
-/** Elementwise grid over [rows, cols]: 256 columns per workgroup in x, rows over y and z. */
-function elemGrid(rows: number, cols: number): [number, number, number] {
-  return rowsGrid(rows, cdiv(cols, 256)).workgroups;
-}
 
 /** Target ids: u32 ids are bound as array<i32> (ids < 2^31; 0xFFFFFFFF reads as -1 = none). */
 const TGT: BindingDecl = ['tgt', 'i32', 'read', ['i32', 'u32']];
@@ -234,19 +229,28 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 });
 
 /**
- * The opening of the kernels that write one block of dlogits (lane: column c of block row r, global row
- * g = rowStart + r, element i): v starts at 0 and is only set where the row's coefficient a is not 0.
+ * A kernel that writes one block of dlogits: one workgroup per block row r (global row g = rowStart + r),
+ * its lanes striding over the columns c (element i); `element` sets v, which starts at 0, where the row's
+ * coefficient a is not 0. One workgroup per row rather than per 256 elements: on lavapipe the per-workgroup
+ * cost dominated the [2752, 2932] tiny head's pass (about 2× the row-reduction stats pass over the same
+ * logits).
  */
-const DLOGITS_BLOCK_MAIN = /* wgsl */ `
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-  let c = gid.x;
-  let r = wid.y + wid.z * ${MAX_ROWS_PER_DIM}u;
-  if (c >= u.cols || r >= u.rows) { return; }
+function dlogitsRowMain(element: string): string {
+  return /* wgsl */ `
+@compute @workgroup_size(${RW})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let r = wid.x + wid.y * ${MAX_ROWS_PER_DIM}u;
+  if (r >= u.rows) { return; }
   let g = u.rowStart + r;
-  let i = r * u.cols + c;
   let a = coefA[g];
-  var v = 0.0;`;
+  for (var c = lid; c < u.cols; c += ${RW}u) {
+    let i = r * u.cols + c;
+    var v = 0.0;
+${element}
+    d[i] = v;
+  }
+}`;
+}
 
 /**
  * dlogits for sparse targets over a block: coefA·exp(z − lse) (in-set columns only) minus, when
@@ -264,11 +268,10 @@ const denseSparseKernel = defineKernel({
   uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
   key: ({ inlineTarget, useSet, outOfPlace }) => `${inlineTarget ? 'inline' : ''}${useSet ? '_set' : ''}${outOfPlace ? '_oop' : ''}`,
   space: () => product({ inlineTarget: BOOL, useSet: BOOL, outOfPlace: BOOL }),
-  body: ({ inlineTarget, useSet, outOfPlace }) => /* wgsl */ `${DLOGITS_BLOCK_MAIN}
-  if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) { v = a * exp(${outOfPlace ? 'zin' : 'd'}[i] - lse[g]); }
-  ${inlineTarget ? 'if (tgt[g] == i32(u.colStart + c)) { v -= coefB[g]; }' : ''}
-  d[i] = v;
-}`,
+  body: ({ inlineTarget, useSet, outOfPlace }) =>
+    dlogitsRowMain(/* wgsl */ `
+    if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) { v = a * exp(${outOfPlace ? 'zin' : 'd'}[i] - lse[g]); }
+    ${inlineTarget ? 'if (tgt[g] == i32(u.colStart + c)) { v -= coefB[g]; }' : ''}`),
 });
 
 /** Subtracts coefB at the target columns that fall in the block (top-k targets: distinct per row). */
@@ -391,12 +394,11 @@ const dense2Kernel = defineKernel({
   uniforms: { rows: 'u32', cols: 'u32', rowStart: 'u32', colStart: 'u32' },
   key: ({ useSet, outOfPlace }) => `${useSet ? 'set' : ''}${outOfPlace ? '_oop' : ''}`,
   space: () => product({ useSet: BOOL, outOfPlace: BOOL }),
-  body: ({ useSet, outOfPlace }) => /* wgsl */ `${DLOGITS_BLOCK_MAIN}
-  if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) {
-    v = a * (exp(${outOfPlace ? 'zin' : 'd'}[i] - lse2[2u * g]) - exp(zt[i] - lse2[2u * g + 1u]));
-  }
-  d[i] = v;
-}`,
+  body: ({ useSet, outOfPlace }) =>
+    dlogitsRowMain(/* wgsl */ `
+    if (a != 0.0 ${useSet ? '&& setMask[u.colStart + c] != 0u' : ''}) {
+      v = a * (exp(${outOfPlace ? 'zin' : 'd'}[i] - lse2[2u * g]) - exp(zt[i] - lse2[2u * g + 1u]));
+    }`),
 });
 
 /** setMask[v] = 1 for v in the token set (mask zeroed first). */
@@ -663,7 +665,7 @@ function sparseTargetLoss(
     forEachBlock(gpu, kernel, src, opts.maxLogitsBytes, (b) => {
       const d = chunked ? b.logits : dlogits!;
       const u = { rows: b.rows, cols: b.cols, rowStart: b.rowStart, colStart: b.colStart };
-      gpu.run(dense, { ...(chunked ? {} : { zin: b.logits }), d, lse, coefA, ...(inline ? { tgt, coefB } : {}), ...set }, elemGrid(b.rows, b.cols), u);
+      gpu.run(dense, { ...(chunked ? {} : { zin: b.logits }), d, lse, coefA, ...(inline ? { tgt, coefB } : {}), ...set }, rowGrid(b.rows), u);
       if (!inline) {
         scatterTargets.run(gpu, {}, { d, tgt, coefB }, [cdiv(k, 64), Math.min(b.rows, MAX_ROWS_PER_DIM), cdiv(b.rows, MAX_ROWS_PER_DIM)], { ...u, k });
       }
@@ -884,7 +886,7 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
       gpu.run(
         dense,
         { ...(chunked ? {} : { zin: s.logits }), d: chunked ? s.logits : dlogits!, zt: tb.logits, lse2, coefA, ...set },
-        elemGrid(s.rows, s.cols),
+        rowGrid(s.rows),
         { rows: s.rows, cols: s.cols, rowStart: s.rowStart, colStart: s.colStart },
       );
       if (chunked) headBackward(gpu, s, w!, dx, dW);
