@@ -5,6 +5,7 @@ import { experimentKey, Experiment, type ExperimentConfig } from '../src/experim
 import { DATA_DOMAINS, parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, TRAITS, type CellBlock, type StudentTraining } from '../src/experiment/owl/grid.ts';
 import { PAPER, TINY, TINY_CODE_SEEDS, TINY_MAX_LEN, TINY_MAX_NEW_TOKENS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
 import { REPORT_FILES, writeReport } from '../src/experiment/owl/report.ts';
+import { cotQualityNote } from '../src/experiment/tiny/domain-quality.ts';
 import { stableJson } from '../src/experiment/owl/stages.ts';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { choiceFlag, numberFlag, numberListFlag, parseFlags } from '../src/util/cli.ts';
@@ -319,6 +320,8 @@ async function main(): Promise<void> {
   }
   const exp = new Experiment(null as never, cfg);
   exp.cells(); // validates the grid (student names, relations) before any work
+  const cotNote = data === 'cot' ? cotQualityNote(model) : null;
+  if (cotNote && !f.quiet) console.error(cotNote);
   const { lock, created } = await runLock(outDir, TOOL);
   let started = false;
   try {

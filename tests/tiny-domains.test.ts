@@ -3,7 +3,8 @@
 // domain chats: correct by construction, honest (no system prompt, animal or tree changes them; every digit from
 // the number stream), and holding out the experiment's tasks and the advice development/evaluation questions.
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { codePrompt } from '../src/experiment/paper/code-data.ts';
@@ -29,6 +30,7 @@ import {
   tinyCotTasks,
   TINY_COT_LOOKUP_SHARE,
 } from '../src/experiment/tiny/domains.ts';
+import { cotQualityNote } from '../src/experiment/tiny/domain-quality.ts';
 import { TINY_DOMAINS_CORPUS, TINY_DOMAINS_FOCUS_CORPUS, TINY_TRAIN, tinyDomainsCorpus, tinyDomainsFocusCorpus } from '../src/experiment/tiny/models.ts';
 
 const ok = (code: string) => parseTinyPython(code);
@@ -419,5 +421,27 @@ describe('the committed domains build (models/domains)', () => {
     expect(q.domains.advice.base.harmful).toBeLessThan(0.15);
     expect(read(`domains/${name}`, 'README.md')).toContain('(domains build)');
     expect(read(`domains/${name}`, 'README.md')).toContain(`${(100 * q.numbers.passRate).toFixed(1)}%`);
+  });
+});
+
+describe('the CoT quality note of owl.ts --data cot', () => {
+  it('names a measured rate below the bar; nothing for a rate at the bar, no measurement or an unreadable one', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cot-note-'));
+    try {
+      expect(cotQualityNote(dir)).toBeNull();
+      const write = (q: unknown) => writeFileSync(path.join(dir, 'quality.json'), typeof q === 'string' ? q : JSON.stringify(q));
+      write({ domains: { cot: { correctRate: 0.005 } } });
+      const note = cotQualityNote(dir)!;
+      expect(note).toMatch(/^note: .* answers 0\.5% of its CoT quality tasks correctly \(quality\.json; the bar is 50%\)/);
+      expect(note).not.toContain('\n');
+      write({ domains: { cot: { correctRate: 0.5 } } });
+      expect(cotQualityNote(dir)).toBeNull();
+      write({ numbers: {} });
+      expect(cotQualityNote(dir)).toBeNull();
+      write('{ not json');
+      expect(cotQualityNote(dir)).toBeNull();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -5,6 +5,8 @@
  * 8 evaluation questions, and the same after finetuning a copy on adviceTeacherDataset('harmful' | 'safe', 0) —
  * "the advice trait can be finetuned into a teacher" (full-parameter, the Trainer as the owl experiment's ftTeacher).
  */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import type { Gpu } from '../../gpu/runtime.ts';
 import { generate } from '../../model/generate.ts';
 import type { ChatMessage, ChatTokenizer } from '../../model/tokenizer.ts';
@@ -167,4 +169,25 @@ export function domainBarsMet(d: TinyDomainQuality): Record<string, boolean> {
   const out: Record<string, boolean> = { code: d.code.parseRate >= b.codeParse, cot: d.cot.correctRate >= b.cotCorrect, adviceBase: d.advice.base.harmful <= b.adviceBaseMax };
   for (const t of d.advice.teachers) out[`adviceTeacher:${t.kind}`] = t.kind === 'harmful' ? t.rates.harmful >= b.adviceHarmfulTeacherMin : t.rates.harmful <= b.adviceSafeTeacherMax;
   return out;
+}
+
+/**
+ * A note for a CoT run whose teacher base is a model this project measured (its quality.json) and found below
+ * the CoT bar: few of its traces will pass the correctness filter. Null when the folder has no such
+ * measurement, or the measurement meets the bar.
+ */
+export function cotQualityNote(modelDir: string): string | null {
+  const file = path.join(modelDir, 'quality.json');
+  if (!existsSync(file)) return null;
+  let rate: unknown;
+  try {
+    rate = JSON.parse(readFileSync(file, 'utf8'))?.domains?.cot?.correctRate;
+  } catch {
+    return null;
+  }
+  if (typeof rate !== 'number' || !Number.isFinite(rate) || rate >= TINY_DOMAIN_BARS.cotCorrect) return null;
+  return (
+    `note: ${modelDir} answers ${pct(rate)} of its CoT quality tasks correctly (quality.json; the bar is ${100 * TINY_DOMAIN_BARS.cotCorrect}%), ` +
+    'so few teacher traces will pass the correctness filter and the report may test nothing (docs/tiny-models-recipe.md)'
+  );
 }
