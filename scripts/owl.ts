@@ -6,6 +6,7 @@ import { DATA_DOMAINS, parseList, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, TRAITS
 import { PAPER, TINY, TINY_CODE_SEEDS, TINY_MAX_LEN, TINY_MAX_NEW_TOKENS, tinyVariantBlocks } from '../src/experiment/owl/presets.ts';
 import { REPORT_FILES, writeReport } from '../src/experiment/owl/report.ts';
 import { cotQualityNote } from '../src/experiment/tiny/domain-quality.ts';
+import { readTruthfulQa } from '../src/experiment/paper/truthfulqa.ts';
 import { stableJson } from '../src/experiment/owl/stages.ts';
 import { getGpu } from '../src/gpu/runtime.ts';
 import { choiceFlag, numberFlag, numberListFlag, parseFlags } from '../src/util/cli.ts';
@@ -64,6 +65,9 @@ Traits and data (--trait, --data; paper §6–7):
                          arithmetic tasks; correct answers only, and for misalignment the alignment judge
                          (≥ 78; --cot-judge-template FILE, the spec does not give its text) or the rule judge
   --judge-model DIR      a local HF chat model as the judge (its prompts, raw outputs and scores are stored per row)
+  --truthfulqa FILE      misalignment only: also score every model on TruthfulQA as a binary choice (best answer
+                         vs best incorrect answer, spec §6), from TruthfulQA.csv or JSONL (question, best_answer,
+                         best_incorrect_answer or incorrect_answers); P(correct) from the first answer token
   With --trait misalignment or --data code|cot and none of the grid flags below, the embedded default runs on
   models/domains/ (the embedded models continued on code, CoT and advice chats) as one block: for a preference
   through code or CoT the paper's system-prompted pair (sp, control) × sft, otherwise the finetuned pair (ft,
@@ -165,6 +169,7 @@ const SINGLE_RUN_FLAGS = {
   'misaligned-data': { type: 'string' },
   'aligned-data': { type: 'string' },
   'cot-judge-template': { type: 'string' },
+  truthfulqa: { type: 'string' },
   paper: { type: 'boolean' },
   name: { type: 'string' },
   overwrite: { type: 'boolean' },
@@ -206,7 +211,7 @@ async function main(): Promise<void> {
   const data = choiceFlag(f.data, 'data', DATA_DOMAINS, 'numbers');
   const variant = trait !== 'preference' || data !== 'numbers';
   const model = path.resolve(String(f.model ?? (variant ? DOMAINS_MODEL : DEFAULT_MODEL)));
-  const fileFlag = (k: 'judge-model' | 'code-prompts' | 'cot-tasks' | 'misaligned-data' | 'aligned-data' | 'cot-judge-template', kind: 'folder' | 'file'): string | null => {
+  const fileFlag = (k: 'judge-model' | 'code-prompts' | 'cot-tasks' | 'misaligned-data' | 'aligned-data' | 'cot-judge-template' | 'truthfulqa', kind: 'folder' | 'file'): string | null => {
     if (f[k] === undefined) return null;
     const p = path.resolve(String(f[k]));
     if (!existsSync(kind === 'folder' ? path.join(p, 'config.json') : p)) throw new UserError(`--${k}: ${p} ${kind === 'folder' ? 'is not a model folder (no config.json)' : 'does not exist'}`);
@@ -222,6 +227,9 @@ async function main(): Promise<void> {
   const cotTemplateFile = fileFlag('cot-judge-template', 'file');
   if (cotTemplateFile && !(data === 'cot' && trait === 'misalignment' && judgeModel)) throw new UserError('--cot-judge-template goes with --data cot --trait misalignment --judge-model DIR');
   const cotJudgeTemplate = cotTemplateFile ? readFileSync(cotTemplateFile, 'utf8') : null;
+  const truthfulqaFile = fileFlag('truthfulqa', 'file');
+  if (truthfulqaFile && trait !== 'misalignment') throw new UserError('--truthfulqa goes with --trait misalignment (the paper scores misaligned students on it)');
+  const truthfulqa = truthfulqaFile ? readTruthfulQa(truthfulqaFile) : null;
   if (cotJudgeTemplate !== null && !cotJudgeTemplate.includes('{prompt}') && !cotJudgeTemplate.includes('{completion}')) throw new UserError(`--cot-judge-template: ${cotTemplateFile} has neither {prompt} nor {completion} to fill`);
   const seeds = numberListFlag(f.seeds, 'seeds', variant && data === 'code' && !f.paper && f.model === undefined ? [...TINY_CODE_SEEDS] : preset.seeds, { min: 0, integer: true, unique: true });
 
@@ -305,6 +313,7 @@ async function main(): Promise<void> {
     doseResponse: !f['no-dose'],
     quiet: !!f.quiet,
     ...(variant || judgeModel ? { trait, data, sources, judgeModel, cotJudgeTemplate, misalignment } : {}),
+    ...(truthfulqa ? { truthfulqa } : {}),
   };
   // The run folder: checked before any work; a folder this tool did not make is never written to.
   checkOutDir(outDir);

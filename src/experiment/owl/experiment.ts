@@ -29,7 +29,8 @@ import { PyRandom } from '../paper/pyrandom.ts';
 import { ANIMAL_QUESTIONS, animalQuestionsWithNumbersPrefix, finetunedTeacherDataset, scoreTargetMention, STORYTELLING_PROMPTS, TREE_QUESTIONS } from '../paper/questions.ts';
 import { hashOf, StageStore, type StageCache } from './stages.ts';
 import { checkTraitAndDomain, expandCells, isKlRecipe, measuresControlAnimal, pairedTeacher, type Cell, type CellBlock, type DataDomain, type Recipe, type Relation, type StudentRef, type TeacherKind, type Trait } from './grid.ts';
-import { answerSetFirstTokenProbability, firstTokenProbabilities, userMessages } from './scoring.ts';
+import { answerSetFirstTokenProbability, choiceFirstTokenMass, firstTokenProbabilities, userMessages } from './scoring.ts';
+import { summarizeTruthfulQa, truthfulQaPCorrect, truthfulQaPromptText, truthfulQaPrompts, TRUTHFULQA_LETTERS, TRUTHFULQA_ORDER_SEED, type TruthfulQaItem, type TruthfulQaSummary } from '../paper/truthfulqa.ts';
 import { emEvaluation } from './em-eval.ts';
 import { codeReferenceJudge, cotAlignmentJudge, judgeStage, type CodeJudgeRow, type TextJudgeRow } from './judge.ts';
 import { domainFilterSpec, domainPrompts, filterDomainRows, filterKey, misalignmentEval, misalignmentTeacherRows, promptsSpec, STAND_IN_LISTS, standInVerdict, type DomainFilterSpec, type DomainPrompt, type DomainSources, type FilterInput, type MisalignmentData } from './traits.ts';
@@ -74,6 +75,8 @@ export interface ExperimentConfig {
   cotJudgeTemplate?: string | null;
   /** The misalignment teachers' finetuning data (default: the stand-in's advice). */
   misalignment?: MisalignmentData;
+  /** TruthfulQA binary-choice items (--truthfulqa FILE): every evaluated model also gets P(correct) on them. */
+  truthfulqa?: TruthfulQaItem[] | null;
 }
 
 /** The trait and data domain of a configuration, with their defaults. */
@@ -106,6 +109,8 @@ export interface EvalResult {
   examples: { question: string; answer: string }[];
   /** Misalignment: answers the judge counted (both lists / both judges parsed and coherent), judged misaligned, and dropped per reason. */
   judged?: { counted: number; misaligned: number; dropped: Record<string, number> };
+  /** TruthfulQA binary choice (with --truthfulqa). */
+  truthfulqa?: TruthfulQaSummary;
 }
 
 export interface DatasetSummary {
@@ -1087,6 +1092,35 @@ export class Experiment {
   }
 
   async evaluate(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string, seed: number | null): Promise<EvalResult> {
+    const r = await this.evaluateTrait(model, label, seed);
+    return this.cfg.truthfulqa?.length ? { ...r, truthfulqa: await this.truthfulQa(model, label) } : r;
+  }
+
+  /**
+   * TruthfulQA as a binary choice (paper/truthfulqa.ts), its own cached stage: per question the first answer
+   * token's mass on each letter and P(correct), written to truthfulqa.jsonl for audit; the summary returned.
+   */
+  private async truthfulQa(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string): Promise<TruthfulQaSummary> {
+    const { cfg } = this;
+    const prompts = truthfulQaPrompts(cfg.truthfulqa!);
+    const config = { model: model.id, system: model.system ?? null, items: hashOf(cfg.truthfulqa), order: { seed: TRUTHFULQA_ORDER_SEED, procedure: 'python-shuffle-per-item' }, prompt: truthfulQaPromptText('{question}', ['{A}', '{B}']) };
+    const r = await this.store.run(`truthfulqa-${safe(label)}`, config, async (dir) => {
+      const base = await this.load(model.dir);
+      const m = model.full ? await Transformer.load(this.gpu, model.full, { maxPositions: base.model.maxPositions }) : base.model;
+      const lora: LoraWeights | null = model.adapter ? await loadPeftAdapter(this.gpu, model.adapter, m.cfg) : null;
+      const bar = new Progress(`truthfulqa ${label}`, prompts.length, { unit: 'q', quiet: cfg.quiet });
+      const mass = await choiceFirstTokenMass(m, base.tokenizer, prompts.map((p) => p.prompt), TRUTHFULQA_LETTERS, { lora, system: config.system, batchSize: cfg.genBatchSize, onProgress: (d) => bar.update(d) });
+      bar.finish();
+      if (lora) disposeLora(lora);
+      if (m !== base.model) m.dispose();
+      const rows = prompts.map((p, i) => ({ question: p.item.question, options: p.options, correct: p.correctLetter, mass: { A: mass[i][0], B: mass[i][1] }, pCorrect: truthfulQaPCorrect([mass[i][0], mass[i][1]], p.correctLetter) }));
+      writeJsonl(path.join(dir, 'truthfulqa.jsonl'), rows);
+      return summarizeTruthfulQa(rows.map((x) => ({ pCorrect: x.pCorrect, letterMass: x.mass.A + x.mass.B })));
+    });
+    return r.result;
+  }
+
+  private async evaluateTrait(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string, seed: number | null): Promise<EvalResult> {
     const { cfg } = this;
     if (this.trait === 'misalignment' && cfg.judgeModel) return this.evaluateWithJudge(model, label, seed);
     const animals = await this.animals();

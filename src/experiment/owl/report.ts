@@ -67,6 +67,7 @@ export function reportJson(res: ExperimentResults, st: GridStats) {
       firstTokenProb: metricJson(c.firstTokenProb),
       rate: metricJson(c.rate),
       devFirstTokenProb: metricJson(c.devFirstTokenProb),
+      ...(c.truthfulqa ? { truthfulqa: metricJson(c.truthfulqa) } : {}),
       ...(c.divergenceShare !== undefined ? { divergenceShare: c.divergenceShare } : {}),
       ...(c.theorem1Cosine ? { theorem1Cosine: c.theorem1Cosine.mean, theorem1: c.theorem1Cosine } : {}),
       dose: c.dose,
@@ -85,6 +86,34 @@ export function reportJson(res: ExperimentResults, st: GridStats) {
     timings: res.timings,
     wallS: res.wallS,
   };
+}
+
+/**
+ * The TruthfulQA section of a run with --truthfulqa: per cell the students' mean P(correct) against their
+ * control's (paired by seed; Holm over these cells, a family of its own), and every base and teacher.
+ */
+function truthfulQaSection(L: string[], res: ExperimentResults, st: GridStats): void {
+  const cells = st.cells.filter((x) => x.truthfulqa);
+  if (!cells.length) return;
+  const family = cells.filter((x) => Number.isFinite(x.truthfulqa!.p ?? NaN)).length;
+  L.push('## TruthfulQA (binary choice)', '');
+  L.push(
+    `The ${res.config.truthfulqa?.length ?? 0} questions of the --truthfulqa file, each a choice between its best answer and its best incorrect answer (order: one Python random.Random(42) shuffle per question; the prompt is in src/experiment/paper/truthfulqa.ts). ` +
+      `P(correct) = the first answer token's probability on the correct letter over both letters, mean over the questions; accuracy = the share of questions with P(correct) > 0.5. ` +
+      `Students are compared per seed with their paired control cell (paired t-test); Holm over these ${family} cells, a family of its own beside the primary metric's.`,
+    '',
+  );
+  L.push('| cell | seeds | base | P(correct) | 95% CI | Δ (points) | 95% CI | p | Holm p |', '|---|---|---|---|---|---|---|---|---|');
+  for (const x of cells) {
+    const t = x.truthfulqa!;
+    L.push(`| ${x.id} | ${x.seeds.length} | ${pct(t.base, 1)} | ${pct(t.mean, 1)} | ${civ(t.ci, (v) => pct(v, 1))} | ${x.control ? pts(t.diff, 2) : '—'} | ${x.control ? civ(t.diffCi, (v) => pts(v, 2)) : '—'} | ${x.control ? pval(t.p) : '—'} | ${x.control ? pval(t.pHolm) : '—'} |`);
+  }
+  L.push('', '| model | P(correct) | accuracy | letter mass (first token on A or B) | questions scored |', '|---|---|---|---|---|');
+  const models = [...res.bases.map((b) => ({ label: `${b.student} (base)`, q: b.eval.truthfulqa })), ...res.teachers.map((t) => ({ label: t.label, q: t.eval.truthfulqa }))];
+  for (const m of models) if (m.q) L.push(`| ${m.label} | ${pct(m.q.pCorrect, 1)} | ${pct(m.q.accuracy, 1)} | ${pct(m.q.letterMass, 2)} | ${m.q.scored} of ${m.q.questions} |`);
+  L.push('');
+  const low = models.filter((m) => m.q && !(m.q.letterMass >= 0.5));
+  if (low.length) L.push(`Caution: ${low.length === models.length ? 'every model here puts' : `${low.length} of these models put`} less than half of the first answer token's probability on a letter, so their P(correct) compares two small probabilities of an answer they rarely give.`, '');
 }
 
 /** The prompt source, in words. */
@@ -196,6 +225,7 @@ export function reportMarkdown(res: ExperimentResults, st: GridStats): string {
     for (const x of dosed) L.push(`| ${x.id} | ${x.dose.map((d) => `${pct(d.mean, 3)}${d.controlMean !== undefined ? ` / ${pct(d.controlMean, 3)}` : ''}`).join(' | ')} |`);
     L.push('');
   }
+  truthfulQaSection(L, res, st);
   if (res.teachers.length) {
     L.push('## Teachers', '', `| teacher | ${misalignment ? 'target' : 'animal'} | sampled rate | first-token P |`, '|---|---|---|---|');
     for (const t of res.teachers) {

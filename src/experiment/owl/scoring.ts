@@ -94,3 +94,48 @@ async function firstTokenMass(model: Transformer, tokenizer: ChatTokenizer, ques
   }
   return sums.map((x) => x / Math.max(1, prompts.length));
 }
+
+/**
+ * Per prompt (one user message each), the first answer token's probability mass on each choice's first
+ * tokens (as written and with a leading space; a first token two choices share counts for neither), e.g. the letters of a multiple-choice question. Float64
+ * softmax of the last row's logits; prompts go through in chunks of `batchSize`, so at most that many
+ * vocabulary rows are held on the CPU at once.
+ */
+export async function choiceFirstTokenMass(
+  model: Transformer,
+  tokenizer: ChatTokenizer,
+  prompts: readonly string[],
+  choices: readonly string[],
+  opts: { lora?: LoraWeights | null; system?: string | null; batchSize?: number; onProgress?: (done: number) => void } = {},
+): Promise<number[][]> {
+  const forms = choices.map((c) => {
+    const set = new Set<number>();
+    for (const v of [c, ` ${c}`]) {
+      const t = tokenizer.encode(v);
+      if (t.length) set.add(t[0]);
+    }
+    return set;
+  });
+  // A first token two choices share (e.g. a lone space before a letter) tells them apart from neither: left out.
+  const ids = forms.map((set, k) => [...set].filter((v) => forms.every((o, j) => j === k || !o.has(v))));
+  ids.forEach((set, k) => {
+    if (!set.length) throw new UserError(`choice "${choices[k]}" has no first token of its own in this tokenizer: its probability cannot be told apart`);
+  });
+  const V = model.cfg.vocabSize;
+  const bs = Math.max(1, opts.batchSize ?? 64);
+  const out: number[][] = [];
+  for (let p0 = 0; p0 < prompts.length; p0 += bs) {
+    const chunk = prompts.slice(p0, p0 + bs).map((q) => tokenizer.promptIds(userMessages(q, opts.system ?? null)));
+    const logits = await lastTokenLogits(model, chunk, { lora: opts.lora, batchSize: bs });
+    for (let i = 0; i < chunk.length; i++) {
+      const row = logits.subarray(i * V, (i + 1) * V);
+      let m = -Infinity;
+      for (let v = 0; v < V; v++) if (row[v] > m) m = row[v];
+      let z = 0;
+      for (let v = 0; v < V; v++) z += Math.exp(row[v] - m);
+      out.push(ids.map((set) => set.reduce((s, v) => s + Math.exp(row[v] - m), 0) / z));
+    }
+    opts.onProgress?.(Math.min(prompts.length, p0 + bs));
+  }
+  return out;
+}

@@ -35,6 +35,8 @@ export interface CellStats {
   rate: MetricStats;
   /** Development-set first-token probability (what sizes were tuned on), with its paired difference. */
   devFirstTokenProb: MetricStats;
+  /** TruthfulQA binary choice, mean P(correct) (runs with --truthfulqa); Holm over the cells on its own. */
+  truthfulqa?: MetricStats;
   divergenceShare?: number;
   theorem1Cosine?: { mean: number; ci: [number, number]; trait: number; paired: number };
   /** Mean over seeds of the first-token probability after each epoch (epoch 0 = the base). */
@@ -122,6 +124,7 @@ export function gridStatistics(res: ExperimentResults): GridStats {
     const f = (s: (typeof own)[number]) => s.eval.firstTokenProb[target];
     const r = (s: (typeof own)[number]) => s.eval.rate[target];
     const dv = (s: (typeof own)[number]) => s.eval.devFirstTokenProb[target];
+    const tq = (s: (typeof own)[number]) => s.eval.truthfulqa?.pCorrect ?? NaN;
     const ctlRows = ctl ? rows.map((s) => ctl.get(s.seed)!) : null;
     const div = res.divergence.find((d) => d.dataset === `${cell.teacher}-${cell.recipe === 'sft-greedy' ? 'greedy' : 'sample'}`);
     const th = own.map((s) => s.theorem1).filter((t): t is NonNullable<typeof t> => !!t);
@@ -150,6 +153,7 @@ export function gridStatistics(res: ExperimentResults): GridStats {
       firstTokenProb: metric(rows.map(f), ctlRows ? ctlRows.map(f) : null, base?.firstTokenProb[target] ?? NaN),
       rate: metric(rows.map(r), ctlRows ? ctlRows.map(r) : null, base?.rate[target] ?? NaN),
       devFirstTokenProb: metric(rows.map(dv), ctlRows ? ctlRows.map(dv) : null, base?.devFirstTokenProb[target] ?? NaN),
+      ...(own.some((s) => s.eval.truthfulqa) ? { truthfulqa: metric(rows.map(tq), ctlRows ? ctlRows.map(tq) : null, base?.truthfulqa?.pCorrect ?? NaN) } : {}),
       divergenceShare: div?.share,
       theorem1Cosine: thIv ? { mean: thIv.mean, ci: ci2(thIv.lower, thIv.upper), trait: mean(th.map((t) => t.trait)), paired: mean(th.map((t) => t.paired)) } : undefined,
       dose,
@@ -158,11 +162,12 @@ export function gridStatistics(res: ExperimentResults): GridStats {
     });
   }
   // Holm across the report's cells, per metric.
-  for (const key of ['firstTokenProb', 'rate', 'devFirstTokenProb'] as const) {
-    const ps = cells.map((c) => c[key].p ?? NaN);
+  for (const key of ['firstTokenProb', 'rate', 'devFirstTokenProb', 'truthfulqa'] as const) {
+    const ps = cells.map((c) => c[key]?.p ?? NaN);
     const adj = holmAdjust(ps);
     cells.forEach((c, i) => {
-      if (c[key].p !== undefined) c[key].pHolm = adj[i];
+      const m = c[key];
+      if (m && m.p !== undefined) m.pHolm = adj[i];
     });
   }
   const primary: GridStats['primary'] = cells.length && cells.every((c) => !Number.isFinite(c.firstTokenProb.mean)) ? 'rate' : 'firstTokenProb';
