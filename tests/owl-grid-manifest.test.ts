@@ -2,6 +2,8 @@
 // deterministic expansion to cells (ids with the trait, and the teacher base where there are several),
 // the mapping onto ExperimentConfig, sharding (every cell exactly once for n = 1…7, a cell with its
 // paired control), and --shard auto from Slurm's and Kubernetes' variables.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseManifest, gridExperiments } from '../src/experiment/owl/manifest.ts';
@@ -60,6 +62,22 @@ describe('grid manifest: traits and data domains', () => {
     expect(() => parseManifest({ ...VARIANTS, data: ['numbers', 'poems'] }, FILE)).toThrow(/data\[1\]: unknown value "poems"/);
     expect(() => parseManifest({ ...VARIANTS, traits: [{ kind: 'misalignment', misalignedData: 'insecure.jsonl' }] }, FILE)).toThrow(/traits\[0\]\.alignedData: give both/);
     expect(() => parseManifest({ ...VARIANTS, traits: [{ kind: 'misalignment', category: 'tree' }] }, FILE)).toThrow(/traits\[0\]\.category: unknown field/);
+    expect(() => parseManifest({ ...VARIANTS, traits: [{ kind: 'misalignment', truthfulqa: 'no-such-tqa.csv' }] }, FILE)).toThrow(/traits\[0\]\.truthfulqa: .*no-such-tqa\.csv: file not found/);
+  });
+
+  it("gives a misalignment trait's truthfulqa items to its experiments only", () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'manifest-tqa-'));
+    try {
+      writeFileSync(path.join(dir, 'tqa.jsonl'), JSON.stringify({ question: 'Q?', best_answer: 'R', best_incorrect_answer: 'W' }) + '\n');
+      const m = parseManifest({ ...VARIANTS, traits: ['owl', { kind: 'misalignment', truthfulqa: 'tqa.jsonl' }] }, path.join(dir, 'grid.json'));
+      const exps = gridExperiments(m, '/out');
+      for (const e of exps) {
+        if (e.id.startsWith('misalignment')) expect(e.cfg.truthfulqa).toEqual([{ question: 'Q?', correct: 'R', incorrect: 'W' }]);
+        else expect(e.cfg).not.toHaveProperty('truthfulqa');
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

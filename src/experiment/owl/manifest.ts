@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { UserError } from '../../util/errors.ts';
 import type { ExperimentConfig } from './experiment.ts';
+import { readTruthfulQa, type TruthfulQaItem } from '../paper/truthfulqa.ts';
 import { checkTraitAndDomain, DATA_DOMAINS, RECIPES, STUDENT_MODES, TRAIT_TEACHERS, type CellBlock, type DataDomain, type Recipe, type StudentMode, type StudentTraining, type Trait, type TraitTeacher } from './grid.ts';
 import { PAPER, TINY, TINY_MAX_LEN, TINY_MAX_NEW_TOKENS, type Preset } from './presets.ts';
 
@@ -19,6 +20,8 @@ export interface TraitSpec {
   /** Misalignment: the chat files the teachers are finetuned on (null: the embedded family's stand-in). */
   misalignedData: string | null;
   alignedData: string | null;
+  /** Misalignment: TruthfulQA binary-choice items every model is also scored on (the trait's truthfulqa file), or null. */
+  truthfulqa: TruthfulQaItem[] | null;
   /** The ft-control teacher's animal (null: chosen from the base's answers). */
   controlAnimal: string | null;
   /** Used in ids and folder names: the name with spaces as '-'. */
@@ -203,23 +206,32 @@ export function parseManifest(json: Json, file: string): GridManifest {
   const dupBase = baseNames.findIndex((n, i) => baseNames.indexOf(n) !== i);
   if (dupBase >= 0) F.fail(`teacherBases[${dupBase}]`, `two teacher bases share the folder name '${baseNames[dupBase]}'; rename one`);
 
-  if (json.traits === undefined) F.fail('traits', 'required: a list of animals (names), {"name", "category": "animal"|"tree", "controlAnimal"} or {"kind": "misalignment", "misalignedData", "alignedData"}');
+  if (json.traits === undefined) F.fail('traits', 'required: a list of animals (names), {"name", "category": "animal"|"tree", "controlAnimal"} or {"kind": "misalignment", "misalignedData", "alignedData", "truthfulqa"}');
   const filePath = (v: Json, f: string) => {
     const p = path.resolve(dir, F.str(v, f, undefined, 'a file path'));
     return p;
   };
   const traits = F.list(json.traits, 'traits', (v, f): TraitSpec => {
-    const none = { misalignedData: null, alignedData: null };
+    const none = { misalignedData: null, alignedData: null, truthfulqa: null };
     if (typeof v === 'string') return { kind: 'preference', name: F.str(v, f, NAME, 'a plain name (lowercase letters, spaces, hyphens)'), category: 'animal', controlAnimal: null, slug: slugOf(v.trim()), ...none };
     if (!isObj(v)) F.fail(f, `must be a name or {"name", "category", "controlAnimal"}, got ${JSON.stringify(v)}`);
     const kind = v.kind === undefined ? 'preference' : F.choice(v.kind, `${f}.kind`, ['preference', 'misalignment'] as const);
     if (kind === 'misalignment') {
-      F.known(v, f, ['kind', 'name', 'misalignedData', 'alignedData']);
+      F.known(v, f, ['kind', 'name', 'misalignedData', 'alignedData', 'truthfulqa']);
       const n = v.name === undefined ? 'misalignment' : F.str(v.name, `${f}.name`, NAME, 'a plain name (lowercase letters, spaces, hyphens)');
       const md = v.misalignedData === undefined || v.misalignedData === null ? null : filePath(v.misalignedData, `${f}.misalignedData`);
       const ad = v.alignedData === undefined || v.alignedData === null ? null : filePath(v.alignedData, `${f}.alignedData`);
       if (!md !== !ad) F.fail(`${f}.${md ? 'alignedData' : 'misalignedData'}`, 'give both misalignedData and alignedData (or neither, for the stand-in)');
-      return { kind, name: n, category: 'animal', controlAnimal: null, slug: slugOf(n), misalignedData: md, alignedData: ad };
+      let truthfulqa: TruthfulQaItem[] | null = null;
+      if (v.truthfulqa !== undefined && v.truthfulqa !== null) {
+        const tf = filePath(v.truthfulqa, `${f}.truthfulqa`);
+        try {
+          truthfulqa = readTruthfulQa(tf);
+        } catch (e) {
+          F.fail(`${f}.truthfulqa`, (e as Error).message);
+        }
+      }
+      return { kind, name: n, category: 'animal', controlAnimal: null, slug: slugOf(n), misalignedData: md, alignedData: ad, truthfulqa };
     }
     F.known(v, f, ['kind', 'name', 'category', 'controlAnimal']);
     const n = F.str(v.name, `${f}.name`, NAME, 'a plain name (lowercase letters, spaces, hyphens)');
@@ -434,6 +446,7 @@ export function gridExperiments(m: GridManifest, outDir: string, quiet = true): 
                 misalignment: { misaligned: trait.misalignedData, aligned: trait.alignedData },
               }
             : {}),
+          ...(trait.truthfulqa ? { truthfulqa: trait.truthfulqa } : {}),
         };
         try {
           checkTraitAndDomain(trait.kind, data, blocks);
