@@ -8,8 +8,9 @@
 //   pass 1 (forward):  chunk logits → online (max, Σexp) per row + the logits at the target ids
 //   finalize:          one workgroup turns the row states into per-row losses, their weighted sum
 //                      and the loss, plus per-row gradient coefficients (no readback, no await)
-//   pass 2 (backward): recompute chunk logits, dlogits = coefA·softmax − coefB·onehot(targets) in
-//                      place, dx += dlogits·W_c, dW_c += dlogitsᵀ·x
+//   pass 2 (backward): recompute chunk logits (or reuse pass 1's, kept when all of them fit 64 MiB),
+//                      dlogits = coefA·softmax − coefB·onehot(targets) in place, dx += dlogits·W_c,
+//                      dW_c += dlogitsᵀ·x
 // Cross-entropy is the sparse-target case with one target of probability 1 (a one-hot teacher), so
 // CE and top-k KL share the kernels.
 //
