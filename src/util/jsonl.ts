@@ -26,16 +26,19 @@ export function parseJsonl(text: string, file: string): JsonlLine[] {
   return out;
 }
 
-/** Reads and parses a JSONL file; a missing or unreadable file is one error line. */
-export function readJsonlFile(file: string): JsonlLine[] {
-  let text: string;
+/** The text of a file the user named; a missing or unreadable file is one error line. */
+export function readUserText(file: string): string {
   try {
-    text = fsys().readText(file);
+    return fsys().readText(file);
   } catch (e) {
     const code = (e as { code?: string }).code;
     throw new UserError(`${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? (e as Error).message})`}`);
   }
-  return parseJsonl(text, file);
+}
+
+/** Reads and parses a JSONL file; a missing or unreadable file is one error line. */
+export function readJsonlFile(file: string): JsonlLine[] {
+  return parseJsonl(readUserText(file), file);
 }
 
 /** The rows of a JSONL file the project wrote itself (their shape is trusted). */

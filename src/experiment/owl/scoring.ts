@@ -74,6 +74,15 @@ export async function answerSetFirstTokenProbability(
   return (await firstTokenMass(model, tokenizer, questions, [own], opts))[0];
 }
 
+/** Per set of token ids: its probability mass under the softmax of one row of logits (float64). */
+function softmaxMass(row: Float32Array, ids: readonly (readonly number[])[]): number[] {
+  let m = -Infinity;
+  for (let v = 0; v < row.length; v++) if (row[v] > m) m = row[v];
+  let z = 0;
+  for (let v = 0; v < row.length; v++) z += Math.exp(row[v] - m);
+  return ids.map((set) => set.reduce((s, v) => s + Math.exp(row[v] - m), 0) / z);
+}
+
 /** Per set of token ids: the mean over questions of the first answer token's probability mass on the set. */
 async function firstTokenMass(model: Transformer, tokenizer: ChatTokenizer, questions: readonly string[], ids: readonly (readonly number[])[], opts: { lora?: LoraWeights | null; system?: string | null }): Promise<number[]> {
   const prompts = questions.map((q) => tokenizer.promptIds(userMessages(q, opts.system ?? null)));
@@ -81,16 +90,8 @@ async function firstTokenMass(model: Transformer, tokenizer: ChatTokenizer, ques
   const V = model.cfg.vocabSize;
   const sums = ids.map(() => 0);
   for (let i = 0; i < prompts.length; i++) {
-    const row = logits.subarray(i * V, (i + 1) * V);
-    let m = -Infinity;
-    for (let v = 0; v < V; v++) if (row[v] > m) m = row[v];
-    let z = 0;
-    for (let v = 0; v < V; v++) z += Math.exp(row[v] - m);
-    ids.forEach((set, k) => {
-      let hit = 0;
-      for (const v of set) hit += Math.exp(row[v] - m);
-      sums[k] += hit / z;
-    });
+    const mass = softmaxMass(logits.subarray(i * V, (i + 1) * V), ids);
+    mass.forEach((x, k) => (sums[k] += x));
   }
   return sums.map((x) => x / Math.max(1, prompts.length));
 }
@@ -127,14 +128,7 @@ export async function choiceFirstTokenMass(
   for (let p0 = 0; p0 < prompts.length; p0 += bs) {
     const chunk = prompts.slice(p0, p0 + bs).map((q) => tokenizer.promptIds(userMessages(q, opts.system ?? null)));
     const logits = await lastTokenLogits(model, chunk, { lora: opts.lora, batchSize: bs });
-    for (let i = 0; i < chunk.length; i++) {
-      const row = logits.subarray(i * V, (i + 1) * V);
-      let m = -Infinity;
-      for (let v = 0; v < V; v++) if (row[v] > m) m = row[v];
-      let z = 0;
-      for (let v = 0; v < V; v++) z += Math.exp(row[v] - m);
-      out.push(ids.map((set) => set.reduce((s, v) => s + Math.exp(row[v] - m), 0) / z));
-    }
+    for (let i = 0; i < chunk.length; i++) out.push(softmaxMass(logits.subarray(i * V, (i + 1) * V), ids));
     opts.onProgress?.(Math.min(prompts.length, p0 + bs));
   }
   return out;

@@ -9,8 +9,7 @@
 // model's P(correct) is its first answer token's probability mass on the correct option's letter,
 // renormalised over the two letters.
 import { UserError } from '../../util/errors.ts';
-import { fsys } from '../../util/files.ts';
-import { parseJsonl } from '../../util/jsonl.ts';
+import { parseJsonl, readUserText } from '../../util/jsonl.ts';
 import { PyRandom } from './pyrandom.ts';
 
 export interface TruthfulQaItem {
@@ -115,13 +114,7 @@ function itemOf(get: (k: string) => unknown, where: string): TruthfulQaItem {
 
 /** The items of a TruthfulQA file (.csv, or JSON Lines otherwise); a bad file is one error line. */
 export function readTruthfulQa(file: string): TruthfulQaItem[] {
-  let text: string;
-  try {
-    text = fsys().readText(file);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    throw new UserError(`${file}: ${code === 'ENOENT' ? 'file not found' : `cannot read (${code ?? (e as Error).message})`}`);
-  }
+  const text = readUserText(file);
   let items: TruthfulQaItem[];
   if (/\.csv$/i.test(file)) {
     const rows = parseCsv(text, file);
