@@ -98,9 +98,9 @@ async function firstTokenMass(model: Transformer, tokenizer: ChatTokenizer, ques
 
 /**
  * Per prompt (one user message each), the first answer token's probability mass on each choice's first
- * tokens (as written and with a leading space; a first token two choices share counts for neither), e.g. the letters of a multiple-choice question. Float64
- * softmax of the last row's logits; prompts go through in chunks of `batchSize`, so at most that many
- * vocabulary rows are held on the CPU at once.
+ * tokens (as written and with a leading space; a first token two choices share counts for neither), e.g.
+ * the letters of a multiple-choice question. Float64 softmax of the last row's logits; prompts go through
+ * in chunks of `batchSize`, so at most that many vocabulary rows are held on the CPU at once.
  */
 export async function choiceFirstTokenMass(
   model: Transformer,
