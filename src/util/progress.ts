@@ -29,7 +29,11 @@ export interface ProgressState {
   elapsedS: number;
   /** Units per second so far. */
   rate: number;
-  /** Seconds left at the rate so far (NaN before any progress). */
+  /**
+   * Seconds left (NaN before any progress): at the rate since the first update once there is a later one,
+   * so the first unit's one-off setup (pipeline compiles, model loads) does not inflate it; at the rate
+   * since the start before that.
+   */
   etaS: number;
   finished: boolean;
 }
@@ -64,6 +68,8 @@ export class Progress {
   private readonly stream: NodeJS.WriteStream | null;
   private readonly tty: boolean;
   private readonly id = nextId++;
+  /** Time and amount of the first update that reported progress (the ETA's steady-rate origin). */
+  private first: { at: number; done: number } | null = null;
 
   constructor(
     private readonly label: string,
@@ -82,6 +88,7 @@ export class Progress {
   /** Sets the amount done (absolute) and an optional note (e.g. the current loss). */
   update(done: number, note?: string): void {
     this.done = done;
+    if (!this.first && done > 0) this.first = { at: Date.now(), done };
     const noteChanged = note !== undefined && note !== this.note;
     if (note !== undefined) this.note = note;
     sink?.(this.state(false));
@@ -92,17 +99,28 @@ export class Progress {
     this.update(this.done + n, note);
   }
 
+  /** Seconds left: see ProgressState.etaS. */
+  private eta(now: number): number {
+    const f = this.first;
+    const steady = f && this.done > f.done && now > f.at ? (this.done - f.done) / ((now - f.at) / 1000) : 0;
+    const overall = now > this.start ? this.done / ((now - this.start) / 1000) : 0;
+    const rate = steady > 0 ? steady : overall;
+    return rate > 0 ? Math.max(0, this.total - this.done) / rate : NaN;
+  }
+
   private state(finished: boolean): ProgressState {
-    const elapsedS = (Date.now() - this.start) / 1000;
+    const now = Date.now();
+    const elapsedS = (now - this.start) / 1000;
     const rate = elapsedS > 0 ? this.done / elapsedS : 0;
-    return { id: this.id, label: this.label, unit: this.opts.unit ?? '', done: this.done, total: this.total, note: this.note, elapsedS, rate, etaS: rate > 0 ? Math.max(0, this.total - this.done) / rate : NaN, finished };
+    return { id: this.id, label: this.label, unit: this.opts.unit ?? '', done: this.done, total: this.total, note: this.note, elapsedS, rate, etaS: this.eta(now), finished };
   }
 
   private line(): string {
-    const elapsed = (Date.now() - this.start) / 1000;
+    const now = Date.now();
+    const elapsed = (now - this.start) / 1000;
     const frac = this.total > 0 ? Math.min(1, this.done / this.total) : 0;
     const rate = elapsed > 0 ? this.done / elapsed : 0;
-    const eta = rate > 0 ? (this.total - this.done) / rate : NaN;
+    const eta = this.eta(now);
     const unit = this.opts.unit ? ` ${this.opts.unit}` : '';
     const rateStr = rate >= 100 ? rate.toFixed(0) : rate.toFixed(2);
     const stats = `${this.done}/${this.total}${unit} ${rateStr}${unit}/s elapsed ${fmtDuration(elapsed)} ETA ${fmtDuration(eta)}`;
