@@ -5,9 +5,9 @@
  * 8 evaluation questions, and the same after finetuning a copy on adviceTeacherDataset('harmful' | 'safe', 0) —
  * "the advice trait can be finetuned into a teacher" (full-parameter, the Trainer as the owl experiment's ftTeacher).
  */
-import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Gpu } from '../../gpu/runtime.ts';
+import { fsys } from '../../util/files.ts';
 import { generate } from '../../model/generate.ts';
 import type { ChatMessage, ChatTokenizer } from '../../model/tokenizer.ts';
 import { Transformer } from '../../model/transformer.ts';
@@ -178,10 +178,10 @@ export function domainBarsMet(d: TinyDomainQuality): Record<string, boolean> {
  */
 export function cotQualityNote(modelDir: string): string | null {
   const file = path.join(modelDir, 'quality.json');
-  if (!existsSync(file)) return null;
+  if (!fsys().exists(file)) return null;
   let rate: unknown;
   try {
-    rate = JSON.parse(readFileSync(file, 'utf8'))?.domains?.cot?.correctRate;
+    rate = JSON.parse(fsys().readText(file))?.domains?.cot?.correctRate;
   } catch {
     return null;
   }
