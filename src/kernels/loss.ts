@@ -477,13 +477,29 @@ function keepsLogits(src: LogitSource, copies: number, opts: LossOptions): boole
 }
 
 /**
- * Block logits kept between the two passes: the forward pass ('store') keeps each block's logits after
- * fn, the backward pass ('reuse') takes them in the same order and disposes them after fn.
+ * Block logits kept between the two passes: in the forward pass each block's logits are computed and kept
+ * after use; after reuse(), the backward pass takes them back in the same order and frees each after use.
+ * Without a KeptLogits (see take/release) every pass computes and frees its own.
  */
-interface KeptLogits {
-  mode: 'store' | 'reuse';
-  blocks: Tensor[];
+class KeptLogits {
+  private readonly blocks: Tensor[] = [];
+  private reusing = false;
+  private next = 0;
+  reuse(): void {
+    this.reusing = true;
+    this.next = 0;
+  }
+  take(compute: () => Tensor): Tensor {
+    return this.reusing ? this.blocks[this.next++] : compute();
+  }
+  release(t: Tensor): void {
+    if (this.reusing) t.dispose();
+    else this.blocks.push(t);
+  }
 }
+
+const take = (kept: KeptLogits | undefined, compute: () => Tensor) => (kept ? kept.take(compute) : compute());
+const release = (kept: KeptLogits | undefined, t: Tensor) => (kept ? kept.release(t) : t.dispose());
 
 /**
  * Calls fn for every (chunk, row block) of the source's logits, recording the chunk matmuls. The
@@ -499,15 +515,13 @@ function forEachBlock(gpu: Gpu, kernel: string, src: LogitSource, maxBytes: numb
   const M = x.shape[0];
   const H = w.cols;
   const rpb = rowsPerBlock(gpu, kernel, M, Math.min(w.rowsPerChunk, w.rows), maxBytes);
-  let i = 0;
   for (let c = 0; c < w.chunks.length; c++) {
     for (let r0 = 0; r0 < M; r0 += rpb) {
       const rows = Math.min(rpb, M - r0);
       const xBlock = rows === M ? x : x.view([rows, H], r0 * H);
-      const logits = kept?.mode === 'reuse' ? kept.blocks[i++] : matmulChunk(gpu, xBlock, w, c);
+      const logits = take(kept, () => matmulChunk(gpu, xBlock, w, c));
       fn({ logits, rowStart: r0, rows, colStart: c * w.rowsPerChunk, cols: w.chunkRows(c), chunk: c, xBlock });
-      if (kept?.mode === 'store') kept.blocks.push(logits);
-      else logits.dispose();
+      release(kept, logits);
     }
   }
 }
@@ -629,7 +643,7 @@ function sparseTargetLoss(
   const gathered = gpu.empty([M, k], 'f32', 'loss_gathered');
   const stats = statsKernel.program({ gather: true, useSet });
   const set = setMask ? { setMask } : {};
-  const kept: KeptLogits | undefined = keepsLogits(src, 1, opts) ? { mode: 'store', blocks: [] } : undefined;
+  const kept = keepsLogits(src, 1, opts) ? new KeptLogits() : undefined;
   // The first chunk initialises each row's state (chunk 0's row blocks cover every row once).
   forEachBlock(gpu, kernel, src, opts.maxLogitsBytes, (b) => {
     gpu.run(
@@ -639,7 +653,7 @@ function sparseTargetLoss(
       { rows: b.rows, cols: b.cols, rowStart: b.rowStart, colStart: b.colStart, k, first: b.chunk === 0 ? 1 : 0 },
     );
   }, kept);
-  if (kept) kept.mode = 'reuse';
+  kept?.reuse();
 
   const lse = gpu.empty([M], 'f32', 'loss_lse');
   const coefA = gpu.empty([M], 'f32', 'loss_coefA');
@@ -844,7 +858,7 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
 
   // Teacher and student blocks are produced in the same order (same chunking and row blocks); with
   // `kept`, the forward pass keeps both models' block logits for the backward pass.
-  const kept: { student: KeptLogits; teacher: KeptLogits } | undefined = keepsLogits(student, 2, opts) ? { student: { mode: 'store', blocks: [] }, teacher: { mode: 'store', blocks: [] } } : undefined;
+  const kept = keepsLogits(student, 2, opts) ? { student: new KeptLogits(), teacher: new KeptLogits() } : undefined;
   const pairBlocks = (fn: (s: Block, tb: Block) => void) => {
     if (!chunked) {
       forEachBlock(gpu, kernel, student, undefined, (s) => forEachBlock(gpu, kernel, teacher, undefined, (tb) => fn(s, tb)));
@@ -852,15 +866,14 @@ export function klDistillation(gpu: Gpu, student: LogitSource, teacher: LogitSou
     }
     const wt = (teacher as { x: Tensor; w: ChunkedMatrix }).w;
     const xt = (teacher as { x: Tensor; w: ChunkedMatrix }).x;
-    let i = 0;
     forEachBlock(gpu, kernel, student, opts.maxLogitsBytes, (s) => {
       const xtBlock = s.rows === M ? xt : xt.view([s.rows, wt.cols], s.rowStart * wt.cols);
-      const tl = kept?.teacher.mode === 'reuse' ? kept.teacher.blocks[i++] : matmulChunk(gpu, xtBlock, wt, s.chunk);
+      const tl = take(kept?.teacher, () => matmulChunk(gpu, xtBlock, wt, s.chunk));
       fn(s, { ...s, logits: tl });
-      if (kept?.teacher.mode === 'store') kept.teacher.blocks.push(tl);
-      else tl.dispose();
+      release(kept?.teacher, tl);
     }, kept?.student);
-    if (kept) kept.student.mode = kept.teacher.mode = 'reuse';
+    kept?.student.reuse();
+    kept?.teacher.reuse();
   };
 
   const state = gpu.empty([M, 5], 'f32', 'kl_state');
