@@ -96,6 +96,15 @@ export function experimentKey(c: ExperimentConfig): Record<string, unknown> {
   return rest;
 }
 
+/** A model to evaluate: its base folder and stage identity, with a PEFT adapter, a full finetune or a system prompt. */
+export interface EvalModel {
+  dir: string;
+  id: string;
+  adapter?: string;
+  full?: string;
+  system?: string | null;
+}
+
 /** Target rates of one model: sampled answers and exact first-token probabilities, per animal. */
 export interface EvalResult {
   /** Per animal: fraction of sampled answers naming it (paper's substring rule), per question. */
@@ -1091,7 +1100,26 @@ export class Experiment {
     };
   }
 
-  async evaluate(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string, seed: number | null): Promise<EvalResult> {
+  /**
+   * The weights an evaluation runs on: the base (cached by load), a full finetune's own copy, or the base with a
+   * PEFT adapter; close() frees what this call loaded.
+   */
+  private async openEvalModel(model: EvalModel): Promise<{ m: Transformer; tokenizer: ChatTokenizer; lora: LoraWeights | null; close: () => void }> {
+    const base = await this.load(model.dir);
+    const m = model.full ? await Transformer.load(this.gpu, model.full, { maxPositions: base.model.maxPositions }) : base.model;
+    const lora: LoraWeights | null = model.adapter ? await loadPeftAdapter(this.gpu, model.adapter, m.cfg) : null;
+    return {
+      m,
+      tokenizer: base.tokenizer,
+      lora,
+      close: () => {
+        if (lora) disposeLora(lora);
+        if (m !== base.model) m.dispose();
+      },
+    };
+  }
+
+  async evaluate(model: EvalModel, label: string, seed: number | null): Promise<EvalResult> {
     const r = await this.evaluateTrait(model, label, seed);
     return this.cfg.truthfulqa?.length ? { ...r, truthfulqa: await this.truthfulQa(model, label) } : r;
   }
@@ -1100,19 +1128,16 @@ export class Experiment {
    * TruthfulQA as a binary choice (paper/truthfulqa.ts), its own cached stage: per question the first answer
    * token's mass on each letter and P(correct), written to truthfulqa.jsonl for audit; the summary returned.
    */
-  private async truthfulQa(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string): Promise<TruthfulQaSummary> {
+  private async truthfulQa(model: EvalModel, label: string): Promise<TruthfulQaSummary> {
     const { cfg } = this;
     const prompts = truthfulQaPrompts(cfg.truthfulqa!);
     const config = { model: model.id, system: model.system ?? null, items: hashOf(cfg.truthfulqa), order: { seed: TRUTHFULQA_ORDER_SEED, procedure: 'python-shuffle-per-item' }, prompt: truthfulQaPromptText('{question}', ['{A}', '{B}']) };
     const r = await this.store.run(`truthfulqa-${safe(label)}`, config, async (dir) => {
-      const base = await this.load(model.dir);
-      const m = model.full ? await Transformer.load(this.gpu, model.full, { maxPositions: base.model.maxPositions }) : base.model;
-      const lora: LoraWeights | null = model.adapter ? await loadPeftAdapter(this.gpu, model.adapter, m.cfg) : null;
+      const { m, tokenizer, lora, close } = await this.openEvalModel(model);
       const bar = new Progress(`truthfulqa ${label}`, prompts.length, { unit: 'q', quiet: cfg.quiet });
-      const mass = await choiceFirstTokenMass(m, base.tokenizer, prompts.map((p) => p.prompt), TRUTHFULQA_LETTERS, { lora, system: config.system, batchSize: cfg.genBatchSize, onProgress: (d) => bar.update(d) });
+      const mass = await choiceFirstTokenMass(m, tokenizer, prompts.map((p) => p.prompt), TRUTHFULQA_LETTERS, { lora, system: config.system, batchSize: cfg.genBatchSize, onProgress: (d) => bar.update(d) });
       bar.finish();
-      if (lora) disposeLora(lora);
-      if (m !== base.model) m.dispose();
+      close();
       const rows = prompts.map((p, i) => ({ question: p.item.question, options: p.options, correct: p.correctLetter, mass: { A: mass[i][0], B: mass[i][1] }, pCorrect: truthfulQaPCorrect([mass[i][0], mass[i][1]], p.correctLetter) }));
       writeJsonl(path.join(dir, 'truthfulqa.jsonl'), rows);
       return summarizeTruthfulQa(rows.map((x) => ({ pCorrect: x.pCorrect, letterMass: x.mass.A + x.mass.B })));
@@ -1120,7 +1145,7 @@ export class Experiment {
     return r.result;
   }
 
-  private async evaluateTrait(model: { dir: string; id: string; adapter?: string; full?: string; system?: string | null }, label: string, seed: number | null): Promise<EvalResult> {
+  private async evaluateTrait(model: EvalModel, label: string, seed: number | null): Promise<EvalResult> {
     const { cfg } = this;
     if (this.trait === 'misalignment' && cfg.judgeModel) return this.evaluateWithJudge(model, label, seed);
     const animals = await this.animals();
@@ -1128,10 +1153,7 @@ export class Experiment {
     const misalignment = this.trait === 'misalignment';
     const { questions, dev } = config;
     const r = await this.store.run(name, config, async (dir) => {
-      const base = await this.load(model.dir);
-      const m = model.full ? await Transformer.load(this.gpu, model.full, { maxPositions: base.model.maxPositions }) : base.model;
-      const tokenizer = base.tokenizer;
-      const lora: LoraWeights | null = model.adapter ? await loadPeftAdapter(this.gpu, model.adapter, m.cfg) : null;
+      const { m, tokenizer, lora, close } = await this.openEvalModel(model);
       const requests = questions.map((q) => ({ promptIds: tokenizer.promptIds(userMessages(q, config.system)) }));
       const bar = new Progress(`eval ${label}`, requests.length * config.samples, { unit: 'ans', quiet: cfg.quiet });
       const out = await generate(m, requests, {
@@ -1165,8 +1187,7 @@ export class Experiment {
       const opts = { lora, system: config.system };
       const firstTokenProb = await this.targetProbabilities(m, tokenizer, questions, animals, opts);
       const devFirstTokenProb = await this.targetProbabilities(m, tokenizer, dev, animals, opts);
-      if (lora) disposeLora(lora);
-      if (m !== base.model) m.dispose();
+      close();
       const common = { firstTokenProb, devFirstTokenProb, samples: out.length, examples: answers.filter((x) => x.s === 0).slice(0, 6).map((x) => ({ question: questions[x.q], answer: x.answer })) };
       if (misalignment) {
         // The misaligned share among counted answers, per question and pooled (as the paper's EM summary).
